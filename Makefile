@@ -1,0 +1,37 @@
+# The two commands: `make demo` and `make test`. Each sets up what it needs by itself.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
+
+.PHONY: demo test lint test-cuda system-deps clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch 2.13.0 installs from the CPU wheel on disk; newer ranges would pull CUDA packages.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+# Debian packages the library and its tests use (graphviz's `dot` for drawing).
+system-deps:
+	@command -v dot >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; }
+
+lint: $(STAMP)
+	$(PY) -m ruff check gtn_py
+	$(PY) -m mypy gtn_py
+
+test: $(STAMP) system-deps lint
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# CUDA cases only (on a machine with a GPU).
+test-cuda: $(STAMP) system-deps
+	$(PY) -m pytest -q -m cuda tests
+
+demo: $(STAMP) system-deps
+	$(PY) examples/demo.py
+
+clean:
+	rm -rf $(VENV) out

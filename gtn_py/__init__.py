@@ -1,0 +1,38 @@
+"""gtn_py: differentiable weighted finite-state transducers over PyTorch tensors.
+
+Conventions: label 0 is epsilon (``EPSILON``); weights are scores (log-probabilities,
+higher is better), an energy is a negative score; a batch of graphs is one Graph whose
+nodes carry a graph id, and every algorithm takes a batch as readily as a single graph.
+"""
+
+# The data and the algebra.
+from .errors import (
+    BackendUnavailableError,
+    CyclicGraphError,
+    DeviceMismatchError,
+    DivergenceError,
+    DtypeMismatchError,
+    FormatError,
+    GraphError,
+    InvalidGraphError,
+    LabelError,
+    NoStartError,
+    WeightError,
+)
+from .graph import EPSILON, Arc, Graph, check_compatible, gather, linear_graph, scalar_graph, string_graph
+from .semiring import LOG, TROPICAL, LogSemiring, Semiring, TropicalSemiring, get_semiring
+from .ops.traverse import is_acyclic, topological_order
+
+# Structural operations (ops/structure.py).
+
+# Files and drawing (io.py).
+
+# Shortest distance family (ops/shortest.py).
+
+# Composition and friends (ops/compose.py).
+
+# Dense intersection with emission tensors (ops/dense.py).
+
+# Criteria (criteria/).
+
+__version__ = "0.1.0"

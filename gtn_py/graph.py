@@ -1,0 +1,588 @@
+"""The Graph: a weighted finite-state transducer (or a batch of them) held in torch tensors.
+
+Layout (struct of arrays):
+
+* arcs: ``src``, ``dst``, ``ilabel``, ``olabel`` (int64, shape ``[A]``) and ``weights``
+  (float32 or float64, shape ``[A]``);
+* nodes: ``start_weights`` and ``final_weights`` (shape ``[N]``). A node is a start node
+  when its start weight is greater than -inf and an accept node when its final weight is.
+  gtn's start and accept nodes have weight 0; OpenFst's final weights and a start weight
+  on any node are the general case, so that ``reverse`` is a swap and files round-trip.
+
+A path's score is ``start_weights[first] + sum(arc weights) + final_weights[last]``.
+Weights are *scores* (log-probabilities, higher is better), as in gtn and k2; an energy is
+a negative score. Label 0 is epsilon (``EPSILON``), as in OpenFst and k2.
+
+A batch is a disjoint union of graphs with a per-node graph id (``node_graph``): every
+algorithm runs on the union in one pass and reduces per graph at the end, so a single
+graph is just a batch of one.
+
+Operations never modify their inputs. Each new graph's weights are a differentiable
+gather of its inputs' weights through an arc map (see :func:`gather`), so gradients reach
+the weights of every input through ordinary torch autograd.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from .errors import (
+    DeviceMismatchError,
+    DtypeMismatchError,
+    InvalidGraphError,
+    LabelError,
+    WeightError,
+)
+
+EPSILON = 0
+NEG_INF = float("-inf")
+
+TensorLike = Union[Tensor, Sequence[float], Sequence[int]]
+
+
+@dataclass(frozen=True)
+class Arc:
+    """One arc, as iteration over a graph yields it (for people who want a loop)."""
+
+    src: int
+    dst: int
+    ilabel: int
+    olabel: int
+    weight: float
+
+
+def gather(values: Tensor, index: Tensor, fill: float = 0.0) -> Tensor:
+    """``values[index]`` where ``index >= 0``, ``fill`` where ``index == -1``; differentiable.
+
+    This is how weights follow an arc map: an output arc's weight is the sum of the gathered
+    weights of the input arcs it came from (-1 where an input contributes no arc).
+    """
+    picked = values.index_select(0, index.clamp(min=0))
+    if values.numel() == 0 or bool((index < 0).any()):
+        picked = torch.where(index >= 0, picked, picked.new_full((), fill))
+    return picked
+
+
+class Graph:
+    """A weighted finite-state transducer (acceptor when ``ilabel == olabel`` everywhere).
+
+    Build one node and arc at a time, as in gtn::
+
+        g = Graph()
+        s = g.add_node(start=True)
+        a = g.add_node(accept=True)
+        g.add_arc(s, a, 1, 2, weight=-0.5)
+
+    or all at once with :meth:`Graph.from_arcs`. Adding nodes and arcs is cheap (they are
+    buffered and turned into tensors on the next read), so building big graphs arc by arc
+    costs no quadratic copying; reading any tensor property gives the current graph.
+    """
+
+    def __init__(self, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
+        if dtype not in (torch.float32, torch.float64):
+            raise DtypeMismatchError(f"weights must be float32 or float64, not {dtype}")
+        device = torch.device(device)
+        long = dict(dtype=torch.long, device=device)
+        self._src = torch.zeros(0, **long)
+        self._dst = torch.zeros(0, **long)
+        self._ilabel = torch.zeros(0, **long)
+        self._olabel = torch.zeros(0, **long)
+        self._weights = torch.zeros(0, dtype=dtype, device=device)
+        self._start = torch.zeros(0, dtype=dtype, device=device)
+        self._final = torch.zeros(0, dtype=dtype, device=device)
+        self._node_graph: Tensor | None = None
+        self._num_graphs = 1
+        # Write buffers of the builder API; _flush() moves them into the tensors above.
+        self._new_nodes: list[tuple[float, float]] = []
+        self._new_arcs: list[tuple[int, int, int, int, float]] = []
+        self._num_nodes = 0
+
+    # ------------------------------------------------------------------ builder API
+    def add_node(self, start: bool = False, accept: bool = False, *,
+                 start_weight: float | None = None, final_weight: float | None = None) -> int:
+        """Add a node and return its id. ``start``/``accept`` give weight 0; the keyword
+        weights set any other value (and imply start/accept)."""
+        self._check_buildable()
+        sw = start_weight if start_weight is not None else (0.0 if start else NEG_INF)
+        fw = final_weight if final_weight is not None else (0.0 if accept else NEG_INF)
+        for name, w in (("start", sw), ("final", fw)):
+            if w != w or w == float("inf"):
+                raise WeightError(f"node {self._num_nodes}: {name} weight {w} is NaN or +inf")
+        self._new_nodes.append((float(sw), float(fw)))
+        self._num_nodes += 1
+        return self._num_nodes - 1
+
+    def add_arc(self, src: int, dst: int, ilabel: int, olabel: int | None = None,
+                weight: float = 0.0) -> int:
+        """Add an arc and return its index; ``olabel`` defaults to ``ilabel`` (an acceptor arc)."""
+        self._check_buildable()
+        olabel = ilabel if olabel is None else olabel
+        index = self.num_arcs
+        for name, node in (("src", src), ("dst", dst)):
+            if not 0 <= node < self._num_nodes:
+                raise InvalidGraphError(
+                    f"arc {index}: {name} node {node} does not exist (graph has {self._num_nodes} nodes)")
+        for name, label in (("ilabel", ilabel), ("olabel", olabel)):
+            if label < 0:
+                raise LabelError(f"arc {index}: {name} {label} is negative (labels are >= 0; 0 is epsilon)")
+        weight = float(weight)
+        if weight != weight or weight == float("inf"):
+            raise WeightError(f"arc {index}: weight {weight} is NaN or +inf")
+        self._new_arcs.append((int(src), int(dst), int(ilabel), int(olabel), weight))
+        return index
+
+    def make_start(self, node: int, weight: float = 0.0) -> None:
+        """Make an existing node a start node (gtn's ``makeAccept`` counterpart)."""
+        self._set_node_weight(node, weight, final=False)
+
+    def make_accept(self, node: int, weight: float = 0.0) -> None:
+        """Make an existing node an accept node with the given final weight."""
+        self._set_node_weight(node, weight, final=True)
+
+    def _set_node_weight(self, node: int, weight: float, final: bool) -> None:
+        self._check_buildable()
+        if not 0 <= node < self._num_nodes:
+            raise InvalidGraphError(f"node {node} does not exist (graph has {self._num_nodes} nodes)")
+        self._flush()
+        target = self._final if final else self._start
+        target = target.detach().clone() if not target.requires_grad else target.clone()
+        target[node] = weight
+        if final:
+            self._final = target
+        else:
+            self._start = target
+
+    def _check_buildable(self) -> None:
+        if self._node_graph is not None:
+            raise InvalidGraphError("a batch of graphs cannot be extended node by node; build each graph first")
+
+    def _flush(self) -> None:
+        if self._new_nodes:
+            nodes = torch.tensor(self._new_nodes, dtype=self._weights.dtype, device=self._weights.device)
+            self._start = torch.cat([self._start, nodes[:, 0]])
+            self._final = torch.cat([self._final, nodes[:, 1]])
+            self._new_nodes = []
+        if self._new_arcs:
+            device = self._weights.device
+            ints = torch.tensor([a[:4] for a in self._new_arcs], dtype=torch.long, device=device)
+            weights = torch.tensor([a[4] for a in self._new_arcs], dtype=self._weights.dtype, device=device)
+            self._src = torch.cat([self._src, ints[:, 0]])
+            self._dst = torch.cat([self._dst, ints[:, 1]])
+            self._ilabel = torch.cat([self._ilabel, ints[:, 2]])
+            self._olabel = torch.cat([self._olabel, ints[:, 3]])
+            self._weights = torch.cat([self._weights, weights])
+            self._new_arcs = []
+
+    # ------------------------------------------------------------------ bulk constructors
+    @classmethod
+    def from_arcs(cls, num_nodes: int, src: TensorLike, dst: TensorLike, ilabel: TensorLike,
+                  olabel: TensorLike | None = None, weights: TensorLike | None = None, *,
+                  start: TensorLike | None = None, accept: TensorLike | None = None,
+                  start_weights: TensorLike | None = None, final_weights: TensorLike | None = None,
+                  dtype: torch.dtype | None = None, device: torch.device | str | None = None,
+                  ) -> "Graph":
+        """Build a graph from arc arrays in one go (no Python loop per arc).
+
+        ``start``/``accept`` are lists (or tensors) of node ids with weight 0;
+        ``start_weights``/``final_weights`` are full ``[num_nodes]`` tensors (-inf = not a
+        start / accept node) and take precedence. ``weights`` may require grad: the graph
+        keeps the tensor itself, so gradients flow back to it.
+        """
+        if isinstance(weights, Tensor) and dtype is None:
+            dtype = weights.dtype
+        dtype = dtype or torch.float32
+        if device is None:
+            device = next((t.device for t in (weights, src) if isinstance(t, Tensor)), torch.device("cpu"))
+        device = torch.device(device)
+
+        def ints(x: TensorLike) -> Tensor:
+            t = torch.as_tensor(x, device=device)
+            if t.dtype.is_floating_point:
+                raise InvalidGraphError("node ids and labels must be integers")
+            return t.to(torch.long).reshape(-1)
+
+        def floats(x: TensorLike) -> Tensor:
+            t = torch.as_tensor(x, dtype=dtype, device=device)
+            return t if t.dim() == 1 else t.reshape(-1)
+
+        src_t, dst_t, il_t = ints(src), ints(dst), ints(ilabel)
+        ol_t = il_t if olabel is None else ints(olabel)
+        w_t = torch.zeros(src_t.shape[0], dtype=dtype, device=device) if weights is None else floats(weights)
+
+        def node_weights(full: TensorLike | None, ids: TensorLike | None) -> Tensor:
+            if full is not None:
+                return floats(full)
+            out = torch.full((num_nodes,), NEG_INF, dtype=dtype, device=device)
+            if ids is not None:
+                idx = ints(ids)
+                if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= num_nodes):
+                    raise InvalidGraphError(f"start/accept node ids {idx.tolist()} out of range [0, {num_nodes})")
+                out[idx] = 0.0
+            return out
+
+        g = cls._from_tensors(src_t, dst_t, il_t, ol_t, w_t,
+                              node_weights(start_weights, start), node_weights(final_weights, accept))
+        g.validate()
+        return g
+
+    @classmethod
+    def _from_tensors(cls, src: Tensor, dst: Tensor, ilabel: Tensor, olabel: Tensor, weights: Tensor,
+                      start_weights: Tensor, final_weights: Tensor, node_graph: Tensor | None = None,
+                      num_graphs: int = 1) -> "Graph":
+        """Wrap tensors without copying or checking (for operations whose output is valid by
+        construction)."""
+        g = cls.__new__(cls)
+        g._src, g._dst, g._ilabel, g._olabel = src, dst, ilabel, olabel
+        g._weights, g._start, g._final = weights, start_weights, final_weights
+        g._node_graph, g._num_graphs = node_graph, num_graphs
+        g._new_nodes, g._new_arcs = [], []
+        g._num_nodes = int(start_weights.shape[0])
+        return g
+
+    def _replace(self, **changes: Tensor) -> "Graph":
+        """A graph with the same nodes and batch layout and some arc or node tensors replaced."""
+        self._flush()
+        fields = dict(src=self._src, dst=self._dst, ilabel=self._ilabel, olabel=self._olabel,
+                      weights=self._weights, start_weights=self._start, final_weights=self._final,
+                      node_graph=self._node_graph)
+        fields.update(changes)
+        return Graph._from_tensors(num_graphs=self._num_graphs, **fields)  # type: ignore[arg-type]
+
+    def with_weights(self, weights: Tensor, final_weights: Tensor | None = None,
+                     start_weights: Tensor | None = None) -> "Graph":
+        """The same structure with new arc (and optionally node) weights, e.g. from a network."""
+        changes = {"weights": weights}
+        if final_weights is not None:
+            changes["final_weights"] = final_weights
+        if start_weights is not None:
+            changes["start_weights"] = start_weights
+        g = self._replace(**changes)
+        g.validate()
+        return g
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "Graph":
+        """Check the graph and raise a typed error naming the first offending arc or node."""
+        self._flush()
+        n, a = self._num_nodes, self._src.shape[0]
+        for name, t in (("dst", self._dst), ("ilabel", self._ilabel), ("olabel", self._olabel),
+                        ("weights", self._weights)):
+            if t.shape != (a,):
+                raise InvalidGraphError(f"{name} has shape {tuple(t.shape)}, expected ({a},) like src")
+        for name, t in (("start_weights", self._start), ("final_weights", self._final)):
+            if t.shape != (n,):
+                raise InvalidGraphError(f"{name} has shape {tuple(t.shape)}, expected ({n},)")
+        tensors = (self._src, self._dst, self._ilabel, self._olabel, self._weights, self._start, self._final)
+        if len({t.device for t in tensors}) > 1:
+            raise DeviceMismatchError(f"graph tensors are on several devices: {sorted({str(t.device) for t in tensors})}")
+        if len({t.dtype for t in tensors[4:]}) > 1 or not self._weights.dtype.is_floating_point:
+            raise DtypeMismatchError("arc, start and final weights must share one floating dtype")
+
+        def first(mask: Tensor) -> int | None:
+            hit = mask.nonzero()
+            return int(hit[0, 0]) if hit.numel() else None
+
+        for name, nodes in (("src", self._src), ("dst", self._dst)):
+            bad = first((nodes < 0) | (nodes >= n))
+            if bad is not None:
+                raise InvalidGraphError(
+                    f"arc {bad}: {name} node {int(nodes[bad])} does not exist (graph has {n} nodes)")
+        for name, labels in (("ilabel", self._ilabel), ("olabel", self._olabel)):
+            bad = first(labels < 0)
+            if bad is not None:
+                raise LabelError(f"arc {bad}: {name} {int(labels[bad])} is negative (labels are >= 0; 0 is epsilon)")
+        for what, w in (("arc", self._weights), ("start weight of node", self._start),
+                        ("final weight of node", self._final)):
+            bad = first(torch.isnan(w) | (w == float("inf")))
+            if bad is not None:
+                raise WeightError(f"{what} {bad}: weight {float(w[bad])} is NaN or +inf")
+        return self
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def num_nodes(self) -> int:
+        return self._num_nodes
+
+    @property
+    def num_arcs(self) -> int:
+        return int(self._src.shape[0]) + len(self._new_arcs)
+
+    @property
+    def src(self) -> Tensor:
+        self._flush()
+        return self._src
+
+    @property
+    def dst(self) -> Tensor:
+        self._flush()
+        return self._dst
+
+    @property
+    def ilabel(self) -> Tensor:
+        self._flush()
+        return self._ilabel
+
+    @property
+    def olabel(self) -> Tensor:
+        self._flush()
+        return self._olabel
+
+    @property
+    def weights(self) -> Tensor:
+        """Arc weights ``[num_arcs]``; may require grad."""
+        self._flush()
+        return self._weights
+
+    @property
+    def start_weights(self) -> Tensor:
+        """Per-node start weights ``[num_nodes]`` (-inf: not a start node)."""
+        self._flush()
+        return self._start
+
+    @property
+    def final_weights(self) -> Tensor:
+        """Per-node final weights ``[num_nodes]`` (-inf: not an accept node)."""
+        self._flush()
+        return self._final
+
+    @property
+    def start_nodes(self) -> Tensor:
+        return (self.start_weights > NEG_INF).nonzero().reshape(-1)
+
+    @property
+    def accept_nodes(self) -> Tensor:
+        return (self.final_weights > NEG_INF).nonzero().reshape(-1)
+
+    @property
+    def is_acceptor(self) -> bool:
+        return bool(torch.equal(self.ilabel, self.olabel))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._weights.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._weights.device
+
+    @property
+    def requires_grad(self) -> bool:
+        return self.weights.requires_grad or self._start.requires_grad or self._final.requires_grad
+
+    # ------------------------------------------------------------------ batches
+    @property
+    def is_batch(self) -> bool:
+        return self._node_graph is not None
+
+    @property
+    def num_graphs(self) -> int:
+        return self._num_graphs
+
+    @property
+    def node_graph(self) -> Tensor:
+        """Which graph of the batch each node belongs to (all zeros for a single graph)."""
+        self._flush()
+        if self._node_graph is None:
+            return torch.zeros(self._num_nodes, dtype=torch.long, device=self.device)
+        return self._node_graph
+
+    @property
+    def arc_graph(self) -> Tensor:
+        """Which graph of the batch each arc belongs to."""
+        return self.node_graph[self.src]
+
+    @staticmethod
+    def batch(graphs: Sequence["Graph"]) -> "Graph":
+        """Stack graphs into one batch (a disjoint union that remembers which graph is which)."""
+        graphs = [g for g in graphs]
+        if not graphs:
+            raise InvalidGraphError("cannot batch an empty list of graphs")
+        check_compatible(*graphs)
+        flat = [g.unbatch() if g.is_batch else [g] for g in graphs]
+        parts = [g for group in flat for g in group]
+        for g in parts:
+            g._flush()
+        device = parts[0].device
+        sizes = torch.tensor([g.num_nodes for g in parts], dtype=torch.long, device=device)
+        offsets = torch.cumsum(sizes, 0) - sizes
+        arc_counts = torch.tensor([g.num_arcs for g in parts], dtype=torch.long, device=device)
+        arc_offsets = torch.repeat_interleave(offsets, arc_counts)
+        return Graph._from_tensors(
+            torch.cat([g._src for g in parts]) + arc_offsets,
+            torch.cat([g._dst for g in parts]) + arc_offsets,
+            torch.cat([g._ilabel for g in parts]),
+            torch.cat([g._olabel for g in parts]),
+            torch.cat([g._weights for g in parts]),
+            torch.cat([g._start for g in parts]),
+            torch.cat([g._final for g in parts]),
+            node_graph=torch.repeat_interleave(torch.arange(len(parts), device=device), sizes),
+            num_graphs=len(parts),
+        )
+
+    def unbatch(self) -> list["Graph"]:
+        """The graphs of a batch, each on its own (weights stay connected to the batch's)."""
+        return [self[i] for i in range(self._num_graphs)]
+
+    def __getitem__(self, index: int) -> "Graph":
+        if not self.is_batch:
+            if index in (0, -1):
+                return self
+            raise IndexError(f"graph index {index} out of range for a single graph")
+        if index < 0:
+            index += self._num_graphs
+        if not 0 <= index < self._num_graphs:
+            raise IndexError(f"graph index {index} out of range for a batch of {self._num_graphs}")
+        nodes = (self.node_graph == index).nonzero().reshape(-1)
+        return subgraph(self, nodes, keep_batch=False)
+
+    def __len__(self) -> int:
+        return self._num_graphs
+
+    # ------------------------------------------------------------------ conversions
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Graph":
+        """Move the graph to a device and/or cast its weights (differentiably)."""
+        self._flush()
+        device = torch.device(device) if device is not None else self.device
+        dtype = dtype or self.dtype
+        ng = self._node_graph.to(device) if self._node_graph is not None else None
+        return Graph._from_tensors(
+            self._src.to(device), self._dst.to(device), self._ilabel.to(device), self._olabel.to(device),
+            self._weights.to(device=device, dtype=dtype), self._start.to(device=device, dtype=dtype),
+            self._final.to(device=device, dtype=dtype), node_graph=ng, num_graphs=self._num_graphs)
+
+    def cpu(self) -> "Graph":
+        return self.to("cpu")
+
+    def double(self) -> "Graph":
+        return self.to(dtype=torch.float64)
+
+    def detach(self) -> "Graph":
+        """The same graph with weights cut from autograd."""
+        return self._replace(weights=self.weights.detach(), start_weights=self._start.detach(),
+                             final_weights=self._final.detach())
+
+    def requires_grad_(self, requires_grad: bool = True) -> "Graph":
+        """Make the arc weights a leaf that requires grad (as ``Tensor.requires_grad_``)."""
+        self.weights.requires_grad_(requires_grad)
+        return self
+
+    # ------------------------------------------------------------------ operators (pynini style)
+    # Imported on use: the operations live on a floor above this module.
+    def __or__(self, other: "Graph") -> "Graph":
+        """``g1 | g2``: union."""
+        from .ops.structure import union
+        return union([self, other])
+
+    def __add__(self, other: "Graph") -> "Graph":
+        """``g1 + g2``: concatenation."""
+        from .ops.structure import concat
+        return concat([self, other])
+
+    def star(self) -> "Graph":
+        """Kleene closure (``g*``)."""
+        from .ops.structure import closure
+        return closure(self)
+
+    def __matmul__(self, other: "Graph") -> "Graph":
+        """``g1 @ g2``: composition."""
+        from .ops.compose import compose
+        return compose(self, other)
+
+    def _repr_svg_(self) -> str:
+        """Draw the graph in Jupyter."""
+        from .io import draw
+        return draw(self)._repr_image_svg_xml()
+
+    # ------------------------------------------------------------------ iteration and printing
+    def arcs(self) -> Iterator[Arc]:
+        """Iterate over arcs as :class:`Arc` records (a convenience; operations never loop)."""
+        self._flush()
+        rows = zip(self._src.tolist(), self._dst.tolist(), self._ilabel.tolist(),
+                   self._olabel.tolist(), self._weights.detach().tolist())
+        for src, dst, il, ol, w in rows:
+            yield Arc(src, dst, il, ol, w)
+
+    def __iter__(self) -> Iterator[Arc]:
+        return self.arcs()
+
+    def __repr__(self) -> str:
+        kind = "acceptor" if self.is_acceptor else "transducer"
+        batch = f", batch of {self._num_graphs}" if self.is_batch else ""
+        return (f"Graph({kind}, {self.num_nodes} nodes, {self.num_arcs} arcs, "
+                f"{self.dtype}, {self.device}{batch})")
+
+
+def check_compatible(*graphs: Graph) -> None:
+    """Raise if the graphs do not share one device and one weight dtype."""
+    devices = {g.device for g in graphs}
+    if len(devices) > 1:
+        raise DeviceMismatchError(f"graphs are on different devices: {sorted(map(str, devices))}")
+    dtypes = {g.dtype for g in graphs}
+    if len(dtypes) > 1:
+        raise DtypeMismatchError(f"graphs have different weight dtypes: {sorted(map(str, dtypes))}")
+
+
+def subgraph(g: Graph, nodes: Tensor, keep_batch: bool = True) -> Graph:
+    """The graph induced by ``nodes`` (in that order): the arcs between kept nodes, renumbered.
+
+    Differentiable: weights are gathered from ``g``.
+    """
+    g._flush()
+    remap = torch.full((g.num_nodes,), -1, dtype=torch.long, device=g.device)
+    remap[nodes] = torch.arange(nodes.shape[0], device=g.device)
+    arcs = ((remap[g._src] >= 0) & (remap[g._dst] >= 0)).nonzero().reshape(-1)
+    node_graph = None
+    num_graphs = 1
+    if keep_batch and g._node_graph is not None:
+        node_graph, num_graphs = g._node_graph[nodes], g._num_graphs
+    return Graph._from_tensors(
+        remap[g._src[arcs]], remap[g._dst[arcs]], g._ilabel[arcs], g._olabel[arcs],
+        g._weights.index_select(0, arcs), g._start.index_select(0, nodes),
+        g._final.index_select(0, nodes), node_graph=node_graph, num_graphs=num_graphs)
+
+
+# ---------------------------------------------------------------------- common graphs
+def linear_graph(num_frames: int, num_labels: int, weights: Tensor | None = None, *,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Graph:
+    """gtn's ``linear_graph``: ``num_frames + 1`` nodes in a chain, ``num_labels`` parallel arcs
+    per frame labelled ``0 .. num_labels-1`` (label ``c`` reads emission column ``c``).
+
+    ``weights`` (``[num_frames, num_labels]``, e.g. a network's log-probabilities) become the
+    arc weights in frame-major order; note that composition treats label 0 as epsilon.
+    """
+    device = weights.device if weights is not None else torch.device(device)
+    dtype = weights.dtype if weights is not None else dtype
+    frames = torch.arange(num_frames, device=device).repeat_interleave(num_labels)
+    labels = torch.arange(num_labels, device=device).repeat(num_frames)
+    w = weights.reshape(-1) if weights is not None else None
+    if w is not None and w.shape[0] != num_frames * num_labels:
+        raise InvalidGraphError(f"weights of shape {tuple(weights.shape)} do not match "  # type: ignore[union-attr]
+                                f"[{num_frames}, {num_labels}]")
+    return Graph.from_arcs(num_frames + 1, frames, frames + 1, labels, labels, w,
+                           start=[0], accept=[num_frames], dtype=dtype, device=device)
+
+
+def string_graph(ilabels: Sequence[int] | Tensor, olabels: Sequence[int] | Tensor | None = None,
+                 weights: TensorLike | None = None, *, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu") -> Graph:
+    """A chain accepting exactly one label sequence (a transducer if ``olabels`` is given)."""
+    il = torch.as_tensor(ilabels, dtype=torch.long, device=device).reshape(-1)
+    ol = il if olabels is None else torch.as_tensor(olabels, dtype=torch.long, device=device).reshape(-1)
+    if ol.shape != il.shape:
+        raise InvalidGraphError(f"ilabels ({il.shape[0]}) and olabels ({ol.shape[0]}) differ in length")
+    n = il.shape[0]
+    nodes = torch.arange(n, device=device)
+    return Graph.from_arcs(n + 1, nodes, nodes + 1, il, ol, weights, start=[0], accept=[n],
+                           dtype=dtype, device=device)
+
+
+def scalar_graph(weight: float | Tensor = 0.0, ilabel: int = EPSILON, olabel: int | None = None, *,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Graph:
+    """gtn's scalar graph: two nodes and one arc carrying ``weight`` (differentiable if a tensor)."""
+    w = weight.reshape(1) if isinstance(weight, Tensor) else torch.tensor([float(weight)], dtype=dtype, device=device)
+    return Graph.from_arcs(2, [0], [1], [ilabel], [ilabel if olabel is None else olabel], w,
+                           start=[0], accept=[1], device=w.device)

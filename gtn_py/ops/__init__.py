@@ -1,0 +1,1 @@
+"""Graph algorithms, each written once against the semirings."""

@@ -1,0 +1,86 @@
+"""Shared traversal primitives: arcs grouped by node (CSR) and topological order.
+
+Sequential graph walks that cannot be vectorized run as numba-compiled kernels on CPU
+copies of the (integer) structure; weights never leave their device.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import CyclicGraphError
+from ..graph import Graph
+
+
+def group_arcs(nodes: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
+    """Group arc indices by ``nodes`` (an arc's src or dst): returns ``(order, offsets)`` where
+    ``order[offsets[n]:offsets[n+1]]`` are the arcs of node ``n`` (stable, original order kept)."""
+    order = torch.argsort(nodes, stable=True)
+    counts = torch.bincount(nodes, minlength=num_nodes)
+    offsets = torch.zeros(num_nodes + 1, dtype=torch.long, device=nodes.device)
+    offsets[1:] = torch.cumsum(counts, 0)
+    return order, offsets
+
+
+@numba.njit(cache=True, nogil=True)
+def _kahn(num_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:  # pragma: no cover - jitted
+    indegree = np.zeros(num_nodes, np.int64)
+    for a in range(src.shape[0]):
+        indegree[dst[a]] += 1
+    counts = np.zeros(num_nodes + 1, np.int64)
+    for a in range(src.shape[0]):
+        counts[src[a] + 1] += 1
+    offsets = np.cumsum(counts)
+    out_arcs = np.empty(src.shape[0], np.int64)
+    fill = offsets[:-1].copy()
+    for a in range(src.shape[0]):
+        out_arcs[fill[src[a]]] = a
+        fill[src[a]] += 1
+    order = np.empty(num_nodes, np.int64)
+    head = 0
+    tail = 0
+    for n in range(num_nodes):
+        if indegree[n] == 0:
+            order[tail] = n
+            tail += 1
+    while head < tail:
+        n = order[head]
+        head += 1
+        for k in range(offsets[n], offsets[n + 1]):
+            m = dst[out_arcs[k]]
+            indegree[m] -= 1
+            if indegree[m] == 0:
+                order[tail] = m
+                tail += 1
+    return order[:tail]
+
+
+def topological_order(g: Graph) -> Tensor:
+    """Node ids in a topological order (every arc goes from an earlier to a later node).
+
+    Raises :class:`CyclicGraphError` (naming a node on a cycle) if the graph has a cycle.
+    The result is on the graph's device.
+    """
+    src = g.src.detach().cpu().numpy()
+    dst = g.dst.detach().cpu().numpy()
+    order = _kahn(g.num_nodes, src, dst)
+    if order.shape[0] < g.num_nodes:
+        placed = np.zeros(g.num_nodes, dtype=bool)
+        placed[order] = True
+        stuck = int(np.flatnonzero(~placed)[0])
+        raise CyclicGraphError(f"graph has a cycle (node {stuck} is on or after one); "
+                               "this operation needs an acyclic graph")
+    return torch.from_numpy(order).to(g.device)
+
+
+def is_acyclic(g: Graph) -> bool:
+    try:
+        topological_order(g)
+    except CyclicGraphError:
+        return False
+    return True

@@ -1,0 +1,126 @@
+"""Semirings: all the algebra of gtn_py, so that every algorithm is written once.
+
+Weights are scores (higher is better). Both semirings here share ``times = +`` and
+``one = 0``, ``zero = -inf``; they differ in ``plus``:
+
+* :class:`LogSemiring` with inverse temperature ``beta``:
+  ``a (+) b = log(exp(beta a) + exp(beta b)) / beta``. With ``beta = 1`` a total is the
+  log-partition function (the negated free energy); as ``beta -> inf`` it tends to the
+  tropical total, so the free energy ``-1/beta log sum exp(-beta E)`` and its zero-temperature
+  limit are one family.
+* :class:`TropicalSemiring`: ``a (+) b = max(a, b)`` (Viterbi).
+
+Every reduction is stable at -inf: reducing only -inf gives -inf, never NaN, and gradients
+through such reductions are zero.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+NEG_INF = float("-inf")
+
+
+class Semiring:
+    """Interface of a semiring over score tensors (``times`` is ``+`` for all of ours)."""
+
+    name: str = "semiring"
+    zero: float = NEG_INF
+    one: float = 0.0
+
+    def plus(self, x: Tensor, dim: int) -> Tensor:
+        """Reduce ``x`` along ``dim`` with the semiring's addition."""
+        raise NotImplementedError
+
+    def plus2(self, a: Tensor, b: Tensor) -> Tensor:
+        """Elementwise ``a (+) b``."""
+        return self.plus(torch.stack([a, b]), 0)
+
+    def segment_plus(self, values: Tensor, segment: Tensor, num_segments: int) -> Tensor:
+        """Reduce ``values`` into ``num_segments`` bins given by ``segment`` (empty bins: zero)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def times(a: Tensor, b: Tensor) -> Tensor:
+        return a + b
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class LogSemiring(Semiring):
+    """log-sum-exp addition with inverse temperature ``beta`` (``beta = 1``: ordinary log semiring)."""
+
+    def __init__(self, beta: float = 1.0):
+        if not beta > 0:
+            raise ValueError(f"inverse temperature beta must be > 0, got {beta}")
+        self.beta = float(beta)
+        self.name = "log" if self.beta == 1.0 else f"log(beta={self.beta:g})"
+
+    def plus(self, x: Tensor, dim: int) -> Tensor:
+        if self.beta == 1.0:
+            return torch.logsumexp(x, dim)
+        return torch.logsumexp(x * self.beta, dim) / self.beta
+
+    def segment_plus(self, values: Tensor, segment: Tensor, num_segments: int) -> Tensor:
+        scaled = values * self.beta if self.beta != 1.0 else values
+        out = segment_logsumexp(scaled, segment, num_segments)
+        return out / self.beta if self.beta != 1.0 else out
+
+
+class TropicalSemiring(Semiring):
+    """max addition: totals are best-path scores."""
+
+    name = "tropical"
+
+    def plus(self, x: Tensor, dim: int) -> Tensor:
+        if x.shape[dim] == 0:
+            shape = list(x.shape)
+            del shape[dim]
+            return x.new_full(shape, NEG_INF)
+        return x.amax(dim)
+
+    def segment_plus(self, values: Tensor, segment: Tensor, num_segments: int) -> Tensor:
+        return segment_max(values, segment, num_segments)
+
+
+LOG = LogSemiring()
+TROPICAL = TropicalSemiring()
+
+
+def get_semiring(semiring: "str | Semiring") -> Semiring:
+    """Accept a semiring or its name: ``"log"``, ``"tropical"`` (also ``"max"``, ``"viterbi"``)."""
+    if isinstance(semiring, Semiring):
+        return semiring
+    names = {"log": LOG, "tropical": TROPICAL, "max": TROPICAL, "viterbi": TROPICAL}
+    try:
+        return names[semiring]
+    except KeyError:
+        raise ValueError(f"unknown semiring {semiring!r}; use one of {sorted(names)} or a Semiring") from None
+
+
+def segment_max(values: Tensor, segment: Tensor, num_segments: int) -> Tensor:
+    """Per-segment maximum (-inf for empty segments); differentiable (ties share the gradient)."""
+    out = values.new_full((num_segments,), NEG_INF)
+    if values.numel() == 0:
+        return out
+    return out.scatter_reduce(0, segment, values, reduce="amax", include_self=True)
+
+
+def segment_logsumexp(values: Tensor, segment: Tensor, num_segments: int) -> Tensor:
+    """Per-segment log-sum-exp, stable at -inf (empty or all -inf segments give -inf, zero grad)."""
+    if values.numel() == 0:
+        return values.new_full((num_segments,), NEG_INF)
+    peak = segment_max(values.detach(), segment, num_segments)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    shifted = torch.exp(values - peak[segment])
+    total = values.new_zeros(num_segments).index_add(0, segment, shifted)
+    return safe_log(total) + peak
+
+
+def safe_log(x: Tensor) -> Tensor:
+    """``log(x)`` with ``log(0) = -inf`` and a zero (not NaN) gradient there."""
+    positive = x > 0
+    return torch.where(positive, torch.log(torch.where(positive, x, torch.ones_like(x))),
+                       torch.full_like(x, NEG_INF))

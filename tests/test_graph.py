@@ -1,0 +1,62 @@
+import math
+
+import pytest
+import torch
+
+import gtn_py
+from gtn_py import Graph
+from oracle import relation, total
+
+
+def test_builder_and_properties():
+    g = Graph()
+    s = g.add_node(start=True)
+    a = g.add_node(accept=True)
+    assert g.add_arc(s, a, 1, 2, -0.5) == 0
+    assert g.add_arc(a, a, 3) == 1
+    assert (g.num_nodes, g.num_arcs) == (2, 2)
+    assert not g.is_acceptor
+    assert g.olabel.tolist() == [2, 3]
+    assert g.start_nodes.tolist() == [0] and g.accept_nodes.tolist() == [1]
+    assert [a.weight for a in g] == [-0.5, 0.0]
+    g.add_arc(s, s, 1)  # keeps building after a read
+    assert g.num_arcs == 3 and g.src.tolist() == [0, 1, 0]
+
+
+def test_from_arcs_keeps_weight_tensor_for_autograd():
+    w = torch.tensor([0.5, -1.0], requires_grad=True)
+    g = Graph.from_arcs(3, [0, 1], [1, 2], [1, 2], weights=w, start=[0], accept=[2])
+    assert g.weights is w
+    g.weights.sum().backward()
+    assert w.grad.tolist() == [1.0, 1.0]
+
+
+def test_string_linear_scalar_graphs():
+    g = gtn_py.string_graph([1, 2, 3])
+    assert relation(g) == {((1, 2, 3), (1, 2, 3)): 0.0}
+    lin = gtn_py.linear_graph(2, 3, torch.log(torch.full((2, 3), 1 / 3)))
+    assert math.isclose(total(lin), 0.0, abs_tol=1e-6)
+    sc = gtn_py.scalar_graph(1.5)
+    assert total(sc) == 1.5
+
+
+def test_final_and_start_weights_count_in_paths():
+    g = Graph.from_arcs(2, [0], [1], [1], weights=[1.0], start_weights=[0.25, float("-inf")],
+                        final_weights=[float("-inf"), 0.5])
+    assert relation(g) == {((1,), (1,)): 1.75}
+
+
+def test_batch_round_trip():
+    a = gtn_py.string_graph([1, 2])
+    b = gtn_py.string_graph([3])
+    batch = Graph.batch([a, b, a])
+    assert batch.is_batch and len(batch) == 3 and batch.num_nodes == 3 + 2 + 3
+    assert batch.node_graph.tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
+    for original, part in zip([a, b, a], batch.unbatch()):
+        assert relation(part) == relation(original)
+
+
+def test_to_dtype_and_detach():
+    g = gtn_py.string_graph([1, 2], weights=[0.5, 0.25]).to(dtype=torch.float64)
+    assert g.dtype == torch.float64 and g.start_weights.dtype == torch.float64
+    assert not g.detach().requires_grad
