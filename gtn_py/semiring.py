@@ -16,10 +16,18 @@ through such reductions are zero.
 
 from __future__ import annotations
 
+import math
+
+import numba
 import torch
 from torch import Tensor
 
 NEG_INF = float("-inf")
+
+# How compiled kernels (numba) name a semiring: ``(semiring.kernel_id, semiring.beta)`` is all
+# a kernel needs to evaluate ``plus`` with :func:`kernel_plus`.
+KERNEL_LOG = 0
+KERNEL_TROPICAL = 1
 
 
 class Semiring:
@@ -28,6 +36,8 @@ class Semiring:
     name: str = "semiring"
     zero: float = NEG_INF
     one: float = 0.0
+    kernel_id: int = -1
+    beta: float = 1.0
 
     def plus(self, x: Tensor, dim: int) -> Tensor:
         """Reduce ``x`` along ``dim`` with the semiring's addition."""
@@ -56,6 +66,7 @@ class LogSemiring(Semiring):
         if not beta > 0:
             raise ValueError(f"inverse temperature beta must be > 0, got {beta}")
         self.beta = float(beta)
+        self.kernel_id = KERNEL_LOG
         self.name = "log" if self.beta == 1.0 else f"log(beta={self.beta:g})"
 
     def plus(self, x: Tensor, dim: int) -> Tensor:
@@ -73,6 +84,8 @@ class TropicalSemiring(Semiring):
     """max addition: totals are best-path scores."""
 
     name = "tropical"
+    kernel_id = KERNEL_TROPICAL
+    beta = math.inf  # the zero-temperature limit of LogSemiring(beta)
 
     def plus(self, x: Tensor, dim: int) -> Tensor:
         if x.shape[dim] == 0:
@@ -98,6 +111,18 @@ def get_semiring(semiring: "str | Semiring") -> Semiring:
         return names[semiring]
     except KeyError:
         raise ValueError(f"unknown semiring {semiring!r}; use one of {sorted(names)} or a Semiring") from None
+
+
+@numba.njit(cache=True, nogil=True)
+def kernel_plus(kernel_id: int, beta: float, a: float, b: float) -> float:  # pragma: no cover - jitted
+    """``a (+) b`` for compiled kernels, given a semiring's ``kernel_id`` and ``beta``; exact at -inf."""
+    if kernel_id == KERNEL_TROPICAL:
+        return max(a, b)
+    if a < b:
+        a, b = b, a
+    if b == NEG_INF:
+        return a
+    return a + math.log1p(math.exp(beta * (b - a))) / beta
 
 
 def segment_max(values: Tensor, segment: Tensor, num_segments: int) -> Tensor:
