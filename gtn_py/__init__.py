@@ -24,6 +24,21 @@ from .semiring import LOG, TROPICAL, LogSemiring, Semiring, TropicalSemiring, ge
 from .ops.traverse import is_acyclic, topological_order
 
 # Structural operations (ops/structure.py).
+from .ops.structure import (
+    arcsort,
+    clone,
+    closure,
+    concat,
+    connect,
+    equal,
+    equivalent,
+    invert,
+    project_input,
+    project_output,
+    reverse,
+    topsort,
+    union,
+)
 
 # Files and drawing (io.py).
 
