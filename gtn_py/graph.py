@@ -201,7 +201,7 @@ class Graph:
 
         def ints(x: TensorLike) -> Tensor:
             t = torch.as_tensor(x, device=device)
-            if t.dtype.is_floating_point:
+            if t.dtype.is_floating_point and t.numel():  # an empty list reads as float
                 raise InvalidGraphError("node ids and labels must be integers")
             return t.to(torch.long).reshape(-1)
 
