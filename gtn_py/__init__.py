@@ -41,6 +41,7 @@ from .ops.structure import (
 )
 
 # Files and drawing (io.py).
+from .io import SymbolTable, draw, load, read_openfst, read_symbols, save, write_openfst, write_symbols
 
 # Shortest distance family (ops/shortest.py).
 

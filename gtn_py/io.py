@@ -1,0 +1,516 @@
+"""Files and drawing: OpenFst text, symbol tables, gtn_py's own exact format, Graphviz.
+
+OpenFst text ("AT&T format", what ``fstprint`` writes and ``fstcompile`` reads) has one
+line per arc, ``src dst ilabel olabel [cost]`` (acceptors: ``src dst label [cost]``), and
+one line per final state, ``state [cost]``; fields are separated by tabs or spaces, blank
+lines are ignored, a missing cost is 0 and ``Infinity`` is the impossible cost. OpenFst
+weights are *costs*, gtn_py's are *scores*: a cost is written as ``-score`` and read as
+``score = -cost``. OpenFst has a single start state, the source state of the first line,
+and no start weights; a graph with several start nodes or a nonzero start weight is
+written through a new super-start state (numbered ``num_nodes``) with one epsilon arc per
+start node carrying its start weight.
+
+A symbol table (:data:`SymbolTable`) is a plain ``dict`` from label to symbol, as OpenFst
+symbol-table files hold (``symbol<TAB>id`` lines, see :func:`read_symbols`); ``dict(t)``
+turns a ``pywrapfst.SymbolTable`` into one. Label 0 (epsilon) is written as ``<eps>`` and
+``<eps>`` is read as 0 when the table does not name label 0 itself.
+
+:func:`save` / :func:`load` keep everything bit for bit (see :func:`save` for the format);
+:func:`draw` returns a ``graphviz.Digraph``.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from typing import IO, TYPE_CHECKING, Any, Dict, List, Tuple, Union
+
+import numpy as np
+import torch
+
+from .errors import BackendUnavailableError, FormatError, GraphError, InvalidGraphError, LabelError
+from .graph import EPSILON, NEG_INF, Graph
+
+if TYPE_CHECKING:  # graphviz is imported on use: importing gtn_py need not load it.
+    import graphviz
+
+SymbolTable = Dict[int, str]
+"""Label -> symbol (OpenFst's symbol table as a dict; ``dict(pywrapfst_table)`` converts)."""
+
+PathLike = Union[str, "os.PathLike[str]"]
+EPSILON_SYMBOL = "<eps>"
+_INT = np.int64
+
+
+# ---------------------------------------------------------------------- small helpers
+def _read_text(source: PathLike | IO[str]) -> Tuple[str, str | None]:
+    """The text of ``source`` and the name to report in errors (None for literal text).
+
+    A ``str`` containing a newline (or empty) is the text itself; any other ``str`` or
+    ``os.PathLike`` is a path; anything with ``read`` is a file.
+    """
+    if hasattr(source, "read"):
+        return source.read(), getattr(source, "name", None)  # type: ignore[union-attr]
+    if isinstance(source, str) and ("\n" in source or source == ""):
+        return source, None
+    path = os.fspath(source)  # type: ignore[arg-type]
+    with open(path, encoding="utf-8") as f:
+        return f.read(), str(path)
+
+
+def _write_text(text: str, target: PathLike | IO[str] | None) -> None:
+    if target is None:
+        return
+    if hasattr(target, "write"):
+        target.write(text)  # type: ignore[union-attr]
+        return
+    with open(os.fspath(target), "w", encoding="utf-8") as f:  # type: ignore[arg-type]
+        f.write(text)
+
+
+def _parse(tokens: List[str], lines: List[int], dtype: type, what: str, path: str | None,
+           hint: str = "") -> np.ndarray:
+    """Parse a column of tokens at once; on failure find and name the first bad line."""
+    try:
+        return np.array(tokens, dtype=np.str_).astype(dtype) if tokens else np.zeros(0, dtype)
+    except (ValueError, OverflowError):
+        convert = int if dtype is _INT else float
+        for token, line in zip(tokens, lines):
+            try:
+                value = convert(token)
+                if dtype is _INT:
+                    np.int64(value)  # overflow check
+            except (ValueError, OverflowError):
+                kind = "an integer" if dtype is _INT else "a number"
+                raise FormatError(f"{what} {token!r} is not {kind}{hint}", line, path) from None
+        raise  # pragma: no cover - numpy and Python disagree on a token
+
+
+def _first_bad(mask: np.ndarray) -> int | None:
+    hit = np.flatnonzero(mask)
+    return int(hit[0]) if hit.size else None
+
+
+def _check_symbol(symbol: str, what: str) -> str:
+    if not symbol or any(c.isspace() for c in symbol):
+        raise FormatError(f"{what}: symbol {symbol!r} is empty or contains whitespace and cannot be written")
+    return symbol
+
+
+# ---------------------------------------------------------------------- symbol tables
+def read_symbols(source: PathLike | IO[str]) -> SymbolTable:
+    """Read an OpenFst symbol-table text file (``symbol id`` per line, tabs or spaces)."""
+    text, path = _read_text(source)
+    table: SymbolTable = {}
+    seen: Dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2:
+            raise FormatError(f"{len(fields)} columns; a symbol-table line is 'symbol id'", number, path)
+        symbol, token = fields
+        label = int(_parse([token], [number], _INT, "label", path)[0])
+        if label < 0:
+            raise FormatError(f"label {label} is negative", number, path)
+        if label in table:
+            raise FormatError(f"label {label} is named twice ({table[label]!r} and {symbol!r})", number, path)
+        if symbol in seen:
+            raise FormatError(f"symbol {symbol!r} is given two labels ({seen[symbol]} and {label})", number, path)
+        table[label] = symbol
+        seen[symbol] = label
+    return table
+
+
+def write_symbols(table: SymbolTable, target: PathLike | IO[str] | None = None) -> str:
+    """Write a symbol table as OpenFst text (``symbol<TAB>id`` lines, by label); returns the text."""
+    text = "".join(f"{_check_symbol(table[label], f'label {label}')}\t{label}\n" for label in sorted(table))
+    _write_text(text, target)
+    return text
+
+
+def _symbols_of(labels: np.ndarray, table: SymbolTable | None, column: str, arcs: np.ndarray) -> List[str]:
+    """Labels as the strings to write: numbers, or symbols through ``table``."""
+    if table is None:
+        return labels.astype(str).tolist()
+    out = []
+    for arc, label in zip(arcs.tolist(), labels.tolist()):
+        symbol = table.get(label, EPSILON_SYMBOL if label == EPSILON else None)
+        if symbol is None:
+            raise LabelError(f"arc {arc}: {column} {label} is not in the symbol table")
+        out.append(_check_symbol(symbol, f"arc {arc}: {column} {label}"))
+    return out
+
+
+def _labels_of(tokens: List[str], lines: List[int], table: SymbolTable | None, column: str,
+               path: str | None, hint: str = "") -> np.ndarray:
+    """Parse a label column: integers, or symbols through ``table``."""
+    if table is None:
+        labels = _parse(tokens, lines, _INT, column, path, hint)
+        bad = _first_bad(labels < 0)
+        if bad is not None:
+            raise FormatError(f"{column} {labels[bad]} is negative (labels are >= 0; 0 is epsilon)", lines[bad], path)
+        return labels
+    ids = {symbol: label for label, symbol in table.items()}
+    if EPSILON not in table:
+        ids.setdefault(EPSILON_SYMBOL, EPSILON)
+    out = np.empty(len(tokens), _INT)
+    for k, (token, line) in enumerate(zip(tokens, lines)):
+        if token not in ids:
+            raise FormatError(f"{column} symbol {token!r} is not in the symbol table{hint}", line, path)
+        out[k] = ids[token]
+    return out
+
+
+# ---------------------------------------------------------------------- OpenFst text
+def _format_costs(scores: np.ndarray) -> np.ndarray:
+    """Costs (``-score``) as the shortest strings that read back to the same value in the
+    scores' dtype; ``""`` for cost 0 (OpenFst leaves weight One out)."""
+    costs = np.subtract(scores.dtype.type(0), scores)  # 0 - x, so that a zero score gives +0
+    text = costs.astype(str)
+    # float32's shortest repr is parsed through float64 like every other number: where that
+    # double rounding would miss (rare), spell out 9 significant digits, always exact.
+    back = np.char.replace(text, "inf", "Infinity").astype(np.float64).astype(scores.dtype)
+    inexact = back != costs
+    if inexact.any():
+        text[inexact] = np.array([f"{c:.9g}" for c in costs[inexact].tolist()])
+    text = np.where(costs == np.inf, "Infinity", text)
+    return np.where(costs == 0, "", text)
+
+
+def write_openfst(g: Graph, path_or_file: PathLike | IO[str] | None = None,
+                  isymbols: SymbolTable | None = None, osymbols: SymbolTable | None = None,
+                  acceptor: bool | None = None) -> str:
+    """Write ``g`` as OpenFst text (what ``fstcompile`` reads); returns the text and writes it to
+    ``path_or_file`` when given.
+
+    The transducer form (``src dst ilabel olabel [cost]``) is the default, as ``fstprint``'s;
+    ``acceptor=True`` writes ``src dst label [cost]`` (``g`` must be an acceptor). Costs are
+    ``-score``, written with enough digits to read back exactly in ``g``'s dtype, and left
+    out when 0. With symbol tables, labels are written as symbols (``isymbols`` for input
+    labels, ``osymbols`` for output labels, which default to ``isymbols`` for an acceptor).
+
+    States keep their node ids. The start state comes first; several start nodes, a nonzero
+    start weight or no start node at all are written through a super-start state numbered
+    ``g.num_nodes``. A state that must be mentioned but has no line of its own (a start state
+    with no arcs, the last node) gets a final line with cost ``Infinity``, i.e. not final.
+    A batch cannot be written as one FST: write ``g[i]`` for each graph.
+    """
+    if g.is_batch:
+        raise InvalidGraphError(f"a batch of {g.num_graphs} graphs is not one FST; write each g[i]")
+    if acceptor and not g.is_acceptor:
+        bad = int((g.ilabel != g.olabel).nonzero()[0, 0])
+        raise InvalidGraphError(f"arc {bad}: ilabel != olabel, so the graph cannot be written as an acceptor")
+    if acceptor and osymbols is None:
+        osymbols = isymbols
+    n = g.num_nodes
+    if n == 0:
+        _write_text("", path_or_file)
+        return ""
+    src, dst, ilabel, olabel = (t.cpu().numpy() for t in (g.src, g.dst, g.ilabel, g.olabel))
+    weights, start, final = (t.detach().cpu().numpy() for t in (g.weights, g.start_weights, g.final_weights))
+    arc_ids = np.arange(src.shape[0])
+
+    starts = np.flatnonzero(start > NEG_INF)
+    if starts.size == 1 and start[starts[0]] == 0:
+        start_state = int(starts[0])
+    else:  # a super-start state with an epsilon arc per start node carrying its start weight
+        start_state = n
+        src = np.concatenate([src, np.full(starts.size, n)])
+        dst = np.concatenate([dst, starts])
+        ilabel = np.concatenate([ilabel, np.zeros(starts.size, ilabel.dtype)])
+        olabel = np.concatenate([olabel, np.zeros(starts.size, olabel.dtype)])
+        weights = np.concatenate([weights, start[starts]])
+        # super-start arcs get no arc index in error messages: they carry only epsilons
+        arc_ids = np.concatenate([arc_ids, np.full(starts.size, -1)])
+
+    finals = np.flatnonzero(final > NEG_INF)
+    final_costs = _format_costs(final[finals])
+    # States that must appear although they have no line: the start state, and the last node
+    # (so that the node count survives a round trip).
+    mentioned = np.zeros(max(n, start_state + 1), bool)
+    mentioned[src] = True
+    mentioned[dst] = True
+    mentioned[finals] = True
+    padding = sorted({s for s in (start_state, n - 1) if not mentioned[s]}) if not mentioned.all() else []
+    finals = np.concatenate([finals, np.array(padding, finals.dtype)])
+    final_costs = np.concatenate([final_costs, np.full(len(padding), "Infinity")])
+
+    isyms = _symbols_of(ilabel, isymbols, "ilabel", arc_ids)
+    osyms = isyms if acceptor else _symbols_of(olabel, osymbols, "olabel", arc_ids)
+    arc_costs = _format_costs(weights).tolist()
+    if acceptor:
+        arc_lines = [f"{s}\t{d}\t{i}" for s, d, i in zip(src.tolist(), dst.tolist(), isyms)]
+    else:
+        arc_lines = [f"{s}\t{d}\t{i}\t{o}" for s, d, i, o in zip(src.tolist(), dst.tolist(), isyms, osyms)]
+    arc_lines = [line + "\t" + c if c else line for line, c in zip(arc_lines, arc_costs)]
+    final_lines = [f"{s}\t{c}" if c else str(s) for s, c in zip(finals.tolist(), final_costs.tolist())]
+
+    # OpenFst's order: state by state, the start state first, each state's arcs before its final line.
+    states = np.concatenate([src, finals])
+    rank = np.where(states == start_state, -1, states)
+    kind = np.concatenate([np.zeros(src.size, _INT), np.ones(finals.size, _INT)])
+    order = np.lexsort((np.arange(states.size), kind, rank))
+    lines = arc_lines + final_lines
+    text = "".join(lines[k] + "\n" for k in order.tolist())
+    _write_text(text, path_or_file)
+    return text
+
+
+def read_openfst(path_or_text_or_file: PathLike | IO[str], isymbols: SymbolTable | None = None,
+                 osymbols: SymbolTable | None = None, acceptor: bool | None = None,
+                 dtype: torch.dtype = torch.float32) -> Graph:
+    """Read OpenFst text into a Graph (scores ``= -cost``).
+
+    The argument is a path (``str`` without a newline, or ``os.PathLike``), a file, or the
+    text itself (a ``str`` with a newline). ``acceptor=None`` decides from the lines: 3
+    columns make an acceptor file, 5 a transducer file, and a file with only 4-column arc
+    lines is read as a transducer (``fstcompile``'s default; pass ``acceptor=True`` for an
+    acceptor whose arcs all carry costs). Node ids are the file's state ids (the graph has
+    ``max id + 1`` nodes); the first line's state is the start node, with start weight 0.
+    A final cost ``Infinity`` means not final; an arc cost ``Infinity`` is an impossible arc
+    (score -inf). Malformed text raises :class:`FormatError` naming the line.
+    """
+    if dtype not in (torch.float32, torch.float64):
+        raise InvalidGraphError(f"weights must be float32 or float64, not {dtype}")
+    text, path = _read_text(path_or_text_or_file)
+    guessed = acceptor is None
+    arcs: List[Tuple[int, List[str]]] = []
+    finals: List[Tuple[int, List[str]]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if acceptor is None and len(fields) in (3, 5):
+            acceptor = len(fields) == 3
+        (finals if len(fields) <= 2 else arcs).append((number, fields))
+    guessed = guessed and acceptor is None
+    arc_columns = (3, 4) if acceptor else (4, 5)
+    for number, fields in arcs:
+        if len(fields) not in arc_columns:
+            form = "an acceptor" if acceptor else "a transducer"
+            raise FormatError(f"{len(fields)} columns; in {form} file an arc line has {arc_columns[0]} or "
+                              f"{arc_columns[1]} and a final line 1 or 2", number, path)
+    if acceptor and osymbols is None:
+        osymbols = isymbols
+
+    arc_lines = [number for number, _ in arcs]
+    final_lines = [number for number, _ in finals]
+    cost_column = arc_columns[0]
+
+    def column(rows: List[Tuple[int, List[str]]], k: int, default: str = "0") -> List[str]:
+        return [fields[k] if len(fields) > k else default for _, fields in rows]
+
+    src = _parse(column(arcs, 0), arc_lines, _INT, "state", path)
+    dst = _parse(column(arcs, 1), arc_lines, _INT, "state", path)
+    ilabel = _labels_of(column(arcs, 2), arc_lines, isymbols, "ilabel", path)
+    hint = (" (read as a transducer file since every arc line has 4 columns; pass acceptor=True for an "
+            "acceptor file)") if guessed else ""
+    olabel = ilabel if acceptor else _labels_of(column(arcs, 3), arc_lines, osymbols, "olabel", path, hint)
+    arc_costs = _parse(column(arcs, cost_column), arc_lines, np.float64, "cost", path)
+    final_states = _parse(column(finals, 0), final_lines, _INT, "state", path)
+    final_costs = _parse(column(finals, 1), final_lines, np.float64, "cost", path)
+
+    for states, lines in ((src, arc_lines), (dst, arc_lines), (final_states, final_lines)):
+        bad = _first_bad(states < 0)
+        if bad is not None:
+            raise FormatError(f"state {states[bad]} is negative", lines[bad], path)
+    for costs, lines in ((arc_costs, arc_lines), (final_costs, final_lines)):
+        bad = _first_bad(np.isnan(costs) | (costs == -np.inf))
+        if bad is not None:
+            raise FormatError(f"cost {costs[bad]} is NaN or -Infinity (a score of +inf)", lines[bad], path)
+    _check_unique_finals(final_states, final_lines, path)
+
+    states = np.concatenate([src, dst, final_states])
+    num_nodes = int(states.max()) + 1 if states.size else 0
+    first_line = min(arc_lines[:1] + final_lines[:1], default=None)
+    start_weights = torch.full((num_nodes,), NEG_INF, dtype=torch.float64)
+    if first_line is not None:
+        start_state = int(src[0]) if arc_lines and arc_lines[0] == first_line else int(final_states[0])
+        start_weights[start_state] = 0.0
+    final_weights = torch.full((num_nodes,), NEG_INF, dtype=torch.float64)
+    final_weights[torch.from_numpy(final_states)] = torch.from_numpy(0.0 - final_costs)
+    return Graph.from_arcs(num_nodes, torch.from_numpy(src), torch.from_numpy(dst), torch.from_numpy(ilabel),
+                           torch.from_numpy(olabel), torch.from_numpy(0.0 - arc_costs).to(dtype),
+                           start_weights=start_weights.to(dtype), final_weights=final_weights.to(dtype),
+                           dtype=dtype)
+
+
+def _check_unique_finals(states: np.ndarray, lines: List[int], path: str | None) -> None:
+    order = np.argsort(states, kind="stable")
+    repeated = _first_bad(states[order][1:] == states[order][:-1])
+    if repeated is not None:
+        first, again = lines[order[repeated]], lines[order[repeated + 1]]
+        raise FormatError(f"state {states[order[repeated]]} has a second final line (the first is line {first})",
+                          again, path)
+
+
+# ---------------------------------------------------------------------- exact save / load
+_FORMAT = "gtn_py graph v1"
+_ARRAYS = ("src", "dst", "ilabel", "olabel", "weights", "start_weights", "final_weights", "node_graph")
+
+
+def save(g: Graph, path_or_file: PathLike | IO[bytes]) -> None:
+    """Save ``g`` exactly (weights bit for bit, dtype, start/final weights, batch layout).
+
+    The file is an uncompressed NumPy ``.npz`` archive (a zip of ``.npy`` arrays, readable with
+    ``numpy.load(path, allow_pickle=False)``) holding ``format`` (the string
+    ``"gtn_py graph v1"``), ``num_graphs``, the int64 arrays ``src``, ``dst``, ``ilabel``,
+    ``olabel``, ``node_graph`` (all zeros for a single graph; ``num_graphs == 0`` marks a
+    single graph) and the float arrays ``weights``, ``start_weights``, ``final_weights``.
+    Autograd state and the device are not saved.
+    """
+    arrays: Dict[str, Any] = {name: t.detach().cpu().numpy() for name, t in (
+        ("src", g.src), ("dst", g.dst), ("ilabel", g.ilabel), ("olabel", g.olabel), ("weights", g.weights),
+        ("start_weights", g.start_weights), ("final_weights", g.final_weights), ("node_graph", g.node_graph))}
+    arrays["format"] = np.array(_FORMAT)
+    arrays["num_graphs"] = np.array(g.num_graphs if g.is_batch else 0, _INT)
+    if hasattr(path_or_file, "write"):
+        np.savez(path_or_file, **arrays)
+        return
+    # np.savez appends ".npz" to a path without it; through a file object the path is kept.
+    with open(os.fspath(path_or_file), "wb") as f:  # type: ignore[arg-type]
+        np.savez(f, **arrays)
+
+
+def load(path_or_file: PathLike | IO[bytes], device: torch.device | str = "cpu") -> Graph:
+    """Load a graph written by :func:`save` (exactly as saved) onto ``device``.
+
+    Raises :class:`FormatError` for a file that is not one :func:`save` wrote, or whose
+    arrays do not make a valid graph.
+    """
+    name = None if hasattr(path_or_file, "read") else str(os.fspath(path_or_file))  # type: ignore[arg-type]
+    if name is None:
+        name = getattr(path_or_file, "name", None)
+    try:
+        with np.load(path_or_file, allow_pickle=False) as archive:  # type: ignore[arg-type]
+            arrays = {key: archive[key] for key in archive.files}
+    except AttributeError:  # np.load returned a bare array (an .npy file), not an archive
+        raise FormatError("not a gtn_py graph file (a single .npy array, not an .npz archive)", path=name) from None
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        if isinstance(error, FileNotFoundError):
+            raise
+        raise FormatError(f"not a gtn_py graph file ({error})", path=name) from None
+    fmt = arrays.get("format")
+    if fmt is None or fmt.shape != () or str(fmt) != _FORMAT:
+        raise FormatError(f"not a gtn_py graph file (format {fmt!r}, expected {_FORMAT!r})", path=name)
+    missing = [key for key in (*_ARRAYS, "num_graphs") if key not in arrays]
+    if missing:
+        raise FormatError(f"arrays {missing} are missing", path=name)
+    for key in ("src", "dst", "ilabel", "olabel", "node_graph"):
+        if arrays[key].dtype != np.int64 or arrays[key].ndim != 1:
+            raise FormatError(f"{key} must be a 1-d int64 array, not {arrays[key].dtype}{arrays[key].shape}", path=name)
+    dtypes = {arrays[key].dtype for key in ("weights", "start_weights", "final_weights")}
+    if len(dtypes) != 1 or dtypes.pop() not in (np.float32, np.float64):
+        raise FormatError(f"weights must share dtype float32 or float64, not {sorted(map(str, dtypes))}", path=name)
+    num_graphs = arrays["num_graphs"]
+    if num_graphs.shape != () or num_graphs.dtype != np.int64 or int(num_graphs) < 0:
+        raise FormatError(f"num_graphs must be an int64 scalar >= 0, not {num_graphs!r}", path=name)
+
+    t = {key: torch.from_numpy(arrays[key]).to(device) for key in _ARRAYS}
+    g = Graph._from_tensors(t["src"], t["dst"], t["ilabel"], t["olabel"], t["weights"], t["start_weights"],
+                            t["final_weights"])
+    try:
+        g.validate()
+    except GraphError as error:
+        raise FormatError(f"the saved arrays are not a valid graph: {error}", path=name) from None
+    batches = int(num_graphs)
+    if batches == 0:
+        return g
+    node_graph = t["node_graph"]
+    if node_graph.shape[0] != g.num_nodes:
+        raise FormatError(f"node_graph has {node_graph.shape[0]} entries for {g.num_nodes} nodes", path=name)
+    if node_graph.numel() and (int(node_graph.min()) < 0 or int(node_graph.max()) >= batches):
+        raise FormatError(f"node_graph has graph ids outside [0, {batches})", path=name)
+    crossing = _first_bad((node_graph[g.src] != node_graph[g.dst]).cpu().numpy())
+    if crossing is not None:
+        raise FormatError(f"arc {crossing} joins two graphs of the batch", path=name)
+    return Graph._from_tensors(g.src, g.dst, g.ilabel, g.olabel, g.weights, g.start_weights, g.final_weights,
+                               node_graph=node_graph, num_graphs=batches)
+
+
+# ---------------------------------------------------------------------- drawing
+_RENDERED = (".svg", ".pdf", ".png")
+
+
+def _label_text(label: int, table: SymbolTable | None) -> str:
+    if label == EPSILON:
+        return "ε"
+    if table is not None and label in table:
+        # graphviz reads backslash escapes (\n, \l) in labels; a symbol means itself
+        return table[label].replace("\\", "\\\\")
+    return str(label)
+
+
+def _weight_text(w: float) -> str:
+    return f"{w:.4g}"
+
+
+def draw(g: Graph, path: PathLike | None = None, isymbols: SymbolTable | None = None,
+         osymbols: SymbolTable | None = None) -> graphviz.Digraph:
+    """Draw ``g`` (left to right) as a ``graphviz.Digraph``; with ``path``, also write it.
+
+    Start nodes are bold with an incoming arrow (labelled with the start weight when it is
+    not 0); accept nodes are double circles, labelled ``node/final weight`` when the final
+    weight is not 0. Arcs read ``ilabel:olabel/weight`` (acceptors ``label/weight``), labels
+    through the symbol tables where they name them, epsilon as ε. A batch draws each graph
+    in its own box (nodes keep their ids in the batch). A ``path`` ending in .svg, .pdf or .png is rendered there with Graphviz's
+    ``dot`` (which must be installed); any other path receives the DOT source.
+    """
+    import graphviz
+
+    if osymbols is None and g.is_acceptor:
+        osymbols = isymbols
+    dot = graphviz.Digraph(graph_attr={"rankdir": "LR"}, node_attr={"shape": "circle"})
+    start, final = g.start_weights.detach().tolist(), g.final_weights.detach().tolist()
+    node_graph = g.node_graph.tolist()
+    if g.is_batch:
+        boxes = [graphviz.Digraph(name=f"cluster_{b}", graph_attr={"label": f"graph {b}"})
+                 for b in range(g.num_graphs)]
+    else:
+        boxes = [dot]
+    for node in range(g.num_nodes):
+        box = boxes[node_graph[node]]
+        attrs = {}
+        label = str(node)
+        if final[node] > NEG_INF:
+            attrs["shape"] = "doublecircle"
+            if final[node] != 0:
+                label += "/" + _weight_text(final[node])
+        if start[node] > NEG_INF:
+            attrs["style"] = "bold"
+            box.node(f"start{node}", shape="point", style="invis", width="0")
+            weight = {"label": _weight_text(start[node])} if start[node] != 0 else {}
+            box.edge(f"start{node}", str(node), **weight)
+        box.node(str(node), label, **attrs)
+    if g.is_batch:
+        for box in boxes:
+            dot.subgraph(box)
+    acceptor = g.is_acceptor
+    for arc in g.arcs():
+        text = _label_text(arc.ilabel, isymbols)
+        if not acceptor:
+            text += ":" + _label_text(arc.olabel, osymbols)
+        dot.edge(str(arc.src), str(arc.dst), label=f"{text}/{_weight_text(arc.weight)}")
+    if path is not None:
+        _write_drawing(dot, os.fspath(path))
+    return dot
+
+
+def _write_drawing(dot: graphviz.Digraph, path: str) -> None:
+    import graphviz
+
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in _RENDERED:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(dot.source)
+        return
+    try:
+        data = dot.pipe(format=extension[1:])
+    except graphviz.ExecutableNotFound as error:
+        raise BackendUnavailableError(f"rendering {path} needs Graphviz's 'dot' program: {error}") from None
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+__all__ = ["SymbolTable", "read_openfst", "write_openfst", "read_symbols", "write_symbols", "save", "load", "draw"]
