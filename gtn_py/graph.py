@@ -61,8 +61,10 @@ def gather(values: Tensor, index: Tensor, fill: float = 0.0) -> Tensor:
     This is how weights follow an arc map: an output arc's weight is the sum of the gathered
     weights of the input arcs it came from (-1 where an input contributes no arc).
     """
+    if values.numel() == 0:  # every index is -1; keep the result connected to autograd
+        return values.sum() * 0 + values.new_full(index.shape, fill)
     picked = values.index_select(0, index.clamp(min=0))
-    if values.numel() == 0 or bool((index < 0).any()):
+    if bool((index < 0).any()):
         picked = torch.where(index >= 0, picked, picked.new_full((), fill))
     return picked
 
