@@ -1,0 +1,1 @@
+"""Example applications of gtn_py (users of the library, never imported by it)."""

@@ -1,0 +1,243 @@
+"""python -m recipes.check_reader {train,evaluate,decode,make-data,demo} ...
+
+Reads handwritten digit strings by segmentation with a graph transformer network (LeCun,
+Bottou, Bengio, Haffner 1998), trained end to end through the segmentation graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import GeneratorConfig, load_strings, make_strings, read_png, save_strings
+from .evaluate import evaluate_strings, format_summary, read_batch
+from .model import ModelConfig
+from .oversegment import CutConfig
+from .train import CHECKPOINT, TrainConfig, digit_split, load_model, train
+
+CRITERIA = ("nll", "perceptron", "hinge", "ctc")
+
+
+def _threads(args: argparse.Namespace) -> None:
+    if getattr(args, "threads", 0):
+        torch.set_num_threads(args.threads)
+    elif "WORLD_SIZE" in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"])))
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    d, g, c = TrainConfig(), GeneratorConfig(), CutConfig()
+    p.add_argument("--criterion", choices=CRITERIA, default=d.criterion,
+                   help="nll: discriminative forward; perceptron/hinge: discriminative Viterbi; "
+                        "ctc: the column-window CTC baseline (default %(default)s)")
+    p.add_argument("--steps", type=int, default=d.steps)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch, strings per step")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--margin", type=float, default=d.margin, help="hinge margin")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--digits", default="", help="digit-set .npz (images uint8 [N,28,28], labels); "
+                                                 "default: the embedded MNIST sample")
+    p.add_argument("--held-out", type=float, default=d.held_out, help="fraction of digits held out")
+    p.add_argument("--min-digits", type=int, default=g.min_digits)
+    p.add_argument("--max-digits", type=int, default=g.max_digits)
+    p.add_argument("--valid-every", type=int, default=d.valid_every)
+    p.add_argument("--valid-strings", type=int, default=d.valid_strings)
+    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
+    p.add_argument("--channels", type=int, nargs=2, default=[16, 32], help="conv channels of the recogniser")
+    p.add_argument("--hidden", type=int, default=128, help="hidden units of the recogniser")
+    p.add_argument("--grid", type=int, default=c.grid, help="spacing of the regular candidate cuts (px)")
+    p.add_argument("--max-span", type=int, default=c.max_span, help="pieces per span at most")
+    p.add_argument("--grammar", default="any", help="'any' or 'length:MIN-MAX' composed into the graph")
+
+
+def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+    gen = GeneratorConfig(min_digits=args.min_digits, max_digits=args.max_digits)
+    model = ModelConfig(kind="ctc" if args.criterion == "ctc" else "segmentation",
+                        channels=tuple(args.channels), hidden=args.hidden,
+                        cuts=CutConfig(grid=args.grid, max_span=args.max_span), grammar=args.grammar)
+    config = TrainConfig(criterion=args.criterion, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         margin=args.margin, seed=args.seed, digits=args.digits, held_out=args.held_out,
+                         generator=gen, valid_strings=args.valid_strings, valid_every=args.valid_every,
+                         checkpoint_every=args.checkpoint_every)
+    return model, config
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    model_config, config = _configs(args)
+    if args.resume and (Path(args.out) / CHECKPOINT).exists():
+        state = torch.load(Path(args.out) / CHECKPOINT, map_location="cpu", weights_only=False)
+        model_config = ModelConfig.from_dict(state["model_config"])
+        saved = TrainConfig.from_dict(state["train_config"])
+        saved.steps = config.steps  # a resumed run may be extended
+        config = saved
+    path = train(args.out, model_config, config, resume=args.resume, device=args.device,
+                 progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"checkpoint: {path}")
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict:
+    model, state = load_model(args.checkpoint, args.device)
+    if args.grammar:
+        model.config.grammar = args.grammar
+    strings = load_strings(args.data)
+    if any(not s for s in strings.labels):
+        sys.exit(f"{args.data}: evaluate needs a label for every string")
+    t0 = time.time()
+    result = evaluate_strings(model, strings, args.batch_size)
+    summary = result.summary()
+    summary.update(data=str(args.data), checkpoint=str(args.checkpoint), seconds=round(time.time() - t0, 1),
+                   criterion=state["train_config"]["criterion"], steps=state["step"])
+    print(format_summary(summary))
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "evaluation.json"
+    summary["examples"] = [{"label": t, "text": r.text, "confidence": r.confidence}
+                           for t, r in zip(result.labels, result.readings)]
+    _write_json(out, summary)
+    print(f"written: {out}")
+    return summary
+
+
+def _read_inputs(paths: list[str]) -> tuple[list[str], list[np.ndarray]]:
+    names, images = [], []
+    for p in paths:
+        if p.endswith(".npz"):
+            strings = load_strings(p)
+            names += [f"{p}[{i}]" for i in range(len(strings))]
+            images += [strings.image(i) for i in range(len(strings))]
+        else:
+            names.append(p)
+            images.append(_normalise_png(read_png(p)))
+    return names, images
+
+
+def _normalise_png(img: np.ndarray) -> np.ndarray:
+    """Dark ink on light paper is inverted; any height is scaled to 28 pixels."""
+    from .data import HEIGHT, _resize
+
+    if img.mean() > 127:
+        img = 255 - img
+    if img.shape[0] != HEIGHT:
+        width = max(1, round(img.shape[1] * HEIGHT / img.shape[0]))
+        img = np.clip(_resize(img.astype(np.float32), HEIGHT, width), 0, 255).astype(np.uint8)
+    return img
+
+
+def cmd_decode(args: argparse.Namespace) -> None:
+    model, _ = load_model(args.checkpoint, args.device)
+    if args.grammar:
+        model.config.grammar = args.grammar
+    names, images = _read_inputs(args.inputs)
+    for start in range(0, len(images), args.batch_size):
+        batch = images[start:start + args.batch_size]
+        for name, r in zip(names[start:start + len(batch)], read_batch(model, batch)):
+            flag = "" if r.confidence >= args.threshold else "  REJECT"
+            print(f"{name}\t{r.text}\t{r.confidence:.4f}{flag}")
+
+
+def cmd_make_data(args: argparse.Namespace) -> None:
+    config = TrainConfig(seed=args.seed, digits=args.digits, held_out=args.held_out)
+    train_digits, held = digit_split(config)
+    digits = held if args.split == "held-out" else train_digits
+    gen = GeneratorConfig(min_digits=args.min_digits, max_digits=args.max_digits)
+    strings = make_strings(digits, args.count, seed=args.data_seed, config=gen)
+    save_strings(strings, args.out)
+    print(f"written {len(strings)} strings of {args.min_digits}-{args.max_digits} {args.split} digits: {args.out}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    """A short training run on the embedded digits, then the evaluation table on fresh
+    strings of 4-6 held-out digits."""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    train_args = build_parser().parse_args(
+        ["train", "--out", str(out), "--steps", str(args.steps), "--valid-every", str(args.steps),
+         "--valid-strings", "100", *(["--quiet"] if args.quiet else [])])
+    train_args.resume = False
+    cmd_train(train_args)
+    print(f"training: {time.time() - t0:.0f} s")
+    data = out / "test_4to6.npz"
+    cmd_make_data(argparse.Namespace(seed=0, digits="", held_out=TrainConfig().held_out, split="held-out",
+                                     min_digits=4, max_digits=6, count=args.test_strings, data_seed=12345,
+                                     out=str(data)))
+    cmd_evaluate(argparse.Namespace(checkpoint=str(out / CHECKPOINT), data=str(data), out="", device="cpu",
+                                    batch_size=32, grammar=""))
+    print(f"demo total: {time.time() - t0:.0f} s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m recipes.check_reader", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a reader (torchrun --nproc_per_node=N for data parallel)")
+    p.add_argument("--out", required=True, help="run folder: checkpoint.pt and metrics.jsonl go here")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_train_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="string accuracy, digit error rate and the reject curve")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", required=True, help=".npz: images uint8 [N,28,W], widths [N], labels")
+    p.add_argument("--out", default="", help="JSON results (default: evaluation.json beside the checkpoint)")
+    p.add_argument("--grammar", default="", help="override the checkpoint's grammar ('any', 'length:4-6')")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("decode", help="print the strings read from images with their confidences")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("inputs", nargs="+", help=".npz string sets or PNG images")
+    p.add_argument("--threshold", type=float, default=0.0, help="mark readings below this confidence")
+    p.add_argument("--grammar", default="")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("make-data", help="write a string set .npz from the digit set")
+    p.add_argument("--out", required=True)
+    p.add_argument("--count", type=int, default=1000)
+    p.add_argument("--split", choices=("held-out", "train"), default="held-out")
+    p.add_argument("--min-digits", type=int, default=4)
+    p.add_argument("--max-digits", type=int, default=6)
+    p.add_argument("--data-seed", type=int, default=12345)
+    p.add_argument("--seed", type=int, default=0, help="seed of the digit split (as in train)")
+    p.add_argument("--digits", default="")
+    p.add_argument("--held-out", type=float, default=TrainConfig().held_out)
+    p.set_defaults(func=cmd_make_data)
+
+    p = sub.add_parser("demo", help="short training run + evaluation table (what `make demo` runs)")
+    p.add_argument("--out", default="out/check_reader_demo")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--test-strings", type=int, default=500)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    _threads(args)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""Digit sets and the digit-string generator.
+
+A *digit set* is an .npz with ``images`` (uint8 ``[N, 28, 28]``, white ink on black) and
+``labels`` (``[N]``, 0-9), like the embedded default ``data/mnist_digits_8k.npz`` (MNIST,
+CC BY-SA 3.0, see data/README.md). It is split into training and held-out digits *by
+digit*, so no held-out string ever shows a digit seen in training.
+
+A *string set* is an .npz with ``images`` (uint8 ``[N, 28, W]``, zero-padded on the right),
+``widths`` (``[N]``) and ``labels`` (``[N]`` strings of digits): what ``evaluate`` and
+``decode`` read and what :func:`make_strings` writes.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HEIGHT = 28
+DEFAULT_DIGITS = Path(__file__).parent / "data" / "mnist_digits_8k.npz"
+
+
+@dataclass
+class DigitSet:
+    images: np.ndarray  # uint8 [N, 28, 28]
+    labels: np.ndarray  # int64 [N]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def load_digits(path: str | Path | None = None) -> DigitSet:
+    """Load a digit set (default: the embedded MNIST sample) and check its form."""
+    path = Path(path) if path is not None else DEFAULT_DIGITS
+    with np.load(path) as data:
+        images, labels = data["images"], data["labels"]
+    if images.ndim != 3 or images.shape[1:] != (HEIGHT, HEIGHT) or images.dtype != np.uint8:
+        raise ValueError(f"{path}: images must be uint8 [N, 28, 28], got {images.dtype} {images.shape}")
+    labels = labels.astype(np.int64).reshape(-1)
+    if labels.shape[0] != images.shape[0] or labels.min() < 0 or labels.max() > 9:
+        raise ValueError(f"{path}: labels must be [N] digits 0-9 matching the images")
+    return DigitSet(images, labels)
+
+
+def split_digits(digits: DigitSet, held_out: float = 0.125, seed: int = 0) -> tuple[DigitSet, DigitSet]:
+    """Split by digit (never by string) into (training digits, held-out digits)."""
+    order = np.random.default_rng(seed).permutation(len(digits))
+    n_held = int(round(len(digits) * held_out))
+    held, train = order[:n_held], order[n_held:]
+    return (DigitSet(digits.images[train], digits.labels[train]),
+            DigitSet(digits.images[held], digits.labels[held]))
+
+
+@dataclass
+class GeneratorConfig:
+    min_digits: int = 1
+    max_digits: int = 8
+    min_gap: int = -4          # pixels between inks; negative: overlapping digits
+    max_gap: int = 6
+    touch_prob: float = 0.3    # probability that a gap is drawn from [min_gap, 0] (touching/overlap)
+    min_scale: float = 0.8
+    max_scale: float = 1.15
+    jitter: int = 2            # vertical jitter (pixels)
+    margin: int = 2            # blank columns left and right
+
+
+@dataclass
+class StringSample:
+    image: np.ndarray          # uint8 [28, W]
+    label: str
+    boundaries: np.ndarray     # [len(label) + 1] true cut x positions (first ink - ..., last ink end)
+
+
+def _resize(img: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of a float image (numpy only)."""
+    h, w = img.shape
+    ys = (np.arange(height) + 0.5) * h / height - 0.5
+    xs = (np.arange(width) + 0.5) * w / width - 0.5
+    y0 = np.clip(np.floor(ys).astype(int), 0, h - 1); y1 = np.clip(y0 + 1, 0, h - 1)
+    x0 = np.clip(np.floor(xs).astype(int), 0, w - 1); x1 = np.clip(x0 + 1, 0, w - 1)
+    fy = np.clip(ys - y0, 0, 1)[:, None]; fx = np.clip(xs - x0, 0, 1)[None, :]
+    top = img[y0][:, x0] * (1 - fx) + img[y0][:, x1] * fx
+    bottom = img[y1][:, x0] * (1 - fx) + img[y1][:, x1] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def _ink_box(img: np.ndarray) -> tuple[int, int, int, int]:
+    rows = np.flatnonzero(img.max(axis=1) > 0)
+    cols = np.flatnonzero(img.max(axis=0) > 0)
+    if rows.size == 0:
+        return 0, 1, 0, 1
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def render_string(digits: DigitSet, indices: np.ndarray, rng: np.random.Generator,
+                  config: GeneratorConfig) -> StringSample:
+    """Write the digits ``indices`` of ``digits`` side by side as one 28-pixel-high image."""
+    glyphs, tops = [], []
+    for i in indices:
+        r0, r1, c0, c1 = _ink_box(digits.images[i])
+        ink = digits.images[i, r0:r1, c0:c1].astype(np.float32)
+        scale = rng.uniform(config.min_scale, config.max_scale)
+        h = int(np.clip(round(ink.shape[0] * scale), 4, HEIGHT))
+        w = int(max(1, round(ink.shape[1] * scale)))
+        glyph = _resize(ink, h, w)
+        centre_top = (HEIGHT - h) // 2
+        top = int(np.clip(centre_top + rng.integers(-config.jitter, config.jitter + 1), 0, HEIGHT - h))
+        glyphs.append(glyph)
+        tops.append(top)
+    lefts, x = [], config.margin
+    for k, glyph in enumerate(glyphs):
+        if k:
+            if rng.random() < config.touch_prob:
+                gap = int(rng.integers(config.min_gap, 1))
+            else:
+                gap = int(rng.integers(0, config.max_gap + 1))
+            # Never let a digit slide over more than a third of its neighbour.
+            gap = max(gap, -min(glyph.shape[1], glyphs[k - 1].shape[1]) // 3)
+            x = lefts[-1] + glyphs[k - 1].shape[1] + gap
+        lefts.append(x)
+    width = max(left + g.shape[1] for left, g in zip(lefts, glyphs)) + config.margin
+    canvas = np.zeros((HEIGHT, width), np.float32)
+    for left, top, glyph in zip(lefts, tops, glyphs):
+        region = canvas[top:top + glyph.shape[0], left:left + glyph.shape[1]]
+        np.maximum(region, glyph, out=region)
+    rights = [left + g.shape[1] for left, g in zip(lefts, glyphs)]
+    inner = [(rights[k] + lefts[k + 1]) // 2 for k in range(len(glyphs) - 1)]
+    boundaries = np.array([lefts[0]] + inner + [rights[-1]], np.int64)
+    label = "".join(str(int(digits.labels[i])) for i in indices)
+    return StringSample(np.clip(canvas, 0, 255).astype(np.uint8), label, boundaries)
+
+
+def sample_strings(digits: DigitSet, count: int, rng: np.random.Generator,
+                   config: GeneratorConfig | None = None) -> list[StringSample]:
+    """``count`` random strings of ``config.min_digits .. max_digits`` digits drawn from ``digits``."""
+    config = config or GeneratorConfig()
+    out = []
+    for _ in range(count):
+        n = int(rng.integers(config.min_digits, config.max_digits + 1))
+        out.append(render_string(digits, rng.integers(0, len(digits), size=n), rng, config))
+    return out
+
+
+# ---------------------------------------------------------------------- string sets (.npz)
+@dataclass
+class StringSet:
+    images: np.ndarray   # uint8 [N, 28, Wmax], zero-padded on the right
+    widths: np.ndarray   # int64 [N]
+    labels: list[str]    # digit strings ('' when unknown)
+
+    def __len__(self) -> int:
+        return int(self.widths.shape[0])
+
+    def image(self, i: int) -> np.ndarray:
+        return self.images[i, :, : int(self.widths[i])]
+
+
+def pack(images: list[np.ndarray], labels: list[str]) -> StringSet:
+    """Pad 28-high images of varying width into one array."""
+    widths = np.array([im.shape[1] for im in images], np.int64)
+    out = np.zeros((len(images), HEIGHT, int(widths.max()) if len(images) else 1), np.uint8)
+    for i, im in enumerate(images):
+        out[i, :, : im.shape[1]] = im
+    return StringSet(out, widths, list(labels))
+
+
+def make_strings(digits: DigitSet, count: int, seed: int, config: GeneratorConfig | None = None) -> StringSet:
+    samples = sample_strings(digits, count, np.random.default_rng(seed), config)
+    return pack([s.image for s in samples], [s.label for s in samples])
+
+
+def save_strings(strings: StringSet, path: str | Path) -> None:
+    np.savez_compressed(path, images=strings.images, widths=strings.widths,
+                        labels=np.array(strings.labels, dtype=str))
+
+
+def load_strings(path: str | Path) -> StringSet:
+    """Read a string set; ``labels`` is optional (decode needs none)."""
+    with np.load(path) as data:
+        images = data["images"]
+        if images.ndim != 3 or images.shape[1] != HEIGHT:
+            raise ValueError(f"{path}: images must be uint8 [N, 28, W], got {images.shape}")
+        widths = data["widths"].astype(np.int64) if "widths" in data else np.full(len(images), images.shape[2])
+        labels = [str(s) for s in data["labels"]] if "labels" in data else [""] * len(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"{path}: images must be uint8, got {images.dtype}")
+    if len(widths) != len(images) or len(labels) != len(images):
+        raise ValueError(f"{path}: images, widths and labels must have one entry per string")
+    if widths.min() < 1 or widths.max() > images.shape[2]:
+        raise ValueError(f"{path}: widths must be in 1..{images.shape[2]}")
+    for i, s in enumerate(labels):
+        if not all(ch in "0123456789" for ch in s):
+            raise ValueError(f"{path}: label {i} ({s!r}) is not a string of digits")
+    return StringSet(images, widths, labels)
+
+
+# ---------------------------------------------------------------------- PNG (no dependency)
+def write_png(path_or_none: str | Path | None, image: np.ndarray) -> bytes:
+    """Encode a uint8 grayscale [H, W] or RGB [H, W, 3] image as PNG (and write it if a path is given)."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    colour = 2 if image.ndim == 3 else 0
+    h, w = image.shape[:2]
+    raw = b"".join(b"\x00" + image[y].tobytes() for y in range(h))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    data = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, colour, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+    if path_or_none is not None:
+        Path(path_or_none).write_bytes(data)
+    return data
+
+
+def read_png(path: str | Path) -> np.ndarray:
+    """Decode an 8-bit, non-interlaced PNG to a grayscale uint8 [H, W] array (colour is averaged,
+    alpha composited on black)."""
+    data = Path(path).read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError(f"{path}: not a PNG file")
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    if header is None:
+        raise ValueError(f"{path}: PNG has no IHDR")
+    w, h, depth, colour, _, _, interlace = header
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(colour)
+    if depth != 8 or channels is None or interlace:
+        raise ValueError(f"{path}: only 8-bit, non-interlaced grey/RGB(A) PNGs are supported")
+    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * channels)
+    out = np.zeros((h, w * channels), np.int64)
+    bpp = channels
+    for y in range(h):
+        kind, line = raw[y, 0], raw[y, 1:].astype(np.int64)
+        prev = out[y - 1] if y else np.zeros(w * channels, np.int64)
+        if kind in (0, 2):
+            out[y] = (line + (prev if kind == 2 else 0)) % 256
+            continue
+        row = out[y]
+        for x in range(w * channels):  # sub/average/paeth depend on the pixel to the left
+            a = row[x - bpp] if x >= bpp else 0
+            b = prev[x]
+            c = prev[x - bpp] if x >= bpp else 0
+            if kind == 1:
+                pred = a
+            elif kind == 3:
+                pred = (a + b) // 2
+            else:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            row[x] = (line[x] + pred) % 256
+    pixels = out.reshape(h, w, channels).astype(np.float64)
+    if channels in (2, 4):
+        pixels = pixels[..., :-1] * pixels[..., -1:] / 255.0
+    return np.clip(pixels.mean(axis=2).round(), 0, 255).astype(np.uint8)

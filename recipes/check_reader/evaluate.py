@@ -1,0 +1,167 @@
+"""Decoding (Viterbi) with a confidence per string, and the evaluation metrics.
+
+The confidence of a reading is its posterior ``P(reading | image)`` = exp(forward score of
+the paths that read it - forward score of all paths), so a user can reject readings below a
+threshold and trade rejects for errors (the reject curve).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from gtn_py.ops.compose import compose
+from gtn_py.ops.shortest import forward_score, viterbi_path
+
+from .data import StringSet
+from .model import WindowReader, label_ids, label_text, target_graphs
+
+
+@dataclass
+class Reading:
+    text: str
+    confidence: float
+    cuts: list[int] = field(default_factory=list)                      # candidate cut x positions
+    segments: list[tuple[int, int, str]] = field(default_factory=list)  # Viterbi spans (x0, x1, digit)
+
+
+@torch.no_grad()
+def read_batch(model: nn.Module, images: list[np.ndarray]) -> list[Reading]:
+    """Decode a batch of string images."""
+    if isinstance(model, WindowReader):
+        return _read_ctc(model, images)
+    interp = model(images)
+    graphs = interp.graphs
+    paths = viterbi_path(graphs)
+    texts, segments = [], []
+    spans = interp.spans
+    kept_per_image = torch.bincount(spans.image, minlength=len(images))
+    first_span = (torch.cumsum(kept_per_image, 0) - kept_per_image).tolist()
+    path_graph = paths.node_graph[paths.src] if paths.num_arcs else paths.src
+    for b in range(len(images)):
+        mine = (path_graph == b).nonzero().reshape(-1)
+        order = mine[torch.argsort(paths.src[mine])] if mine.numel() else mine
+        span_ids = (paths.ilabel[order] - 1 + first_span[b]).tolist()
+        digits = paths.olabel[order].tolist()
+        texts.append(label_text(digits))
+        segments.append([(int(spans.x0[s]), int(spans.x1[s]), str(d - 1)) for s, d in zip(span_ids, digits)])
+    confidence = _posteriors(graphs, texts)
+    return [Reading(t, c, [int(x) for x in cut], seg)
+            for t, c, cut, seg in zip(texts, confidence, spans.cuts, segments)]
+
+
+def _posteriors(graphs, texts: list[str]) -> list[float]:
+    readable = [i for i, t in enumerate(texts) if t]
+    out = [0.0] * len(texts)
+    if not readable:
+        return out
+    total = forward_score(graphs)
+    correct = forward_score(compose(graphs, target_graphs([t if t else "0" for t in texts], graphs.device)))
+    post = torch.exp((correct - total).clamp(max=0)).tolist()
+    for i in readable:
+        out[i] = float(post[i])
+    return out
+
+
+def _read_ctc(model: WindowReader, images: list[np.ndarray]) -> list[Reading]:
+    """Best-path decoding; the confidence is the CTC posterior of the decoded string."""
+    from .train import ctc_loss
+
+    log_probs, lengths = model(images)
+    best = log_probs.argmax(-1).T.tolist()
+    texts = []
+    for b, frames in enumerate(best):
+        labels, prev = [], 0
+        for x in frames[: int(lengths[b])]:
+            if x != prev and x != 0:
+                labels.append(x)
+            prev = x
+        texts.append(label_text(labels))
+    out = []
+    for b, text in enumerate(texts):
+        if not text:
+            out.append(Reading(text, 0.0))
+            continue
+        target = torch.tensor(label_ids(text), device=log_probs.device)
+        nll = ctc_loss(log_probs[:, b:b + 1], target, lengths[b:b + 1], torch.tensor([len(text)]))
+        out.append(Reading(text, float(torch.exp(-nll[0]))))
+    return out
+
+
+# ---------------------------------------------------------------------- metrics
+def edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def reject_curve(confidence: np.ndarray, correct: np.ndarray) -> list[dict]:
+    """Percent correct / reject / error when accepting the most confident strings, at every
+    distinct threshold (readings with equal confidence are accepted or rejected together)."""
+    n = len(confidence)
+    order = np.argsort(-confidence, kind="stable")
+    conf, ok = confidence[order], correct[order].astype(np.int64)
+    good = np.concatenate([[0], np.cumsum(ok)])
+    cuts = [0] + [k for k in range(1, n + 1) if k == n or conf[k - 1] > conf[k]]
+    rows = []
+    for k in cuts:
+        rows.append({"threshold": float(conf[k - 1]) if k else 1.0 + 1e-9,
+                     "correct": 100.0 * good[k] / n, "error": 100.0 * (k - good[k]) / n,
+                     "reject": 100.0 * (n - k) / n})
+    return rows
+
+
+@dataclass
+class EvalResult:
+    labels: list[str]
+    readings: list[Reading]
+
+    @property
+    def correct(self) -> np.ndarray:
+        return np.array([r.text == t for r, t in zip(self.readings, self.labels)])
+
+    def summary(self) -> dict:
+        correct = self.correct
+        confidence = np.array([r.confidence for r in self.readings], np.float64)
+        errors = sum(edit_distance(r.text, t) for r, t in zip(self.readings, self.labels))
+        curve = reject_curve(confidence, correct)
+        within = [row for row in curve if row["error"] <= 1.0]
+        at_1pct = max(within, key=lambda row: row["correct"] - row["reject"] * 1e-9)
+        table = []
+        for target in (0.0, 5.0, 10.0, 20.0, 30.0, 50.0):
+            row = min(curve, key=lambda r: (abs(r["reject"] - target), r["reject"]))
+            table.append(row)
+        return {"strings": len(self.labels), "string_accuracy": 100.0 * float(correct.mean()),
+                "digit_error_rate": 100.0 * errors / max(1, sum(len(t) for t in self.labels)),
+                "reject_at_1pct_error": at_1pct["reject"], "operating_point_1pct": at_1pct,
+                "reject_table": table}
+
+
+def evaluate_strings(model: nn.Module, strings: StringSet, batch_size: int = 32) -> EvalResult:
+    was_training = model.training
+    model.eval()
+    readings: list[Reading] = []
+    for start in range(0, len(strings), batch_size):
+        idx = range(start, min(len(strings), start + batch_size))
+        readings += read_batch(model, [strings.image(i) for i in idx])
+    model.train(was_training)
+    return EvalResult(list(strings.labels), readings)
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"strings:              {s['strings']}",
+             f"string accuracy:      {s['string_accuracy']:.2f} %",
+             f"digit error rate:     {s['digit_error_rate']:.2f} %",
+             f"reject for <=1% error: {s['reject_at_1pct_error']:.1f} %  "
+             f"(threshold {s['operating_point_1pct']['threshold']:.4f}, "
+             f"correct {s['operating_point_1pct']['correct']:.1f} %, error {s['operating_point_1pct']['error']:.2f} %)",
+             "", "  threshold   correct %   reject %   error %"]
+    for row in s["reject_table"]:
+        lines.append(f"  {row['threshold']:9.4f}   {row['correct']:9.2f}   {row['reject']:8.2f}   {row['error']:7.2f}")
+    return "\n".join(lines)

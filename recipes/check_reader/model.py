@@ -1,0 +1,151 @@
+"""The recogniser and the graphs built around it.
+
+:class:`Recogniser` is a small convolutional network scoring a 28x28 crop for every class.
+:class:`SegmentationReader` runs it on every span of every image of a minibatch in one call
+and turns the scores into interpretation graphs (segmentation graph -> recognition
+transformer -> optional grammar). :class:`WindowReader` is the CTC baseline: the same
+network slid over the image in columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gtn_py import Graph, string_graph
+from gtn_py.criteria.segmentation import recognition_graph, segmentation_graph
+from gtn_py.ops.compose import compose
+
+from .oversegment import CROP, CutConfig, Spans, batch_spans, span_crops, to_batch_tensor
+
+NUM_DIGITS = 10
+
+
+@dataclass
+class ModelConfig:
+    kind: str = "segmentation"      # "segmentation" (graph criteria) or "ctc" (column windows)
+    channels: tuple[int, int] = (16, 32)
+    hidden: int = 128
+    cuts: CutConfig = field(default_factory=CutConfig)
+    ctc_stride: int = 4             # column step of the CTC baseline's windows
+    grammar: str = "any"            # "any" or "length:MIN-MAX" (digits per string)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        d["cuts"] = CutConfig(**d.get("cuts", {}))
+        d["channels"] = tuple(d.get("channels", (16, 32)))
+        return cls(**d)
+
+
+class Recogniser(nn.Module):
+    """LeNet-style: two conv+pool stages and two dense layers; ``[S, 1, 28, 28] -> [S, C]``."""
+
+    def __init__(self, num_classes: int, channels: tuple[int, int] = (16, 32), hidden: int = 128):
+        super().__init__()
+        c1, c2 = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2))
+        self.classify = nn.Sequential(nn.Flatten(), nn.Linear(c2 * 7 * 7, hidden), nn.ReLU(),
+                                      nn.Linear(hidden, num_classes))
+
+    def forward(self, crops: Tensor) -> Tensor:
+        return self.classify(self.features(crops))
+
+
+def label_ids(text: str) -> list[int]:
+    """Digit string -> graph labels (digit d is label d + 1; 0 is epsilon)."""
+    return [int(ch) + 1 for ch in text]
+
+
+def label_text(labels: list[int]) -> str:
+    return "".join(str(label - 1) for label in labels if label > 0)
+
+
+def grammar_graph(spec: str, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Graph | None:
+    """An acceptor over digit labels: ``"any"`` (no grammar, None) or ``"length:MIN-MAX"``."""
+    if spec == "any":
+        return None
+    if not spec.startswith("length:"):
+        raise ValueError(f"unknown grammar {spec!r}: use 'any' or 'length:MIN-MAX'")
+    lo, hi = (int(x) for x in spec[len("length:"):].split("-"))
+    if not 1 <= lo <= hi:
+        raise ValueError(f"grammar {spec!r}: need 1 <= MIN <= MAX")
+    src = torch.arange(hi).repeat_interleave(NUM_DIGITS)
+    labels = torch.arange(1, NUM_DIGITS + 1).repeat(hi)
+    return Graph.from_arcs(hi + 1, src, src + 1, labels, accept=list(range(lo, hi + 1)),
+                           dtype=dtype, device=device)
+
+
+def target_graphs(labels: list[str], device: torch.device) -> Graph:
+    return Graph.batch([string_graph(label_ids(s), device=device) for s in labels])
+
+
+@dataclass
+class Interpretation:
+    """What the reader builds for a minibatch."""
+
+    spans: Spans
+    span_scores: Tensor      # [S, C]
+    graphs: Graph            # batch: span-label -> digit-label transducers (grammar composed in)
+
+
+class SegmentationReader(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.recogniser = Recogniser(NUM_DIGITS, config.channels, config.hidden)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, images: list[np.ndarray]) -> Interpretation:
+        spans = batch_spans(images, self.config.cuts)
+        crops = span_crops(to_batch_tensor(images, self.device), spans)
+        scores = self.recogniser(crops)
+        seg = segmentation_graph(spans.num_pieces.tolist(), self.config.cuts.max_span, spans.keep,
+                                 device=self.device)
+        graphs = recognition_graph(seg, scores, keep_spans=True)
+        grammar = grammar_graph(self.config.grammar, scores.dtype, self.device)
+        if grammar is not None:
+            graphs = compose(graphs, grammar)
+        return Interpretation(spans, scores, graphs)
+
+
+class WindowReader(nn.Module):
+    """The CTC baseline: the same recogniser (one more output, the blank) on 28-pixel windows
+    every ``ctc_stride`` columns. Returns log-probabilities ``[T, B, C+1]`` and lengths."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.recogniser = Recogniser(NUM_DIGITS + 1, config.channels, config.hidden)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def forward(self, images: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+        stride = self.config.ctc_stride
+        batch = to_batch_tensor(images, self.device).to(torch.float32) / 255.0
+        half = CROP // 2
+        padded = F.pad(batch, (half, half))                               # [B, 28, W + 28]
+        windows = padded.unfold(2, CROP, stride)                          # [B, 28, T, 28]
+        num_frames = windows.shape[2]
+        crops = windows.permute(0, 2, 1, 3).reshape(-1, 1, CROP, CROP)
+        scores = self.recogniser(crops).reshape(len(images), num_frames, -1)
+        lengths = torch.tensor([im.shape[1] // stride + 1 for im in images], device=self.device)
+        return scores.log_softmax(-1).transpose(0, 1), lengths.clamp(max=num_frames)
+
+
+def build_reader(config: ModelConfig) -> nn.Module:
+    return WindowReader(config) if config.kind == "ctc" else SegmentationReader(config)
