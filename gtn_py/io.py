@@ -170,7 +170,7 @@ def _format_costs(scores: np.ndarray) -> np.ndarray:
     text = costs.astype(str)
     # float32's shortest repr is parsed through float64 like every other number: where that
     # double rounding would miss (rare), spell out 9 significant digits, always exact.
-    back = np.char.replace(text, "inf", "Infinity").astype(np.float64).astype(scores.dtype)
+    back = text.astype(np.float64).astype(scores.dtype)
     inexact = back != costs
     if inexact.any():
         text[inexact] = np.array([f"{c:.9g}" for c in costs[inexact].tolist()])
@@ -192,8 +192,8 @@ def write_openfst(g: Graph, path_or_file: PathLike | IO[str] | None = None,
 
     States keep their node ids. The start state comes first; several start nodes, a nonzero
     start weight or no start node at all are written through a super-start state numbered
-    ``g.num_nodes``. A state that must be mentioned but has no line of its own (a start state
-    with no arcs, the last node) gets a final line with cost ``Infinity``, i.e. not final.
+    ``g.num_nodes``. A start state without a line of its own (no arcs, not final) and a last
+    node that no line mentions get a final line with cost ``Infinity``, i.e. not final.
     A batch cannot be written as one FST: write ``g[i]`` for each graph.
     """
     if g.is_batch:
@@ -226,13 +226,14 @@ def write_openfst(g: Graph, path_or_file: PathLike | IO[str] | None = None,
 
     finals = np.flatnonzero(final > NEG_INF)
     final_costs = _format_costs(final[finals])
-    # States that must appear although they have no line: the start state, and the last node
-    # (so that the node count survives a round trip).
-    mentioned = np.zeros(max(n, start_state + 1), bool)
-    mentioned[src] = True
-    mentioned[dst] = True
-    mentioned[finals] = True
-    padding = sorted({s for s in (start_state, n - 1) if not mentioned[s]}) if not mentioned.all() else []
+    # Lines for states that need one and have none: the start state (OpenFst's start is the
+    # first line's state) and the last node (so that the node count survives a round trip).
+    has_line = np.zeros(max(n, start_state + 1), bool)
+    has_line[src] = True
+    has_line[finals] = True
+    padding = [start_state] if not has_line[start_state] else []
+    if n - 1 != start_state and not (has_line[n - 1] or (dst == n - 1).any()):
+        padding.append(n - 1)
     finals = np.concatenate([finals, np.array(padding, finals.dtype)])
     final_costs = np.concatenate([final_costs, np.full(len(padding), "Infinity")])
 
@@ -383,13 +384,14 @@ def load(path_or_file: PathLike | IO[bytes], device: torch.device | str = "cpu")
     if name is None:
         name = getattr(path_or_file, "name", None)
     try:
-        with np.load(path_or_file, allow_pickle=False) as archive:  # type: ignore[arg-type]
+        archive = np.load(path_or_file, allow_pickle=False)  # type: ignore[arg-type]
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise FormatError("not a gtn_py graph file (a single .npy array, not an .npz archive)", path=name)
+        with archive:
             arrays = {key: archive[key] for key in archive.files}
-    except AttributeError:  # np.load returned a bare array (an .npy file), not an archive
-        raise FormatError("not a gtn_py graph file (a single .npy array, not an .npz archive)", path=name) from None
+    except FileNotFoundError:
+        raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        if isinstance(error, FileNotFoundError):
-            raise
         raise FormatError(f"not a gtn_py graph file ({error})", path=name) from None
     fmt = arrays.get("format")
     if fmt is None or fmt.shape != () or str(fmt) != _FORMAT:
