@@ -6,9 +6,9 @@ one line per final state, ``state [cost]``; fields are separated by tabs or spac
 lines are ignored, a missing cost is 0 and ``Infinity`` is the impossible cost. OpenFst
 weights are *costs*, gtn_py's are *scores*: a cost is written as ``-score`` and read as
 ``score = -cost``. OpenFst has a single start state, the source state of the first line,
-and no start weights; a graph with several start nodes or a nonzero start weight is
-written through a new super-start state (numbered ``num_nodes``) with one epsilon arc per
-start node carrying its start weight.
+and no start weights; a graph with several start nodes, a nonzero start weight or no start
+node is written through a new super-start state (numbered ``num_nodes``) with one epsilon
+arc per start node carrying its start weight.
 
 A symbol table (:data:`SymbolTable`) is a plain ``dict`` from label to symbol, as OpenFst
 symbol-table files hold (``symbol<TAB>id`` lines, see :func:`read_symbols`); ``dict(t)``
@@ -380,9 +380,10 @@ def load(path_or_file: PathLike | IO[bytes], device: torch.device | str = "cpu")
     Raises :class:`FormatError` for a file that is not one :func:`save` wrote, or whose
     arrays do not make a valid graph.
     """
-    name = None if hasattr(path_or_file, "read") else str(os.fspath(path_or_file))  # type: ignore[arg-type]
-    if name is None:
+    if hasattr(path_or_file, "read"):
         name = getattr(path_or_file, "name", None)
+    else:
+        name = str(os.fspath(path_or_file))  # type: ignore[arg-type]
     try:
         archive = np.load(path_or_file, allow_pickle=False)  # type: ignore[arg-type]
         if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -455,9 +456,10 @@ def draw(g: Graph, path: PathLike | None = None, isymbols: SymbolTable | None = 
     Start nodes are bold with an incoming arrow (labelled with the start weight when it is
     not 0); accept nodes are double circles, labelled ``node/final weight`` when the final
     weight is not 0. Arcs read ``ilabel:olabel/weight`` (acceptors ``label/weight``), labels
-    through the symbol tables where they name them, epsilon as ε. A batch draws each graph
-    in its own box (nodes keep their ids in the batch). A ``path`` ending in .svg, .pdf or .png is rendered there with Graphviz's
-    ``dot`` (which must be installed); any other path receives the DOT source.
+    through the symbol tables where they name them (numbers otherwise), epsilon as ε. A batch
+    draws each graph in its own box, nodes numbered as in the batch. A ``path`` ending in
+    .svg, .pdf or .png is rendered there with Graphviz's ``dot`` (which must be installed;
+    no intermediate file is left); any other path receives the DOT source.
     """
     import graphviz
 
