@@ -497,7 +497,7 @@ class Graph:
     def _repr_svg_(self) -> str:
         """Draw the graph in Jupyter."""
         from .io import draw
-        return draw(self)._repr_image_svg_xml()
+        return draw(self).pipe(format="svg", encoding="utf-8")
 
     # ------------------------------------------------------------------ iteration and printing
     def arcs(self) -> Iterator[Arc]:
