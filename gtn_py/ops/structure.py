@@ -257,7 +257,8 @@ def equal(g1: Graph, g2: Graph, tol: float = 1e-6) -> bool:
     """Whether the graphs are the same graph: same nodes, arcs (in the same order), labels,
     batch layout, and arc/start/final weights within ``tol`` (absolute and relative).
     Not an isomorphism or equivalence test (see :func:`equivalent`)."""
-    if (g1.num_nodes, g1.num_arcs, g1.num_graphs) != (g2.num_nodes, g2.num_arcs, g2.num_graphs):
+    layout1 = (g1.num_nodes, g1.num_arcs, g1.is_batch, g1.num_graphs)
+    if layout1 != (g2.num_nodes, g2.num_arcs, g2.is_batch, g2.num_graphs):
         return False
     device = g1.device
     for a, b in ((g1.src, g2.src), (g1.dst, g2.dst), (g1.ilabel, g2.ilabel), (g1.olabel, g2.olabel),
