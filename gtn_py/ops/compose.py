@@ -1,0 +1,660 @@
+"""Composition and friends: ``compose``, ``intersect``, ``remove_epsilon``, ``determinize``.
+
+Each operation decides the *structure* of its result with a sequential numba kernel over
+numpy copies of the integer structure (the queue of state pairs or subsets cannot be
+vectorized), then builds the result's weights on the inputs' device with differentiable
+torch ops through arc maps, so gradients reach both inputs' arc, start and final weights.
+
+Composition matches ``g1``'s output labels with ``g2``'s input labels. Epsilons are
+handled with OpenFst's *sequence* filter: on an epsilon run, ``g1``'s epsilon moves come
+first and ``g2``'s after, so each pair of matching paths gives exactly one path of the
+result (no duplicates, none missing), and the result has the states OpenFst's default
+composition has. The result is trimmed: only states on a path from a start to an
+accept state are kept (an empty relation gives a graph with no nodes).
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import CyclicGraphError, InvalidGraphError
+from ..graph import EPSILON, NEG_INF, Graph, check_compatible, gather, subgraph
+from ..semiring import Semiring, get_semiring, kernel_plus
+from .shortest import _depths, _level_sweep, _reachable, _relax
+from .structure import connect
+from .traverse import is_acyclic
+
+# ---------------------------------------------------------------------- numba helpers
+
+
+@numba.njit(cache=True, nogil=True)
+def _grow(rows: np.ndarray) -> np.ndarray:  # pragma: no cover - jitted
+    """The same rows in an array twice as long (geometric growth of kernel outputs)."""
+    bigger = np.empty((2 * rows.shape[0] + 16, rows.shape[1]), rows.dtype)
+    bigger[: rows.shape[0]] = rows
+    return bigger
+
+
+@numba.njit(cache=True, nogil=True)
+def _hash_slot(keys: np.ndarray, key: np.int64) -> np.int64:  # pragma: no cover - jitted
+    """Slot of ``key`` in an open-addressing table (``-1`` marks free slots): where it is, or
+    the free slot where it would go."""
+    mask = keys.shape[0] - 1
+    slot = (key * np.int64(-7046029254386353131)) >> np.int64(17)
+    slot &= mask
+    while keys[slot] != -1 and keys[slot] != key:
+        slot = (slot + 1) & mask
+    return slot
+
+
+@numba.njit(cache=True, nogil=True)
+def _rehash(keys: np.ndarray, values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    new_keys = np.full(2 * keys.shape[0], -1, np.int64)
+    new_values = np.empty(2 * keys.shape[0], np.int64)
+    for i in range(keys.shape[0]):
+        if keys[i] != -1:
+            slot = _hash_slot(new_keys, keys[i])
+            new_keys[slot] = keys[i]
+            new_values[slot] = values[i]
+    return new_keys, new_values
+
+
+@numba.njit(cache=True, nogil=True)
+def _lower_bound(labels: np.ndarray, lo: np.int64, hi: np.int64, x: np.int64) -> np.int64:  # pragma: no cover
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if labels[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@numba.njit(cache=True, nogil=True)
+def _compose_kernel(off1: np.ndarray, match1: np.ndarray, out1: np.ndarray, dst1: np.ndarray,
+                    id1: np.ndarray, final1: np.ndarray,
+                    off2: np.ndarray, match2: np.ndarray, out2: np.ndarray, dst2: np.ndarray,
+                    id2: np.ndarray, num_nodes2: np.int64,
+                    start1: np.ndarray, start2: np.ndarray):  # pragma: no cover - jitted
+    """Explore the state pairs reachable from the start pairs ``(start1[i], start2[i])``.
+
+    ``g1``'s arcs come grouped by source node (``off1``) and sorted by output label within
+    a node (``match1`` = output label, ``out1`` = input label, ``dst1``, ``id1`` = original
+    arc index); ``g2``'s likewise, sorted by input label. A state is ``(n1, n2, filter)``:
+    filter 1 means ``g2`` has taken an epsilon move since the last match, so ``g1`` may not
+    (the sequence filter). Returns states ``[S, 3]`` and arcs ``[A, 6]`` rows of
+    ``(src, dst, ilabel, olabel, arc1, arc2)`` (arc index -1: the implicit epsilon
+    self-loop of the input that stays put).
+    """
+    states = np.empty((max(16, 2 * start1.shape[0]), 3), np.int64)
+    arcs = np.empty((64, 6), np.int64)
+    keys = np.full(64, -1, np.int64)
+    values = np.empty(64, np.int64)
+    moves = np.empty((16, 2), np.int64)  # (sorted arc of g1 or -1, sorted arc of g2 or -1)
+    num_states = 0
+    num_arcs = 0
+    for i in range(start1.shape[0]):
+        key = (start1[i] * num_nodes2 + start2[i]) * 2
+        slot = _hash_slot(keys, key)
+        if keys[slot] == -1:
+            if 2 * (num_states + 1) > keys.shape[0]:
+                keys, values = _rehash(keys, values)
+                slot = _hash_slot(keys, key)
+            keys[slot] = key
+            values[slot] = num_states
+            states[num_states, 0] = start1[i]
+            states[num_states, 1] = start2[i]
+            states[num_states, 2] = 0
+            num_states += 1
+    num_starts = num_states
+
+    head = 0
+    while head < num_states:
+        q1, q2, filt = states[head, 0], states[head, 1], states[head, 2]
+        b1, e1, b2, e2 = off1[q1], off1[q1 + 1], off2[q2], off2[q2 + 1]
+        ne1 = b1
+        while ne1 < e1 and match1[ne1] == 0:
+            ne1 += 1
+        ne2 = b2
+        while ne2 < e2 and match2[ne2] == 0:
+            ne2 += 1
+        num_moves = 0
+        # g1 moves on an output epsilon, g2 stays (not after a g2 epsilon move).
+        if filt == 0:
+            for k in range(b1, ne1):
+                if num_moves == moves.shape[0]:
+                    moves = _grow(moves)
+                moves[num_moves, 0] = k
+                moves[num_moves, 1] = -1
+                num_moves += 1
+        # g2 moves on an input epsilon, g1 stays; useless when g1 can only move on
+        # epsilons from here and does not accept (OpenFst's pruning).
+        if not (ne1 == e1 and not final1[q1]):
+            for k in range(b2, ne2):
+                if num_moves == moves.shape[0]:
+                    moves = _grow(moves)
+                moves[num_moves, 0] = -1
+                moves[num_moves, 1] = k
+                num_moves += 1
+        # Matching labels: walk the side with fewer arcs, binary-search the other.
+        walk_g1 = (e1 - ne1) <= (e2 - ne2)
+        if walk_g1:
+            k, end, lo, hi, walked, searched = ne1, e1, ne2, e2, match1, match2
+        else:
+            k, end, lo, hi, walked, searched = ne2, e2, ne1, e1, match2, match1
+        while k < end and lo < hi:
+            x = walked[k]
+            group_end = k
+            while group_end < end and walked[group_end] == x:
+                group_end += 1
+            lo = _lower_bound(searched, lo, hi, x)
+            j = lo
+            while j < hi and searched[j] == x:
+                for i in range(k, group_end):
+                    if num_moves == moves.shape[0]:
+                        moves = _grow(moves)
+                    moves[num_moves, 0] = i if walk_g1 else j
+                    moves[num_moves, 1] = j if walk_g1 else i
+                    num_moves += 1
+                j += 1
+            k = group_end
+
+        for m in range(num_moves):
+            k1, k2 = moves[m, 0], moves[m, 1]
+            n1 = q1 if k1 < 0 else dst1[k1]
+            n2 = q2 if k2 < 0 else dst2[k2]
+            # After a g2 epsilon move g1 is blocked, unless it has no epsilons to block.
+            new_filt = 1 if (k1 < 0 and ne1 > b1) else 0
+            key = (n1 * num_nodes2 + n2) * 2 + new_filt
+            slot = _hash_slot(keys, key)
+            if keys[slot] == -1:
+                if 2 * (num_states + 1) > keys.shape[0]:
+                    keys, values = _rehash(keys, values)
+                    slot = _hash_slot(keys, key)
+                if num_states == states.shape[0]:
+                    states = _grow(states)
+                keys[slot] = key
+                values[slot] = num_states
+                states[num_states, 0] = n1
+                states[num_states, 1] = n2
+                states[num_states, 2] = new_filt
+                num_states += 1
+            if num_arcs == arcs.shape[0]:
+                arcs = _grow(arcs)
+            arcs[num_arcs, 0] = head
+            arcs[num_arcs, 1] = values[slot]
+            arcs[num_arcs, 2] = EPSILON if k1 < 0 else out1[k1]
+            arcs[num_arcs, 3] = EPSILON if k2 < 0 else out2[k2]
+            arcs[num_arcs, 4] = -1 if k1 < 0 else id1[k1]
+            arcs[num_arcs, 5] = -1 if k2 < 0 else id2[k2]
+            num_arcs += 1
+        head += 1
+    return states[:num_states], arcs[:num_arcs], num_starts
+
+
+# ---------------------------------------------------------------------- Python side
+
+
+def _sorted_arcs(g: Graph, by: Tensor, other: Tensor) -> Tuple[np.ndarray, ...]:
+    """CPU copies of ``g``'s arcs grouped by source node and sorted by ``by`` within a node:
+    ``(offsets, by, other, dst, arc ids)``. Already sorted inputs skip the sort."""
+    src = g.src.detach().cpu().numpy()
+    labels = by.detach().cpu().numpy()
+    key = src * (int(labels.max(initial=0)) + 1) + labels
+    if key.shape[0] > 1 and not bool(np.all(key[1:] >= key[:-1])):
+        order = np.argsort(key, kind="stable")
+    else:
+        order = np.arange(key.shape[0])
+    offsets = np.zeros(g.num_nodes + 1, np.int64)
+    np.cumsum(np.bincount(src, minlength=g.num_nodes), out=offsets[1:])
+    return (offsets, np.ascontiguousarray(labels[order]), other.detach().cpu().numpy()[order],
+            g.dst.detach().cpu().numpy()[order], order.astype(np.int64))
+
+
+def _start_pairs(g1: Graph, g2: Graph) -> Tuple[np.ndarray, np.ndarray]:
+    """All (start node of g1, start node of g2) pairs; of the same graph when both are batches."""
+    s1 = g1.start_nodes.cpu().numpy()
+    s2 = g2.start_nodes.cpu().numpy()
+    i1 = np.repeat(np.arange(s1.shape[0]), s2.shape[0])
+    i2 = np.tile(np.arange(s2.shape[0]), s1.shape[0])
+    if g1.is_batch and g2.is_batch:
+        same = g1.node_graph.cpu().numpy()[s1[i1]] == g2.node_graph.cpu().numpy()[s2[i2]]
+        i1, i2 = i1[same], i2[same]
+    return s1[i1].astype(np.int64), s2[i2].astype(np.int64)
+
+
+def _check_batches(g1: Graph, g2: Graph) -> None:
+    check_compatible(g1, g2)
+    if g1.is_batch and g2.is_batch and g1.num_graphs != g2.num_graphs:
+        raise InvalidGraphError(f"cannot compose a batch of {g1.num_graphs} graphs with a batch of "
+                                f"{g2.num_graphs}: batches compose pairwise (or with a single graph)")
+
+
+def compose(g1: Graph, g2: Graph) -> Graph:
+    """The composition ``g1 o g2``: pairs ``(x, z)`` such that ``g1`` maps ``x`` to some ``y``
+    and ``g2`` maps ``y`` to ``z``, with score ``g1(x, y) + g2(y, z)`` summed over ``y`` (in
+    any semiring: every pair of matching paths gives exactly one path of the result).
+
+    Batches compose pairwise (same number of graphs), or a batch with a single graph (that
+    graph is used for every graph of the batch); all pairs go through one kernel call.
+    Arc-sorted inputs (``g1`` by output label, ``g2`` by input label, see
+    :func:`gtn_py.ops.structure.arcsort`)
+    skip an internal sort. Differentiable in both inputs' arc, start and final weights.
+    """
+    _check_batches(g1, g2)
+    off1, match1, out1, dst1, id1 = _sorted_arcs(g1, g1.olabel, g1.ilabel)
+    off2, match2, out2, dst2, id2 = _sorted_arcs(g2, g2.ilabel, g2.olabel)
+    final1 = (g1.final_weights > NEG_INF).cpu().numpy()
+    start1, start2 = _start_pairs(g1, g2)
+    states, arcs, num_starts = _compose_kernel(
+        off1, match1, out1, dst1, id1, final1, off2, match2, out2, dst2, id2,
+        np.int64(g2.num_nodes), start1, start2)
+
+    # Trim: keep the states that reach an accept state (all are reachable by construction).
+    final2 = (g2.final_weights > NEG_INF).cpu().numpy()
+    accepts = final1[states[:, 0]] & final2[states[:, 1]]
+    keep = _reachable(states.shape[0], arcs[:, 1], arcs[:, 0], accepts)
+    graph_of_state = _graph_of(g1, g2, states[:, 0], states[:, 1])
+    # New numbering: kept states grouped by graph of the batch, in discovery order within.
+    kept = np.flatnonzero(keep)
+    kept = kept[np.argsort(graph_of_state[kept], kind="stable")]
+    renumber = np.full(states.shape[0], -1, np.int64)
+    renumber[kept] = np.arange(kept.shape[0])
+    arcs = arcs[keep[arcs[:, 0]] & keep[arcs[:, 1]]]
+    arcs = arcs[np.argsort(renumber[arcs[:, 0]], kind="stable")]
+    is_start = np.zeros(states.shape[0], bool)
+    is_start[:num_starts] = True
+
+    device = g1.device
+    to_device = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+    node1, node2 = to_device(states[kept, 0]), to_device(states[kept, 1])
+    map1, map2 = to_device(arcs[:, 4]), to_device(arcs[:, 5])
+    weights = gather(g1.weights, map1) + gather(g2.weights, map2)
+    start = g1.start_weights.index_select(0, node1) + g2.start_weights.index_select(0, node2)
+    start = torch.where(to_device(is_start[kept]), start, start.new_full((), NEG_INF))
+    final = g1.final_weights.index_select(0, node1) + g2.final_weights.index_select(0, node2)
+    batch = g1.is_batch or g2.is_batch
+    return Graph._from_tensors(
+        to_device(renumber[arcs[:, 0]]), to_device(renumber[arcs[:, 1]]), to_device(arcs[:, 2]),
+        to_device(arcs[:, 3]), weights, start, final,
+        node_graph=to_device(graph_of_state[kept]) if batch else None,
+        num_graphs=max(g1.num_graphs, g2.num_graphs))
+
+
+def _graph_of(g1: Graph, g2: Graph, node1: np.ndarray, node2: np.ndarray) -> np.ndarray:
+    """Graph of the batch that each state pair belongs to."""
+    if g1.is_batch:
+        return g1.node_graph.cpu().numpy()[node1]
+    if g2.is_batch:
+        return g2.node_graph.cpu().numpy()[node2]
+    return np.zeros(node1.shape[0], np.int64)
+
+
+def intersect(g1: Graph, g2: Graph) -> Graph:
+    """The intersection of two acceptors: the strings both accept, with summed scores."""
+    for name, g in (("g1", g1), ("g2", g2)):
+        if not g.is_acceptor:
+            bad = int((g.ilabel != g.olabel).nonzero()[0, 0])
+            raise InvalidGraphError(
+                f"intersect needs acceptors, but {name}'s arc {bad} has ilabel {int(g.ilabel[bad])} "
+                f"!= olabel {int(g.olabel[bad])}; use compose for transducers")
+    return compose(g1, g2)
+
+
+# ---------------------------------------------------------------------- epsilon removal
+@numba.njit(cache=True, nogil=True)
+def _epsilon_closure(num_nodes: int, src: np.ndarray, dst: np.ndarray, is_eps: np.ndarray):  # pragma: no cover
+    """The epsilon closure as a *pair graph*: a node ``(p, q)`` for every ``q`` reachable from
+    ``p`` by epsilon arcs (``p`` included), and an arc ``(p, q) -> (p, r)`` for every epsilon
+    arc ``q -> r`` (its index in ``lifted``). Distances from the ``(p, p)`` nodes in the
+    pair graph are the closure distances ``d(p, q)``. Also returns the new arcs: for every
+    pair ``(p, q)`` and non-epsilon arc ``a`` out of ``q``, ``(p, pair, a)``."""
+    counts = np.zeros(num_nodes + 1, np.int64)
+    for a in range(src.shape[0]):
+        counts[src[a] + 1] += 1
+    offsets = np.cumsum(counts)
+    fill = offsets[:-1].copy()
+    out_arcs = np.empty(src.shape[0], np.int64)
+    for a in range(src.shape[0]):
+        out_arcs[fill[src[a]]] = a
+        fill[src[a]] += 1
+    pairs = np.empty((max(16, num_nodes), 2), np.int64)
+    lifted = np.empty((16, 3), np.int64)   # (pair, pair, epsilon arc)
+    new_arcs = np.empty((16, 3), np.int64)  # (p, pair, non-epsilon arc)
+    pair_of = np.full(num_nodes, -1, np.int64)
+    owner = np.full(num_nodes, -1, np.int64)
+    num_pairs = num_lifted = num_new = 0
+    for p in range(num_nodes):
+        first = num_pairs
+        if num_pairs == pairs.shape[0]:
+            pairs = _grow(pairs)
+        pairs[num_pairs, 0] = p
+        pairs[num_pairs, 1] = p
+        owner[p] = p
+        pair_of[p] = num_pairs
+        num_pairs += 1
+        head = first
+        while head < num_pairs:  # the pairs of p double as the search queue
+            q = pairs[head, 1]
+            for k in range(offsets[q], offsets[q + 1]):
+                a = out_arcs[k]
+                if not is_eps[a]:
+                    if num_new == new_arcs.shape[0]:
+                        new_arcs = _grow(new_arcs)
+                    new_arcs[num_new, 0] = p
+                    new_arcs[num_new, 1] = head
+                    new_arcs[num_new, 2] = a
+                    num_new += 1
+                    continue
+                r = dst[a]
+                if owner[r] != p:
+                    if num_pairs == pairs.shape[0]:
+                        pairs = _grow(pairs)
+                    pairs[num_pairs, 0] = p
+                    pairs[num_pairs, 1] = r
+                    owner[r] = p
+                    pair_of[r] = num_pairs
+                    num_pairs += 1
+                if num_lifted == lifted.shape[0]:
+                    lifted = _grow(lifted)
+                lifted[num_lifted, 0] = head
+                lifted[num_lifted, 1] = pair_of[r]
+                lifted[num_lifted, 2] = a
+                num_lifted += 1
+            head += 1
+    return pairs[:num_pairs], lifted[:num_lifted], new_arcs[:num_new]
+
+
+def _path_distances(num_nodes: int, tail: Tensor, head: Tensor, weights: Tensor, init: Tensor,
+                    sr: Semiring) -> Tensor:
+    """Forward distances (from ``init``) that stay differentiable in ``weights`` and ``init``:
+    the level sweep of :mod:`.shortest` on acyclic graphs, its relaxation to a fixed point
+    on cyclic ones (which raises :class:`DivergenceError` when the sum diverges)."""
+    depth = _depths(num_nodes, tail.cpu().numpy(), head.cpu().numpy())
+    if num_nodes == 0 or depth[0] >= 0:
+        return _level_sweep(tail, head, weights, init, sr, depth)[0]
+    return _relax(tail, head, weights, init, sr)[0]
+
+
+def remove_epsilon(g: Graph, semiring: str | Semiring = "log") -> Graph:
+    """An equivalent graph without epsilon arcs (arcs whose input and output labels are both
+    epsilon; on an acceptor, the label-0 arcs), preserving the weighted relation in
+    ``semiring``.
+
+    Each node ``p`` gets, for every node ``q`` of its epsilon closure and every non-epsilon
+    arc ``q -> r``, an arc ``p -> r`` weighted ``d(p, q) + w``, and final weight
+    ``(+)_q d(p, q) + final(q)``, where ``d`` is the closure distance (total over the
+    epsilon paths from ``p`` to ``q``). Closure distances are computed with differentiable
+    torch ops over a graph of closure pairs, so the result is differentiable in ``g``'s
+    weights. Epsilon cycles are allowed when their sum converges (tropical: no cycle with a
+    positive score; log: the geometric series converges); otherwise
+    :class:`DivergenceError`. Nodes left useless (entered only by epsilon arcs) are dropped.
+    """
+    sr = get_semiring(semiring)
+    g = connect(g)  # useless epsilon cycles must not raise (or cost anything)
+    is_eps = (g.ilabel == EPSILON) & (g.olabel == EPSILON)
+    pairs, lifted, new_arcs = _epsilon_closure(g.num_nodes, g.src.cpu().numpy(), g.dst.cpu().numpy(),
+                                               is_eps.cpu().numpy())
+    device = g.device
+    to_device = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+    lifted_d, new_d, pairs_d = to_device(lifted), to_device(new_arcs), to_device(pairs)
+    diagonal = pairs_d[:, 0] == pairs_d[:, 1]
+    init = torch.where(diagonal, g.weights.new_zeros(()), g.weights.new_full((), NEG_INF))
+    closure = _path_distances(pairs.shape[0], lifted_d[:, 0], lifted_d[:, 1],
+                              gather(g.weights, lifted_d[:, 2]), init, sr)
+    arc = new_d[:, 2]
+    weights = closure[new_d[:, 1]] + gather(g.weights, arc)
+    final = sr.segment_plus(closure + g.final_weights[pairs_d[:, 1]], pairs_d[:, 0], g.num_nodes)
+    out = Graph._from_tensors(new_d[:, 0], g.dst[arc], g.ilabel[arc], g.olabel[arc], weights,
+                              g.start_weights, final, node_graph=g.node_graph if g.is_batch else None,
+                              num_graphs=g.num_graphs)
+    return connect(out)
+
+
+# ---------------------------------------------------------------------- determinization
+RESIDUAL_QUANTUM = 1e-7  # residuals closer than this may share a subset state
+
+
+@numba.njit(cache=True, nogil=True)
+def _subset_hash(nodes: np.ndarray, levels: np.ndarray) -> np.int64:  # pragma: no cover - jitted
+    h = np.int64(nodes.shape[0])
+    for i in range(nodes.shape[0]):
+        h = h * np.int64(1000003) ^ nodes[i]
+        h = h * np.int64(1000003) ^ levels[i]
+    return h & np.int64(0x3FFFFFFFFFFFFFFF)
+
+
+@numba.njit(cache=True, nogil=True)
+def _determinize_kernel(off: np.ndarray, label: np.ndarray, dst: np.ndarray, arc_id: np.ndarray,
+                        weights: np.ndarray, start_nodes: np.ndarray, start_res: np.ndarray,
+                        start_off: np.ndarray, kernel_id: int, beta: float):  # pragma: no cover - jitted
+    """Weighted subset construction on detached (float64) weights.
+
+    A state is a subset of ``(node, residual)`` entries, sorted by node; ``start_off`` cuts
+    the initial entries into one start subset per graph. Returns the entries (node, residual,
+    offsets per state), each state's BFS depth, the arcs ``(src, dst, label, creates dst)``,
+    and the bookkeeping to recompute weights differentiably: slots ``(arc, entry of dst)``
+    and contributions ``(slot, parent entry, input arc)``.
+    """
+    ent_node = np.empty(max(16, start_nodes.shape[0]), np.int64)
+    ent_res = np.empty(max(16, start_nodes.shape[0]), np.float64)
+    ent_level = np.empty(max(16, start_nodes.shape[0]), np.int64)
+    state_off = np.zeros(16, np.int64)
+    depth = np.zeros(16, np.int64)
+    arcs = np.empty((16, 4), np.int64)
+    slots = np.empty((16, 2), np.int64)
+    contrib = np.empty((16, 3), np.int64)
+    keys = np.full(64, -1, np.int64)      # hash table: subset hash -> first state with it
+    values = np.empty(64, np.int64)
+    same_hash = np.full(16, -1, np.int64)  # next state with the same hash
+    num_states = num_entries = num_arcs = num_slots = num_contrib = 0
+    moves = np.empty((16, 4), np.int64)    # (label, dst node, parent entry, input arc)
+    for s in range(start_off.shape[0] - 1):
+        # Start subsets are distinct states (one per graph), never merged.
+        for i in range(start_off[s], start_off[s + 1]):
+            if num_entries == ent_node.shape[0]:
+                ent_node = _grow(ent_node.reshape(-1, 1)).reshape(-1)
+                ent_res = _grow(ent_res.reshape(-1, 1)).reshape(-1)
+                ent_level = _grow(ent_level.reshape(-1, 1)).reshape(-1)
+            ent_node[num_entries] = start_nodes[i]
+            ent_res[num_entries] = start_res[i]
+            num_entries += 1
+        if num_states + 1 >= state_off.shape[0]:
+            state_off = _grow(state_off.reshape(-1, 1)).reshape(-1)
+            depth = _grow(depth.reshape(-1, 1)).reshape(-1)
+            same_hash = _grow(same_hash.reshape(-1, 1)).reshape(-1)
+        depth[num_states] = 0
+        same_hash[num_states] = -1
+        num_states += 1
+        state_off[num_states] = num_entries
+    head = 0
+    while head < num_states:
+        num_moves = 0
+        for e in range(state_off[head], state_off[head + 1]):
+            q = ent_node[e]
+            for k in range(off[q], off[q + 1]):
+                if num_moves == moves.shape[0]:
+                    moves = _grow(moves)
+                moves[num_moves, 0] = label[k]
+                moves[num_moves, 1] = dst[k]
+                moves[num_moves, 2] = e
+                moves[num_moves, 3] = arc_id[k]
+                num_moves += 1
+        order = np.argsort(moves[:num_moves, 0] * (off.shape[0] + 1) + moves[:num_moves, 1], kind="mergesort")
+        i = 0
+        while i < num_moves:
+            x = moves[order[i], 0]
+            group_end = i
+            while group_end < num_moves and moves[order[group_end], 0] == x:
+                group_end += 1
+            # The candidate subset: one entry per destination node, residual = v - W.
+            cand_nodes = np.empty(group_end - i, np.int64)
+            cand_v = np.empty(group_end - i, np.float64)
+            n = 0
+            for j in range(i, group_end):
+                m = order[j]
+                value = ent_res[moves[m, 2]] + weights[moves[m, 3]]
+                if n > 0 and cand_nodes[n - 1] == moves[m, 1]:
+                    cand_v[n - 1] = kernel_plus(kernel_id, beta, cand_v[n - 1], value)
+                else:
+                    cand_nodes[n] = moves[m, 1]
+                    cand_v[n] = value
+                    n += 1
+            total = cand_v[0]
+            for j in range(1, n):
+                total = kernel_plus(kernel_id, beta, total, cand_v[j])
+            cand_nodes = cand_nodes[:n]
+            cand_res = cand_v[:n] - total
+            cand_level = np.empty(n, np.int64)
+            for j in range(n):
+                cand_level[j] = np.int64(np.round(cand_res[j] / RESIDUAL_QUANTUM))
+            h = _subset_hash(cand_nodes, cand_level)
+            slot = _hash_slot(keys, h)
+            target = -1
+            if keys[slot] != -1:
+                t = values[slot]
+                while t != -1 and target == -1:
+                    b, e_ = state_off[t], state_off[t + 1]
+                    if e_ - b == n and np.all(ent_node[b:e_] == cand_nodes) and np.all(ent_level[b:e_] == cand_level):
+                        target = t
+                    t = same_hash[t]
+            creates = target == -1
+            if creates:
+                target = num_states
+                if num_states + 1 >= state_off.shape[0]:
+                    state_off = _grow(state_off.reshape(-1, 1)).reshape(-1)
+                    depth = _grow(depth.reshape(-1, 1)).reshape(-1)
+                    same_hash = _grow(same_hash.reshape(-1, 1)).reshape(-1)
+                while num_entries + n > ent_node.shape[0]:
+                    ent_node = _grow(ent_node.reshape(-1, 1)).reshape(-1)
+                    ent_res = _grow(ent_res.reshape(-1, 1)).reshape(-1)
+                    ent_level = _grow(ent_level.reshape(-1, 1)).reshape(-1)
+                ent_node[num_entries:num_entries + n] = cand_nodes
+                ent_res[num_entries:num_entries + n] = cand_res
+                ent_level[num_entries:num_entries + n] = cand_level
+                num_entries += n
+                depth[num_states] = depth[head] + 1
+                if keys[slot] == -1:
+                    if 2 * (num_states + 1) > keys.shape[0]:
+                        keys, values = _rehash(keys, values)
+                        slot = _hash_slot(keys, h)
+                    keys[slot] = h
+                    same_hash[num_states] = -1
+                else:
+                    same_hash[num_states] = values[slot]
+                values[slot] = num_states
+                num_states += 1
+                state_off[num_states] = num_entries
+            if num_arcs == arcs.shape[0]:
+                arcs = _grow(arcs)
+            arcs[num_arcs, 0] = head
+            arcs[num_arcs, 1] = target
+            arcs[num_arcs, 2] = x
+            arcs[num_arcs, 3] = 1 if creates else 0
+            # Slots (arc, entry of the target) and the contributions into each.
+            n = -1
+            for j in range(i, group_end):
+                m = order[j]
+                if j == i or moves[m, 1] != moves[order[j - 1], 1]:
+                    n += 1
+                    if num_slots == slots.shape[0]:
+                        slots = _grow(slots)
+                    slots[num_slots, 0] = num_arcs
+                    slots[num_slots, 1] = state_off[target] + n
+                    num_slots += 1
+                if num_contrib == contrib.shape[0]:
+                    contrib = _grow(contrib)
+                contrib[num_contrib, 0] = num_slots - 1
+                contrib[num_contrib, 1] = moves[m, 2]
+                contrib[num_contrib, 2] = moves[m, 3]
+                num_contrib += 1
+            num_arcs += 1
+            i = group_end
+        head += 1
+    return (ent_node[:num_entries], state_off[:num_states + 1], depth[:num_states], arcs[:num_arcs],
+            slots[:num_slots], contrib[:num_contrib])
+
+
+def determinize(g: Graph, semiring: str | Semiring = "tropical") -> Graph:
+    """An equivalent deterministic acceptor: no two arcs out of a node share a label, and no
+    epsilons; each string keeps its total score in ``semiring`` (tropical: its best path's
+    score, log: the sum over its paths). Input with epsilons goes through
+    :func:`remove_epsilon` first.
+
+    Weighted subset construction: a state is a set of ``(node, residual)`` entries. The
+    construction decides the structure on detached weights (subsets whose residuals agree
+    to ``RESIDUAL_QUANTUM`` are one state); the weights are then recomputed with torch ops
+    along the same construction (each state's residuals from the arc that created it), so
+    the result is differentiable in ``g``'s arc and start weights (final weights too). Needs
+    an acyclic acceptor (after trimming): a cyclic one raises :class:`CyclicGraphError`
+    (not every cyclic graph is determinizable, and the construction would never end).
+    """
+    sr = get_semiring(semiring)
+    if not g.is_acceptor:
+        bad = int((g.ilabel != g.olabel).nonzero()[0, 0])
+        raise InvalidGraphError(f"determinize needs an acceptor, but arc {bad} has ilabel "
+                                f"{int(g.ilabel[bad])} != olabel {int(g.olabel[bad])}")
+    g = remove_epsilon(g, sr) if bool((g.ilabel == EPSILON).any()) else connect(g)
+    if not is_acyclic(g):
+        raise CyclicGraphError("determinize needs an acyclic graph (after trimming useless nodes): "
+                               "cyclic graphs need not be determinizable")
+    device = g.device
+    to_device = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+    # Start subsets, one per graph of the batch: residual = start weight - the graph's total.
+    start_nodes = g.start_nodes
+    start_graph = g.node_graph[start_nodes]
+    order = torch.argsort(start_graph, stable=True)
+    start_nodes, start_graph = start_nodes[order], start_graph[order]
+    start_w = g.start_weights[start_nodes]
+    start_total = sr.segment_plus(start_w, start_graph, g.num_graphs)
+    graphs_with_start = torch.unique(start_graph)
+    start_off = np.zeros(graphs_with_start.shape[0] + 1, np.int64)
+    np.cumsum(torch.bincount(start_graph, minlength=g.num_graphs)[graphs_with_start].cpu().numpy(),
+              out=start_off[1:])
+    start_res = start_w - start_total[start_graph]
+
+    off, label, _, dst, arc_id = _sorted_arcs(g, g.ilabel, g.olabel)
+    entries, state_off, depth, arcs, slots, contrib = _determinize_kernel(
+        off, label, dst, arc_id, g.weights.detach().cpu().double().numpy(), start_nodes.cpu().numpy(),
+        start_res.detach().cpu().double().numpy(), start_off, sr.kernel_id, sr.beta)
+
+    # Differentiable weights, level by level (a state's residuals come from the arc that
+    # created it, whose source is one level up).
+    num_states = depth.shape[0]
+    entry_state = np.repeat(np.arange(num_states), np.diff(state_off))
+    residual = g.weights.new_zeros(entries.shape[0])
+    residual[: start_res.shape[0]] = start_res
+    weights = g.weights.new_zeros(arcs.shape[0])
+    arc_level = depth[arcs[:, 0]]
+    slot_level = arc_level[slots[:, 0]]
+    contrib_level = slot_level[contrib[:, 0]]
+    slots_d, contrib_d, arcs_d = to_device(slots), to_device(contrib), to_device(arcs)
+    for level in range(int(depth.max(initial=0)) + 1):
+        a0, a1 = np.searchsorted(arc_level, [level, level + 1])
+        s0, s1 = np.searchsorted(slot_level, [level, level + 1])
+        c0, c1 = np.searchsorted(contrib_level, [level, level + 1])
+        if a0 == a1:
+            continue
+        c = contrib_d[c0:c1]
+        values = residual[c[:, 1]] + g.weights[c[:, 2]]
+        slot_value = sr.segment_plus(values, c[:, 0] - s0, s1 - s0)
+        slot_arc = slots_d[s0:s1, 0]
+        arc_total = sr.segment_plus(slot_value, slot_arc - a0, a1 - a0)
+        weights[a0:a1] = arc_total
+        creating = arcs_d[slot_arc, 3] == 1
+        residual[slots_d[s0:s1, 1][creating]] = (slot_value - arc_total[slot_arc - a0])[creating]
+    entries_d, entry_state_d = to_device(entries), to_device(entry_state)
+    final = sr.segment_plus(residual + g.final_weights[entries_d], entry_state_d, num_states)
+    state_graph = g.node_graph[entries_d[to_device(state_off[:-1])]] if num_states else entries_d
+    start = torch.full((num_states,), NEG_INF, dtype=g.dtype, device=device)
+    start[: graphs_with_start.shape[0]] = start_total[graphs_with_start]
+    out = Graph._from_tensors(arcs_d[:, 0], arcs_d[:, 1], arcs_d[:, 2], arcs_d[:, 2], weights, start, final,
+                              node_graph=state_graph if g.is_batch else None, num_graphs=g.num_graphs)
+    if g.is_batch:  # keep each graph's states together, as Graph.batch lays them out
+        out = subgraph(out, torch.argsort(state_graph, stable=True))
+    return out
