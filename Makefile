@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 
-.PHONY: demo test lint test-cuda system-deps clean
+.PHONY: demo test lint test-cuda system-deps speech-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,11 +19,15 @@ $(STAMP): pyproject.toml
 system-deps:
 	@command -v dot >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; }
 
+# Debian packages of the speech-digits recipe: synthesis (espeak-ng, flite, sox) and the reference front end (sphinx_fe).
+speech-deps:
+	@command -v espeak-ng >/dev/null && command -v flite >/dev/null && command -v sox >/dev/null && command -v sphinx_fe >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng flite sox sphinxbase-utils >/dev/null; }
+
 lint: $(STAMP)
 	$(PY) -m ruff check gtn_py
 	$(PY) -m mypy gtn_py
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps speech-deps lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 # CUDA cases only (on a machine with a GPU).

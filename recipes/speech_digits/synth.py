@@ -1,0 +1,299 @@
+"""Synthesised connected-digit corpus: espeak-ng and flite voices, perturbed with sox and added noise.
+
+Every utterance is a :class:`UtteranceSpec` drawn from a random generator seeded by (seed, split, index)
+alone, so the corpus is deterministic given the seed, a larger corpus extends a smaller one, and each
+utterance is cached on disk on its own (WAV and its Sphinx ``.mfc`` features; the files appear atomically,
+so an interrupted run resumes where it stopped).
+
+Voices are split between train and test so the test measures generalisation to unseen voices: test
+voices use espeak-ng accents and voice variants that never occur in training (both held out at once), and
+a flite voice that training never hears.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .data import DIGIT_WORDS, write_transcripts
+from .frontend import DEFAULT_CONFIG, MfccConfig, mfcc, write_wav
+from .mfc import write_mfc
+
+# Bump when the synthesis recipe changes: it names the cache directory, so stale utterances are never mixed in.
+CORPUS_VERSION = 1
+SPLITS = ("train", "test")
+
+ESPEAK_ACCENTS = ("en", "en-us", "en-us-nyc", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+                  "en-gb-scotland", "en-029")
+TEST_ESPEAK_ACCENTS = ("en-gb-scotland", "en-029")
+# kal16 is kal at 16 kHz; awb_time is a limited-domain voice that only speaks times of day.
+FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
+TEST_FLITE_VOICES = ("rms",)
+FLITE_SHARE = 0.25  # fraction of utterances spoken by flite
+SNR_CHOICES_DB = (None, 40.0, 30.0, 20.0, 15.0, 10.0, 5.0)
+NOISE_COLOURS = ("white", "pink", "brown")
+
+
+class SynthesisError(RuntimeError):
+    """A synthesis tool is missing or failed; the message names the command."""
+
+
+@dataclass(frozen=True)
+class Voice:
+    engine: str  # "espeak-ng" or "flite"
+    name: str  # espeak-ng: accent[+variant], e.g. "en-us+m3"; flite: voice name, e.g. "rms"
+
+    def __str__(self) -> str:
+        return f"{self.engine}:{self.name}"
+
+
+@dataclass(frozen=True)
+class UtteranceSpec:
+    """Everything that determines one utterance's audio."""
+
+    utt_id: str
+    words: tuple[str, ...]
+    voice: Voice
+    rate: float  # espeak-ng words per minute, or flite duration stretch (higher = slower)
+    pitch: float  # espeak-ng pitch 0..99, or flite target f0 mean in Hz
+    word_gap: int  # espeak-ng pause between words in 10 ms units; flite: commas between words if > 0
+    speed: float  # sox speed factor (pitch and tempo together)
+    tempo: float  # sox tempo factor (tempo alone)
+    reverb: float | None  # sox reverberance 0..100, None for dry
+    level_db: float  # peak level of the speech in dB below full scale
+    snr_db: float | None  # speech-to-noise ratio of the added noise, None for none
+    noise: str  # noise colour: white, pink, brown
+    lead_s: float  # silence before the speech
+    trail_s: float  # silence after the speech
+
+    @property
+    def text(self) -> str:
+        if self.voice.engine == "flite" and self.word_gap > 0:
+            return ", ".join(self.words)
+        return " ".join(self.words)
+
+
+def require_tools(*tools: str) -> None:
+    """Raise SynthesisError naming the Debian package for each missing tool (``make speech-deps`` installs them)."""
+    packages = {"espeak-ng": "espeak-ng", "flite": "flite", "sox": "sox", "sphinx_fe": "sphinxbase-utils"}
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        names = " ".join(packages.get(t, t) for t in missing)
+        raise SynthesisError(f"missing {', '.join(missing)}: apt-get install {names} (or make speech-deps)")
+
+
+@lru_cache(maxsize=1)
+def espeak_variants() -> tuple[str, ...]:
+    """Names of the installed espeak-ng voice variants (files under espeak-ng-data/voices/!v), sorted."""
+    require_tools("espeak-ng")
+    version = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=True).stdout
+    if "Data at:" not in version:
+        raise SynthesisError(f"cannot find espeak-ng's data directory in {version!r}")
+    variants_dir = Path(version.split("Data at:")[1].strip()) / "voices" / "!v"
+    return tuple(sorted(p.name for p in variants_dir.iterdir() if p.is_file()))
+
+
+def is_test_variant(variant: str) -> bool:
+    """Held-out espeak-ng variants: a stable hash of the name, so the split survives new variants appearing."""
+    return zlib.crc32(variant.encode()) % 4 == 0
+
+
+def split_voices(split: str) -> tuple[list[Voice], list[Voice]]:
+    """(espeak-ng voices, flite voices) of a split."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    test = split == "test"
+    accents = [a for a in ESPEAK_ACCENTS if (a in TEST_ESPEAK_ACCENTS) == test]
+    variants = [v for v in espeak_variants() if is_test_variant(v) == test]
+    names = [f"{a}+{v}" for a in accents for v in variants]
+    if not test:
+        names = list(accents) + names  # the accents' own default voices
+    flite = [Voice("flite", v) for v in FLITE_VOICES if (v in TEST_FLITE_VOICES) == test]
+    return [Voice("espeak-ng", n) for n in names], flite
+
+
+def utterance_spec(seed: int, split: str, index: int) -> UtteranceSpec:
+    """The ``index``-th utterance of ``split``: a function of (seed, split, index) only."""
+    espeak, flite = split_voices(split)
+    rng = np.random.default_rng([seed, SPLITS.index(split), index])
+    words = tuple(DIGIT_WORDS[i] for i in rng.integers(0, len(DIGIT_WORDS), size=int(rng.integers(1, 8))))
+    if rng.random() < FLITE_SHARE:
+        voice = flite[int(rng.integers(len(flite)))]
+        rate, pitch = float(rng.uniform(0.75, 1.35)), float(rng.uniform(80.0, 200.0))
+        word_gap = int(rng.random() < 0.3)
+    else:
+        voice = espeak[int(rng.integers(len(espeak)))]
+        rate, pitch = float(rng.uniform(120.0, 220.0)), float(rng.uniform(20.0, 80.0))
+        word_gap = int(rng.integers(0, 12)) if rng.random() < 0.5 else 0
+    snr = SNR_CHOICES_DB[int(rng.integers(len(SNR_CHOICES_DB)))]
+    return UtteranceSpec(
+        utt_id=f"{split}-{index:06d}",
+        words=words,
+        voice=voice,
+        rate=round(rate, 3),
+        pitch=round(pitch, 1),
+        word_gap=word_gap,
+        speed=round(float(rng.uniform(0.9, 1.1)), 3),
+        tempo=round(float(rng.uniform(0.9, 1.1)), 3),
+        reverb=round(float(rng.uniform(10.0, 70.0)), 1) if rng.random() < 0.4 else None,
+        level_db=round(float(rng.uniform(1.0, 25.0)), 1),
+        snr_db=snr,
+        noise=NOISE_COLOURS[int(rng.integers(len(NOISE_COLOURS)))],
+        lead_s=round(float(rng.uniform(0.05, 0.5)), 3),
+        trail_s=round(float(rng.uniform(0.05, 0.5)), 3),
+    )
+
+
+def _run(command: list[str], stdin: bytes | None = None) -> bytes:
+    result = subprocess.run(command, input=stdin, capture_output=True)
+    if result.returncode != 0:
+        raise SynthesisError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.decode()[-500:]}")
+    return result.stdout
+
+
+def _tts_wav(spec: UtteranceSpec, workdir: str) -> str:
+    """Write the unperturbed TTS output of ``spec`` to a WAV file in ``workdir``; return its path."""
+    path = os.path.join(workdir, "tts.wav")
+    if spec.voice.engine == "espeak-ng":
+        _run(["espeak-ng", "-v", spec.voice.name, "-s", str(int(spec.rate)), "-p", str(int(spec.pitch)),
+              "-g", str(spec.word_gap), "-w", path, spec.text])
+    elif spec.voice.engine == "flite":
+        _run(["flite", "-voice", spec.voice.name, "--setf", f"duration_stretch={spec.rate}",
+              "--setf", f"int_f0_target_mean={spec.pitch}", "-t", spec.text, "-o", path])
+    else:
+        raise ValueError(f"unknown TTS engine {spec.voice.engine!r}")
+    return path
+
+
+def coloured_noise(rng: np.random.Generator, n: int, colour: str) -> np.ndarray:
+    """Unit-power noise whose power spectrum falls as 1/f^0 (white), 1/f (pink) or 1/f^2 (brown)."""
+    exponent = {"white": 0.0, "pink": 1.0, "brown": 2.0}[colour]
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.arange(spectrum.size, dtype=np.float64)
+    freqs[0] = 1.0  # keep the DC bin finite; it is removed below
+    spectrum *= freqs ** (-exponent / 2)
+    spectrum[0] = 0.0
+    noise = np.fft.irfft(spectrum, n=n)
+    return noise / max(float(np.sqrt(np.mean(noise**2))), 1e-12)
+
+
+def active_power(x: np.ndarray, sample_rate: int) -> float:
+    """Mean power over the 10 ms blocks within 40 dB of the loudest (the speech, not the pauses)."""
+    block = sample_rate // 100
+    usable = x[: x.size - x.size % block].reshape(-1, block) if x.size >= block else x.reshape(1, -1)
+    power = np.mean(usable**2, axis=1)
+    return float(power[power >= power.max() * 1e-4].mean()) if power.max() > 0 else 0.0
+
+
+def synthesize(spec: UtteranceSpec, seed: int, sample_rate: int = 16000) -> np.ndarray:
+    """Samples (int16 scale, float64) of one utterance at ``sample_rate``."""
+    with tempfile.TemporaryDirectory(prefix="digits-") as workdir:
+        tts = _tts_wav(spec, workdir)
+        effects = ["speed", str(spec.speed), "tempo", str(spec.tempo)]
+        if spec.reverb is not None:
+            effects += ["reverb", str(spec.reverb)]
+        # -D: no dither, so sox's output is deterministic. Float output: no clipping before we set the level.
+        raw = _run(["sox", "-D", "-V1", tts, "-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1",
+                    "-r", str(sample_rate), "-", *effects])
+    speech = np.frombuffer(raw, dtype=np.float32).astype(np.float64)
+    peak = float(np.abs(speech).max()) if speech.size else 0.0
+    if peak == 0.0:
+        raise SynthesisError(f"{spec.voice} produced silence for {spec.text!r}")
+    speech *= 10.0 ** (-spec.level_db / 20.0) / peak
+    x = np.concatenate([np.zeros(int(spec.lead_s * sample_rate)), speech, np.zeros(int(spec.trail_s * sample_rate))])
+    if spec.snr_db is not None:
+        rng = np.random.default_rng([seed, zlib.crc32(spec.utt_id.encode())])
+        noise_power = active_power(speech, sample_rate) * 10.0 ** (-spec.snr_db / 10.0)
+        x += coloured_noise(rng, x.size, spec.noise) * np.sqrt(noise_power)
+    return np.clip(x * 32767.0, -32768.0, 32767.0)
+
+
+def corpus_dir(root: str | Path, seed: int) -> Path:
+    """Where the corpus for ``seed`` lives under ``root``."""
+    return Path(root) / f"v{CORPUS_VERSION}-seed{seed}"
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(path)}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _make_utterance(spec: UtteranceSpec, seed: int, split_dir: Path, config: MfccConfig) -> bool:
+    """Synthesise one utterance and its features unless cached; True if it was made now."""
+    wav = split_dir / "wav" / f"{spec.utt_id}.wav"
+    mfc = split_dir / "mfc" / f"{spec.utt_id}.mfc"
+    if wav.exists() and mfc.exists():
+        return False
+    samples = synthesize(spec, seed, config.sample_rate)
+    _atomic_write(wav, lambda p: write_wav(p, samples, config.sample_rate))
+    # Features from the int16 samples as stored, exactly what sphinx_fe would compute from the WAV.
+    features = mfcc(np.rint(samples), config)
+    _atomic_write(mfc, lambda p: write_mfc(p, features))
+    return True
+
+
+def prepare(
+    root: str | Path,
+    seed: int = 0,
+    sizes: dict[str, int] | None = None,
+    jobs: int | None = None,
+    config: MfccConfig = DEFAULT_CONFIG,
+    log: Callable[[str], None] | None = None,
+) -> Path:
+    """Make (or complete from the cache) the corpus: for each split, ``sizes[split]`` utterances.
+
+    Writes ``<corpus>/<split>/wav/*.wav``, ``mfc/*.mfc`` (no CMN), ``transcripts.txt`` (Sphinx style,
+    exactly the utterances asked for) and ``utterances.tsv`` (the parameters of each). Returns the corpus
+    directory (see :func:`corpus_dir`).
+    """
+    require_tools("espeak-ng", "flite", "sox")
+    sizes = {"train": 3000, "test": 500} if sizes is None else sizes
+    jobs = jobs or os.cpu_count() or 1
+    out = corpus_dir(root, seed)
+    for split, size in sizes.items():
+        start = time.perf_counter()
+        made = _prepare_split(out / split, [utterance_spec(seed, split, i) for i in range(size)], seed, jobs, config)
+        if log is not None:
+            log(f"{split}: {size} utterances ({made} synthesised now, {size - made} cached) "
+                f"in {time.perf_counter() - start:.1f} s with {jobs} jobs")
+    return out
+
+
+def _prepare_split(split_dir: Path, specs: list[UtteranceSpec], seed: int, jobs: int, config: MfccConfig) -> int:
+    """Make the utterances of one split that are not cached, then its lists; return how many were made."""
+    (split_dir / "wav").mkdir(parents=True, exist_ok=True)
+    (split_dir / "mfc").mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        made = sum(pool.map(functools.partial(_make_utterance, seed=seed, split_dir=split_dir, config=config), specs))
+    _atomic_write(split_dir / "transcripts.txt",
+                  functools.partial(_write_transcript_file, specs=specs))
+    _atomic_write(split_dir / "utterances.tsv", functools.partial(_write_table, specs=specs))
+    return made
+
+
+def _write_transcript_file(path: Path, specs: Sequence[UtteranceSpec]) -> None:
+    write_transcripts(path, ((s.utt_id, s.words) for s in specs))
+
+
+def _write_table(path: Path, specs: Sequence[UtteranceSpec]) -> None:
+    fields = ("utt_id", "voice", "rate", "pitch", "word_gap", "speed", "tempo", "reverb", "level_db",
+              "snr_db", "noise", "lead_s", "trail_s", "text")
+    lines = ["\t".join(fields)]
+    for s in specs:
+        values = [s.utt_id, str(s.voice), s.rate, s.pitch, s.word_gap, s.speed, s.tempo, s.reverb, s.level_db,
+                  s.snr_db, s.noise, s.lead_s, s.trail_s, " ".join(s.words)]
+        lines.append("\t".join("-" if v is None else str(v) for v in values))
+    path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,237 @@
+"""The speech recipe's data side: Sphinx .mfc files, transcripts, feature directories, synthesis."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gtn_py.errors import FormatError
+from recipes.speech_digits.data import (
+    DIGIT_WORDS,
+    cmn,
+    load_corpus,
+    load_directory,
+    load_labelled,
+    read_transcripts,
+    write_transcripts,
+)
+from recipes.speech_digits.frontend import DEFAULT_CONFIG, mfcc, read_wav, resample, write_wav
+from recipes.speech_digits.mfc import mfc_byteorder, read_mfc, write_mfc
+
+SYNTH_TOOLS = ("espeak-ng", "flite", "sox")
+needs_synth = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in SYNTH_TOOLS),
+    reason="espeak-ng, flite or sox missing: apt-get install espeak-ng flite sox (make speech-deps)",
+)
+
+
+def features(frames: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(frames, 13)).astype(np.float32)
+
+
+# --- .mfc files ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("byteorder", ["little", "big"])
+def test_mfc_round_trip(tmp_path: Path, byteorder: str) -> None:
+    feats = features(37)
+    write_mfc(tmp_path / "a.mfc", feats, byteorder)
+    data = (tmp_path / "a.mfc").read_bytes()
+    assert len(data) == 4 + 37 * 13 * 4
+    assert int.from_bytes(data[:4], byteorder) == 37 * 13
+    assert mfc_byteorder(data) == byteorder
+    back = read_mfc(tmp_path / "a.mfc")
+    assert back.dtype == np.float32 and back.dtype.isnative
+    np.testing.assert_array_equal(back, feats)
+
+
+def test_mfc_big_endian_detected_from_header(tmp_path: Path) -> None:
+    # Built by hand, as a big-endian machine writes it: count, then the floats, all big-endian.
+    feats = features(3, seed=1)
+    data = np.array([39], ">i4").tobytes() + feats.astype(">f4").tobytes()
+    (tmp_path / "be.mfc").write_bytes(data)
+    np.testing.assert_array_equal(read_mfc(tmp_path / "be.mfc"), feats)
+    # Read as little-endian the same bytes would be garbage; the header says which order is right.
+    assert int.from_bytes(data[:4], "little") != 39
+
+
+def test_mfc_empty_file_of_zero_frames(tmp_path: Path) -> None:
+    write_mfc(tmp_path / "empty.mfc", np.zeros((0, 13)))
+    assert read_mfc(tmp_path / "empty.mfc").shape == (0, 13)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\x01\x00", "too short"),
+        (np.int32(40).tobytes() + np.zeros(39, "<f4").tobytes(), "holds 39"),  # count mismatch
+        (np.int32(39).tobytes() + np.zeros(39, "<f4").tobytes() + b"\x00\x00", "whole number"),
+        (np.int32(26).tobytes() + np.zeros(26, "<f4").tobytes(), None),  # valid: two frames
+        (np.int32(20).tobytes() + np.zeros(20, "<f4").tobytes(), "whole frames"),
+        (np.int32(13).tobytes() + np.full(13, np.nan, "<f4").tobytes(), "NaN"),
+    ],
+)
+def test_mfc_malformed_raises_format_error(tmp_path: Path, data: bytes, message: str | None) -> None:
+    path = tmp_path / "bad.mfc"
+    path.write_bytes(data)
+    if message is None:
+        assert read_mfc(path).shape == (2, 13)
+        return
+    with pytest.raises(FormatError, match=message) as info:
+        read_mfc(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.skipif(shutil.which("sphinx_fe") is None, reason="sphinx_fe missing: apt-get install sphinxbase-utils")
+def test_reads_sphinx_fe_output_and_its_big_endian_twin(tmp_path: Path) -> None:
+    x = np.rint(np.random.default_rng(2).normal(0, 2000, 8000))
+    write_wav(tmp_path / "a.wav", x, 16000)
+    out = tmp_path / "a.mfc"
+    subprocess.run(["sphinx_fe", "-i", str(tmp_path / "a.wav"), "-o", str(out), "-mswav", "yes",
+                    *DEFAULT_CONFIG.sphinx_fe_args()], check=True, capture_output=True)
+    data = out.read_bytes()
+    assert mfc_byteorder(data) == "little"  # sphinx_fe writes the machine's order
+    # The same file as a big-endian machine writes it: every 4-byte word swapped.
+    (tmp_path / "be.mfc").write_bytes(np.frombuffer(data, "<u4").astype(">u4").tobytes())
+    assert mfc_byteorder((tmp_path / "be.mfc").read_bytes()) == "big"
+    for path in (out, tmp_path / "be.mfc"):
+        assert np.abs(read_mfc(path) - mfcc(x)).max() < 1e-4
+
+
+# --- transcripts --------------------------------------------------------------------------------------
+
+
+def test_transcripts_round_trip_and_parse(tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text("one two three (utt-1)\n\n  oh   zero (spk2_utt-2)  \nnine(u3)\n(empty-utt)\n")
+    parsed = read_transcripts(path, DIGIT_WORDS)
+    assert parsed == {"utt-1": ("one", "two", "three"), "spk2_utt-2": ("oh", "zero"), "u3": ("nine",),
+                      "empty-utt": ()}
+    write_transcripts(tmp_path / "u.txt", parsed.items())
+    assert read_transcripts(tmp_path / "u.txt") == parsed
+    assert (tmp_path / "u.txt").read_text().splitlines()[0] == "one two three (utt-1)"
+
+
+@pytest.mark.parametrize(
+    "text, message, line",
+    [
+        ("one two\n", "expected", 1),
+        ("one (a)\ntwo (a b)\n", "expected", 2),
+        ("one (a)\ntwo (a)\n", "twice", 2),
+        ("one (a)\n\nten (b)\n", "unknown", 3),
+        ("one (a) two\n", "expected", 1),
+    ],
+)
+def test_transcripts_malformed(tmp_path: Path, text: str, message: str, line: int) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text(text)
+    with pytest.raises(FormatError, match=message) as info:
+        read_transcripts(path, DIGIT_WORDS)
+    assert info.value.line == line
+
+
+def test_write_transcripts_rejects_bad_ids(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="utterance id"):
+        write_transcripts(tmp_path / "t.txt", [("a b", ["one"])])
+
+
+# --- feature directories ------------------------------------------------------------------------------
+
+
+def test_cmn() -> None:
+    feats = features(50) + 3.0
+    normed = cmn(feats)
+    np.testing.assert_allclose(normed.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(normed - feats, np.broadcast_to(-feats.mean(axis=0), feats.shape), atol=1e-5)
+    assert cmn(np.zeros((0, 13))).shape == (0, 13)
+
+
+def test_load_directory_mixes_wav_rates_and_mfc(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    x = np.rint(rng.normal(0, 2000, 16000))
+    write_wav(tmp_path / "b.wav", x, 16000)
+    write_wav(tmp_path / "c.WAV", np.rint(resample(x, 16000, 8000)), 8000)
+    write_mfc(tmp_path / "a.mfc", features(20) + 5.0, "big")
+    (tmp_path / "notes.txt").write_text("ignored")
+    loaded = load_directory(tmp_path)
+    assert [utt for utt, _ in loaded] == ["a", "b", "c"]
+    for _, feats in loaded:
+        assert feats.dtype == np.float32 and feats.shape[1] == 13
+        np.testing.assert_allclose(feats.mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(loaded[0][1], cmn(features(20) + 5.0), atol=1e-5)
+    np.testing.assert_allclose(loaded[1][1], cmn(mfcc(x)), atol=1e-5)
+    assert loaded[2][1].shape == loaded[1][1].shape  # 8 kHz input resampled to 16 kHz
+
+
+def test_load_directory_errors(tmp_path: Path) -> None:
+    with pytest.raises(FormatError, match="no .wav or .mfc"):
+        load_directory(tmp_path)
+    with pytest.raises(FormatError, match="not a directory"):
+        load_directory(tmp_path / "missing")
+    write_mfc(tmp_path / "a.mfc", features(2))
+    write_wav(tmp_path / "a.wav", np.zeros(800), 16000)
+    with pytest.raises(FormatError, match="two files"):
+        load_directory(tmp_path)
+
+
+def test_load_labelled_follows_transcripts(tmp_path: Path) -> None:
+    for utt in ("u1", "u2", "u3"):
+        write_mfc(tmp_path / f"{utt}.mfc", features(5, seed=len(utt)))
+    write_transcripts(tmp_path / "t.txt", [("u2", ["one", "oh"]), ("u1", ["nine"])])
+    labelled = load_labelled(tmp_path, tmp_path / "t.txt")
+    assert [(u.utt_id, u.words) for u in labelled] == [("u2", ("one", "oh")), ("u1", ("nine",))]
+    write_transcripts(tmp_path / "t.txt", [("u4", ["one"])])
+    with pytest.raises(FormatError, match="no .wav/.mfc"):
+        load_labelled(tmp_path, tmp_path / "t.txt")
+
+
+# --- synthesis ----------------------------------------------------------------------------------------
+
+
+@needs_synth
+def test_voice_split_is_disjoint_and_stable() -> None:
+    from recipes.speech_digits.synth import split_voices, utterance_spec
+
+    train_espeak, train_flite = split_voices("train")
+    test_espeak, test_flite = split_voices("test")
+    assert train_espeak and test_espeak and train_flite and test_flite
+    assert not set(train_espeak + train_flite) & set(test_espeak + test_flite)
+    # Held-out test voices share neither accent nor variant with any training voice.
+    train_accents = {v.name.split("+")[0] for v in train_espeak}
+    train_variants = {v.name.split("+")[1] for v in train_espeak if "+" in v.name}
+    for voice in test_espeak:
+        accent, variant = voice.name.split("+")
+        assert accent not in train_accents and variant not in train_variants
+    # Deterministic given (seed, split, index); different seeds give different corpora.
+    assert utterance_spec(0, "train", 5) == utterance_spec(0, "train", 5)
+    assert [utterance_spec(0, "train", i) for i in range(5)] != [utterance_spec(1, "train", i) for i in range(5)]
+    lengths = {len(utterance_spec(0, "train", i).words) for i in range(200)}
+    assert lengths == set(range(1, 8))
+
+
+@needs_synth
+def test_prepare_tiny_corpus_is_deterministic_and_cached(tmp_path: Path) -> None:
+    from recipes.speech_digits.synth import prepare, utterance_spec
+
+    corpus = prepare(tmp_path / "a", seed=7, sizes={"train": 2, "test": 1}, jobs=2)
+    again = prepare(tmp_path / "b", seed=7, sizes={"train": 2, "test": 1}, jobs=1)
+    for split, n in (("train", 2), ("test", 1)):
+        utts = load_corpus(corpus, split)
+        assert [u.utt_id for u in utts] == [f"{split}-{i:06d}" for i in range(n)]
+        for i, u in enumerate(utts):
+            assert u.words == utterance_spec(7, split, i).words
+            wav = corpus / split / "wav" / f"{u.utt_id}.wav"
+            assert wav.read_bytes() == (again / split / "wav" / wav.name).read_bytes()
+            samples, rate = read_wav(wav)
+            assert rate == 16000 and 0.3 < samples.size / rate < 15 and np.abs(samples).max() > 1000
+            # The cached features are the front end's on the stored WAV, mean-normalised on load.
+            np.testing.assert_allclose(u.features, cmn(mfcc(samples)), atol=1e-4)
+    # A cached utterance is not synthesised again; a larger corpus extends the smaller one.
+    stamp = (corpus / "train" / "wav" / "train-000000.wav").stat().st_mtime_ns
+    prepare(tmp_path / "a", seed=7, sizes={"train": 3}, jobs=1)
+    assert (corpus / "train" / "wav" / "train-000000.wav").stat().st_mtime_ns == stamp
+    assert len(load_corpus(corpus, "train")) == 3
