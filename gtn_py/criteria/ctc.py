@@ -1,0 +1,263 @@
+"""Connectionist temporal classification on the general dense intersection.
+
+The CTC loss of a target is ``-log`` of the total score of its *CTC-expanded graph* (optional
+blanks between and around the labels, each label repeated over one or more frames) intersected
+with the network's log-probabilities: :func:`ctc_expand` builds that graph for any epsilon-free
+target graph (one transcription, alternatives, a lexicon, a grammar), :func:`ctc_graph` for
+padded or concatenated label sequences, and the loss is :func:`~gtn_py.ops.dense.dense_score`
+of it, so gradients come from the generic forward-backward (there is no CTC-special kernel).
+
+:func:`ctc_loss` and :class:`CTCLoss` take exactly the arguments of
+``torch.nn.functional.ctc_loss`` / ``torch.nn.CTCLoss`` (log-probabilities ``[T, B, V]``).
+One difference: torch's gradient w.r.t. ``log_probs`` assumes they come from ``log_softmax``
+(it adds ``exp(log_probs)``, which the softmax's backward cancels); gtn_py's is the exact
+gradient w.r.t. ``log_probs`` (it passes gradcheck). Both give the same gradients for the
+logits before a ``log_softmax``, which is how CTC is used.
+
+The blank is an ordinary emission column (0 by default): in a dense intersection label 0 is
+column 0, not epsilon.
+"""
+
+from __future__ import annotations
+
+from typing import List, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import InvalidGraphError, LabelError
+from ..graph import NEG_INF, Graph, gather
+from ..ops.dense import GraphsLike, LengthsLike, dense_score, viterbi_align
+from ..ops.traverse import group_arcs
+
+TargetsLike = Union[Tensor, Sequence[Sequence[int]]]
+
+
+def ctc_expand(graphs: GraphsLike, blank: int = 0) -> Graph:
+    """The CTC expansion of epsilon-free label graphs (acceptors or transducers).
+
+    For every node ``q`` of a graph there is a *blank state* (``q`` reached, last frame blank
+    or nothing read yet) and for every arc ``a`` a *label state* (``a``'s label just read, at
+    ``a``'s destination). Arcs, each reading one frame: a blank self-loop on blank states;
+    entering ``a``'s label state from the blank state of ``a``'s source or, when the labels
+    differ, from the label state of an arc into that source (a repeated label needs a blank in
+    between); a self-loop on label states (the label held over several frames); a blank from
+    ``a``'s label state to its destination's blank state. The arc entering a label state carries
+    the graph arc's weight and output label; the others weigh 0 and output epsilon, so the
+    output of a path is the collapsed transcription. Start weights sit on blank states, final
+    weights on blank and label states of final nodes. Differentiable w.r.t. the graph weights.
+
+    Every arc reads a frame, so label 0 is not epsilon here (remove epsilons first); an arc
+    labelled ``blank`` raises :class:`LabelError`. Works on batches (nodes stay grouped by graph).
+    """
+    g = graphs if isinstance(graphs, Graph) else Graph.batch(list(graphs))
+    num_nodes, num_arcs, device = g.num_nodes, g.num_arcs, g.device
+    src, dst, ilabel, olabel = g.src, g.dst, g.ilabel, g.olabel
+    bad = (ilabel == blank).nonzero()
+    if bad.numel():
+        a = int(bad[0, 0])
+        raise LabelError(f"arc {a}: ilabel {blank} is the CTC blank (and label 0 is epsilon elsewhere); "
+                         "a target graph must be epsilon-free and must not contain the blank")
+    # Pairs (a, b) of consecutive arcs (dst of a == src of b) with different labels.
+    order, offsets = group_arcs(src, num_nodes)
+    follow = (offsets[1:] - offsets[:-1])[dst]
+    arcs = torch.arange(num_arcs, device=device)
+    first = torch.repeat_interleave(arcs, follow)
+    slot = torch.arange(first.shape[0], device=device) - (torch.cumsum(follow, 0) - follow)[first]
+    second = order[offsets[dst[first]] + slot]
+    differ = ilabel[first] != ilabel[second]
+    first, second = first[differ], second[differ]
+
+    nodes = torch.arange(num_nodes, device=device)
+    label_state = num_nodes + arcs
+
+    def const(value: int, count: int) -> Tensor:
+        return torch.full((count,), value, dtype=torch.long, device=device)
+
+    new_src = torch.cat([nodes, src, label_state, label_state, num_nodes + first])
+    new_dst = torch.cat([nodes, label_state, label_state, dst, num_nodes + second])
+    new_ilabel = torch.cat([const(blank, num_nodes), ilabel, ilabel, const(blank, num_arcs), ilabel[second]])
+    new_olabel = torch.cat([const(0, num_nodes), olabel, const(0, 2 * num_arcs), olabel[second]])
+    arc_map = torch.cat([const(-1, num_nodes), arcs, const(-1, 2 * num_arcs), second])
+    weights = gather(g.weights, arc_map, 0.0)
+    start = torch.cat([g.start_weights, g.start_weights.new_full((num_arcs,), NEG_INF)])
+    final = torch.cat([g.final_weights, g.final_weights.index_select(0, dst)])
+    if not g.is_batch:
+        return Graph._from_tensors(new_src, new_dst, new_ilabel, new_olabel, weights, start, final)
+    # Keep each graph's nodes (and arcs) together, as Graph.batch lays them out.
+    node_graph = torch.cat([g.node_graph, g.arc_graph])
+    perm = torch.argsort(node_graph, stable=True)
+    renumber = torch.empty_like(perm)
+    renumber[perm] = torch.arange(perm.shape[0], device=device)
+    arc_order = torch.argsort(node_graph[new_src], stable=True)
+    return Graph._from_tensors(renumber[new_src[arc_order]], renumber[new_dst[arc_order]],
+                               new_ilabel[arc_order], new_olabel[arc_order], weights[arc_order],
+                               start[perm], final[perm], node_graph=node_graph[perm], num_graphs=g.num_graphs)
+
+
+def label_sequences(targets: TargetsLike, target_lengths: LengthsLike = None, *,
+                    dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Graph:
+    """A batch of linear acceptors, one per target: ``targets`` padded ``[B, S]`` (lengths default
+    to ``S``), concatenated 1-D (lengths required, as in torch's ctc_loss) or a list of lists."""
+    if not isinstance(targets, Tensor):
+        seqs = [list(map(int, t)) for t in targets]
+        lengths = torch.tensor([len(t) for t in seqs], dtype=torch.long)
+        targets = torch.tensor([x for t in seqs for x in t], dtype=torch.long)
+        target_lengths = lengths if target_lengths is None else target_lengths
+    device = torch.device(device) if device is not None else targets.device
+    targets = targets.to(device=device, dtype=torch.long)
+    if target_lengths is None:
+        if targets.dim() != 2:
+            raise InvalidGraphError("concatenated 1-D targets need target_lengths")
+        target_lengths = [targets.shape[1]] * targets.shape[0]
+    lengths = torch.as_tensor(target_lengths, device=device).to(torch.long).reshape(-1)
+    if bool((lengths < 0).any()):
+        raise InvalidGraphError(f"negative target length in {lengths.tolist()}")
+    num_seqs = lengths.shape[0]
+    seq = torch.repeat_interleave(torch.arange(num_seqs, device=device), lengths)
+    starts = torch.cumsum(lengths, 0) - lengths
+    pos = torch.arange(seq.shape[0], device=device) - starts[seq]
+    if targets.dim() == 2:
+        if targets.shape[0] != num_seqs:
+            raise InvalidGraphError(f"{targets.shape[0]} target rows for {num_seqs} target lengths")
+        if num_seqs and int(lengths.max()) > targets.shape[1]:
+            raise InvalidGraphError(f"a target length ({int(lengths.max())}) exceeds the padded width "
+                                    f"{targets.shape[1]}")
+        labels = targets[seq, pos]
+    else:
+        if seq.shape[0] > targets.numel():
+            raise InvalidGraphError(f"target lengths sum to {seq.shape[0]} but only {targets.numel()} "
+                                    "targets are given")
+        labels = targets.reshape(-1)[: seq.shape[0]]
+    bad = (labels < 0).nonzero()
+    if bad.numel():
+        i = int(bad[0, 0])
+        raise LabelError(f"target {int(seq[i])}, position {int(pos[i])}: label {int(labels[i])} is negative")
+    sizes = lengths + 1
+    node_start = torch.cumsum(sizes, 0) - sizes
+    src = node_start[seq] + pos
+    num_nodes = int(sizes.sum())
+    start = torch.full((num_nodes,), NEG_INF, dtype=dtype, device=device)
+    final = start.clone()
+    start[node_start] = 0.0
+    final[node_start + lengths] = 0.0
+    return Graph._from_tensors(src, src + 1, labels, labels, torch.zeros(src.shape[0], dtype=dtype, device=device),
+                               start, final, node_graph=torch.repeat_interleave(
+                                   torch.arange(num_seqs, device=device), sizes), num_graphs=num_seqs)
+
+
+def ctc_graph(targets: TargetsLike, target_lengths: LengthsLike = None, blank: int = 0, *,
+              dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> Graph:
+    """The CTC graphs of a batch of label sequences (see :func:`label_sequences` for the target
+    formats): ``2 S + 1`` nodes each, the usual CTC alignment graph."""
+    return ctc_expand(label_sequences(targets, target_lengths, dtype=dtype, device=device), blank)
+
+
+def ctc_topology(num_labels: int, blank: int = 0, *, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu") -> Graph:
+    """The CTC topology over ``num_labels`` classes: a transducer from frame labels to their
+    collapsed transcription (output epsilon on blanks and repeats), ``num_labels`` nodes.
+    Compose it with a grammar over labels, or use :func:`ctc_expand` on the grammar directly."""
+    labels = torch.tensor([c for c in range(num_labels) if c != blank], dtype=torch.long, device=device)
+    zeros = torch.zeros_like(labels)
+    loop = Graph.from_arcs(1, zeros, zeros, labels, labels, start=[0], accept=[0], dtype=dtype, device=device)
+    return ctc_expand(loop, blank)
+
+
+def _reduce(losses: Tensor, reduction: str, divisors: Tensor | None) -> Tensor:
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    if reduction == "mean":
+        if divisors is not None:
+            losses = losses / divisors.clamp(min=1).to(losses.dtype)
+        return losses.mean()
+    raise ValueError(f"reduction must be 'none', 'mean' or 'sum', not {reduction!r}")
+
+
+def _losses(log_probs: Tensor, graphs: Graph, input_lengths: LengthsLike, zero_infinity: bool) -> Tensor:
+    losses = -dense_score(graphs, log_probs.transpose(0, 1), input_lengths)
+    if zero_infinity:
+        losses = torch.where(torch.isinf(losses), torch.zeros_like(losses), losses)
+    return losses
+
+
+def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths: LengthsLike, target_lengths: LengthsLike,
+             blank: int = 0, reduction: str = "mean", zero_infinity: bool = False) -> Tensor:
+    """Drop-in for ``torch.nn.functional.ctc_loss``, computed by dense intersection.
+
+    ``log_probs``: ``[T, B, V]`` (or ``[T, V]`` unbatched); ``targets``: padded ``[B, S]`` or
+    concatenated 1-D; ``input_lengths``, ``target_lengths``: ``[B]``. ``reduction``: ``"none"``
+    (``[B]``), ``"sum"``, or ``"mean"`` (each loss divided by its target length clamped to >= 1,
+    then averaged over the batch). A target that cannot fit its input has loss ``+inf`` and zero
+    gradient; ``zero_infinity=True`` makes that loss 0.
+    """
+    unbatched = log_probs.dim() == 2
+    if unbatched:
+        log_probs = log_probs.unsqueeze(1)
+        targets = targets.reshape(1, -1)
+    if log_probs.dim() != 3:
+        raise InvalidGraphError(f"log_probs must be [T, B, V] or [T, V], got {tuple(log_probs.shape)}")
+    device = log_probs.device
+    lengths = torch.as_tensor(target_lengths, device=device).to(torch.long).reshape(-1)
+    graphs = ctc_graph(targets, lengths, blank, dtype=log_probs.dtype, device=device)
+    losses = _losses(log_probs, graphs, torch.as_tensor(input_lengths).reshape(-1), zero_infinity)
+    out = _reduce(losses, reduction, lengths)
+    return out[0] if unbatched and reduction == "none" else out
+
+
+class CTCLoss(nn.Module):
+    """Drop-in for ``torch.nn.CTCLoss`` (same arguments), computed by dense intersection."""
+
+    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False):
+        super().__init__()
+        self.blank, self.reduction, self.zero_infinity = blank, reduction, zero_infinity
+
+    def forward(self, log_probs: Tensor, targets: Tensor, input_lengths: LengthsLike,
+                target_lengths: LengthsLike) -> Tensor:
+        return ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank, self.reduction,
+                        self.zero_infinity)
+
+
+def ctc_graph_loss(log_probs: Tensor, target_graphs: GraphsLike, input_lengths: LengthsLike, blank: int = 0,
+                   reduction: str = "mean", zero_infinity: bool = False) -> Tensor:
+    """CTC against target graphs (alternative transcriptions, a lexicon, a grammar): each
+    sequence's loss is minus the log of the total over every label sequence the graph accepts
+    (weighted by the graph, differentiably). ``log_probs`` are ``[T, B, V]`` as in
+    :func:`ctc_loss`; ``"mean"`` averages over the batch."""
+    graphs = ctc_expand(target_graphs, blank)
+    return _reduce(_losses(log_probs, graphs, input_lengths, zero_infinity), reduction, None)
+
+
+def ctc_greedy_decode(emissions: Tensor, lengths: LengthsLike = None, blank: int = 0) -> List[List[int]]:
+    """Best label per frame, repeats merged, blanks removed. ``emissions``: ``[B, T, V]``."""
+    best = emissions.argmax(-1)
+    num_seqs, num_frames = best.shape
+    lens = torch.full((num_seqs,), num_frames, dtype=torch.long) if lengths is None \
+        else torch.as_tensor(lengths).to(torch.long).reshape(-1)
+    frames = torch.arange(num_frames, device=best.device)
+    previous = torch.cat([best.new_full((num_seqs, 1), -1), best[:, :-1]], 1)
+    keep = (best != blank) & (best != previous) & (frames[None, :] < lens.to(best.device)[:, None])
+    best, keep = best.cpu(), keep.cpu()
+    return [best[b][keep[b]].tolist() for b in range(num_seqs)]
+
+
+def viterbi_decode(decoding_graph: GraphsLike, emissions: Tensor, lengths: LengthsLike = None) -> List[List[int]]:
+    """Output labels (epsilons dropped) along the best path of each sequence through a decoding
+    graph, e.g. ``ctc_topology(V) @ grammar`` or ``ctc_expand(grammar)``. ``emissions``: ``[B, T, V]``."""
+    alignment = viterbi_align(decoding_graph, emissions, lengths)
+    g = decoding_graph if isinstance(decoding_graph, Graph) else Graph.batch(list(decoding_graph))
+    arcs = alignment.arcs if alignment.arcs.dim() == 2 else alignment.arcs[None]
+    out = torch.where(arcs >= 0, g.olabel[arcs.clamp(min=0)], torch.zeros_like(arcs)).cpu()
+    return [row[row != 0].tolist() for row in out]
+
+
+def ctc_decode(emissions: Tensor, lengths: LengthsLike = None, grammar: GraphsLike | None = None,
+               blank: int = 0) -> List[List[int]]:
+    """CTC decoding of ``[B, T, V]`` emissions: greedy without a grammar, else the best path
+    through the CTC expansion of ``grammar`` (an epsilon-free acceptor or transducer over labels,
+    e.g. a lexicon mapping letters to words: the output labels are returned)."""
+    if grammar is None:
+        return ctc_greedy_decode(emissions, lengths, blank)
+    return viterbi_decode(ctc_expand(grammar, blank), emissions, lengths)

@@ -1,0 +1,657 @@
+"""Dense intersection: a batch of graphs against emission tensors ``[B, T, V]`` from a network.
+
+Every arc of graph ``b`` consumes exactly one frame of sequence ``b`` and reads the emission
+column of its input label: along a path, the arc taken at frame ``t`` adds
+``weight + emissions[b, t, ilabel]``, and a successful path takes exactly ``lengths[b]`` arcs.
+So, unlike in composition, **label 0 is not epsilon here**: it reads column 0 (where a CTC
+blank usually lives, as in torch). Graphs must have labels in ``[0, V)``.
+
+Two forms:
+
+* :func:`dense_lattice` / :func:`intersect_dense` build the intersection as a graph (nodes are
+  the reachable and co-accessible ``(graph node, frame)`` pairs, optionally beam-pruned), whose
+  arc weights are differentiable gathers of the graph's weights and of the emissions, for
+  decoding, drawing, n-best and alignment.
+* :func:`dense_score` gives the log-semiring (or tropical) totals ``[B]`` without building the
+  lattice: a forward sweep over frames keeps ``O(states)`` per frame, and a closed-form
+  backward (forward-backward) gives the gradients of the emissions and of the graph's arc,
+  start and final weights.
+
+The sweeps run over frames with a few tensor operations per frame on all graphs of the batch
+at once (a disjoint union; each node reads the emission row of its own sequence). Each node's
+incoming (outgoing) arcs are padded to the largest in- (out-) degree, so a frame is a dense
+gather and a reduction, with no scatter; the emission gathers are done a chunk of frames at a
+time. Graphs whose degrees are very uneven (one node with thousands of arcs) pay for the
+padding in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, List, NamedTuple, Sequence, Tuple, Union
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import DeviceMismatchError, DtypeMismatchError, InvalidGraphError, LabelError
+from ..graph import NEG_INF, Graph
+from ..semiring import Semiring, get_semiring, segment_max
+from .traverse import group_arcs
+
+GraphsLike = Union[Graph, Sequence[Graph]]
+LengthsLike = Union[Tensor, Sequence[int], None]
+
+# Elements of one chunk of gathered emissions (frames x padded arcs): bounds the memory of a sweep.
+_CHUNK_ELEMENTS = 1 << 19
+# Log-semiring totals on the CPU use the numba kernels (tests turn this off to check the
+# tensor formulation, which CUDA uses, on the CPU too).
+_KERNELS = True
+
+
+# ---------------------------------------------------------------------- problem layout
+@dataclass
+class _Layout:
+    """The integer structure of a batch of graphs, prepared once per call for the sweeps.
+
+    Emissions enter the sweeps as *columns*: the ``P`` distinct (sequence, label) pairs the arcs
+    read, gathered once for all frames into ``[T, P]`` (differentiably, outside the sweeps), so
+    per-frame gathers and the gradient's scatter touch a small table instead of ``[B, T, V]``.
+    """
+
+    num_seqs: int
+    num_nodes: int
+    node_seq: Tensor      # [N] sequence (graph) of each node
+    src: Tensor           # [A]
+    dst: Tensor           # [A]
+    ilabel: Tensor        # [A]
+    arc_seq: Tensor       # [A] sequence of each arc
+    columns: Tensor       # [P] distinct seq * V + label read by the arcs
+    arc_column: Tensor    # [A] each arc's column (index into ``columns``)
+    in_arc: Tensor        # [Din, N] incoming arcs of each node, -1 = padding
+    out_arc: Tensor       # [Dout, N] outgoing arcs of each node, -1 = padding
+    node_order: Tensor    # [N] nodes sorted by sequence
+    seq_offsets: Tensor   # [B + 1] sequence b's nodes are node_order[seq_offsets[b]:seq_offsets[b + 1]]
+
+    @staticmethod
+    def of(g: Graph, num_seqs: int, num_labels: int) -> _Layout:
+        node_seq = g.node_graph
+        src, dst = g.src, g.dst
+        n = g.num_nodes
+        arc_seq = node_seq[src]
+        columns, arc_column = torch.unique(arc_seq * num_labels + g.ilabel, return_inverse=True)
+        node_order, seq_offsets = group_arcs(node_seq, num_seqs)
+        return _Layout(num_seqs, n, node_seq, src, dst, g.ilabel, arc_seq, columns, arc_column.reshape(-1),
+                       _padded_arcs(dst, n), _padded_arcs(src, n), node_order, seq_offsets)
+
+    def emission_columns(self, emissions: Tensor) -> Tensor:
+        """``[T, P]``: the emissions the arcs read, frame by frame (differentiable)."""
+        num_seqs, num_frames, num_labels = emissions.shape
+        if self.columns.numel() == 0:  # no arcs: one column that padding slots can read
+            return emissions.new_zeros(num_frames, 1)
+        frames_major = emissions.transpose(0, 1)
+        if frames_major.is_contiguous():  # e.g. CTC's [T, B, V] input: one index_select
+            return frames_major.reshape(num_frames, num_seqs * num_labels).index_select(1, self.columns)
+        return emissions[self.columns // num_labels, :, self.columns % num_labels].t().contiguous()
+
+
+def _padded_arcs(nodes: Tensor, num_nodes: int) -> Tensor:
+    """``[max degree, num_nodes]`` table of the arcs whose ``nodes`` entry is each node (-1 pads)."""
+    order, offsets = group_arcs(nodes, num_nodes)
+    degree = offsets[1:] - offsets[:-1]
+    width = max(int(degree.max()) if num_nodes else 0, 1)
+    table = torch.full((width, num_nodes), -1, dtype=torch.long, device=nodes.device)
+    grouped = nodes[order]
+    slot = torch.arange(order.shape[0], device=nodes.device) - offsets[grouped]
+    table[slot, grouped] = order
+    return table
+
+
+class _Inputs(NamedTuple):
+    graph: Graph          # one graph per sequence (a batch unless there is one sequence)
+    emissions: Tensor     # [B, T, V]
+    lengths: Tensor       # [B] long, on the emissions' device
+    single: bool          # the caller gave one [T, V] sequence: return unbatched results
+    shared_arcs: int      # > 0: one graph of this many arcs was given for every sequence
+
+    def user_arcs(self, arcs: Tensor) -> Tensor:
+        """Arc ids of the batch graph as ids of the graph(s) the caller gave."""
+        return torch.where(arcs >= 0, arcs % self.shared_arcs, arcs) if self.shared_arcs else arcs
+
+
+def _prepare(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike) -> _Inputs:
+    """Normalise the inputs (see :class:`_Inputs`) and check them."""
+    if not isinstance(emissions, Tensor) or not emissions.dtype.is_floating_point:
+        raise DtypeMismatchError("emissions must be a floating-point tensor [B, T, V] (or [T, V])")
+    single = emissions.dim() == 2
+    if single:
+        emissions = emissions.unsqueeze(0)
+    if emissions.dim() != 3:
+        raise InvalidGraphError(f"emissions must have shape [B, T, V] or [T, V], got {tuple(emissions.shape)}")
+    num_seqs, num_frames, num_labels = emissions.shape
+    shared_arcs = 0
+    if isinstance(graphs, Graph):
+        g = graphs
+        if not g.is_batch and num_seqs > 1:
+            g = Graph.batch([g] * num_seqs)  # one graph for every sequence
+            shared_arcs = max(graphs.num_arcs, 1)
+    else:
+        g = Graph.batch(list(graphs))
+    if g.is_batch and g.num_graphs != num_seqs:
+        raise InvalidGraphError(f"{g.num_graphs} graphs for {num_seqs} emission sequences")
+    if g.device != emissions.device:
+        raise DeviceMismatchError(f"graphs are on {g.device}, emissions on {emissions.device}")
+    if g.dtype != emissions.dtype:
+        raise DtypeMismatchError(f"graph weights are {g.dtype}, emissions {emissions.dtype}; cast one of them")
+    if g.num_arcs:
+        bad = (g.ilabel >= num_labels).nonzero()
+        if bad.numel():
+            a = int(bad[0, 0])
+            raise LabelError(f"arc {a}: ilabel {int(g.ilabel[a])} has no emission column "
+                             f"(emissions have V = {num_labels}; in dense intersection label 0 is column 0, "
+                             "not epsilon)")
+    if lengths is None:
+        lens = torch.full((num_seqs,), num_frames, dtype=torch.long, device=emissions.device)
+    else:
+        lens = torch.as_tensor(lengths, device=emissions.device).to(torch.long).reshape(-1)
+        if lens.shape[0] != num_seqs:
+            raise InvalidGraphError(f"{lens.shape[0]} lengths for {num_seqs} sequences")
+        bad = ((lens < 0) | (lens > num_frames)).nonzero()
+        if bad.numel():
+            b = int(bad[0, 0])
+            raise InvalidGraphError(f"sequence {b}: length {int(lens[b])} outside [0, T = {num_frames}]")
+    return _Inputs(g, emissions, lens, single, shared_arcs)
+
+
+def _chunk_frames(num_frames: int, width: int) -> int:
+    return max(1, min(num_frames, _CHUNK_ELEMENTS // max(width, 1)))
+
+
+def _plus_slots(semiring: Semiring) -> Callable[[Tensor, Tensor], Any]:
+    """Reduction over the arc slots (dim 0 of ``[D, N]``) writing into ``out``."""
+    if semiring.name == "tropical":
+        return lambda x, out: torch.amax(x, 0, out=out)
+    beta = getattr(semiring, "beta", 1.0)
+    if beta == 1.0:
+        return lambda x, out: torch.logsumexp(x, 0, out=out)
+    return lambda x, out: out.copy_(torch.logsumexp(x * beta, 0) / beta)
+
+
+def _take(values: Tensor, table: Tensor, fill: float) -> Tensor:
+    """``values[table]`` with ``fill`` where ``table`` is -1 (also when ``values`` is empty)."""
+    padded = torch.cat([values, values.new_full((1,), fill)])
+    return padded[torch.where(table >= 0, table, torch.full_like(table, values.shape[0]))]
+
+
+def _arc_table(lay: _Layout, table: Tensor, weights: Tensor, endpoint: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """For a padded ``[D, N]`` arc table: the other endpoint (flat), the weights (-inf pads) and
+    the emission column of each slot (flat); padding reads node 0 and column 0 with weight -inf."""
+    return (_take(endpoint, table, 0).reshape(-1), _take(weights, table, NEG_INF),
+            _take(lay.arc_column, table, 0).reshape(-1))
+
+
+# ---------------------------------------------------------------------- sweeps
+def _forward_sweep(lay: _Layout, weights: Tensor, start: Tensor, columns: Tensor,
+                   semiring: Semiring, backpointers: bool = False) -> Tuple[Tensor, Tensor | None]:
+    """Forward scores of every node at every frame boundary: ``[T + 1, N]`` (row ``t``: after
+    ``t`` frames), and for the tropical semiring optionally the argmax slot ``[T, N]``."""
+    num_frames = columns.shape[0]
+    in_src, in_weight, in_column = _arc_table(lay, lay.in_arc, weights, lay.src)
+    shape = lay.in_arc.shape
+    alpha = columns.new_empty(num_frames + 1, lay.num_nodes)
+    alpha[0] = start
+    slots = torch.empty(num_frames, lay.num_nodes, dtype=torch.long, device=columns.device) \
+        if backpointers else None
+    plus = _plus_slots(semiring)
+    step = _chunk_frames(num_frames, in_src.numel())
+    for t0 in range(0, num_frames, step):
+        t1 = min(t0 + step, num_frames)
+        arc_scores = columns[t0:t1].index_select(1, in_column).view(t1 - t0, *shape) + in_weight
+        for t in range(t0, t1):
+            scores = alpha[t].index_select(0, in_src).view(shape) + arc_scores[t - t0]
+            if slots is not None:
+                torch.max(scores, 0, out=(alpha[t + 1], slots[t]))
+            else:
+                plus(scores, alpha[t + 1])
+    return alpha, slots
+
+
+def _totals(lay: _Layout, alpha: Tensor, final: Tensor, lengths: Tensor, semiring: Semiring) -> Tensor:
+    """Per-sequence totals: each sequence's forward scores read at its own length."""
+    return semiring.segment_plus(_ending(lay, alpha, final, lengths), lay.node_seq, lay.num_seqs)
+
+
+def _ending(lay: _Layout, alpha: Tensor, final: Tensor, lengths: Tensor) -> Tensor:
+    """Forward score times final weight of each node, at its sequence's length."""
+    nodes = torch.arange(lay.num_nodes, device=alpha.device)
+    return alpha[lengths[lay.node_seq], nodes] + final
+
+
+def _backward_sweep(lay: _Layout, weights: Tensor, final: Tensor, columns: Tensor, lengths: Tensor,
+                    semiring: Semiring, visit: Callable[[int, int, Tensor], None] | None = None) -> Tensor:
+    """Backward scores, one chunk of frames at a time from the end: ``visit(t0, t1, beta)`` gets
+    ``beta`` of shape ``[t1 - t0, N]`` (row ``k``: backward scores at boundary ``t0 + k + 1``).
+    Returns the backward scores at boundary 0.
+
+    A sequence's backward scores start from the final weights at its own length (boundary
+    ``lengths[b]``) and are -inf beyond it.
+    """
+    num_frames = columns.shape[0]
+    out_dst, out_weight, out_column = _arc_table(lay, lay.out_arc, weights, lay.dst)
+    shape = lay.out_arc.shape
+    node_length = lengths[lay.node_seq]
+    neg_inf = final.new_full((), NEG_INF)
+    beta = torch.where(node_length == num_frames, final, neg_inf)
+    plus = _plus_slots(semiring)
+    step = _chunk_frames(num_frames, out_dst.numel())
+    for t1 in range(num_frames, 0, -step):
+        t0 = max(t1 - step, 0)
+        arc_scores = columns[t0:t1].index_select(1, out_column).view(t1 - t0, *shape) + out_weight
+        betas = columns.new_empty(t1 - t0, lay.num_nodes)
+        for t in range(t1 - 1, t0 - 1, -1):
+            betas[t - t0] = beta
+            scores = beta.index_select(0, out_dst).view(shape) + arc_scores[t - t0]
+            beta = torch.where(node_length == t, final, plus(scores, torch.empty_like(beta)))
+        if visit is not None:
+            visit(t0, t1, betas)
+    return beta
+
+
+def _best_nodes(lay: _Layout, ending: Tensor) -> Tensor:
+    """Per sequence, the node with the highest ``ending`` score (lowest id on ties; -1 if none)."""
+    best = segment_max(ending, lay.node_seq, lay.num_seqs)
+    nodes = torch.arange(lay.num_nodes, device=ending.device)
+    hit = (ending == best[lay.node_seq]) & (ending > NEG_INF)
+    candidate = torch.where(hit, nodes, torch.full_like(nodes, lay.num_nodes))
+    pick = torch.full((lay.num_seqs,), lay.num_nodes, dtype=torch.long, device=ending.device)
+    pick = pick.scatter_reduce(0, lay.node_seq, candidate, reduce="amin", include_self=True)
+    return torch.where(pick < lay.num_nodes, pick, torch.full_like(pick, -1))
+
+
+def _backtrack(lay: _Layout, slots: Tensor, last: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+    """Follow the argmax slots back from ``last`` (per sequence): the arcs of the best path
+    ``[B, T]`` (-1 beyond each length and where no path exists) and the first node ``[B]``."""
+    num_frames = slots.shape[0]
+    arcs = torch.full((lay.num_seqs, num_frames), -1, dtype=torch.long, device=slots.device)
+    node = last
+    for t in range(num_frames - 1, -1, -1):
+        active = (t < lengths) & (node >= 0)
+        at = node.clamp(min=0)
+        arc = lay.in_arc[slots[t, at], at]
+        arcs[:, t] = torch.where(active, arc, arcs[:, t])
+        node = torch.where(active, lay.src[arc.clamp(min=0)], node)
+    return arcs, node
+
+
+def _best_paths(lay: _Layout, alpha: Tensor, slots: Tensor, final: Tensor, lengths: Tensor
+                ) -> Tuple[Tensor, Tensor, Tensor]:
+    """Arcs ``[B, T]``, first and last node ``[B]`` (-1: no path) of each sequence's best path."""
+    last = _best_nodes(lay, _ending(lay, alpha, final, lengths))
+    arcs, first = _backtrack(lay, slots, last, lengths)
+    return arcs, first, last
+
+
+# ---------------------------------------------------------------------- CPU kernels
+# On the CPU the log-semiring sweeps run as numba kernels, one sequence per thread: a frame of
+# a few thousand states is too small for tensor operations to pay for their dispatch (the
+# torch formulation above serves CUDA, other semirings, and checks these kernels in the tests).
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _forward_log_kernel(in_src, in_weight, in_column, columns, start, node_order, seq_offsets,
+                        lengths, alpha, consts):  # pragma: no cover - jitted
+    # consts = [-inf, 0] in the weights' dtype: float32 inputs get float32 exp/log, not float64
+    neg_inf, zero = consts[0], consts[1]
+    num_slots = in_src.shape[1]
+    num_frames = columns.shape[0]
+    for b in numba.prange(seq_offsets.shape[0] - 1):
+        values = np.empty(num_slots, alpha.dtype)
+        nodes = node_order[seq_offsets[b]:seq_offsets[b + 1]]
+        for n in nodes:
+            alpha[0, n] = start[n]
+        for t in range(num_frames):
+            if t >= lengths[b]:  # forward scores past the end are never read
+                for n in nodes:
+                    alpha[t + 1, n] = neg_inf
+                continue
+            for n in nodes:
+                peak = neg_inf
+                count = 0
+                for d in range(num_slots):
+                    s = in_src[n, d]
+                    if s < 0:
+                        break
+                    v = alpha[t, s] + in_weight[n, d] + columns[t, in_column[n, d]]
+                    values[d] = v
+                    peak = max(peak, v)
+                    count += 1
+                if peak == neg_inf:
+                    alpha[t + 1, n] = neg_inf
+                    continue
+                acc = zero
+                for d in range(count):
+                    acc += np.exp(values[d] - peak)
+                alpha[t + 1, n] = peak + np.log(acc)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _backward_log_kernel(out_arc, out_dst, out_weight, out_column, columns, start, final, alpha, shift,
+                         grad_totals, node_order, seq_offsets, lengths, grad_w, grad_columns, grad_start,
+                         grad_final, beta, consts):  # pragma: no cover - jitted
+    """Backward scores (two rows of ``beta`` [2, N] alternate) with the arc occupancies
+    ``exp(alpha[t, src] + w + e + beta[t + 1, dst] - total)`` summed into the gradients."""
+    neg_inf, zero = consts[0], consts[1]
+    num_slots = out_arc.shape[1]
+    for b in numba.prange(seq_offsets.shape[0] - 1):
+        values = np.empty(num_slots, alpha.dtype)
+        nodes = node_order[seq_offsets[b]:seq_offsets[b + 1]]
+        length, total, g = lengths[b], shift[b], grad_totals[b]
+        row = length % 2
+        for n in nodes:
+            beta[row, n] = final[n]
+            grad_final[n] = np.exp(alpha[length, n] + final[n] - total) * g
+        for t in range(length - 1, -1, -1):
+            nxt, row = row, t % 2
+            for n in nodes:
+                peak = neg_inf
+                count = 0
+                for d in range(num_slots):
+                    a = out_arc[n, d]
+                    if a < 0:
+                        break
+                    v = out_weight[n, d] + columns[t, out_column[n, d]] + beta[nxt, out_dst[n, d]]
+                    values[d] = v
+                    peak = max(peak, v)
+                    count += 1
+                if peak == neg_inf:
+                    beta[row, n] = neg_inf
+                    continue
+                acc = zero
+                # occupancy of slot d = exp(alpha[t, n] + peak - total) * exp(values[d] - peak)
+                scale = np.exp(alpha[t, n] + peak - total) * g
+                for d in range(count):
+                    e = np.exp(values[d] - peak)
+                    acc += e
+                    if scale != zero:
+                        occupancy = scale * e
+                        grad_w[out_arc[n, d]] += occupancy
+                        grad_columns[t, out_column[n, d]] += occupancy
+                beta[row, n] = peak + np.log(acc)
+        for n in nodes:
+            grad_start[n] = np.exp(start[n] + beta[row, n] - total) * g
+
+
+def _consts(like: Tensor) -> np.ndarray:
+    return np.array([NEG_INF, 0.0], dtype=np.float32 if like.dtype == torch.float32 else np.float64)
+
+
+def _use_kernels(lay: _Layout, columns: Tensor, semiring: Semiring) -> bool:
+    return _KERNELS and columns.device.type == "cpu" and semiring.name == "log" \
+        and getattr(semiring, "beta", 1.0) == 1.0
+
+
+def _arc_tables_np(lay: _Layout, table: Tensor, weights: Tensor, endpoint: Tensor) -> Tuple[np.ndarray, ...]:
+    """The padded arc table and its other endpoints, weights and columns, node-major ``[N, D]``."""
+    table = table.t().contiguous()
+    return (table.numpy(), _take(endpoint, table, -1).numpy(), _take(weights.detach(), table, NEG_INF).numpy(),
+            _take(lay.arc_column, table, 0).numpy())
+
+
+def _kernel_forward(lay: _Layout, weights: Tensor, start: Tensor, columns: Tensor, lengths: Tensor) -> Tensor:
+    alpha = columns.new_empty(columns.shape[0] + 1, lay.num_nodes)
+    _, in_src, in_weight, in_column = _arc_tables_np(lay, lay.in_arc, weights, lay.src)
+    _forward_log_kernel(in_src, in_weight, in_column, columns.detach().contiguous().numpy(),
+                        start.detach().contiguous().numpy(), lay.node_order.numpy(), lay.seq_offsets.numpy(),
+                        lengths.numpy(), alpha.numpy(), _consts(columns))
+    return alpha
+
+
+def _kernel_grads(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor, lengths: Tensor,
+                  alpha: Tensor, totals: Tensor, grad_totals: Tensor) -> Tuple[Tensor, ...]:
+    shift = torch.where(torch.isfinite(totals), totals, torch.zeros_like(totals))
+    grads = [torch.zeros_like(t) for t in (weights, start, final, columns)]
+    grad_w, grad_start, grad_final, grad_columns = grads
+    out_arc, out_dst, out_weight, out_column = _arc_tables_np(lay, lay.out_arc, weights, lay.dst)
+    beta = columns.new_empty(2, lay.num_nodes)
+    _backward_log_kernel(out_arc, out_dst, out_weight, out_column, columns.detach().contiguous().numpy(),
+                         start.detach().numpy(), final.detach().numpy(), alpha.numpy(), shift.numpy(),
+                         grad_totals.detach().contiguous().numpy(), lay.node_order.numpy(),
+                         lay.seq_offsets.numpy(), lengths.numpy(), grad_w.numpy(), grad_columns.numpy(),
+                         grad_start.numpy(), grad_final.numpy(), beta.numpy(), _consts(columns))
+    return grad_w, grad_start, grad_final, grad_columns
+
+
+# ---------------------------------------------------------------------- fused total
+class _DenseScore(torch.autograd.Function):
+    """Totals of the dense intersection from the emission columns, with the forward-backward gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor,
+                lay: _Layout, lengths: Tensor, semiring: Semiring) -> Tensor:
+        tropical = semiring.name == "tropical"
+        if _use_kernels(lay, columns, semiring):
+            alpha, slots = _kernel_forward(lay, weights, start, columns, lengths), None
+        else:
+            alpha, slots = _forward_sweep(lay, weights, start, columns, semiring, backpointers=tropical)
+        totals = _totals(lay, alpha, final, lengths, semiring)
+        ctx.lay, ctx.semiring = lay, semiring
+        ctx.save_for_backward(weights, start, final, columns, lengths, alpha, totals,
+                              *(() if slots is None else (slots,)))
+        return totals
+
+    @staticmethod
+    def backward(ctx: Any, grad_totals: Tensor) -> Tuple[Tensor | None, ...]:
+        weights, start, final, columns, lengths, alpha, totals, *rest = ctx.saved_tensors
+        lay: _Layout = ctx.lay
+        if _use_kernels(lay, columns, ctx.semiring):
+            grads = _kernel_grads(lay, weights, start, final, columns, lengths, alpha, totals, grad_totals)
+        elif ctx.semiring.name == "tropical":
+            grads = _viterbi_grads(lay, rest[0], weights, start, final, columns, lengths, alpha, grad_totals)
+        else:
+            grads = _forward_backward_grads(lay, ctx.semiring, weights, start, final, columns, lengths,
+                                            alpha, totals, grad_totals)
+        return tuple(grad if need else None for grad, need in zip(grads, ctx.needs_input_grad[:4])) \
+            + (None, None, None)
+
+
+def _forward_backward_grads(lay: _Layout, semiring: Semiring, weights: Tensor, start: Tensor, final: Tensor,
+                            columns: Tensor, lengths: Tensor, alpha: Tensor, totals: Tensor,
+                            grad_totals: Tensor) -> Tuple[Tensor, ...]:
+    """Arc occupancies ``exp(beta (alpha[src] + w + e + beta[dst] - total))`` scaled by the
+    incoming gradient, summed into the emission columns and the arc weights."""
+    scale = getattr(semiring, "beta", 1.0)
+    # An impossible sequence (total -inf) has all occupancies exp(-inf) = 0 with a finite shift.
+    shift = torch.where(torch.isfinite(totals), totals, torch.zeros_like(totals))
+    arc_shift, arc_grad = shift[lay.arc_seq], grad_totals[lay.arc_seq]
+    grad_w = torch.zeros_like(weights)
+    grad_columns = torch.zeros_like(columns)
+
+    def occupancy(log_value: Tensor, value_shift: Tensor, value_grad: Tensor) -> Tensor:
+        value = log_value - value_shift
+        return torch.exp(value * scale if scale != 1.0 else value) * value_grad
+
+    def visit(t0: int, t1: int, betas: Tensor) -> None:
+        nonlocal grad_w
+        occ = occupancy(alpha[t0:t1].index_select(1, lay.src) + weights
+                        + columns[t0:t1].index_select(1, lay.arc_column) + betas.index_select(1, lay.dst),
+                        arc_shift, arc_grad)
+        grad_w = grad_w + occ.sum(0)
+        grad_columns[t0:t1].index_add_(1, lay.arc_column, occ)
+
+    beta0 = _backward_sweep(lay, weights, final, columns, lengths, semiring, visit)
+    node_shift, node_grad = shift[lay.node_seq], grad_totals[lay.node_seq]
+    grad_start = occupancy(start + beta0, node_shift, node_grad)
+    grad_final = occupancy(_ending(lay, alpha, final, lengths), node_shift, node_grad)
+    return grad_w, grad_start, grad_final, grad_columns
+
+
+def _viterbi_grads(lay: _Layout, slots: Tensor, weights: Tensor, start: Tensor, final: Tensor,
+                   columns: Tensor, lengths: Tensor, alpha: Tensor, grad_totals: Tensor) -> Tuple[Tensor, ...]:
+    """The tropical total's gradient: the incoming gradient along the best path of each sequence."""
+    arcs, first, last = _best_paths(lay, alpha, slots, final, lengths)
+    seq, frame = (arcs >= 0).nonzero(as_tuple=True)
+    path_arcs = arcs[seq, frame]
+    grad_w = torch.zeros_like(weights).index_add_(0, path_arcs, grad_totals[seq])
+    grad_columns = torch.zeros_like(columns).index_put_((frame, lay.arc_column[path_arcs]), grad_totals[seq],
+                                                        accumulate=True)
+    found = last >= 0
+    grad_start = torch.zeros_like(start).index_add_(0, first[found], grad_totals[found])
+    grad_final = torch.zeros_like(final).index_add_(0, last[found], grad_totals[found])
+    return grad_w, grad_start, grad_final, grad_columns
+
+
+def dense_score(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = None,
+                semiring: Union[str, Semiring] = "log") -> Tensor:
+    """Total score of each graph intersected with its emission sequence, without building the lattice.
+
+    ``emissions`` are ``[B, T, V]`` (or ``[T, V]`` for one sequence) log-scores; ``graphs`` are a
+    batch of ``B`` graphs, a list of them, or one graph used for every sequence; ``lengths``
+    (``[B]``, default ``T``) are the number of frames of each sequence. The total of sequence
+    ``b`` sums (log semiring) or maximises (``"tropical"``) over the paths of exactly
+    ``lengths[b]`` arcs the score ``start + sum(arc weight + emissions[b, t, ilabel]) + final``.
+    Label 0 reads emission column 0 (it is not epsilon here).
+
+    Returns ``[B]`` (a 0-dim tensor for ``[T, V]`` emissions); ``-inf`` where no path fits.
+    Differentiable w.r.t. the emissions and the graph's arc, start and final weights (the log
+    semiring's gradient is the arc occupancy, the tropical one is the best path's indicator).
+    Memory: the forward scores ``[T + 1, N]`` are kept for the backward, and chunks of frames
+    bound the rest.
+    """
+    sr = get_semiring(semiring)
+    g, emissions, lens, single, _ = _prepare(graphs, emissions, lengths)
+    lay = _Layout.of(g, emissions.shape[0], emissions.shape[2])
+    totals = _DenseScore.apply(g.weights, g.start_weights, g.final_weights, lay.emission_columns(emissions),
+                               lay, lens, sr)
+    return totals[0] if single else totals
+
+
+# ---------------------------------------------------------------------- lattice and alignment
+class DenseLattice(NamedTuple):
+    """The dense intersection as a graph, with its arc maps: lattice arc ``i`` is arc
+    ``arc_map[i]`` of the graph given (or of ``Graph.batch`` of the list given) taken at frame
+    ``frame[i]`` (its weight is that arc's weight plus the emission of its ilabel at that frame,
+    a differentiable gather of both)."""
+
+    graph: Graph
+    arc_map: Tensor
+    frame: Tensor
+
+
+def dense_lattice(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = None,
+                  beam: float | None = None) -> DenseLattice:
+    """Build the dense intersection as a (batch) graph; see :func:`intersect_dense`."""
+    inputs = _prepare(graphs, emissions, lengths)
+    g, emissions, lens, single, _ = inputs
+    num_seqs, num_frames, _ = emissions.shape
+    lay = _Layout.of(g, num_seqs, emissions.shape[2])
+    weights, start, final = g.weights, g.start_weights, g.final_weights
+    tropical = get_semiring("tropical")
+    with torch.no_grad():
+        # Viterbi forward and backward scores: a node (arc) is kept when the best path through
+        # it is possible and, with a beam, within ``beam`` of the sequence's best path.
+        columns = lay.emission_columns(emissions.detach())
+        alpha, _ = _forward_sweep(lay, weights.detach(), start.detach(), columns, tropical)
+        betas: List[Tensor] = []
+        beta0 = _backward_sweep(lay, weights.detach(), final.detach(), columns, lens, tropical,
+                                lambda t0, t1, b: betas.insert(0, b))
+        beta = torch.cat([beta0[None]] + betas)
+        best = _totals(lay, alpha, final.detach(), lens, tropical)
+        floor = best - beam if beam is not None else torch.full_like(best, NEG_INF)
+        node_floor = floor[lay.node_seq]
+        through = alpha + beta                                  # [T + 1, N]
+        keep_node = (through > NEG_INF) & (through >= node_floor)
+        level, node = keep_node.nonzero(as_tuple=True)
+        order = torch.argsort(lay.node_seq[node], stable=True)  # nodes of one graph together
+        level, node = level[order], node[order]
+        node_id = torch.full_like(keep_node, -1, dtype=torch.long)
+        node_id[level, node] = torch.arange(level.shape[0], device=level.device)
+        arc_floor = node_floor[lay.src]
+        kept_frames, kept_arcs = [lens.new_zeros(0)], [lens.new_zeros(0)]
+        step = _chunk_frames(num_frames, max(g.num_arcs, 1))
+        for t0 in range(0, num_frames, step):
+            t1 = min(t0 + step, num_frames)
+            via = (alpha[t0:t1].index_select(1, lay.src) + weights.detach()
+                   + columns[t0:t1].index_select(1, lay.arc_column) + beta[t0 + 1:t1 + 1].index_select(1, lay.dst))
+            t, a = ((via > NEG_INF) & (via >= arc_floor)).nonzero(as_tuple=True)
+            kept_frames.append(t + t0)
+            kept_arcs.append(a)
+        frame, arc_map = torch.cat(kept_frames), torch.cat(kept_arcs)
+        order = torch.argsort(lay.arc_seq[arc_map], stable=True)
+        frame, arc_map = frame[order], arc_map[order]
+        src = node_id[frame, lay.src[arc_map]]
+        dst = node_id[frame + 1, lay.dst[arc_map]]
+    seq = lay.arc_seq[arc_map]
+    arc_weights = weights.index_select(0, arc_map) + emissions[seq, frame, lay.ilabel[arc_map]]
+    neg_inf = start.new_full((), NEG_INF)
+    start_weights = torch.where(level == 0, start.index_select(0, node), neg_inf)
+    final_weights = torch.where(level == lens[lay.node_seq[node]], final.index_select(0, node), neg_inf)
+    lattice = Graph._from_tensors(src, dst, g.ilabel[arc_map], g.olabel[arc_map], arc_weights,
+                                  start_weights, final_weights, node_graph=None if single else lay.node_seq[node],
+                                  num_graphs=1 if single else num_seqs)
+    return DenseLattice(lattice, inputs.user_arcs(arc_map), frame)
+
+
+def intersect_dense(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = None,
+                    beam: float | None = None) -> Graph:
+    """The dense intersection as a graph (a batch of ``B`` lattices; one graph for ``[T, V]``).
+
+    Nodes are the ``(graph node, frame)`` pairs on some successful path (reachable and
+    co-accessible), ordered by frame; the arc for graph arc ``a`` at frame ``t`` has ``a``'s labels
+    and weight ``weights[a] + emissions[b, t, ilabel[a]]``, differentiable w.r.t. both. Start
+    weights sit on frame 0, final weights at each sequence's length. ``beam`` keeps only nodes and
+    arcs on a path whose score is within ``beam`` of the sequence's best path (pruning for decoding
+    with large graphs). Label 0 is emission column 0 here, not epsilon.
+    """
+    return dense_lattice(graphs, emissions, lengths, beam).graph
+
+
+class Alignment(NamedTuple):
+    """Best path of each sequence through a dense intersection."""
+
+    labels: Tensor   # [B, T] input label read at each frame (-1 beyond the length or with no path)
+    arcs: Tensor     # [B, T] arc taken at each frame (ids in the graph given, or in Graph.batch of the list)
+    scores: Tensor   # [B] best path scores (-inf with no path), differentiable
+    path: Graph      # the best paths as a batch of linear graphs, differentiable weights
+
+
+def viterbi_align(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = None) -> Alignment:
+    """Viterbi alignment: the best path of each sequence, as frame-level labels and as a graph.
+
+    The path graph of sequence ``b`` has ``lengths[b] + 1`` nodes (none if no path exists), the
+    arcs taken with their labels and weights (arc weight + emission, differentiable), and the
+    first node's start weight and the last node's final weight.
+    """
+    inputs = _prepare(graphs, emissions, lengths)
+    g, emissions, lens, single, _ = inputs
+    num_seqs, num_frames, _ = emissions.shape
+    lay = _Layout.of(g, num_seqs, emissions.shape[2])
+    weights, start, final = g.weights, g.start_weights, g.final_weights
+    with torch.no_grad():
+        alpha, slots = _forward_sweep(lay, weights.detach(), start.detach(), lay.emission_columns(emissions.detach()),
+                                      get_semiring("tropical"), backpointers=True)
+        assert slots is not None
+        arcs, first, last = _best_paths(lay, alpha, slots, final.detach(), lens)
+    labels = torch.where(arcs >= 0, lay.ilabel[arcs.clamp(min=0)], arcs)
+    found = last >= 0
+    # Path graphs: sequence b contributes lengths[b] + 1 nodes when it has a path.
+    sizes = torch.where(found, lens + 1, torch.zeros_like(lens))
+    offsets = torch.cumsum(sizes, 0) - sizes
+    on_path = arcs >= 0
+    seq, frame = on_path.nonzero(as_tuple=True)
+    path_arcs = arcs[seq, frame]
+    arc_weights = weights.index_select(0, path_arcs) + emissions[seq, frame, lay.ilabel[path_arcs]]
+    num_nodes = int(sizes.sum())
+    node_seq = torch.repeat_interleave(torch.arange(num_seqs, device=lens.device), sizes)
+    neg_inf = start.new_full((num_nodes,), NEG_INF)
+    start_weights = neg_inf.index_put((offsets[found],), start.index_select(0, first[found]))
+    final_weights = neg_inf.index_put((offsets[found] + lens[found],), final.index_select(0, last[found]))
+    path = Graph._from_tensors(offsets[seq] + frame, offsets[seq] + frame + 1, lay.ilabel[path_arcs],
+                               g.olabel[path_arcs], arc_weights, start_weights, final_weights,
+                               node_graph=None if single else node_seq, num_graphs=1 if single else num_seqs)
+    scores = arc_weights.new_zeros(num_seqs).index_add(0, seq, arc_weights)
+    ends = start.new_full((num_seqs,), NEG_INF).index_put(
+        (found.nonzero().reshape(-1),), start.index_select(0, first[found]) + final.index_select(0, last[found]))
+    scores = scores + ends
+    arcs = inputs.user_arcs(arcs)
+    if single:
+        return Alignment(labels[0], arcs[0], scores[0], path)
+    return Alignment(labels, arcs, scores, path)

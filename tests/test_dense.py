@@ -1,0 +1,225 @@
+"""Dense intersection: fused totals, lattice, alignment, against a brute-force sum over paths."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from oracle import paths, plus
+from strategies import graphs
+
+from gtn_py import Graph, LabelError
+from gtn_py.ops import dense
+from gtn_py.ops.dense import dense_lattice, dense_score, intersect_dense, viterbi_align
+
+NEG_INF = float("-inf")
+
+
+@contextlib.contextmanager
+def kernels(enabled: bool):
+    """Use the numba CPU kernels or the tensor formulation (CUDA's) inside the block."""
+    saved = dense._KERNELS
+    dense._KERNELS = enabled
+    try:
+        yield
+    finally:
+        dense._KERNELS = saved
+
+
+backends = pytest.mark.parametrize("use_kernels", [True, False], ids=["kernels", "tensors"])
+
+
+def brute_total(g: Graph, emissions: torch.Tensor, length: int, semiring: str) -> float:
+    """Sum (max) over paths of exactly ``length`` arcs of graph + emission scores."""
+    ilabel = g.ilabel.tolist()
+    scores = [s + sum(float(emissions[t, ilabel[a]]) for t, a in enumerate(path))
+              for path, s in paths(g, length) if len(path) == length]
+    return plus(scores, semiring)
+
+
+def random_case(data, num_labels=3, max_frames=4):
+    num_seqs = data.draw(st.integers(1, 3))
+    gs = [data.draw(graphs(max_nodes=4, max_arcs=7, num_labels=num_labels - 1, acyclic=False, acceptor=False))
+          for _ in range(num_seqs)]
+    frames = data.draw(st.integers(0, max_frames))
+    lengths = [data.draw(st.integers(0, frames)) for _ in range(num_seqs)]
+    seed = data.draw(st.integers(0, 2**16))
+    emissions = torch.randn(num_seqs, frames, num_labels, dtype=torch.float64,
+                            generator=torch.Generator().manual_seed(seed))
+    return gs, emissions, lengths
+
+
+@backends
+@pytest.mark.parametrize("semiring", ["log", "tropical"])
+@given(data=st.data())
+def test_dense_score_matches_brute_force(use_kernels, semiring, data):
+    gs, emissions, lengths = random_case(data)
+    with kernels(use_kernels):
+        got = dense_score(gs, emissions, lengths, semiring=semiring)
+    assert got.shape == (len(gs),)
+    for b, g in enumerate(gs):
+        want = brute_total(g, emissions[b], lengths[b], semiring)
+        assert math.isclose(float(got[b]), want, rel_tol=1e-9, abs_tol=1e-9) or (want == NEG_INF == float(got[b]))
+
+
+@given(data=st.data())
+def test_lattice_total_equals_fused_total(data):
+    gs, emissions, lengths = random_case(data)
+    lattice = intersect_dense(gs, emissions, lengths)
+    fused = dense_score(gs, emissions, lengths)
+    for b in range(len(gs)):
+        sub = lattice[b]
+        assert math.isclose(plus([s for _, s in paths(sub, max(lengths[b], 1))], "log"), float(fused[b]),
+                            rel_tol=1e-9, abs_tol=1e-9) or float(fused[b]) == NEG_INF
+    # every lattice node is on a successful path: as many arcs as frames, ordered by frame
+    assert lattice.num_graphs == len(gs)
+
+
+def test_lattice_forward_score_and_gradients_match_fused():
+    shortest = pytest.importorskip("gtn_py.ops.shortest")
+    torch.manual_seed(0)
+    g = Graph.from_arcs(3, [0, 0, 1, 1, 2, 0, 2], [1, 0, 2, 1, 2, 2, 0], [0, 1, 2, 0, 1, 2, 2],
+                        weights=torch.randn(7, dtype=torch.float64),
+                        start_weights=[0.0, -1.0, NEG_INF], final_weights=[NEG_INF, 0.3, 0.0], dtype=torch.float64)
+    weights = g.weights.clone().requires_grad_()
+    emissions = torch.randn(3, 6, 3, dtype=torch.float64, requires_grad=True)
+    h = g.with_weights(weights)
+    lengths = [6, 4, 1]
+    fused = dense_score(h, emissions, lengths)
+    lattice = intersect_dense(h, emissions, lengths)
+    materialised = shortest.forward_score(lattice)
+    assert torch.allclose(fused, materialised, atol=1e-10)
+    g1 = torch.autograd.grad(fused.sum(), (weights, emissions))
+    g2 = torch.autograd.grad(materialised.sum(), (weights, emissions))
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+@backends
+@pytest.mark.parametrize("semiring", ["log", "tropical"])
+def test_gradcheck_emissions_and_graph_weights(use_kernels, semiring, monkeypatch):
+    monkeypatch.setattr(dense, "_KERNELS", use_kernels)
+    torch.manual_seed(1)
+    g = Graph.from_arcs(4, [0, 0, 1, 1, 2, 3, 3, 0], [1, 2, 1, 3, 3, 3, 0, 3], [1, 2, 0, 1, 2, 0, 1, 0],
+                        weights=torch.randn(8, dtype=torch.float64),
+                        start_weights=[0.0, -0.5, NEG_INF, NEG_INF], final_weights=[NEG_INF, 0.2, NEG_INF, 0.0],
+                        dtype=torch.float64)
+    emissions = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    weights = g.weights.clone().requires_grad_()
+    start = torch.tensor([0.0, -0.5, NEG_INF, NEG_INF], dtype=torch.float64, requires_grad=True)
+    final = torch.tensor([NEG_INF, 0.2, NEG_INF, 0.0], dtype=torch.float64, requires_grad=True)
+
+    def total(w, s, f, e):
+        return dense_score(g.with_weights(w, f, s), e, [5, 3], semiring=semiring)
+
+    # -inf start/final entries have zero gradient; gradcheck perturbs only finite entries sensibly
+    assert torch.autograd.gradcheck(lambda w, e: total(w, start, final, e), (weights, emissions))
+    w_s = start.detach().clone()
+    w_s[2:] = -30.0
+    w_f = final.detach().clone()
+    w_f[[0, 2]] = -30.0
+    w_s.requires_grad_()
+    w_f.requires_grad_()
+    assert torch.autograd.gradcheck(lambda s, f: total(weights.detach(), s, f, emissions.detach()), (w_s, w_f))
+
+
+def test_kernels_and_tensors_agree_float32(monkeypatch):
+    torch.manual_seed(2)
+    gs = [Graph.from_arcs(3, [0, 1, 1, 2, 0], [1, 1, 2, 2, 2], [1, 2, 3, 0, 3], start=[0], accept=[2]),
+          Graph.from_arcs(2, [0, 0, 1], [0, 1, 1], [1, 2, 3], start=[0], accept=[1])]
+    emissions = torch.randn(2, 40, 4).log_softmax(-1).requires_grad_()
+    results = []
+    for kernels in (True, False):
+        monkeypatch.setattr(dense, "_KERNELS", kernels)
+        total = dense_score(gs, emissions, [40, 25])
+        results.append((total, torch.autograd.grad(total.sum(), emissions)[0]))
+    assert torch.allclose(results[0][0], results[1][0], rtol=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-5)
+
+
+@backends
+def test_impossible_sequence_is_minus_inf_with_zero_gradient(use_kernels, monkeypatch):
+    monkeypatch.setattr(dense, "_KERNELS", use_kernels)
+    g = Graph.from_arcs(3, [0, 1], [1, 2], [1, 2], start=[0], accept=[2], dtype=torch.float64)
+    emissions = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    total = dense_score(g, emissions, [4, 2])      # needs exactly 2 frames
+    assert float(total[0]) == NEG_INF and math.isfinite(float(total[1]))
+    grad, = torch.autograd.grad(total[0] + 0 * total[1], emissions)
+    assert torch.all(grad == 0)
+
+
+def test_single_sequence_and_shared_graph():
+    g = Graph.from_arcs(2, [0, 0, 1], [0, 1, 1], [0, 1, 2], start=[0], accept=[1], dtype=torch.float64)
+    emissions = torch.randn(3, 5, 3, dtype=torch.float64)
+    shared = dense_score(g, emissions)
+    listed = dense_score([g, g, g], emissions)
+    assert torch.allclose(shared, listed)
+    single = dense_score(g, emissions[1])
+    assert single.dim() == 0 and torch.allclose(single, shared[1])
+    align = viterbi_align(g, emissions)
+    assert int(align.arcs.max()) < g.num_arcs  # ids of the graph given, not of its replicas
+
+
+def test_viterbi_align_matches_best_path():
+    torch.manual_seed(3)
+    g = Graph.from_arcs(3, [0, 0, 1, 1, 2, 0], [1, 0, 2, 1, 2, 2], [0, 1, 2, 0, 1, 2],
+                        weights=torch.randn(6, dtype=torch.float64), start=[0], accept=[2], dtype=torch.float64)
+    emissions = torch.randn(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    lengths = [5, 3]
+    align = viterbi_align(g, emissions, lengths)
+    best = dense_score(g, emissions, lengths, semiring="tropical")
+    assert torch.allclose(align.scores, best)
+    assert align.labels.shape == (2, 5) and align.labels[1, 3:].tolist() == [-1, -1]
+    for b in range(2):
+        arcs = align.arcs[b, : lengths[b]].tolist()
+        src, dst = g.src.tolist(), g.dst.tolist()
+        assert all(dst[a] == src[c] for a, c in zip(arcs, arcs[1:]))
+        assert align.labels[b, : lengths[b]].tolist() == [g.ilabel.tolist()[a] for a in arcs]
+        path = align.path[b]
+        assert path.num_arcs == lengths[b]
+        assert math.isclose(plus([s for _, s in paths(path, lengths[b])], "tropical"), float(best[b]), rel_tol=1e-9)
+    # the path graph's weights are differentiable gathers of the emissions
+    grad, = torch.autograd.grad(align.path.weights.sum(), emissions)
+    assert float(grad.sum()) == sum(lengths)
+
+
+def test_beam_prunes_to_the_best_paths():
+    torch.manual_seed(4)
+    g = Graph.from_arcs(2, [0, 0, 1, 1], [0, 1, 1, 0], [0, 1, 2, 1], start=[0], accept=[0, 1], dtype=torch.float64)
+    emissions = torch.randn(1, 8, 3, dtype=torch.float64) * 3
+    full = dense_lattice(g, emissions)
+    narrow = dense_lattice(g, emissions, beam=0.0)
+    wide = dense_lattice(g, emissions, beam=1e9)
+    assert narrow.graph.num_arcs < full.graph.num_arcs == wide.graph.num_arcs
+    best = float(dense_score(g, emissions, semiring="tropical")[0])
+    kept = [s for _, s in paths(narrow.graph, 8)]
+    assert kept and all(math.isclose(s, best, rel_tol=1e-9) for s in kept)
+    # arc maps: weight = graph arc weight + emission at the frame
+    lat = full
+    want = g.weights[lat.arc_map] + emissions[0, lat.frame, g.ilabel[lat.arc_map]]
+    assert torch.allclose(lat.graph.weights, want)
+
+
+def test_label_outside_emissions_raises():
+    g = Graph.from_arcs(2, [0], [1], [5], start=[0], accept=[1])
+    with pytest.raises(LabelError, match="arc 0: ilabel 5"):
+        dense_score(g, torch.zeros(1, 2, 3))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    torch.manual_seed(5)
+    g = Graph.from_arcs(3, [0, 0, 1, 1, 2], [1, 0, 2, 1, 2], [0, 1, 2, 0, 1], start=[0], accept=[2],
+                        dtype=torch.float64)
+    emissions = torch.randn(2, 6, 3, dtype=torch.float64, requires_grad=True)
+    cpu = dense_score(g, emissions, [6, 4])
+    gpu_e = emissions.detach().cuda().requires_grad_()
+    gpu = dense_score(g.to("cuda"), gpu_e, [6, 4])
+    assert torch.allclose(cpu, gpu.cpu())
+    assert torch.allclose(torch.autograd.grad(cpu.sum(), emissions)[0],
+                          torch.autograd.grad(gpu.sum(), gpu_e)[0].cpu())
