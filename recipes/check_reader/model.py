@@ -38,7 +38,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         d["cuts"] = CutConfig(**d.get("cuts", {}))
         d["channels"] = tuple(d.get("channels", (16, 32)))
@@ -81,7 +81,7 @@ def grammar_graph(spec: str, dtype: torch.dtype = torch.float32, device: torch.d
         raise ValueError(f"grammar {spec!r}: need 1 <= MIN <= MAX")
     src = torch.arange(hi).repeat_interleave(NUM_DIGITS)
     labels = torch.arange(1, NUM_DIGITS + 1).repeat(hi)
-    return Graph.from_arcs(hi + 1, src, src + 1, labels, accept=list(range(lo, hi + 1)),
+    return Graph.from_arcs(hi + 1, src, src + 1, labels, start=[0], accept=list(range(lo, hi + 1)),
                            dtype=dtype, device=device)
 
 

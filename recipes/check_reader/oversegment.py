@@ -21,7 +21,7 @@ CROP = 28
 
 @dataclass
 class CutConfig:
-    grid: int = 4          # spacing of the regular cuts (pixels)
+    grid: int = 5          # spacing of the regular cuts (pixels)
     min_piece: int = 2     # cuts closer than this are merged
     max_span: int = 8      # a span covers at most this many pieces ...
     max_width: int = 28    # ... and at most this many pixels

@@ -49,7 +49,7 @@ class TrainConfig:
     log_every: int = 10
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
         d["generator"] = GeneratorConfig(**d.get("generator", {}))
         return cls(**d)
@@ -213,9 +213,10 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resum
             average_gradients(model, world)
             optimizer.step()
             step += 1
-            record = {"step": step, "loss": float(loss), "lr": lr, "dropped": dropped, "time": round(time.time() - t0, 2)}
+            record = {"step": step, "loss": float(loss.detach()), "lr": lr, "dropped": dropped,
+                      "time": round(time.time() - t0, 2)}
             if world.size > 1:
-                summed = torch.tensor([float(loss), float(dropped)])
+                summed = torch.tensor([float(loss.detach()), float(dropped)])
                 dist.all_reduce(summed)
                 record["loss"], record["dropped"] = float(summed[0]) / world.size, int(summed[1])
             bar.update(step, f"loss {record['loss']:.3f}")

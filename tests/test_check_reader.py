@@ -1,0 +1,242 @@
+"""The check-reader recipe: generator, over-segmentation, training, checkpoints, data parallelism, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recipes.check_reader.__main__ import main as cli
+from recipes.check_reader.data import (
+    GeneratorConfig,
+    load_digits,
+    load_strings,
+    make_strings,
+    read_png,
+    sample_strings,
+    save_strings,
+    split_digits,
+    write_png,
+)
+from recipes.check_reader.evaluate import edit_distance, read_batch, reject_curve
+from recipes.check_reader.model import ModelConfig, SegmentationReader, grammar_graph
+from recipes.check_reader.objectives import sequence_loss
+from recipes.check_reader.oversegment import CutConfig, batch_spans, span_crops, to_batch_tensor
+from recipes.check_reader.train import CHECKPOINT, METRICS, TrainConfig, batch_loss, train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(channels=(4, 8), hidden=16)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny models: one thread is fastest, and far faster on a busy machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return split_digits(load_digits(), 0.125, seed=0)
+
+
+def tiny_train_config(**changes) -> TrainConfig:
+    config = TrainConfig(steps=4, batch_size=4, lr=3e-3, warmup=1, valid_strings=4, valid_every=100,
+                         checkpoint_every=2, log_every=1,
+                         generator=GeneratorConfig(min_digits=1, max_digits=3))
+    return replace(config, **changes)
+
+
+# ---------------------------------------------------------------------- data
+def test_split_is_by_digit(digits):
+    train, held = digits
+    assert len(train) == 7000 and len(held) == 1000
+    all_digits = load_digits()
+    flat = {img.tobytes(): i for i, img in enumerate(all_digits.images)}
+    train_ids = {flat[img.tobytes()] for img in train.images}
+    held_ids = {flat[img.tobytes()] for img in held.images}
+    assert not train_ids & held_ids
+
+
+def test_generator(digits):
+    train, _ = digits
+    config = GeneratorConfig(min_digits=2, max_digits=5)
+    samples = sample_strings(train, 40, np.random.default_rng(1), config)
+    touching = 0
+    for s in samples:
+        assert s.image.dtype == np.uint8 and s.image.shape[0] == 28
+        assert 2 <= len(s.label) <= 5 and s.label.isdigit()
+        assert len(s.boundaries) == len(s.label) + 1 and np.all(np.diff(s.boundaries) > 0)
+        assert s.boundaries[0] >= config.margin and s.boundaries[-1] <= s.image.shape[1] - config.margin
+        ink = s.image.sum(axis=0) > 0
+        touching += int(not (~ink[s.boundaries[0]:s.boundaries[-1]]).any()) if len(s.label) > 1 else 0
+    assert touching > 0  # some strings have no blank column between their digits
+    again = sample_strings(train, 40, np.random.default_rng(1), config)
+    assert all(a.label == b.label and np.array_equal(a.image, b.image) for a, b in zip(samples, again))
+
+
+def test_string_sets_round_trip(tmp_path, digits):
+    strings = make_strings(digits[1], 5, seed=3)
+    save_strings(strings, tmp_path / "s.npz")
+    back = load_strings(tmp_path / "s.npz")
+    assert back.labels == strings.labels and np.array_equal(back.images, strings.images)
+    assert np.array_equal(back.image(0), strings.images[0, :, :strings.widths[0]])
+
+
+def test_png_round_trip(tmp_path):
+    img = (np.arange(28 * 40).reshape(28, 40) % 251).astype(np.uint8)
+    write_png(tmp_path / "a.png", img)
+    assert np.array_equal(read_png(tmp_path / "a.png"), img)
+
+
+# ---------------------------------------------------------------------- over-segmentation
+def test_true_boundaries_are_among_the_cuts(digits):
+    samples = sample_strings(digits[0], 60, np.random.default_rng(2))
+    config = CutConfig()
+    spans = batch_spans([s.image for s in samples], config)
+    distance = np.concatenate([np.abs(c[None, :] - s.boundaries[:, None]).min(axis=1)
+                               for s, c in zip(samples, spans.cuts)])
+    assert (distance <= config.grid // 2).mean() > 0.97
+    single = (spans.end - spans.begin) == 1
+    assert bool(((spans.x1 - spans.x0 <= config.max_width) | single).all())
+
+
+def test_span_crops_by_hand():
+    image = np.zeros((28, 40), np.uint8)
+    image[:, 10:16] = 200
+    image[:, 30] = 100
+    spans = batch_spans([image], CutConfig())
+    crops = span_crops(to_batch_tensor([image]), spans)
+    for k in range(len(spans.x0)):
+        x0, x1 = int(spans.x0[k]), int(spans.x1[k])
+        want = image[:, x0:x1].astype(np.float32).sum() / 255.0
+        assert crops[k].sum().item() == pytest.approx(want, rel=1e-5)
+
+
+# ---------------------------------------------------------------------- training
+def test_a_few_steps_lower_the_loss(digits):
+    torch.manual_seed(0)
+    samples = sample_strings(digits[0], 4, np.random.default_rng(5), GeneratorConfig(max_digits=3))
+    model = SegmentationReader(ModelConfig(**TINY))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    config = tiny_train_config()
+    losses = []
+    for _ in range(12):
+        optimizer.zero_grad()
+        loss, dropped = batch_loss(model, config, [s.image for s in samples], [s.label for s in samples], 4, 1)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        assert dropped == 0
+    assert losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize("criterion", ["perceptron", "hinge"])
+def test_viterbi_criteria(digits, criterion):
+    samples = sample_strings(digits[0], 3, np.random.default_rng(6), GeneratorConfig(max_digits=3))
+    model = SegmentationReader(ModelConfig(**TINY))
+    losses = sequence_loss(criterion, model([s.image for s in samples]).graphs, [s.label for s in samples])
+    assert losses.shape == (3,) and bool((losses >= 0).all())
+    losses.sum().backward()
+    assert model.recogniser.classify[-1].weight.grad is not None
+
+
+def test_grammar_limits_the_length(digits):
+    samples = sample_strings(digits[1], 4, np.random.default_rng(7), GeneratorConfig(min_digits=2, max_digits=4))
+    model = SegmentationReader(ModelConfig(grammar="length:2-3", **TINY))
+    for reading in read_batch(model, [s.image for s in samples]):
+        assert 2 <= len(reading.text) <= 3 and 0.0 <= reading.confidence <= 1.0
+        assert len(reading.segments) == len(reading.text)
+        assert all(x0 < x1 for x0, x1, _ in reading.segments)
+    assert grammar_graph("any") is None
+    with pytest.raises(ValueError, match="grammar"):
+        grammar_graph("length:3-2")
+
+
+def test_checkpoint_and_resume_give_the_same_state(tmp_path):
+    model_config = ModelConfig(**TINY)
+    straight = train(tmp_path / "a", model_config, tiny_train_config(steps=4), progress=False)
+    interrupted = tiny_train_config(steps=2)
+    train(tmp_path / "b", model_config, interrupted, progress=False)
+    resumed = train(tmp_path / "b", model_config, tiny_train_config(steps=4), resume=True, progress=False)
+    a = torch.load(straight, weights_only=False)
+    b = torch.load(resumed, weights_only=False)
+    assert a["step"] == b["step"] == 4
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
+    records = [json.loads(line) for line in open(tmp_path / "b" / METRICS)]
+    assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3, 4]
+    assert any(r["split"] == "valid" for r in records)
+    assert not list((tmp_path / "b").glob("*.tmp*"))
+
+
+def test_ctc_baseline_trains_and_decodes(tmp_path, digits):
+    model_config = ModelConfig(kind="ctc", **TINY)
+    path = train(tmp_path, model_config, tiny_train_config(criterion="ctc", steps=2), progress=False)
+    state = torch.load(path, weights_only=False)
+    assert state["model_config"]["kind"] == "ctc"
+    records = [json.loads(line) for line in open(tmp_path / METRICS)]
+    assert all(np.isfinite(r["loss"]) for r in records if r["split"] == "train")
+
+
+def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, **kw)
+
+
+TRAIN_ARGS = ["--steps", "2", "--batch-size", "4", "--max-digits", "3", "--channels", "4", "8", "--hidden", "16",
+              "--valid-strings", "2", "--quiet"]
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_matches_one_process(tmp_path):
+    one = _run(["-m", "recipes.check_reader", "train", "--out", str(tmp_path / "one"), "--threads", "1",
+                *TRAIN_ARGS], timeout=300)
+    assert one.returncode == 0, one.stderr
+    two = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "recipes.check_reader",
+                "train", "--out", str(tmp_path / "two"), "--threads", "1", *TRAIN_ARGS], timeout=300)
+    assert two.returncode == 0, two.stderr
+    a = torch.load(tmp_path / "one" / CHECKPOINT, weights_only=False)["model"]
+    b = torch.load(tmp_path / "two" / CHECKPOINT, weights_only=False)["model"]
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-5, rtol=1e-4), name
+
+
+def test_cli_evaluate_and_decode(tmp_path, capsys):
+    cli(["train", "--out", str(tmp_path), *TRAIN_ARGS])
+    cli(["make-data", "--out", str(tmp_path / "test.npz"), "--count", "6", "--min-digits", "2", "--max-digits", "3"])
+    cli(["evaluate", "--checkpoint", str(tmp_path / CHECKPOINT), "--data", str(tmp_path / "test.npz")])
+    printed = capsys.readouterr().out
+    assert "string accuracy" in printed and "reject" in printed
+    result = json.loads((tmp_path / "evaluation.json").read_text())
+    assert result["strings"] == 6 and 0 <= result["string_accuracy"] <= 100
+    assert len(result["examples"]) == 6
+    strings = load_strings(tmp_path / "test.npz")
+    write_png(tmp_path / "x.png", 255 - strings.image(0))  # dark ink on white paper
+    cli(["decode", "--checkpoint", str(tmp_path / CHECKPOINT), str(tmp_path / "x.png"), str(tmp_path / "test.npz")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 7 and lines[0].startswith(str(tmp_path / "x.png"))
+    # The PNG (inverted back) reads like the same image from the .npz.
+    assert lines[0].split("\t")[1:] == lines[1].split("\t")[1:]
+
+
+def test_metrics_by_hand():
+    assert edit_distance("1234", "1234") == 0
+    assert edit_distance("1234", "124") == 1
+    assert edit_distance("", "12") == 2
+    assert edit_distance("9876", "1234") == 4
+    confidence = np.array([0.9, 0.8, 0.8, 0.3])
+    correct = np.array([True, False, True, False])
+    curve = reject_curve(confidence, correct)
+    # Thresholds: accept none, the top one, the top three (tie at 0.8), all.
+    assert [(r["correct"], r["error"], r["reject"]) for r in curve] == [
+        (0.0, 0.0, 100.0), (25.0, 0.0, 75.0), (50.0, 25.0, 25.0), (50.0, 50.0, 0.0)]
