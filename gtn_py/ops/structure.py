@@ -4,7 +4,8 @@ trimming (connect), sorting, and comparisons.
 Every output is built from its inputs through index maps: an output arc's weight is a
 :func:`~gtn_py.graph.gather` (or a sum of gathers) of input arc, start and final weights,
 so gradients reach every input through ordinary autograd. Nothing loops per arc or node
-in Python; only :func:`connect` walks the integer structure, once, in a numba kernel.
+in Python; only :func:`connect` walks the integer structure, once, in a numba kernel
+(on a CPU copy of the arc grouping; weights stay where they are).
 
 Batches: the per-graph operations (:func:`closure`, :func:`project_input`,
 :func:`project_output`, :func:`invert`, :func:`reverse`, :func:`connect`,
@@ -176,22 +177,16 @@ def reverse(g: Graph) -> Graph:
 
 # ---------------------------------------------------------------------- trimming and sorting
 @numba.njit(cache=True, nogil=True)
-def _reachable(num_nodes: int, src: np.ndarray, dst: np.ndarray,
+def _reachable(dst: np.ndarray, out_arcs: np.ndarray, offsets: np.ndarray,
                seeds: np.ndarray) -> np.ndarray:  # pragma: no cover - jitted
-    """Nodes reachable from the ``seeds`` mask along arcs ``src -> dst`` (depth-first)."""
-    counts = np.zeros(num_nodes + 1, np.int64)
-    for a in range(src.shape[0]):
-        counts[src[a] + 1] += 1
-    offsets = np.cumsum(counts)
-    out_arcs = np.empty(src.shape[0], np.int64)
-    fill = offsets[:-1].copy()
-    for a in range(src.shape[0]):
-        out_arcs[fill[src[a]]] = a
-        fill[src[a]] += 1
+    """Nodes reachable from the ``seeds`` mask, depth first; ``out_arcs[offsets[n]:offsets[n+1]]``
+    are the arcs leaving node ``n`` (see :func:`group_arcs`) and ``dst`` their heads."""
     reached = seeds.copy()
-    stack = np.flatnonzero(seeds).astype(np.int64)
-    stack = np.concatenate((stack, np.empty(num_nodes, np.int64)))
-    top = np.count_nonzero(seeds)
+    stack = np.empty(seeds.shape[0], np.int64)  # each node is pushed at most once
+    top = 0
+    for n in np.flatnonzero(seeds):
+        stack[top] = n
+        top += 1
     while top > 0:
         top -= 1
         node = stack[top]
@@ -204,17 +199,20 @@ def _reachable(num_nodes: int, src: np.ndarray, dst: np.ndarray,
     return reached
 
 
+def _reachable_from(tails: Tensor, heads: Tensor, seeds: Tensor) -> np.ndarray:
+    """Mask of the nodes reachable from ``seeds`` along arcs ``tails -> heads``."""
+    out_arcs, offsets = group_arcs(tails, seeds.shape[0])
+    host = lambda t: t.detach().cpu().numpy()
+    return _reachable(host(heads), host(out_arcs), host(offsets), host(seeds))
+
+
 def connect(g: Graph) -> Graph:
     """Keep only the nodes on some successful path: reachable from a start node and reaching
     an accept node (node order and arc order kept). Per graph on a batch; a graph with no
     successful path becomes empty but keeps its place in the batch."""
-    src = g.src.detach().cpu().numpy()
-    dst = g.dst.detach().cpu().numpy()
-    starts = (g.start_weights > NEG_INF).cpu().numpy()
-    accepts = (g.final_weights > NEG_INF).cpu().numpy()
-    useful = _reachable(g.num_nodes, src, dst, starts) & _reachable(g.num_nodes, dst, src, accepts)
-    keep = torch.from_numpy(np.flatnonzero(useful)).to(g.device)
-    return subgraph(g, keep)
+    useful = (_reachable_from(g.src, g.dst, g.start_weights > NEG_INF)
+              & _reachable_from(g.dst, g.src, g.final_weights > NEG_INF))
+    return subgraph(g, torch.from_numpy(np.flatnonzero(useful)).to(g.device))
 
 
 def topsort(g: Graph) -> Graph:
@@ -233,8 +231,9 @@ def arcsort(g: Graph, by: str = "ilabel") -> Graph:
     if by not in ("ilabel", "olabel"):
         raise ValueError(f"arcsort by must be 'ilabel' or 'olabel', not {by!r}")
     label = g.ilabel if by == "ilabel" else g.olabel
-    perm = torch.argsort(label, stable=True)
-    perm = perm[torch.argsort(g.src[perm], stable=True)]
+    # One sort on a combined key (fits int64 for any graph that fits in memory).
+    span = int(label.max()) + 1 if label.numel() else 1
+    perm = torch.argsort(g.src * span + label, stable=True)
     return g._replace(src=g.src[perm], dst=g.dst[perm], ilabel=g.ilabel[perm], olabel=g.olabel[perm],
                       weights=g.weights.index_select(0, perm))
 
