@@ -46,6 +46,7 @@ from .io import SymbolTable, draw, load, read_openfst, read_symbols, save, write
 # Shortest distance family (ops/shortest.py).
 
 # Composition and friends (ops/compose.py).
+from .ops.compose import compose, determinize, intersect, remove_epsilon
 
 # Dense intersection with emission tensors (ops/dense.py).
 
