@@ -258,15 +258,17 @@ def compose(g1: Graph, g2: Graph) -> Graph:
     # Trim: keep the states that reach an accept state (all are reachable by construction).
     final2 = (g2.final_weights > NEG_INF).cpu().numpy()
     accepts = final1[states[:, 0]] & final2[states[:, 1]]
-    keep = _reachable(states.shape[0], arcs[:, 1], arcs[:, 0], accepts)
+    keep = _reachable(states.shape[0], np.ascontiguousarray(arcs[:, 1]), np.ascontiguousarray(arcs[:, 0]), accepts)
     graph_of_state = _graph_of(g1, g2, states[:, 0], states[:, 1])
-    # New numbering: kept states grouped by graph of the batch, in discovery order within.
     kept = np.flatnonzero(keep)
-    kept = kept[np.argsort(graph_of_state[kept], kind="stable")]
+    arcs = arcs[keep[arcs[:, 0]] & keep[arcs[:, 1]]]  # in order of their source state
+    if g1.is_batch or g2.is_batch:
+        # Keep each graph's states together (as Graph.batch does), in discovery order within.
+        kept = kept[np.argsort(graph_of_state[kept], kind="stable")]
     renumber = np.full(states.shape[0], -1, np.int64)
     renumber[kept] = np.arange(kept.shape[0])
-    arcs = arcs[keep[arcs[:, 0]] & keep[arcs[:, 1]]]
-    arcs = arcs[np.argsort(renumber[arcs[:, 0]], kind="stable")]
+    if g1.is_batch or g2.is_batch:
+        arcs = arcs[np.argsort(renumber[arcs[:, 0]], kind="stable")]
     is_start = np.zeros(states.shape[0], bool)
     is_start[:num_starts] = True
 
