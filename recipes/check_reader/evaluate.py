@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gtn_py.criteria.ctc import ctc_greedy_decode
 from gtn_py.ops.compose import compose
 from gtn_py.ops.shortest import forward_score, viterbi_path
 
@@ -71,15 +72,7 @@ def _read_ctc(model: WindowReader, images: list[np.ndarray]) -> list[Reading]:
     from .train import ctc_loss
 
     log_probs, lengths = model(images)
-    best = log_probs.argmax(-1).T.tolist()
-    texts = []
-    for b, frames in enumerate(best):
-        labels, prev = [], 0
-        for x in frames[: int(lengths[b])]:
-            if x != prev and x != 0:
-                labels.append(x)
-            prev = x
-        texts.append(label_text(labels))
+    texts = [label_text(labels) for labels in ctc_greedy_decode(log_probs.transpose(0, 1), lengths)]
     out = []
     for b, text in enumerate(texts):
         if not text:

@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from gtn_py.criteria.ctc import ctc_loss as gtn_ctc_loss
+
 from .data import DigitSet, GeneratorConfig, load_digits, make_strings, sample_strings, split_digits
 from .model import ModelConfig, build_reader, label_ids
 from .objectives import sequence_loss
@@ -164,9 +166,8 @@ def batch_loss(model: nn.Module, config: TrainConfig, images: list[np.ndarray], 
 
 def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: torch.Tensor,
              target_lengths: torch.Tensor) -> torch.Tensor:
-    """Per-string CTC losses (blank = 0) ``[B]``."""
-    return torch.nn.functional.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0,
-                                        reduction="none", zero_infinity=False)
+    """Per-string CTC losses (blank = 0) ``[B]``, by gtn_py's dense intersection."""
+    return gtn_ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="none")
 
 
 def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resume: bool = False,
