@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..graph import NEG_INF, Graph, gather, subgraph
 from ..semiring import Semiring, get_semiring
-from .traverse import group_arcs, topological_order
+from .traverse import csr_arcs, group_arcs, topological_order
 
 __all__ = [
     "union", "concat", "closure", "project_input", "project_output", "invert", "reverse",
@@ -177,10 +177,9 @@ def reverse(g: Graph) -> Graph:
 
 # ---------------------------------------------------------------------- trimming and sorting
 @numba.njit(cache=True, nogil=True)
-def _reachable(dst: np.ndarray, out_arcs: np.ndarray, offsets: np.ndarray,
-               seeds: np.ndarray) -> np.ndarray:  # pragma: no cover - jitted
-    """Nodes reachable from the ``seeds`` mask, depth first; ``out_arcs[offsets[n]:offsets[n+1]]``
-    are the arcs leaving node ``n`` (see :func:`group_arcs`) and ``dst`` their heads."""
+def _reachable(tails: np.ndarray, heads: np.ndarray, seeds: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """Mask of the nodes reachable from the ``seeds`` mask along arcs ``tails -> heads``."""
+    out_arcs, offsets = csr_arcs(seeds.shape[0], tails)
     reached = seeds.copy()
     stack = np.empty(seeds.shape[0], np.int64)  # each node is pushed at most once
     top = 0
@@ -191,7 +190,7 @@ def _reachable(dst: np.ndarray, out_arcs: np.ndarray, offsets: np.ndarray,
         top -= 1
         node = stack[top]
         for k in range(offsets[node], offsets[node + 1]):
-            m = dst[out_arcs[k]]
+            m = heads[out_arcs[k]]
             if not reached[m]:
                 reached[m] = True
                 stack[top] = m
@@ -199,19 +198,14 @@ def _reachable(dst: np.ndarray, out_arcs: np.ndarray, offsets: np.ndarray,
     return reached
 
 
-def _reachable_from(tails: Tensor, heads: Tensor, seeds: Tensor) -> np.ndarray:
-    """Mask of the nodes reachable from ``seeds`` along arcs ``tails -> heads``."""
-    out_arcs, offsets = group_arcs(tails, seeds.shape[0])
-    host = lambda t: t.detach().cpu().numpy()
-    return _reachable(host(heads), host(out_arcs), host(offsets), host(seeds))
-
-
 def connect(g: Graph) -> Graph:
     """Keep only the nodes on some successful path: reachable from a start node and reaching
     an accept node (node order and arc order kept). Per graph on a batch; a graph with no
     successful path becomes empty but keeps its place in the batch."""
-    useful = (_reachable_from(g.src, g.dst, g.start_weights > NEG_INF)
-              & _reachable_from(g.dst, g.src, g.final_weights > NEG_INF))
+    host = lambda t: t.detach().cpu().numpy()
+    src, dst = host(g.src), host(g.dst)
+    useful = (_reachable(src, dst, host(g.start_weights > NEG_INF))
+              & _reachable(dst, src, host(g.final_weights > NEG_INF)))
     return subgraph(g, torch.from_numpy(np.flatnonzero(useful)).to(g.device))
 
 

@@ -28,19 +28,26 @@ def group_arcs(nodes: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
 
 
 @numba.njit(cache=True, nogil=True)
+def csr_arcs(num_nodes: int, nodes: np.ndarray):  # pragma: no cover - jitted
+    """:func:`group_arcs` for numba kernels (a linear counting sort): ``(order, offsets)``."""
+    counts = np.zeros(num_nodes + 1, np.int64)
+    for a in range(nodes.shape[0]):
+        counts[nodes[a] + 1] += 1
+    offsets = np.cumsum(counts)
+    order = np.empty(nodes.shape[0], np.int64)
+    fill = offsets[:-1].copy()
+    for a in range(nodes.shape[0]):
+        order[fill[nodes[a]]] = a
+        fill[nodes[a]] += 1
+    return order, offsets
+
+
+@numba.njit(cache=True, nogil=True)
 def _kahn(num_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:  # pragma: no cover - jitted
     indegree = np.zeros(num_nodes, np.int64)
     for a in range(src.shape[0]):
         indegree[dst[a]] += 1
-    counts = np.zeros(num_nodes + 1, np.int64)
-    for a in range(src.shape[0]):
-        counts[src[a] + 1] += 1
-    offsets = np.cumsum(counts)
-    out_arcs = np.empty(src.shape[0], np.int64)
-    fill = offsets[:-1].copy()
-    for a in range(src.shape[0]):
-        out_arcs[fill[src[a]]] = a
-        fill[src[a]] += 1
+    out_arcs, offsets = csr_arcs(num_nodes, src)
     order = np.empty(num_nodes, np.int64)
     head = 0
     tail = 0
