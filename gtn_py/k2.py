@@ -340,20 +340,23 @@ def k2_dense_score(graphs: GraphLike, emissions: Tensor, lengths: Tensor | Seque
     empty = lens == 0
     totals = sr.segment_plus(g.start_weights + g.final_weights, g.node_graph, num_seqs)
     if not bool(empty.all()):
-        # k2.intersect_dense wants the sequences by decreasing length; a_to_b_map pairs graphs with them.
-        by_length = torch.argsort(-lens.cpu(), stable=True)
-        by_length = by_length[:int((~empty).sum())]
-        sequence_slot = torch.zeros(num_seqs, dtype=torch.int32)
-        sequence_slot[by_length] = torch.arange(by_length.shape[0], dtype=torch.int32)
+        # k2.intersect_dense wants the sequences by decreasing length, and FSA i paired with
+        # sequence i: FSA ``slot[b]`` of the k2 batch is graph b, the graphs of empty sequences left out.
+        by_length = torch.argsort(-lens.cpu(), stable=True)[:int((~empty).sum())]
         segments = torch.stack([by_length, torch.zeros_like(by_length), lens.cpu()[by_length]], 1)
         dense = k2.DenseFsaVec((emissions * beta if beta != 1.0 else emissions).to(torch.float32),
                                segments.to(torch.int32))
-        nonempty_nodes = (~empty[g.node_graph]).nonzero().reshape(-1)
-        fsa = k2.arc_sort(_build_fsa(subgraph(g, nonempty_nodes), topsort=False, vec=True, scale=beta))
-        lattice = k2.intersect_dense(fsa, dense, output_beam=float("inf"),
-                                     a_to_b_map=sequence_slot.to(emissions.device))
+        slot = torch.full((num_seqs,), -1, dtype=torch.long, device=lens.device)
+        slot[by_length.to(lens.device)] = torch.arange(by_length.shape[0], device=lens.device)
+        kept = subgraph(g, (~empty[g.node_graph]).nonzero().reshape(-1))
+        kept = Graph._from_tensors(kept.src, kept.dst, kept.ilabel, kept.olabel, kept.weights, kept.start_weights,
+                                   kept.final_weights, node_graph=slot[kept.node_graph],
+                                   num_graphs=by_length.shape[0])
+        fsa = k2.arc_sort(_build_fsa(kept, topsort=False, vec=True, scale=beta))
+        lattice = k2.intersect_dense(fsa, dense, output_beam=float("inf"))
         k2_totals = lattice.get_tot_scores(log_semiring=not isinstance(sr, TropicalSemiring),
                                            use_double_scores=True)
+        k2_totals = k2_totals.index_select(0, slot.clamp(min=0))
         k2_totals = (k2_totals / beta if beta != 1.0 else k2_totals).to(totals.dtype)
         totals = torch.where(empty, totals, k2_totals)
     totals = totals.to(emissions.dtype)
