@@ -1,0 +1,316 @@
+"""Energy-based losses over graphs: NLL/MMI, perceptron, hinge and the contrastive family.
+
+Every loss takes, for each example, the graph of its **correct answers** and the graph of
+**all answers** (a Graph, a batch Graph or a list of Graphs; the two sides pair up example by
+example). The *energy* of an answer is minus its score. An answer is an **output string**
+(epsilons removed) and a graph may hold several paths for one answer (alignments, segmentations):
+
+* ``F(y)``: the energy of the correct answer, ``-viterbi_score(correct)`` (the best path: the
+  minimum over latent variables), except in NLL/MMI and MEE, which use the free energy
+  ``-1/beta log sum_paths exp(beta score)`` of each side;
+* ``F(ŷ)``: the energy of the **most offending incorrect answer**, the best path of the
+  all-answers graph whose output string the correct graph does not accept, found with
+  :func:`~gtn_py.ops.shortest.n_best` over distinct output strings
+  (:func:`most_offending_incorrect`). Where every answer is correct, ``F(ŷ) = +inf``.
+
+The losses (LeCun et al., "A tutorial on energy-based learning", table of the lecture notes),
+with the margin each one enforces between ``F(ŷ)`` and ``F(y)``:
+
+==============  ==================================================================  ========
+loss            formula                                                             margin
+==============  ==================================================================  ========
+energy          ``F(y)``                                                            0
+perceptron      ``F(y) - min_ŷ F(ŷ)`` (min over all answers, the correct included)  0
+hinge           ``max(0, m + F(y) - F(ŷ))``                                         ``m``
+log             ``log(1 + exp(F(y) - F(ŷ)))``                                       inf
+LVQ2            ``min(M, max(0, F(y) - F(ŷ)))``                                     0
+MCE             ``sigmoid(F(y) - F(ŷ)) = (1 + exp(-(F(y) - F(ŷ))))^-1``              inf
+square-square   ``F(y)^2 + max(0, m - F(ŷ))^2``                                     ``m``
+square-exp      ``F(y)^2 + beta exp(-F(ŷ))``                                        inf
+NLL/MMI         ``F(y) + 1/beta log sum_ŷ exp(-beta F(ŷ))`` (sum over all answers)   inf
+MEE             ``1 - exp(-beta F(y)) / sum_ŷ exp(-beta F(ŷ))``                      inf
+==============  ==================================================================  ========
+
+Square-square is written with ``+``: the lecture notes' table prints ``F(y)^2 - (...)^2``, a
+typo (it would reward pushing ``F(ŷ)`` *below* the margin); the loss-function zoo table of the
+same notes has the correct ``+``. Square-square and square-exp assume non-negative energies.
+
+The hinge can also be taken with **loss-augmented decoding** (``cost=``): a cost graph (e.g.
+:func:`hamming_cost`, which adds ``margin`` to every label differing from the reference) is
+composed onto the all-answers graph's output side, and the loss is
+``max(0, F(y) - min_ŷ (F(ŷ) - cost(y, ŷ)))``, the structured SVM loss.
+
+Each loss returns one value per example, reduced by ``reduction`` (``"none"``: ``[B]``, or a
+0-dim tensor for a single graph; ``"mean"``, ``"sum"``). All are differentiable w.r.t. the
+weights of both graphs; an impossible correct answer gives ``+inf`` and zero gradients.
+"""
+
+from __future__ import annotations
+
+from typing import List, NamedTuple, Sequence, Set, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .errors import InvalidGraphError, LabelError
+from .graph import EPSILON, Graph
+from .ops.compose import compose
+from .ops.shortest import n_best, total_score
+from .semiring import TROPICAL, LogSemiring
+
+GraphsLike = Union[Graph, Sequence[Graph]]
+
+# Most offending incorrect answer: the correct graph may accept at most this many distinct
+# output strings (they are enumerated to be skipped among the all-answers graph's best).
+MAX_CORRECT_STRINGS = 64
+
+__all__ = [
+    "reduce_losses", "free_energy", "energy", "most_offending_incorrect", "MostOffending", "hamming_cost",
+    "energy_loss", "nll", "mmi", "perceptron", "hinge", "log_loss", "lvq2", "mce", "square_square",
+    "square_exp", "mee",
+]
+
+
+# ---------------------------------------------------------------------- plumbing
+def reduce_losses(losses: Tensor, reduction: str = "mean") -> Tensor:
+    """``"none"`` (as is), ``"sum"`` or ``"mean"`` of per-example losses."""
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    if reduction == "mean":
+        return losses.mean()
+    raise ValueError(f"reduction must be 'none', 'mean' or 'sum', not {reduction!r}")
+
+
+def _as_batch(graphs: GraphsLike) -> Tuple[Graph, bool]:
+    """One (batch) graph, and whether results keep a batch dimension."""
+    if isinstance(graphs, Graph):
+        return graphs, graphs.is_batch
+    return Graph.batch(list(graphs)), True
+
+
+def _pair(correct: GraphsLike, all_answers: GraphsLike) -> Tuple[Graph, Graph, bool]:
+    c, c_batched = _as_batch(correct)
+    a, a_batched = _as_batch(all_answers)
+    if c.num_graphs != a.num_graphs:
+        raise InvalidGraphError(f"{c.num_graphs} correct-answer graphs for {a.num_graphs} all-answers graphs")
+    return c, a, c_batched or a_batched
+
+
+def _finish(losses: Tensor, batched: bool, reduction: str) -> Tensor:
+    return reduce_losses(losses if batched else losses.reshape(()), reduction)
+
+
+def free_energy(graphs: GraphsLike, beta: float = 1.0) -> Tensor:
+    """``-1/beta log sum_paths exp(beta score)`` per graph (``+inf`` where there is no path)."""
+    return -total_score(graphs, LogSemiring(beta))
+
+
+def energy(graphs: GraphsLike) -> Tensor:
+    """``-(best path score)`` per graph: the energy of the best answer, latent variables minimised."""
+    return -total_score(graphs, TROPICAL)
+
+
+# ---------------------------------------------------------------------- most offending answer
+class MostOffending(NamedTuple):
+    """The most offending incorrect answer of each example."""
+
+    energies: Tensor          # [B] F(ŷ) (+inf where every answer is correct), differentiable
+    strings: List[List[int]]  # ŷ's output string per example (empty where there is none)
+    paths: Graph              # ŷ's best path per example, a batch of B linear graphs (empty graph: none)
+
+
+def _output_strings(paths: Graph) -> List[Tuple[int, ...]]:
+    """Output string (epsilons removed) of each linear path graph of a batch (arcs in path order)."""
+    olabel, owner = paths.olabel.tolist(), paths.arc_graph.tolist()
+    strings: List[List[int]] = [[] for _ in range(paths.num_graphs)]
+    for label, path in zip(olabel, owner):
+        if label != EPSILON:
+            strings[path].append(label)
+    return [tuple(s) for s in strings]
+
+
+def most_offending_incorrect(correct: GraphsLike, all_answers: GraphsLike) -> MostOffending:
+    """For each example, the best path of the all-answers graph whose output string is not
+    accepted by the correct graph, and its energy (differentiable w.r.t. the all-answers
+    graph's weights through the path's gathered weights).
+
+    The correct graph's output strings are enumerated (at most ``MAX_CORRECT_STRINGS``, else
+    :class:`InvalidGraphError`), then the all-answers graph's best paths over distinct output
+    strings, one more than there are correct strings, so the first incorrect one is among them.
+    """
+    c, a, _ = _pair(correct, all_answers)
+    correct_paths = n_best(c.unbatch() if c.is_batch else [c], MAX_CORRECT_STRINGS + 1, distinct_outputs=True)
+    answers: List[Set[Tuple[int, ...]]] = []
+    for i, paths in enumerate(correct_paths):
+        if paths.num_graphs > MAX_CORRECT_STRINGS:
+            raise InvalidGraphError(f"example {i}: the correct graph accepts more than {MAX_CORRECT_STRINGS} "
+                                    "output strings; the most offending incorrect answer needs them enumerated")
+        answers.append(set(_output_strings(paths)))
+    graphs = a.unbatch() if a.is_batch else [a]
+    candidates = [n_best([g], len(answers[i]) + 1, distinct_outputs=True)[0] for i, g in enumerate(graphs)]
+    chosen: List[Graph] = []
+    strings: List[List[int]] = []
+    for i, paths in enumerate(candidates):
+        pick = next((j for j, s in enumerate(_output_strings(paths)) if s not in answers[i]), None)
+        if pick is None:
+            chosen.append(Graph(dtype=a.dtype, device=a.device))  # no incorrect answer: an empty graph
+            strings.append([])
+        else:
+            chosen.append(paths[pick])
+            strings.append(list(_output_strings(paths)[pick]))
+    path_batch = Graph.batch(chosen)
+    return MostOffending(energy(path_batch), strings, path_batch)
+
+
+# ---------------------------------------------------------------------- cost graphs
+def hamming_cost(references: Union[Sequence[int], Sequence[Sequence[int]], Tensor], num_labels: int,
+                 margin: float = 1.0, *, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu") -> Graph:
+    """Hamming-cost acceptor(s): every string of the reference's length over labels
+    ``1..num_labels``, scored ``margin`` times the number of positions where it differs from
+    the reference. Composed onto an all-answers graph's output side (``compose(all, cost)``;
+    on the input side, e.g. per-frame labels, ``compose(cost, all)``) it adds the margin to
+    competing answers and restricts them to the reference's length.
+
+    ``references``: one label sequence (a single graph) or a list of them (a batch).
+    """
+    single = isinstance(references, Tensor) and references.dim() == 1 or (
+        not isinstance(references, Tensor) and all(isinstance(r, int) for r in references))
+    refs = [references] if single else list(references)
+    device = torch.device(device)
+    labels = torch.arange(1, num_labels + 1, device=device)
+    graphs = []
+    for ref in refs:
+        r = torch.as_tensor(ref, dtype=torch.long, device=device).reshape(-1)
+        bad = ((r < 1) | (r > num_labels)).nonzero()
+        if bad.numel():
+            raise LabelError(f"reference label {int(r[bad[0, 0]])} at position {int(bad[0, 0])} is outside "
+                             f"1..{num_labels} (label 0 is epsilon)")
+        n = r.shape[0]
+        position = torch.arange(n, device=device).repeat_interleave(num_labels)
+        label = labels.repeat(n)
+        weights = torch.where(label != r[position], torch.tensor(float(margin), dtype=dtype, device=device),
+                              torch.tensor(0.0, dtype=dtype, device=device))
+        graphs.append(Graph.from_arcs(n + 1, position, position + 1, label, label, weights,
+                                      start=[0], accept=[n], dtype=dtype, device=device))
+    return graphs[0] if single else Graph.batch(graphs)
+
+
+# ---------------------------------------------------------------------- the losses
+def energy_loss(correct: GraphsLike, reduction: str = "mean") -> Tensor:
+    """``F(y)``: pushes the correct answer's energy down and nothing up (margin 0; collapses)."""
+    c, batched = _as_batch(correct)
+    return _finish(energy(c), batched, reduction)
+
+
+def nll(correct: GraphsLike, all_answers: GraphsLike, beta: float = 1.0, reduction: str = "mean") -> Tensor:
+    """Negative log-likelihood / MMI: ``F(y) + 1/beta log sum_ŷ exp(-beta F(ŷ))`` with free
+    energies at inverse temperature ``beta`` (``= total_beta(all) - total_beta(correct)``)."""
+    c, a, batched = _pair(correct, all_answers)
+    return _finish(_difference(free_energy(c, beta), free_energy(a, beta)), batched, reduction)
+
+
+mmi = nll
+
+
+def _difference(f_correct: Tensor, f_all: Tensor) -> Tensor:
+    """``f_correct - f_all`` with ``+inf`` (and zero gradients) where the correct answer is
+    impossible, whatever ``f_all`` is."""
+    impossible = torch.isinf(f_correct)
+    safe_all = torch.where(impossible | torch.isinf(f_all), torch.zeros_like(f_all), f_all)
+    return torch.where(impossible, f_correct, f_correct - safe_all)
+
+
+def perceptron(correct: GraphsLike, all_answers: GraphsLike, reduction: str = "mean") -> Tensor:
+    """``F(y) - min_ŷ F(ŷ)``: Viterbi score of all answers minus that of the correct ones (margin 0)."""
+    c, a, batched = _pair(correct, all_answers)
+    return _finish(_difference(energy(c), energy(a)), batched, reduction)
+
+
+def _contrast(correct: GraphsLike, all_answers: GraphsLike) -> Tuple[Tensor, Tensor, bool]:
+    """``(F(y), F(ŷ))`` with ŷ the most offending incorrect answer; ``F(ŷ)`` is taken as
+    ``+inf`` (nothing pushed up) where the correct answer is impossible, so that such an
+    example's loss is ``+inf`` with zero gradients."""
+    c, a, batched = _pair(correct, all_answers)
+    f_correct, f_wrong = energy(c), most_offending_incorrect(c, a).energies
+    f_wrong = torch.where(torch.isinf(f_correct), torch.full_like(f_wrong, float("inf")), f_wrong)
+    return f_correct, f_wrong, batched
+
+
+def _gap(f_correct: Tensor, f_wrong: Tensor) -> Tensor:
+    """``F(y) - F(ŷ)``, which is -inf (zero gradient) where there is no incorrect answer and
+    +inf (zero gradient) where the correct answer is impossible."""
+    finite = torch.isfinite(f_correct) & torch.isfinite(f_wrong)
+    zero = torch.zeros_like(f_correct)
+    gap = torch.where(finite, f_correct, zero) - torch.where(finite, f_wrong, zero)
+    infinite = torch.where(torch.isinf(f_correct), f_correct, -f_wrong)
+    return torch.where(finite, gap, infinite)
+
+
+def hinge(correct: GraphsLike, all_answers: GraphsLike, margin: float = 1.0, cost: GraphsLike | None = None,
+          reduction: str = "mean") -> Tensor:
+    """Hinge loss with a margin.
+
+    Without ``cost``: ``max(0, margin + F(y) - F(ŷ))`` against the most offending incorrect
+    answer. With ``cost`` (a cost graph per example, or one for all, e.g. :func:`hamming_cost`;
+    ``margin`` is then ignored): loss-augmented decoding, ``max(0, F(y) - min_ŷ (F(ŷ) -
+    cost(ŷ)))`` where the minimum runs over ``compose(all_answers, cost)``: competitors pay
+    their cost as a margin (an answer the cost graph rejects is not a competitor).
+    """
+    if cost is None:
+        f_correct, f_wrong, batched = _contrast(correct, all_answers)
+        return _finish(torch.relu(margin + _gap(f_correct, f_wrong)), batched, reduction)
+    c, a, batched = _pair(correct, all_answers)
+    cost_graph, _ = _as_batch(cost)
+    augmented = energy(compose(a, cost_graph))
+    return _finish(torch.relu(_gap(energy(c), augmented)), batched, reduction)
+
+
+def log_loss(correct: GraphsLike, all_answers: GraphsLike, reduction: str = "mean") -> Tensor:
+    """``log(1 + exp(F(y) - F(ŷ)))`` (infinite margin)."""
+    f_correct, f_wrong, batched = _contrast(correct, all_answers)
+    return _finish(torch.nn.functional.softplus(_gap(f_correct, f_wrong)), batched, reduction)
+
+
+def lvq2(correct: GraphsLike, all_answers: GraphsLike, saturation: float = 1.0, reduction: str = "mean") -> Tensor:
+    """``min(M, max(0, F(y) - F(ŷ)))`` with ``M = saturation`` (margin 0)."""
+    f_correct, f_wrong, batched = _contrast(correct, all_answers)
+    return _finish(torch.clamp(_gap(f_correct, f_wrong), min=0.0, max=saturation), batched, reduction)
+
+
+def mce(correct: GraphsLike, all_answers: GraphsLike, reduction: str = "mean") -> Tensor:
+    """Minimum classification error: ``sigmoid(F(y) - F(ŷ))`` (infinite margin)."""
+    f_correct, f_wrong, batched = _contrast(correct, all_answers)
+    return _finish(torch.sigmoid(_gap(f_correct, f_wrong)), batched, reduction)
+
+
+def _square(f: Tensor) -> Tensor:
+    """``f ** 2``, ``+inf`` with a zero (not NaN) gradient where ``f`` is infinite."""
+    finite = torch.isfinite(f)
+    squared = torch.where(finite, f, torch.zeros_like(f)) ** 2
+    return torch.where(finite, squared, torch.full_like(f, float("inf")))
+
+
+def square_square(correct: GraphsLike, all_answers: GraphsLike, margin: float = 1.0,
+                  reduction: str = "mean") -> Tensor:
+    """``F(y)^2 + max(0, margin - F(ŷ))^2`` (margin ``margin``; for non-negative energies)."""
+    f_correct, f_wrong, batched = _contrast(correct, all_answers)
+    push_up = torch.relu(margin - f_wrong)  # 0 where there is no incorrect answer (F(ŷ) = +inf)
+    return _finish(_square(f_correct) + push_up ** 2, batched, reduction)
+
+
+def square_exp(correct: GraphsLike, all_answers: GraphsLike, beta: float = 1.0, reduction: str = "mean") -> Tensor:
+    """``F(y)^2 + beta exp(-F(ŷ))`` (infinite margin; for non-negative energies)."""
+    f_correct, f_wrong, batched = _contrast(correct, all_answers)
+    return _finish(_square(f_correct) + beta * torch.exp(-f_wrong), batched, reduction)
+
+
+def mee(correct: GraphsLike, all_answers: GraphsLike, beta: float = 1.0, reduction: str = "mean") -> Tensor:
+    """Minimum empirical error: ``1 - exp(-beta F(y)) / sum_ŷ exp(-beta F(ŷ))``, one minus the
+    probability of the correct answer (free energies at inverse temperature ``beta``)."""
+    c, a, batched = _pair(correct, all_answers)
+    log_ratio = -_difference(free_energy(c, beta), free_energy(a, beta))
+    return _finish(1 - torch.exp(beta * log_ratio), batched, reduction)
+
