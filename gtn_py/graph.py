@@ -88,11 +88,10 @@ class Graph:
         if dtype not in (torch.float32, torch.float64):
             raise DtypeMismatchError(f"weights must be float32 or float64, not {dtype}")
         device = torch.device(device)
-        long = dict(dtype=torch.long, device=device)
-        self._src = torch.zeros(0, **long)
-        self._dst = torch.zeros(0, **long)
-        self._ilabel = torch.zeros(0, **long)
-        self._olabel = torch.zeros(0, **long)
+        self._src = torch.zeros(0, dtype=torch.long, device=device)
+        self._dst = self._src
+        self._ilabel = self._src
+        self._olabel = self._src
         self._weights = torch.zeros(0, dtype=dtype, device=device)
         self._start = torch.zeros(0, dtype=dtype, device=device)
         self._final = torch.zeros(0, dtype=dtype, device=device)
@@ -186,7 +185,7 @@ class Graph:
                   start: TensorLike | None = None, accept: TensorLike | None = None,
                   start_weights: TensorLike | None = None, final_weights: TensorLike | None = None,
                   dtype: torch.dtype | None = None, device: torch.device | str | None = None,
-                  ) -> "Graph":
+                  ) -> Graph:
         """Build a graph from arc arrays in one go (no Python loop per arc).
 
         ``start``/``accept`` are lists (or tensors) of node ids with weight 0;
@@ -234,7 +233,7 @@ class Graph:
     @classmethod
     def _from_tensors(cls, src: Tensor, dst: Tensor, ilabel: Tensor, olabel: Tensor, weights: Tensor,
                       start_weights: Tensor, final_weights: Tensor, node_graph: Tensor | None = None,
-                      num_graphs: int = 1) -> "Graph":
+                      num_graphs: int = 1) -> Graph:
         """Wrap tensors without copying or checking (for operations whose output is valid by
         construction)."""
         g = cls.__new__(cls)
@@ -245,7 +244,7 @@ class Graph:
         g._num_nodes = int(start_weights.shape[0])
         return g
 
-    def _replace(self, **changes: Tensor) -> "Graph":
+    def _replace(self, **changes: Tensor) -> Graph:
         """A graph with the same nodes and batch layout and some arc or node tensors replaced."""
         self._flush()
         fields = dict(src=self._src, dst=self._dst, ilabel=self._ilabel, olabel=self._olabel,
@@ -255,7 +254,7 @@ class Graph:
         return Graph._from_tensors(num_graphs=self._num_graphs, **fields)  # type: ignore[arg-type]
 
     def with_weights(self, weights: Tensor, final_weights: Tensor | None = None,
-                     start_weights: Tensor | None = None) -> "Graph":
+                     start_weights: Tensor | None = None) -> Graph:
         """The same structure with new arc (and optionally node) weights, e.g. from a network."""
         changes = {"weights": weights}
         if final_weights is not None:
@@ -267,7 +266,7 @@ class Graph:
         return g
 
     # ------------------------------------------------------------------ validation
-    def validate(self) -> "Graph":
+    def validate(self) -> Graph:
         """Check the graph and raise a typed error naming the first offending arc or node."""
         self._flush()
         n, a = self._num_nodes, self._src.shape[0]
@@ -280,7 +279,8 @@ class Graph:
                 raise InvalidGraphError(f"{name} has shape {tuple(t.shape)}, expected ({n},)")
         tensors = (self._src, self._dst, self._ilabel, self._olabel, self._weights, self._start, self._final)
         if len({t.device for t in tensors}) > 1:
-            raise DeviceMismatchError(f"graph tensors are on several devices: {sorted({str(t.device) for t in tensors})}")
+            devices = sorted({str(t.device) for t in tensors})
+            raise DeviceMismatchError(f"graph tensors are on several devices: {devices}")
         if len({t.dtype for t in tensors[4:]}) > 1 or not self._weights.dtype.is_floating_point:
             raise DtypeMismatchError("arc, start and final weights must share one floating dtype")
 
@@ -398,7 +398,7 @@ class Graph:
         return self.node_graph[self.src]
 
     @staticmethod
-    def batch(graphs: Sequence["Graph"]) -> "Graph":
+    def batch(graphs: Sequence[Graph]) -> Graph:
         """Stack graphs into one batch (a disjoint union that remembers which graph is which)."""
         graphs = [g for g in graphs]
         if not graphs:
@@ -425,11 +425,11 @@ class Graph:
             num_graphs=len(parts),
         )
 
-    def unbatch(self) -> list["Graph"]:
+    def unbatch(self) -> list[Graph]:
         """The graphs of a batch, each on its own (weights stay connected to the batch's)."""
         return [self[i] for i in range(self._num_graphs)]
 
-    def __getitem__(self, index: int) -> "Graph":
+    def __getitem__(self, index: int) -> Graph:
         if not self.is_batch:
             if index in (0, -1):
                 return self
@@ -445,7 +445,7 @@ class Graph:
         return self._num_graphs
 
     # ------------------------------------------------------------------ conversions
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "Graph":
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Graph:
         """Move the graph to a device and/or cast its weights (differentiably)."""
         self._flush()
         device = torch.device(device) if device is not None else self.device
@@ -456,40 +456,40 @@ class Graph:
             self._weights.to(device=device, dtype=dtype), self._start.to(device=device, dtype=dtype),
             self._final.to(device=device, dtype=dtype), node_graph=ng, num_graphs=self._num_graphs)
 
-    def cpu(self) -> "Graph":
+    def cpu(self) -> Graph:
         return self.to("cpu")
 
-    def double(self) -> "Graph":
+    def double(self) -> Graph:
         return self.to(dtype=torch.float64)
 
-    def detach(self) -> "Graph":
+    def detach(self) -> Graph:
         """The same graph with weights cut from autograd."""
         return self._replace(weights=self.weights.detach(), start_weights=self._start.detach(),
                              final_weights=self._final.detach())
 
-    def requires_grad_(self, requires_grad: bool = True) -> "Graph":
+    def requires_grad_(self, requires_grad: bool = True) -> Graph:
         """Make the arc weights a leaf that requires grad (as ``Tensor.requires_grad_``)."""
         self.weights.requires_grad_(requires_grad)
         return self
 
     # ------------------------------------------------------------------ operators (pynini style)
     # Imported on use: the operations live on a floor above this module.
-    def __or__(self, other: "Graph") -> "Graph":
+    def __or__(self, other: Graph) -> Graph:
         """``g1 | g2``: union."""
         from .ops.structure import union
         return union([self, other])
 
-    def __add__(self, other: "Graph") -> "Graph":
+    def __add__(self, other: Graph) -> Graph:
         """``g1 + g2``: concatenation."""
         from .ops.structure import concat
         return concat([self, other])
 
-    def star(self) -> "Graph":
+    def star(self) -> Graph:
         """Kleene closure (``g*``)."""
         from .ops.structure import closure
         return closure(self)
 
-    def __matmul__(self, other: "Graph") -> "Graph":
+    def __matmul__(self, other: Graph) -> Graph:
         """``g1 @ g2``: composition."""
         from .ops.compose import compose
         return compose(self, other)

@@ -102,7 +102,7 @@ LOG = LogSemiring()
 TROPICAL = TropicalSemiring()
 
 
-def get_semiring(semiring: "str | Semiring") -> Semiring:
+def get_semiring(semiring: str | Semiring) -> Semiring:
     """Accept a semiring or its name: ``"log"``, ``"tropical"`` (also ``"max"``, ``"viterbi"``)."""
     if isinstance(semiring, Semiring):
         return semiring
