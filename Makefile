@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 
-.PHONY: demo test lint test-cuda system-deps speech-deps clean
+.PHONY: demo test lint test-cuda test-k2 system-deps speech-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,13 @@ lint: $(STAMP)
 
 test: $(STAMP) system-deps speech-deps lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
+	bash tools/k2_env.sh test
+
+# k2 interop tests (tests/k2), in their own Python 3.10 + torch 1.13.1 + k2 1.23.4 venv, which
+# tools/k2_env.sh builds once outside the repository, in ${XDG_CACHE_HOME:-~/.cache}/gtn_py/k2-py310.
+# Skipped with a message only when that cannot be built here (no package index, no Python 3.10).
+test-k2:
+	bash tools/k2_env.sh test
 
 # CUDA cases only (on a machine with a GPU).
 test-cuda: $(STAMP) system-deps
