@@ -44,12 +44,36 @@ from .ops.structure import (
 from .io import SymbolTable, draw, load, read_openfst, read_symbols, save, write_openfst, write_symbols
 
 # Shortest distance family (ops/shortest.py).
+from .ops.shortest import (
+    arc_posteriors,
+    forward_score,
+    n_best,
+    sample,
+    shortest_distance,
+    total_score,
+    viterbi_path,
+    viterbi_score,
+)
 
 # Composition and friends (ops/compose.py).
 from .ops.compose import compose, determinize, intersect, remove_epsilon
 
 # Dense intersection with emission tensors (ops/dense.py).
+from .ops.dense import Alignment, DenseLattice, dense_lattice, dense_score, intersect_dense, viterbi_align
 
 # Criteria (criteria/).
+from .criteria.asg import ASGLoss, asg_loss, asg_target_graphs, asg_transition_graph
+from .criteria.ctc import (
+    CTCLoss,
+    ctc_decode,
+    ctc_expand,
+    ctc_graph,
+    ctc_graph_loss,
+    ctc_greedy_decode,
+    ctc_loss,
+    ctc_topology,
+    label_sequences,
+    viterbi_decode,
+)
 
 __version__ = "0.1.0"

@@ -62,7 +62,7 @@ def ctc_expand(graphs: GraphsLike, blank: int = 0) -> Graph:
     order, offsets = group_arcs(src, num_nodes)
     follow = (offsets[1:] - offsets[:-1])[dst]
     arcs = torch.arange(num_arcs, device=device)
-    first = torch.repeat_interleave(arcs, follow)
+    first = torch.repeat_interleave(follow)  # arc a, follow[a] times
     slot = torch.arange(first.shape[0], device=device) - (torch.cumsum(follow, 0) - follow)[first]
     second = order[offsets[dst[first]] + slot]
     differ = ilabel[first] != ilabel[second]
@@ -114,7 +114,7 @@ def label_sequences(targets: TargetsLike, target_lengths: LengthsLike = None, *,
     if bool((lengths < 0).any()):
         raise InvalidGraphError(f"negative target length in {lengths.tolist()}")
     num_seqs = lengths.shape[0]
-    seq = torch.repeat_interleave(torch.arange(num_seqs, device=device), lengths)
+    seq = torch.repeat_interleave(lengths)  # sequence b, lengths[b] times
     starts = torch.cumsum(lengths, 0) - lengths
     pos = torch.arange(seq.shape[0], device=device) - starts[seq]
     if targets.dim() == 2:
@@ -142,8 +142,7 @@ def label_sequences(targets: TargetsLike, target_lengths: LengthsLike = None, *,
     start[node_start] = 0.0
     final[node_start + lengths] = 0.0
     return Graph._from_tensors(src, src + 1, labels, labels, torch.zeros(src.shape[0], dtype=dtype, device=device),
-                               start, final, node_graph=torch.repeat_interleave(
-                                   torch.arange(num_seqs, device=device), sizes), num_graphs=num_seqs)
+                               start, final, node_graph=torch.repeat_interleave(sizes), num_graphs=num_seqs)
 
 
 def ctc_graph(targets: TargetsLike, target_lengths: LengthsLike = None, blank: int = 0, *,

@@ -27,8 +27,9 @@ padding in memory.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable, List, NamedTuple, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, NamedTuple, Sequence, Tuple, Union
 
 import numba
 import numpy as np
@@ -48,6 +49,8 @@ _CHUNK_ELEMENTS = 1 << 19
 # Log-semiring totals on the CPU use the numba kernels (tests turn this off to check the
 # tensor formulation, which CUDA uses, on the CPU too).
 _KERNELS = True
+# Frames x arcs from which the kernels use all of numba's threads (one sequence per thread).
+_PARALLEL_WORK = 1 << 20
 
 
 # ---------------------------------------------------------------------- problem layout
@@ -380,6 +383,21 @@ def _backward_log_kernel(out_arc, out_dst, out_weight, out_column, columns, star
             grad_start[n] = np.exp(start[n] + beta[row, n] - total) * g
 
 
+@contextlib.contextmanager
+def _kernel_threads(work: int) -> Iterator[None]:
+    """Run small problems (``work`` = frames x arcs) on one thread: waking numba's thread pool
+    costs more than it saves there."""
+    if work >= _PARALLEL_WORK:
+        yield
+        return
+    saved = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(saved)
+
+
 def _consts(like: Tensor) -> np.ndarray:
     return np.array([NEG_INF, 0.0], dtype=np.float32 if like.dtype == torch.float32 else np.float64)
 
@@ -396,12 +414,17 @@ def _arc_tables_np(lay: _Layout, table: Tensor, weights: Tensor, endpoint: Tenso
             _take(lay.arc_column, table, 0).numpy())
 
 
+def _np(t: Tensor) -> np.ndarray:
+    """A numpy view of a CPU tensor (copied only if not contiguous)."""
+    return t.detach().contiguous().numpy()
+
+
 def _kernel_forward(lay: _Layout, weights: Tensor, start: Tensor, columns: Tensor, lengths: Tensor) -> Tensor:
     alpha = columns.new_empty(columns.shape[0] + 1, lay.num_nodes)
     _, in_src, in_weight, in_column = _arc_tables_np(lay, lay.in_arc, weights, lay.src)
-    _forward_log_kernel(in_src, in_weight, in_column, columns.detach().contiguous().numpy(),
-                        start.detach().contiguous().numpy(), lay.node_order.numpy(), lay.seq_offsets.numpy(),
-                        lengths.numpy(), alpha.numpy(), _consts(columns))
+    with _kernel_threads(columns.shape[0] * lay.src.shape[0]):
+        _forward_log_kernel(in_src, in_weight, in_column, _np(columns), _np(start), _np(lay.node_order),
+                            _np(lay.seq_offsets), _np(lengths), alpha.numpy(), _consts(columns))
     return alpha
 
 
@@ -412,11 +435,11 @@ def _kernel_grads(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, c
     grad_w, grad_start, grad_final, grad_columns = grads
     out_arc, out_dst, out_weight, out_column = _arc_tables_np(lay, lay.out_arc, weights, lay.dst)
     beta = columns.new_empty(2, lay.num_nodes)
-    _backward_log_kernel(out_arc, out_dst, out_weight, out_column, columns.detach().contiguous().numpy(),
-                         start.detach().numpy(), final.detach().numpy(), alpha.numpy(), shift.numpy(),
-                         grad_totals.detach().contiguous().numpy(), lay.node_order.numpy(),
-                         lay.seq_offsets.numpy(), lengths.numpy(), grad_w.numpy(), grad_columns.numpy(),
-                         grad_start.numpy(), grad_final.numpy(), beta.numpy(), _consts(columns))
+    with _kernel_threads(columns.shape[0] * lay.src.shape[0]):
+        _backward_log_kernel(out_arc, out_dst, out_weight, out_column, _np(columns), _np(start), _np(final),
+                             _np(alpha), _np(shift), _np(grad_totals), _np(lay.node_order), _np(lay.seq_offsets),
+                             _np(lengths), grad_w.numpy(), grad_columns.numpy(), grad_start.numpy(),
+                             grad_final.numpy(), beta.numpy(), _consts(columns))
     return grad_w, grad_start, grad_final, grad_columns
 
 
@@ -640,7 +663,7 @@ def viterbi_align(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
     path_arcs = arcs[seq, frame]
     arc_weights = weights.index_select(0, path_arcs) + emissions[seq, frame, lay.ilabel[path_arcs]]
     num_nodes = int(sizes.sum())
-    node_seq = torch.repeat_interleave(torch.arange(num_seqs, device=lens.device), sizes)
+    node_seq = torch.repeat_interleave(sizes)
     neg_inf = start.new_full((num_nodes,), NEG_INF)
     start_weights = neg_inf.index_put((offsets[found],), start.index_select(0, first[found]))
     final_weights = neg_inf.index_put((offsets[found] + lens[found],), final.index_select(0, last[found]))
