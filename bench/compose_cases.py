@@ -109,13 +109,14 @@ def run(repeats: int = 5, num_words: int = 5000, followers: int = 20) -> List[Di
     ours = compose(lexicon_sorted, grammar_sorted)
     theirs = pywrapfst.compose(fst_l, fst_g)
     theirs_arcs = sum(theirs.num_arcs(s) for s in theirs.states())
-    case = f"lexicon({lexicon.num_nodes} nodes, {lexicon.num_arcs} arcs) o bigram({grammar.num_nodes}, {grammar.num_arcs})"
+    case = (f"lexicon({lexicon.num_nodes} nodes, {lexicon.num_arcs} arcs) "
+            f"o bigram({grammar.num_nodes}, {grammar.num_arcs})")
     openfst_s = best_time(lambda: pywrapfst.compose(fst_l, fst_g), repeats)
     rows: List[Dict[str, object]] = [
         dict(case=case, impl="openfst (arcsorted)", seconds=openfst_s, nodes=theirs.num_states(), arcs=theirs_arcs)]
     for impl, (a, b) in (("gtn_py (arcsorted)", (lexicon_sorted, grammar_sorted)),
                          ("gtn_py (unsorted)", (lexicon_shuffled, grammar_shuffled))):
-        seconds = best_time(lambda: compose(a, b), repeats)
+        seconds = best_time(lambda a=a, b=b: compose(a, b), repeats)
         rows.append(dict(case=case, impl=impl, seconds=seconds, nodes=ours.num_nodes, arcs=ours.num_arcs,
                          vs_openfst=seconds / openfst_s))
     return rows
