@@ -1,25 +1,34 @@
 """Composition benchmark: a lexicon transducer (letters -> words) composed with a sparse word
 bigram acceptor with epsilon backoff, gtn_py against OpenFst (pywrapfst).
 
-Only the composition call is timed, on both sides; OpenFst gets arc-sorted inputs (its
-``compose`` needs them), gtn_py gets both arc-sorted and shuffled inputs (it sorts a copy of
-the arc index itself). Run ``python bench/compose_cases.py`` or call :func:`run`.
+Only the composition call is timed (median of ``repeats`` runs after a warm-up), on both
+sides; OpenFst gets arc-sorted inputs (its ``compose`` needs them), gtn_py gets both
+arc-sorted and shuffled inputs (it sorts a copy of the arc index itself). Run
+``python bench/compose_cases.py``; ``bench/graph_ops.py`` lists
+:func:`compose_lexicon_bigram` among its cases.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import statistics
+import sys
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, List, Tuple
 
 import numpy as np
 import torch
 
-from gtn_py import Graph
-from gtn_py.ops.compose import compose
-from gtn_py.ops.structure import arcsort
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from gtn_py import Graph  # noqa: E402
+from gtn_py.ops.compose import compose  # noqa: E402
+from gtn_py.ops.structure import arcsort  # noqa: E402
 
 NEG_INF = float("-inf")
+REPEATS = 7
+Row = Tuple[str, float, float]
 
 
 def lexicon_and_bigram(num_words: int = 5000, followers: int = 20, num_letters: int = 26,
@@ -85,49 +94,41 @@ def to_openfst(g: Graph):
     return f
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up (compiles the numba kernels on a first run)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        began = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times)
 
 
-def run(repeats: int = 5, num_words: int = 5000, followers: int = 20) -> List[Dict[str, object]]:
-    """Time the compose case; returns one row per implementation (seconds, best of ``repeats``)."""
+def compose_lexicon_bigram(repeats: int, num_words: int = 5000, followers: int = 20) -> List[Row]:
+    """Rows ``(case, gtn_py seconds, OpenFst seconds)`` as ``bench/graph_ops.py`` prints them:
+    arc-sorted inputs on both sides, then gtn_py on shuffled inputs (OpenFst needs sorted)."""
     import pywrapfst
 
     lexicon, grammar = lexicon_and_bigram(num_words, followers)
-    lexicon_sorted, grammar_sorted = arcsort(lexicon, "olabel"), arcsort(grammar, "ilabel")
-    lexicon_shuffled, grammar_shuffled = shuffled(lexicon), shuffled(grammar)
     fst_l, fst_g = to_openfst(lexicon), to_openfst(grammar)
     fst_l.arcsort("olabel")
     fst_g.arcsort("ilabel")
-
-    compose(lexicon_sorted, grammar_sorted)  # compile the kernels (cached on disk afterwards)
-    ours = compose(lexicon_sorted, grammar_sorted)
-    theirs = pywrapfst.compose(fst_l, fst_g)
-    theirs_arcs = sum(theirs.num_arcs(s) for s in theirs.states())
-    case = (f"lexicon({lexicon.num_nodes} nodes, {lexicon.num_arcs} arcs) "
-            f"o bigram({grammar.num_nodes}, {grammar.num_arcs})")
-    openfst_s = best_time(lambda: pywrapfst.compose(fst_l, fst_g), repeats)
-    rows: List[Dict[str, object]] = [
-        dict(case=case, impl="openfst (arcsorted)", seconds=openfst_s, nodes=theirs.num_states(), arcs=theirs_arcs)]
-    for impl, (a, b) in (("gtn_py (arcsorted)", (lexicon_sorted, grammar_sorted)),
-                         ("gtn_py (unsorted)", (lexicon_shuffled, grammar_shuffled))):
-        seconds = best_time(lambda a=a, b=b: compose(a, b), repeats)
-        rows.append(dict(case=case, impl=impl, seconds=seconds, nodes=ours.num_nodes, arcs=ours.num_arcs,
-                         vs_openfst=seconds / openfst_s))
-    return rows
+    theirs = median_time(lambda: pywrapfst.compose(fst_l, fst_g), repeats)
+    sorted_inputs = arcsort(lexicon, "olabel"), arcsort(grammar, "ilabel")
+    shuffled_inputs = shuffled(lexicon), shuffled(grammar)
+    name = f"compose lexicon({num_words} words) o bigram"
+    return [(f"{name}, arcsorted", median_time(lambda: compose(*sorted_inputs), repeats), theirs),
+            (f"{name}, unsorted", median_time(lambda: compose(*shuffled_inputs), repeats), theirs)]
 
 
 def main() -> None:
-    torch.set_num_threads(1)
-    for row in run():
-        ratio = f"  ({row['vs_openfst']:.2f}x OpenFst)" if "vs_openfst" in row else ""
-        print(f"{row['case']}  {row['impl']:<22} {1e3 * float(row['seconds']):8.2f} ms  "  # type: ignore[arg-type]
-              f"-> {row['nodes']} nodes, {row['arcs']} arcs{ratio}")
+    lexicon, grammar = lexicon_and_bigram()
+    ours = compose(lexicon, grammar)
+    print(f"lexicon: {lexicon.num_nodes} nodes, {lexicon.num_arcs} arcs; bigram: {grammar.num_nodes} nodes, "
+          f"{grammar.num_arcs} arcs; composition: {ours.num_nodes} nodes, {ours.num_arcs} arcs")
+    for name, gtn_s, openfst_s in compose_lexicon_bigram(REPEATS):
+        print(f"{name:<48} gtn_py {gtn_s * 1e3:8.2f} ms   OpenFst {openfst_s * 1e3:8.2f} ms   "
+              f"ratio {gtn_s / openfst_s:5.2f}")
 
 
 if __name__ == "__main__":

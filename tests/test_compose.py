@@ -310,11 +310,15 @@ def test_determinize_batch_matches_each_graph():
           gtn_py.string_graph([2, 1], weights=[0.5, -0.5], dtype=torch.float64),
           Graph.from_arcs(2, [0, 0], [1, 1], [3, 3], weights=[-1.0, -2.0], start=[0, 1], accept=[1],
                           dtype=torch.float64)]
+    gs.append(Graph.from_arcs(3, [0, 1, 0], [1, 2, 2], [0, 4, 4], weights=[-0.5, 0.25, 1.0], start=[0], accept=[2],
+                              dtype=torch.float64))
     out = determinize(Graph.batch(gs), "log")
-    assert out.num_graphs == 3
+    no_eps = remove_epsilon(Graph.batch(gs), "log")
+    assert out.num_graphs == no_eps.num_graphs == 4
     for i, g in enumerate(gs):
         assert is_deterministic(out[i])
         assert_relations_close(relation(out[i]), relation(g))
+        assert_relations_close(relation(no_eps[i]), relation(g))
 
 
 def test_determinize_errors():
