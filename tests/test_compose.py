@@ -382,3 +382,13 @@ def test_remove_epsilon_and_determinize_on_cuda(semiring):
         out = op(g.to("cuda"), semiring)
         assert out.weights.device.type == "cuda"
         assert_relations_close(relation(out.cpu(), semiring), relation(g, semiring))
+
+
+def test_determinize_shares_states_with_equal_residuals():
+    # Strings "1 3" and "2 3" meet in node 1 with one entry each, so they share a state;
+    # the two parallel "1"-arcs merge into one arc carrying their log-sum.
+    g = Graph.from_arcs(3, [0, 0, 0, 1], [1, 1, 1, 2], [1, 1, 2, 3], weights=[-1.0, -2.0, 0.5, 0.25],
+                        start=[0], accept=[2], dtype=torch.float64)
+    out = determinize(g, "log")
+    assert (out.num_nodes, out.num_arcs) == (3, 3)
+    assert out.weights.tolist() == pytest.approx([math.log(math.exp(-1.0) + math.exp(-2.0)), 0.5, 0.25])

@@ -10,7 +10,12 @@ handled with OpenFst's *sequence* filter: on an epsilon run, ``g1``'s epsilon mo
 first and ``g2``'s after, so each pair of matching paths gives exactly one path of the
 result (no duplicates, none missing), and the result has the states OpenFst's default
 composition has. The result is trimmed: only states on a path from a start to an
-accept state are kept (an empty relation gives a graph with no nodes).
+accept state are kept (an empty relation gives a graph with no nodes; its weights stay
+connected to autograd, so downstream scores are -inf with zero gradients).
+
+On CUDA the integer structure (and, for :func:`determinize`, a detached float64 copy of
+the weights that decides which subsets are equal) goes to the CPU once per call; the
+result's weights are computed on the inputs' device.
 """
 
 from __future__ import annotations
