@@ -9,8 +9,8 @@ example). The *energy* of an answer is minus its score. An answer is an **output
   minimum over latent variables), except in NLL/MMI and MEE, which use the free energy
   ``-1/beta log sum_paths exp(beta score)`` of each side;
 * ``F(ŷ)``: the energy of the **most offending incorrect answer**, the best path of the
-  all-answers graph whose output string the correct graph does not accept, found with
-  :func:`~gtn_py.ops.shortest.n_best` over distinct output strings
+  all-answers graph whose output string the correct graph does not accept: the best path of
+  the all-answers graph composed with the complement of the correct output language
   (:func:`most_offending_incorrect`). Where every answer is correct, ``F(ŷ) = +inf``.
 
 The losses (LeCun et al., "A tutorial on energy-based learning", table of the lecture notes),
@@ -47,25 +47,23 @@ weights of both graphs; an impossible correct answer gives ``+inf`` and zero gra
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Sequence, Set, Tuple, Union
+from typing import List, NamedTuple, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 from .errors import InvalidGraphError, LabelError
-from .graph import EPSILON, Graph
-from .ops.compose import compose
-from .ops.shortest import n_best, total_score
+from .graph import EPSILON, NEG_INF, Graph
+from .ops.compose import compose, determinize
+from .ops.shortest import total_score, viterbi_path
+from .ops.structure import project_output
 from .semiring import TROPICAL, LogSemiring
 
 GraphsLike = Union[Graph, Sequence[Graph]]
 
-# Most offending incorrect answer: the correct graph may accept at most this many distinct
-# output strings (they are enumerated to be skipped among the all-answers graph's best).
-MAX_CORRECT_STRINGS = 64
-
 __all__ = [
-    "reduce_losses", "free_energy", "energy", "most_offending_incorrect", "MostOffending", "hamming_cost",
+    "reduce_losses", "free_energy", "energy", "most_offending_incorrect", "MostOffending", "rejecting_acceptor",
+    "hamming_cost",
     "energy_loss", "nll", "mmi", "perceptron", "hinge", "log_loss", "lvq2", "mce", "square_square",
     "square_exp", "mee",
 ]
@@ -121,47 +119,77 @@ class MostOffending(NamedTuple):
     paths: Graph              # ŷ's best path per example, a batch of B linear graphs (empty graph: none)
 
 
-def _output_strings(paths: Graph) -> List[Tuple[int, ...]]:
+def _output_strings(paths: Graph) -> List[List[int]]:
     """Output string (epsilons removed) of each linear path graph of a batch (arcs in path order)."""
-    olabel, owner = paths.olabel.tolist(), paths.arc_graph.tolist()
     strings: List[List[int]] = [[] for _ in range(paths.num_graphs)]
-    for label, path in zip(olabel, owner):
+    for label, path in zip(paths.olabel.tolist(), paths.arc_graph.tolist()):
         if label != EPSILON:
             strings[path].append(label)
-    return [tuple(s) for s in strings]
+    return strings
+
+
+def rejecting_acceptor(correct: Graph, alphabet: Tensor) -> Graph:
+    """The complement of each correct graph's output language over ``alphabet`` (labels >= 1):
+    an unweighted acceptor of every string over ``alphabet`` that ``correct`` does not output.
+
+    Built from the determinized output language (so ``correct`` must be acyclic after
+    trimming, else :class:`~gtn_py.errors.CyclicGraphError`): a sink node per graph takes every
+    label a state has no arc for, and finality is flipped (the sink accepts).
+    """
+    language = determinize(project_output(correct.detach()), "tropical")
+    num_nodes, num_graphs, device = language.num_nodes, correct.num_graphs, correct.device
+    node_graph = language.node_graph if language.is_batch else torch.zeros(num_nodes, dtype=torch.long,
+                                                                             device=device)
+    width = alphabet.shape[0]
+    # Which (state, label) moves exist; the others go to the sink.
+    column = torch.searchsorted(alphabet, language.ilabel.contiguous()).clamp(max=max(width - 1, 0))
+    known = (alphabet[column] == language.ilabel) if width else torch.zeros_like(column, dtype=torch.bool)
+    present = torch.zeros(num_nodes, width, dtype=torch.bool, device=device)
+    present[language.src[known], column[known]] = True
+    state, missing = (~present).nonzero(as_tuple=True)
+    sink = num_nodes + torch.arange(num_graphs, device=device)
+    loops_graph = torch.arange(num_graphs, device=device).repeat_interleave(width)
+    loops_label = alphabet.repeat(num_graphs)
+    src = torch.cat([language.src, state, sink[loops_graph]])
+    dst = torch.cat([language.dst, sink[node_graph[state]], sink[loops_graph]])
+    label = torch.cat([language.ilabel, alphabet[missing], loops_label])
+    # Flip finality; start at the determinized start node, or at the sink of a graph whose
+    # correct language is empty (then every string is incorrect).
+    zero, neg_inf = correct.weights.new_zeros(()), correct.weights.new_full((), NEG_INF)
+    has_start = torch.zeros(num_graphs, dtype=torch.bool, device=device)
+    has_start[node_graph[language.start_weights > NEG_INF]] = True
+    start = torch.cat([torch.where(language.start_weights > NEG_INF, zero, neg_inf),
+                       torch.where(~has_start, zero, neg_inf)])
+    final = torch.cat([torch.where(language.final_weights > NEG_INF, neg_inf, zero), zero.expand(num_graphs)])
+    everything = torch.cat([node_graph, torch.arange(num_graphs, device=device)])
+    layout = torch.argsort(everything, stable=True)  # keep each graph's nodes together
+    renumber = torch.empty_like(layout)
+    renumber[layout] = torch.arange(layout.shape[0], device=device)
+    arc_order = torch.argsort(everything[src], stable=True)
+    src, dst, label = renumber[src[arc_order]], renumber[dst[arc_order]], label[arc_order]
+    return Graph._from_tensors(src, dst, label, label, correct.weights.new_zeros(src.shape[0]), start[layout],
+                               final[layout], node_graph=everything[layout] if correct.is_batch else None,
+                               num_graphs=num_graphs)
 
 
 def most_offending_incorrect(correct: GraphsLike, all_answers: GraphsLike) -> MostOffending:
     """For each example, the best path of the all-answers graph whose output string is not
     accepted by the correct graph, and its energy (differentiable w.r.t. the all-answers
-    graph's weights through the path's gathered weights).
+    graph's weights).
 
-    The correct graph's output strings are enumerated (at most ``MAX_CORRECT_STRINGS``, else
-    :class:`InvalidGraphError`), then the all-answers graph's best paths over distinct output
-    strings, one more than there are correct strings, so the first incorrect one is among them.
+    The incorrect answers are the all-answers graph composed with the complement of the
+    correct output language (:func:`rejecting_acceptor`), so their best path is one Viterbi
+    search, however many paths (alignments) each answer has. The correct graphs must be
+    acyclic (after trimming); the all-answers graphs may be cyclic.
     """
     c, a, _ = _pair(correct, all_answers)
-    correct_paths = n_best(c.unbatch() if c.is_batch else [c], MAX_CORRECT_STRINGS + 1, distinct_outputs=True)
-    answers: List[Set[Tuple[int, ...]]] = []
-    for i, paths in enumerate(correct_paths):
-        if paths.num_graphs > MAX_CORRECT_STRINGS:
-            raise InvalidGraphError(f"example {i}: the correct graph accepts more than {MAX_CORRECT_STRINGS} "
-                                    "output strings; the most offending incorrect answer needs them enumerated")
-        answers.append(set(_output_strings(paths)))
-    graphs = a.unbatch() if a.is_batch else [a]
-    candidates = [n_best([g], len(answers[i]) + 1, distinct_outputs=True)[0] for i, g in enumerate(graphs)]
-    chosen: List[Graph] = []
-    strings: List[List[int]] = []
-    for i, paths in enumerate(candidates):
-        pick = next((j for j, s in enumerate(_output_strings(paths)) if s not in answers[i]), None)
-        if pick is None:
-            chosen.append(Graph(dtype=a.dtype, device=a.device))  # no incorrect answer: an empty graph
-            strings.append([])
-        else:
-            chosen.append(paths[pick])
-            strings.append(list(_output_strings(paths)[pick]))
-    path_batch = Graph.batch(chosen)
-    return MostOffending(energy(path_batch), strings, path_batch)
+    olabels = a.olabel
+    alphabet = torch.unique(olabels[olabels != EPSILON])
+    if c.is_batch != a.is_batch:  # compose pairs batches graph by graph
+        c, a = (c if c.is_batch else Graph.batch([c])), (a if a.is_batch else Graph.batch([a]))
+    incorrect = compose(a, rejecting_acceptor(c, alphabet))
+    paths = viterbi_path(incorrect if incorrect.is_batch else Graph.batch([incorrect]))
+    return MostOffending(energy(paths), _output_strings(paths), paths)
 
 
 # ---------------------------------------------------------------------- cost graphs
