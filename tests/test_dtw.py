@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
+import oracle
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import oracle
 from gtn_py import InvalidGraphError, LabelError, losses
 from gtn_py.criteria.dtw import ElasticTemplates, dtw, dtw_graph, dtw_path, local_distances
 
@@ -106,7 +106,8 @@ def test_gradcheck() -> None:
     inputs = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
     for gamma in (0.0, 0.3):
         assert torch.autograd.gradcheck(
-            lambda t, x: dtw(local_distances(t, x), None, torch.tensor([4, 3]), gamma), (templates, inputs))
+            lambda t, x, gamma=gamma: dtw(local_distances(t, x), None, torch.tensor([4, 3]), gamma),
+            (templates, inputs))
 
 
 def test_soft_dtw_tends_to_hard_dtw() -> None:
@@ -141,7 +142,8 @@ def spoken_words(n: int, generator: torch.Generator):
         cuts = torch.sort(torch.rand(2, generator=generator)).values * float(lengths[b])
         frame = torch.arange(int(lengths[b])).float()
         segment = (frame[:, None] >= cuts[None, :]).sum(1)
-        inputs[b, : lengths[b]] = shapes[labels[b], segment] + 0.3 * torch.randn(int(lengths[b]), 2, generator=generator)
+        noise = 0.3 * torch.randn(int(lengths[b]), 2, generator=generator)
+        inputs[b, : lengths[b]] = shapes[labels[b], segment] + noise
     return inputs, labels, lengths
 
 
