@@ -1,0 +1,709 @@
+"""The shortest-distance family: per-node distances, total scores and their gradients, arc
+posteriors, the best path, exact n-best lists and samples.
+
+Every function takes a :class:`Graph`, a batch Graph or a list of Graphs and works on the
+disjoint union in one pass; per-graph results are 0-dim for a single graph and ``[B]``
+otherwise. All of them are written once against :mod:`gtn_py.semiring`.
+
+How distances are computed:
+
+* **Acyclic graphs, CPU**: one compiled (numba) sweep that fuses Kahn's topological sort
+  with the relaxation of each node's out-arcs, so a chain of 100k nodes is one kernel call.
+* **Acyclic graphs, CUDA**: level-synchronous torch: nodes are grouped by longest-path
+  depth (computed from the integer structure on the CPU), and each level is one vectorized
+  ``segment_plus`` of its incoming arcs. Cost: one small loop iteration per level.
+* **Cyclic graphs** (both devices): vectorized relaxation to a fixed point. Tropical is exact
+  (Bellman-Ford: at most ``num_nodes`` rounds; a cycle with positive score raises
+  :class:`DivergenceError`, since scores are maximised). Log iterates until the distances stop
+  changing (to a few ulps) and raises :class:`DivergenceError` after
+  ``LOG_MAX_ITERATIONS`` rounds (the sum diverges, or converges too slowly to be useful).
+  Totals, gradients, paths and samples only look at arcs on some successful path, so a
+  divergent cycle that no successful path touches does not matter there.
+
+A graph without a start node, or without a successful path, has total score -inf, zero
+gradients, an empty best path (a graph with no nodes), no n-best entries and empty samples.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import DivergenceError
+from ..graph import NEG_INF, Graph, gather
+from ..semiring import LOG, TROPICAL, Semiring, TropicalSemiring, get_semiring, kernel_plus, segment_max
+
+GraphLike = Union[Graph, Sequence[Graph]]
+SemiringLike = Union[str, Semiring]
+
+LOG_MAX_ITERATIONS = 10000
+
+
+# ---------------------------------------------------------------------- compiled kernels
+@numba.njit(cache=True, nogil=True)
+def _csr(num_nodes, nodes):  # pragma: no cover - jitted
+    """Arcs grouped by ``nodes`` (counting sort): ``(order, offsets)``."""
+    offsets = np.zeros(num_nodes + 1, np.int64)
+    for a in range(nodes.shape[0]):
+        offsets[nodes[a] + 1] += 1
+    for n in range(num_nodes):
+        offsets[n + 1] += offsets[n]
+    fill = offsets[:-1].copy()
+    order = np.empty(nodes.shape[0], np.int64)
+    for a in range(nodes.shape[0]):
+        order[fill[nodes[a]]] = a
+        fill[nodes[a]] += 1
+    return order, offsets
+
+
+@numba.njit(cache=True, nogil=True)
+def _acyclic_sweep(num_nodes, tail, head, weights, init, kernel_id, beta):  # pragma: no cover - jitted
+    """Kahn's topological sort fused with relaxation: when a node leaves the queue its
+    distance is final, and its out-arcs are pushed into their heads. Returns the distances,
+    the best incoming arc of each node (strict improvements only, so ties keep the first
+    arc seen; -1 where the node's own ``init`` is best) and how many nodes were reached by
+    the sort (fewer than ``num_nodes``: the graph has a cycle)."""
+    order, offsets = _csr(num_nodes, tail)
+    indegree = np.zeros(num_nodes, np.int64)
+    for a in range(head.shape[0]):
+        indegree[head[a]] += 1
+    dist = init.astype(np.float64)
+    pred = np.full(num_nodes, -1, np.int64)
+    queue = np.empty(num_nodes, np.int64)
+    size = 0
+    for n in range(num_nodes):
+        if indegree[n] == 0:
+            queue[size] = n
+            size += 1
+    done = 0
+    while done < size:
+        n = queue[done]
+        done += 1
+        here = dist[n]
+        for k in range(offsets[n], offsets[n + 1]):
+            a = order[k]
+            m = head[a]
+            if here > NEG_INF:
+                candidate = here + weights[a]
+                if candidate > dist[m]:
+                    pred[m] = a
+                dist[m] = kernel_plus(kernel_id, beta, dist[m], candidate)
+            indegree[m] -= 1
+            if indegree[m] == 0:
+                queue[size] = m
+                size += 1
+    return dist, pred, done
+
+
+@numba.njit(cache=True, nogil=True)
+def _depths(num_nodes, tail, head):  # pragma: no cover - jitted
+    """Longest-path depth of every node (Kahn); ``-1`` on nodes a cycle keeps from the order."""
+    order, offsets = _csr(num_nodes, tail)
+    indegree = np.zeros(num_nodes, np.int64)
+    for a in range(head.shape[0]):
+        indegree[head[a]] += 1
+    depth = np.full(num_nodes, -1, np.int64)
+    queue = np.empty(num_nodes, np.int64)
+    size = 0
+    for n in range(num_nodes):
+        if indegree[n] == 0:
+            queue[size] = n
+            depth[n] = 0
+            size += 1
+    done = 0
+    while done < size:
+        n = queue[done]
+        done += 1
+        for k in range(offsets[n], offsets[n + 1]):
+            m = head[order[k]]
+            depth[m] = max(depth[m], depth[n] + 1)
+            indegree[m] -= 1
+            if indegree[m] == 0:
+                queue[size] = m
+                size += 1
+    if done < num_nodes:
+        depth[:] = -1
+    return depth
+
+
+@numba.njit(cache=True, nogil=True)
+def _reachable(num_nodes, tail, head, seeds):  # pragma: no cover - jitted
+    """Nodes reachable from ``seeds`` (a boolean mask) along arcs ``tail -> head``."""
+    order, offsets = _csr(num_nodes, tail)
+    seen = seeds.copy()
+    stack = np.empty(num_nodes, np.int64)
+    size = 0
+    for n in range(num_nodes):
+        if seen[n]:
+            stack[size] = n
+            size += 1
+    while size > 0:
+        size -= 1
+        n = stack[size]
+        for k in range(offsets[n], offsets[n + 1]):
+            m = head[order[k]]
+            if not seen[m]:
+                seen[m] = True
+                stack[size] = m
+                size += 1
+    return seen
+
+
+@numba.njit(cache=True, nogil=True)
+def _follow(pred, tail, ends, num_nodes):  # pragma: no cover - jitted
+    """Follow best-arc pointers back from each end node; returns the arcs of every path
+    (concatenated, in path order), their counts and each path's first node (-1: no path)."""
+    counts = np.zeros(ends.shape[0], np.int64)
+    firsts = np.full(ends.shape[0], -1, np.int64)
+    for p in range(ends.shape[0]):
+        n = ends[p]
+        if n < 0:
+            continue
+        while pred[n] >= 0 and counts[p] <= num_nodes:
+            counts[p] += 1
+            n = tail[pred[n]]
+        firsts[p] = n
+    arcs = np.empty(counts.sum(), np.int64)
+    offset = 0
+    for p in range(ends.shape[0]):
+        n = ends[p]
+        for i in range(counts[p]):
+            a = pred[n]
+            arcs[offset + counts[p] - 1 - i] = a
+            n = tail[a]
+        offset += counts[p]
+    return arcs, counts, firsts
+
+
+# ---------------------------------------------------------------------- distances
+def _as_graph(g: GraphLike) -> Tuple[Graph, bool]:
+    """A graph (batching a list) and whether per-graph results get a batch dimension."""
+    if isinstance(g, Graph):
+        return g, g.is_batch
+    return Graph.batch(list(g)), True
+
+
+def _numpy(t: Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+def _useful_arcs(g: Graph) -> Tensor:
+    """Arcs on some successful path: their tail is reachable from a start node and their head
+    reaches an accept node (computed on the CPU from the integer structure)."""
+    src, dst = _numpy(g.src), _numpy(g.dst)
+    accessible = _reachable(g.num_nodes, src, dst, _numpy(g.start_weights > NEG_INF))
+    coaccessible = _reachable(g.num_nodes, dst, src, _numpy(g.final_weights > NEG_INF))
+    keep = accessible[src] & coaccessible[dst]
+    return torch.from_numpy(keep).to(g.device)
+
+
+def _distances(g: Graph, sr: Semiring, reverse: bool, useful_only: bool = False) -> Tuple[Tensor, Tensor]:
+    """Distances of every node (forward: from the start nodes; reverse: to the accept nodes)
+    and each node's best arc toward them (tropical; -1 where the node's own start/final
+    weight is best). Neither is differentiable. ``useful_only`` ignores arcs on no
+    successful path, which only matters (and only costs anything) for cyclic graphs."""
+    tail, head = (g.dst, g.src) if reverse else (g.src, g.dst)
+    init = (g.final_weights if reverse else g.start_weights).detach()
+    weights = g.weights.detach()
+    if g.device.type == "cpu":
+        dist, pred, reached = _acyclic_sweep(g.num_nodes, tail.numpy(), head.numpy(), weights.numpy(),
+                                             init.numpy(), sr.kernel_id, sr.beta)
+        if reached == g.num_nodes:
+            return torch.from_numpy(dist).to(weights.dtype), torch.from_numpy(pred)
+    else:
+        depth = _depths(g.num_nodes, _numpy(tail), _numpy(head))
+        if g.num_nodes == 0 or depth[0] >= 0:
+            return _level_sweep(tail, head, weights, init, sr, depth)
+    if useful_only:
+        weights = torch.where(_useful_arcs(g), weights, weights.new_full((), NEG_INF))
+    return _relax(tail, head, weights, init, sr)
+
+
+def _segment_argmax(values: Tensor, segment: Tensor, maxima: Tensor) -> Tensor:
+    """Per segment, the smallest index whose value equals the segment's maximum
+    (``len(values)`` for segments without one)."""
+    index = torch.arange(values.shape[0], device=values.device)
+    hits = torch.where(values == maxima[segment], index, index.new_full((), values.shape[0]))
+    out = index.new_full(maxima.shape, values.shape[0])
+    return out.scatter_reduce(0, segment, hits, reduce="amin", include_self=True)
+
+
+def _level_sweep(tail: Tensor, head: Tensor, weights: Tensor, init: Tensor, sr: Semiring,
+                 depth: np.ndarray) -> Tuple[Tensor, Tensor]:
+    """Acyclic distances level by level (``depth``: longest-path depth of each node); each
+    level's nodes pull from their incoming arcs in one vectorized ``segment_plus``."""
+    device = weights.device
+    num_nodes = depth.shape[0]
+    node_order, node_offsets = _csr(int(depth.max(initial=0)) + 1, depth)
+    arc_depth = depth[_numpy(head)]
+    arc_order, arc_offsets = _csr(num_nodes and int(depth.max()) + 1, arc_depth)
+    rank = np.empty(num_nodes, np.int64)
+    rank[node_order] = np.arange(num_nodes) - node_offsets[depth[node_order]]
+    node_order_d = torch.from_numpy(node_order).to(device)
+    arc_order_d = torch.from_numpy(arc_order).to(device)
+    local_head = torch.from_numpy(rank).to(device)[head]
+    dist = init.clone()
+    pred = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
+    tropical = isinstance(sr, TropicalSemiring)
+    for level in range(1, node_offsets.shape[0] - 1):
+        nodes = node_order_d[node_offsets[level]:node_offsets[level + 1]]
+        arcs = arc_order_d[arc_offsets[level]:arc_offsets[level + 1]]
+        values = dist[tail[arcs]] + weights[arcs]
+        segment = local_head[arcs]
+        pulled = sr.segment_plus(values, segment, nodes.shape[0])
+        if tropical:
+            best = _segment_argmax(values, segment, pulled).clamp(max=max(arcs.shape[0] - 1, 0))
+            pred[nodes] = torch.where(pulled > init[nodes], arcs[best], pred.new_full((), -1))
+        dist[nodes] = sr.plus2(init[nodes], pulled)
+    return dist, pred
+
+
+def _relax(tail: Tensor, head: Tensor, weights: Tensor, init: Tensor, sr: Semiring) -> Tuple[Tensor, Tensor]:
+    """Distances of a cyclic graph by synchronous relaxation to a fixed point (Bellman-Ford in
+    the tropical semiring; fixed-point iteration in the log semiring). Best arcs change only
+    on strict improvement, so they form a tree whenever no cycle has a positive score."""
+    num_nodes = init.shape[0]
+    tropical = isinstance(sr, TropicalSemiring)
+    tolerance = 8 * torch.finfo(init.dtype).eps
+    dist = init.clone()
+    pred = torch.full((num_nodes,), -1, dtype=torch.long, device=init.device)
+    rounds = num_nodes + 1 if tropical else LOG_MAX_ITERATIONS
+    for _ in range(rounds):
+        values = dist[tail] + weights
+        pulled = sr.segment_plus(values, head, num_nodes)
+        new = sr.plus2(init, pulled)
+        if tropical:
+            improved = new > dist
+            best = _segment_argmax(values, head, pulled).clamp(max=max(tail.shape[0] - 1, 0))
+            pred = torch.where(improved, best, pred)
+            if not bool(improved.any()):
+                return dist, pred
+        else:
+            if bool(torch.isinf(new).logical_and(new > 0).any()):
+                break
+            change = torch.where(new == dist, torch.zeros_like(new), (new - dist).abs())
+            dist = new
+            if bool((change <= tolerance * (1 + new.abs())).all()):
+                return dist, pred
+        dist = new
+    what = ("a cycle has a positive score, so the best score is unbounded" if tropical else
+            f"the sum over paths did not converge within {LOG_MAX_ITERATIONS} rounds "
+            "(a cycle's total weight reaches 1, or the sum converges too slowly)")
+    raise DivergenceError(f"shortest distance of a cyclic graph diverges: {what}")
+
+
+def shortest_distance(g: GraphLike, semiring: SemiringLike = "log", reverse: bool = False) -> Tensor:
+    """Distance of every node ``[N]`` (of the whole batch): forward, the total over paths
+    from the start nodes (with their start weights) to the node; ``reverse``, the total over
+    paths from the node to the accept nodes (with their final weights).
+
+    Unreachable nodes get -inf. Not differentiable (use :func:`total_score` for gradients).
+    Raises :class:`DivergenceError` if some node's distance diverges (cyclic graphs, see the
+    module documentation).
+    """
+    graph, _ = _as_graph(g)
+    return _distances(graph, get_semiring(semiring), reverse)[0]
+
+
+# ---------------------------------------------------------------------- totals and gradients
+def _totals(g: Graph, sr: Semiring, alpha: Tensor) -> Tensor:
+    return sr.segment_plus(alpha + g.final_weights.detach(), g.node_graph, g.num_graphs)
+
+
+def _best_ends(g: Graph, alpha: Tensor) -> Tensor:
+    """Per graph, the accept node ending its best path (-1 where it has no successful path)."""
+    scores = alpha + g.final_weights.detach()
+    best = segment_max(scores, g.node_graph, g.num_graphs)
+    ends = _segment_argmax(scores, g.node_graph, best)
+    return torch.where(best > NEG_INF, ends, ends.new_full((), -1))
+
+
+def _best_paths(g: Graph, alpha: Tensor, pred: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The best path of each graph from tropical forward distances: ``(arcs, counts, firsts,
+    lasts)`` with arcs concatenated in path order and -1 first/last nodes where none."""
+    ends = _best_ends(g, alpha)
+    arcs, counts, firsts = _follow(_numpy(pred), _numpy(g.src), _numpy(ends), g.num_nodes)
+    device = g.device
+    return (torch.from_numpy(arcs).to(device), torch.from_numpy(counts).to(device),
+            torch.from_numpy(firsts).to(device), ends)
+
+
+def _posteriors(g: Graph, sr: Semiring, alpha: Tensor, total: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Gradients of the per-graph totals w.r.t. arc, start and final weights (summed over
+    graphs). Log semiring: the posterior probabilities ``exp(beta (alpha[src] + w +
+    dist_to_end[dst] - total))``; tropical: the indicator of one best path."""
+    w, start, final = g.weights.detach(), g.start_weights.detach(), g.final_weights.detach()
+    if isinstance(sr, TropicalSemiring):
+        _, pred = _distances(g, sr, reverse=False, useful_only=True)
+        arcs, _, firsts, lasts = _best_paths(g, alpha, pred)
+
+        def counts(like: Tensor, index: Tensor) -> Tensor:
+            index = index[index >= 0]
+            return torch.zeros_like(like).index_add_(0, index, like.new_ones(index.shape))
+
+        return counts(w, arcs), counts(start, firsts), counts(final, lasts)
+    to_end, _ = _distances(g, sr, reverse=True, useful_only=True)
+    node_total = total[g.node_graph]
+    possible = node_total > NEG_INF
+
+    def probability(log_score: Tensor, finite: Tensor) -> Tensor:
+        # where there is no path the total is -inf, and so is every score: no gradient
+        return torch.exp(sr.beta * torch.where(finite, log_score, log_score.new_full((), NEG_INF)))
+
+    arc_grad = probability(alpha[g.src] + w + to_end[g.dst] - node_total[g.src], possible[g.src])
+    start_grad = probability(start + to_end - node_total, possible)
+    final_grad = probability(alpha + final - node_total, possible)
+    return arc_grad, start_grad, final_grad
+
+
+class _TotalScore(torch.autograd.Function):
+    """Per-graph totals with a closed-form backward (forward-backward, or the best path)."""
+
+    @staticmethod
+    def forward(ctx, weights: Tensor, start: Tensor, final: Tensor,  # type: ignore[override]
+                g: Graph, sr: Semiring) -> Tensor:
+        alpha, _ = _distances(g, sr, reverse=False, useful_only=True)
+        total = _totals(g, sr, alpha)
+        ctx.g, ctx.sr, ctx.alpha, ctx.total = g, sr, alpha, total
+        return total
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_total: Tensor):  # type: ignore[override]
+        g = ctx.g
+        arc_grad, start_grad, final_grad = _posteriors(g, ctx.sr, ctx.alpha, ctx.total)
+        node_scale = grad_total[g.node_graph]
+        return arc_grad * node_scale[g.src], start_grad * node_scale, final_grad * node_scale, None, None
+
+
+def total_score(g: GraphLike, semiring: SemiringLike = "log") -> Tensor:
+    """Total score of each graph in ``semiring``: the semiring sum over successful paths of
+    ``start weight + arc weights + final weight`` (-inf where there is none).
+
+    Differentiable w.r.t. arc, start and final weights in closed form: in the log semiring
+    (any ``beta``) the gradient is the arcs' posterior probability; in the tropical semiring
+    it is the indicator of one best path (ties: the path :func:`viterbi_path` returns).
+    """
+    graph, batched = _as_graph(g)
+    sr = get_semiring(semiring)
+    total = _TotalScore.apply(graph.weights, graph.start_weights, graph.final_weights, graph, sr)
+    return total if batched else total[0]
+
+
+def forward_score(g: GraphLike) -> Tensor:
+    """Log-semiring total (log-partition function) of each graph; see :func:`total_score`."""
+    return total_score(g, LOG)
+
+
+def viterbi_score(g: GraphLike) -> Tensor:
+    """Best-path score of each graph; see :func:`total_score`."""
+    return total_score(g, TROPICAL)
+
+
+def arc_posteriors(g: GraphLike) -> Tensor:
+    """Posterior probability ``[A]`` of each arc under the log semiring (the expected number of
+    times a path drawn with probability ``exp(score - forward_score)`` uses the arc), i.e. the
+    gradient of :func:`forward_score` w.r.t. the arc weights; 0 where the graph has no path."""
+    graph, _ = _as_graph(g)
+    alpha, _ = _distances(graph, LOG, reverse=False, useful_only=True)
+    return _posteriors(graph, LOG, alpha, _totals(graph, LOG, alpha))[0]
+
+
+# ---------------------------------------------------------------------- paths as graphs
+def _path_graphs(g: Graph, arcs: Tensor, counts: Tensor, firsts: Tensor, lasts: Tensor) -> Graph:
+    """A batch of linear graphs, one per path (``counts`` arcs each, concatenated in
+    ``arcs``; a path with first node -1 does not exist and gives a graph with no nodes).
+    Labels are copied and weights gathered from ``g``, so gradients flow back to it."""
+    device = g.device
+    exists = firsts >= 0
+    sizes = torch.where(exists, counts + 1, torch.zeros_like(counts))
+    node_offsets = torch.cumsum(sizes, 0) - sizes
+    arc_offsets = torch.cumsum(counts, 0) - counts
+    path_of_arc = torch.repeat_interleave(torch.arange(counts.shape[0], device=device), counts)
+    src = node_offsets[path_of_arc] + torch.arange(arcs.shape[0], device=device) - arc_offsets[path_of_arc]
+    num_nodes = int(sizes.sum())
+    start_index = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
+    final_index = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
+    start_index[node_offsets[exists]] = firsts[exists]
+    final_index[(node_offsets + counts)[exists]] = lasts[exists]
+    return Graph._from_tensors(
+        src, src + 1, g.ilabel[arcs], g.olabel[arcs], g.weights.index_select(0, arcs),
+        gather(g.start_weights, start_index, NEG_INF), gather(g.final_weights, final_index, NEG_INF),
+        node_graph=torch.repeat_interleave(torch.arange(counts.shape[0], device=device), sizes),
+        num_graphs=int(counts.shape[0]))
+
+
+def _single(path_batch: Graph) -> Graph:
+    """A batch of one path as a plain graph."""
+    return path_batch._replace(node_graph=None)  # type: ignore[arg-type]
+
+
+def viterbi_path(g: GraphLike) -> Graph:
+    """The best path of each graph as a linear graph (a batch in, a batch out). Its labels are
+    the path's and its weights are gathered from the input's arcs, start and final weights,
+    so ``total_score(viterbi_path(g), "tropical")`` is differentiable w.r.t. ``g``. A graph
+    without a successful path gives a graph with no nodes. Ties are broken deterministically."""
+    graph, batched = _as_graph(g)
+    alpha, pred = _distances(graph, TROPICAL, reverse=False, useful_only=True)
+    paths = _path_graphs(graph, *_best_paths(graph, alpha, pred))
+    return paths if batched else _single(paths)
+
+
+# ---------------------------------------------------------------------- n-best
+@numba.njit(cache=True, nogil=True)
+def _tree_arcs(succ, head, node, target):  # pragma: no cover - jitted
+    """Arcs from ``node`` along best-successor pointers until ``target`` (or, with target
+    -1, to where the best path stops); also returns the node reached."""
+    count = 0
+    n = node
+    while n != target and succ[n] >= 0:
+        count += 1
+        n = head[succ[n]]
+    arcs = np.empty(count, np.int64)
+    n = node
+    for i in range(count):
+        arcs[i] = succ[n]
+        n = head[succ[n]]
+    return arcs, n
+
+
+class _Sidetracks:
+    """The deviations from a graph's best-continuation tree, for exact k-best enumeration.
+
+    Every path is its start node plus the ordered list of its *sidetracks*: arcs it takes
+    that are not the best continuation of their tail, or stopping at an accept node whose
+    best continuation goes on (coded ``-1 - node``). A sidetrack's ``delta <= 0`` is the score
+    it loses, so a path scores ``start + to_end[start] + sum(deltas)``, and extending a
+    path's sidetrack list never raises its score: best-first search over these lists, where
+    a path's children add one sidetrack on the tree walk after its last one, yields every
+    path exactly once in descending score (Eppstein's construction, with the candidate
+    sidetracks of each walk sorted at once instead of kept in persistent heaps).
+    """
+
+    def __init__(self, g: Graph):
+        to_end, succ = _distances(g, TROPICAL, reverse=True, useful_only=True)
+        self.src, self.dst = _numpy(g.src), _numpy(g.dst)
+        self.final = _numpy(g.final_weights).astype(np.float64)
+        self.to_end = _numpy(to_end).astype(np.float64)
+        self.succ = _numpy(succ)
+        self.out_order, self.out_offsets = _csr(g.num_nodes, self.src)
+        with np.errstate(invalid="ignore"):  # -inf - -inf: an arc on no successful path
+            delta = _numpy(g.weights).astype(np.float64) + self.to_end[self.dst] - self.to_end[self.src]
+        delta[np.isnan(delta)] = NEG_INF
+        delta[self.succ[self.src] == np.arange(self.src.shape[0])] = NEG_INF  # tree arcs are no sidetrack
+        self.delta = delta
+
+    def along(self, node: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Sidetracks on the tree walk from ``node`` (codes and deltas, best first)."""
+        walk = np.concatenate([[node], self.dst[_tree_arcs(self.succ, self.dst, node, -1)[0]]])
+        lo, hi = self.out_offsets[walk], self.out_offsets[walk + 1]
+        arcs = self.out_order[np.repeat(hi - np.cumsum(hi - lo), hi - lo) + np.arange((hi - lo).sum())]
+        stops = walk[(self.final[walk] > NEG_INF) & (self.succ[walk] >= 0)]
+        codes = np.concatenate([arcs, -1 - stops])
+        deltas = np.concatenate([self.delta[arcs], self.final[stops] - self.to_end[stops]])
+        keep = deltas > NEG_INF
+        codes, deltas = codes[keep], deltas[keep]
+        best_first = np.argsort(-deltas, kind="stable")
+        return codes[best_first], deltas[best_first]
+
+    def arcs_of(self, first: int, sidetracks: List[int]) -> Tuple[np.ndarray, int]:
+        """The arcs of the path with these sidetracks, and its last node."""
+        pieces, node = [], first
+        for code in sidetracks:
+            target = int(self.src[code]) if code >= 0 else -1 - code
+            walk, node = _tree_arcs(self.succ, self.dst, node, target)
+            pieces.append(walk)
+            if code < 0:
+                return np.concatenate(pieces), node
+            pieces.append(np.array([code]))
+            node = int(self.dst[code])
+        walk, node = _tree_arcs(self.succ, self.dst, node, -1)
+        pieces.append(walk)
+        return np.concatenate(pieces).astype(np.int64), node
+
+
+def _enumerate(g: Graph, tracks: _Sidetracks, nodes: np.ndarray, start: np.ndarray, k: int,
+               distinct_outputs: bool, max_paths: int) -> List[Tuple[np.ndarray, int, int]]:
+    """The k best paths starting in ``nodes`` (one graph's), as (arcs, first node, last node)."""
+    roots = start[nodes] + tracks.to_end[nodes]
+    keep = roots > NEG_INF
+    order = np.argsort(-roots[keep], kind="stable")
+    # groups: (parent path, candidate codes, candidate score gains, parent score)
+    groups = [(-1, nodes[keep][order], roots[keep][order], 0.0)]
+    paths: List[Tuple[int, int]] = []  # (parent path, code); a root's code is its start node
+    heap: List[Tuple[float, int, int]] = []
+    if len(order):
+        heap.append((-float(roots[keep][order][0]), 0, 0))
+    found: List[Tuple[np.ndarray, int, int]] = []
+    seen = set()
+    olabel = _numpy(g.olabel)
+    while heap and len(found) < k and len(paths) < max_paths:
+        negative, group, i = heapq.heappop(heap)
+        parent, codes, gains, base = groups[group]
+        if i + 1 < len(codes):
+            heapq.heappush(heap, (-(base + gains[i + 1]), group, i + 1))
+        paths.append((parent, int(codes[i])))
+        path_id = len(paths) - 1
+        code = int(codes[i])
+        resume = code if parent == -1 else (int(tracks.dst[code]) if code >= 0 else -1)
+        if resume >= 0:
+            child_codes, child_gains = tracks.along(resume)
+            if len(child_codes):
+                groups.append((path_id, child_codes, child_gains, -negative))
+                heapq.heappush(heap, (negative - child_gains[0], len(groups) - 1, 0))
+        sidetracks = []
+        p = path_id
+        while paths[p][0] != -1:
+            sidetracks.append(paths[p][1])
+            p = paths[p][0]
+        first = paths[p][1]
+        arcs, last = tracks.arcs_of(first, sidetracks[::-1])
+        if distinct_outputs:
+            labels = olabel[arcs]
+            key = labels[labels != 0].tobytes()
+            if key in seen:
+                continue
+            seen.add(key)
+        found.append((arcs, first, last))
+    return found
+
+
+def _split(paths: Graph, sizes: Sequence[int], batched: bool) -> List[Graph]:
+    """Cut a batch of paths (as :func:`_path_graphs` makes them: nodes and arcs in path
+    order) into consecutive groups of ``sizes`` paths: one batch per group if ``batched``,
+    else every path on its own (then ``sizes`` are all 1). Slices keep gradients."""
+    node_counts = torch.bincount(paths.node_graph, minlength=paths.num_graphs).tolist()
+    arc_counts = torch.bincount(paths.arc_graph, minlength=paths.num_graphs).tolist()
+    out, path, node, arc = [], 0, 0, 0
+    for size in sizes:
+        nodes, arcs = sum(node_counts[path:path + size]), sum(arc_counts[path:path + size])
+        part = Graph._from_tensors(
+            paths.src[arc:arc + arcs] - node, paths.dst[arc:arc + arcs] - node, paths.ilabel[arc:arc + arcs],
+            paths.olabel[arc:arc + arcs], paths.weights[arc:arc + arcs], paths.start_weights[node:node + nodes],
+            paths.final_weights[node:node + nodes],
+            node_graph=paths.node_graph[node:node + nodes] - path if batched else None,
+            num_graphs=size if batched else 1)
+        out.append(part)
+        path, node, arc = path + size, node + nodes, arc + arcs
+    return out
+
+
+def _as_path_graphs(g: Graph, per_graph: List[List[Tuple[np.ndarray, int, int]]], batched: bool) -> List[Graph]:
+    """Linear graphs of enumerated (arcs, first node, last node) paths: a list of paths for a
+    single graph, else one batch of paths per graph."""
+    flat = [p for paths in per_graph for p in paths]
+    device = g.device
+
+    def column(values: List[int]) -> Tensor:
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+    arcs = torch.from_numpy(np.concatenate([p[0] for p in flat] + [np.zeros(0, np.int64)])).to(device)
+    paths = _path_graphs(g, arcs, column([len(p[0]) for p in flat]), column([p[1] for p in flat]),
+                         column([p[2] for p in flat]))
+    return _split(paths, [len(p) for p in per_graph] if batched else [1] * len(flat), batched)
+
+
+def n_best(g: GraphLike, k: int, distinct_outputs: bool = False, max_paths: int = 100000) -> List[Graph]:
+    """The ``k`` best paths of a graph in descending score, each a linear graph whose weights
+    are gathered from ``g`` (differentiable like :func:`viterbi_path`); fewer if the graph has
+    fewer paths. For a batch (or list) of graphs: one batch of paths per graph.
+
+    Exact for acyclic and cyclic graphs (tropical scores; a cycle with positive score raises
+    :class:`DivergenceError`). Paths are distinct as arc sequences; with
+    ``distinct_outputs=True`` they are the best paths of the ``k`` best distinct output
+    strings (epsilons removed), found by enumerating paths best first until ``k`` strings are
+    seen: the cost grows with the number of paths sharing an output. At most ``max_paths``
+    paths are enumerated per graph (a guard against cycles that only repeat an output);
+    what is returned is then still the correct best prefix of the list.
+
+    Cost per path: a walk along the best-continuation tree and a sort of the sidetracks on
+    it (numpy), on the CPU over detached copies of the weights.
+    """
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    graph, batched = _as_graph(g)
+    tracks = _Sidetracks(graph)
+    start = _numpy(graph.start_weights).astype(np.float64)
+    node_graph = _numpy(graph.node_graph)
+    per_graph = [_enumerate(graph, tracks, np.flatnonzero(node_graph == i), start, k, distinct_outputs, max_paths)
+                 for i in range(graph.num_graphs)]
+    return _as_path_graphs(graph, per_graph, batched)
+
+
+# ---------------------------------------------------------------------- sampling
+def _draw(segment: Tensor, probs: Tensor, targets: Tensor, u: Tensor, num_segments: int,
+          may_skip: Tensor) -> Tensor:
+    """For each target segment, an entry drawn with probability ``probs`` (entries sorted by
+    ``segment``; each segment's probabilities sum to at most 1) by inverting the cumulative
+    sum at ``u``; -1 for the remainder where ``may_skip``, else the segment's last entry with
+    a positive probability (rounding), and -1 for segments without one."""
+    counts = torch.bincount(segment, minlength=num_segments)
+    offsets = torch.cumsum(counts, 0) - counts
+    cumulative = torch.cumsum(probs, 0)
+    before = (cumulative - probs)[offsets.clamp(max=max(probs.shape[0] - 1, 0))] if probs.numel() else offsets.double()
+    # segment id + cumulative probability within it: sorted across all segments at once
+    keys = segment.double() + (cumulative - before[segment]).clamp(max=1.0)
+    drawn = torch.searchsorted(keys, targets.double() + u, right=True)
+    inside = drawn < (offsets + counts)[targets]
+    index = torch.arange(probs.shape[0], device=probs.device)
+    positive = torch.where(probs > 0, index, index.new_full((), -1))
+    last = index.new_full((num_segments,), -1).scatter_reduce(0, segment, positive, "amax", include_self=True)
+    fallback = torch.where(may_skip, drawn.new_full((), -1), last[targets])
+    return torch.where(inside, drawn, fallback)
+
+
+def sample(g: GraphLike, n: int, generator: Optional[torch.Generator] = None) -> List[Graph]:
+    """``n`` paths per graph drawn with probability ``exp(score - forward_score)``: forward
+    filtering, backward sampling, vectorized over all samples of all graphs (one loop
+    iteration per arc of the longest sampled path). Each path is a linear graph with weights
+    gathered from ``g``. A single graph gives a list of ``n`` paths; a batch or list gives
+    one batch of ``n`` paths per graph. Graphs without a successful path give empty graphs
+    (no nodes)."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    graph, batched = _as_graph(g)
+    device = graph.device
+    alpha, _ = _distances(graph, LOG, reverse=False, useful_only=True)
+    w, start, final = graph.weights.detach(), graph.start_weights.detach(), graph.final_weights.detach()
+    total = _totals(graph, LOG, alpha)
+    num_samples = graph.num_graphs * n
+    owner = torch.arange(graph.num_graphs, device=device).repeat_interleave(n)
+
+    def uniform() -> Tensor:
+        return torch.rand(num_samples, generator=generator, dtype=torch.float64, device=device)
+
+    def probability(log_p: Tensor) -> Tensor:
+        return torch.exp(torch.nan_to_num(log_p.double(), nan=NEG_INF))
+
+    # the last node: an accept node, with probability exp(alpha + final - total)
+    by_graph = torch.argsort(graph.node_graph, stable=True)
+    end_probs = probability(alpha + final - total[graph.node_graph])[by_graph]
+    ends = _draw(graph.node_graph[by_graph], end_probs, owner, uniform(), graph.num_graphs,
+                 torch.zeros_like(owner, dtype=torch.bool))
+    ends = torch.where(ends >= 0, by_graph[ends.clamp(min=0)], ends)
+    # then backwards: into node v by arc a with probability exp(alpha[src] + w - alpha[v]),
+    # or start at v with the remaining probability exp(start[v] - alpha[v])
+    by_dst = torch.argsort(graph.dst, stable=True)
+    arc_probs = probability(alpha[graph.src] + w - alpha[graph.dst])[by_dst]
+    is_start = start > NEG_INF
+    node, alive, steps = ends, ends >= 0, []
+    while bool(alive.any()):
+        here = node.clamp(min=0)
+        drawn = _draw(graph.dst[by_dst], arc_probs, here, uniform(), graph.num_nodes, is_start[here])
+        alive = alive & (drawn >= 0)
+        arc = torch.where(alive, by_dst[drawn.clamp(min=0)], drawn.new_full((), -1))
+        steps.append(arc)
+        node = torch.where(alive, graph.src[arc.clamp(min=0)], node)
+    history = torch.stack(steps, 1) if steps else torch.zeros(num_samples, 0, dtype=torch.long, device=device)
+    counts = (history >= 0).sum(1)
+    # arcs were drawn last to first: reverse each sample's prefix of the history
+    steps_index = torch.arange(history.shape[1], device=device)[None, :]
+    in_order = history.gather(1, (counts[:, None] - 1 - steps_index).clamp(min=0))
+    arcs = in_order[steps_index < counts[:, None]]
+    paths = _path_graphs(graph, arcs, counts, torch.where(ends >= 0, node, ends), ends)
+    return _split(paths, [n] * graph.num_graphs if batched else [1] * n, batched)

@@ -1,0 +1,456 @@
+import math
+import time
+from collections import Counter
+
+import pytest
+import pywrapfst as fst
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from oracle import node_distances, paths, relation, strings_of, total
+from strategies import graphs
+
+import gtn_py.ops.shortest as shortest
+from gtn_py import DivergenceError, Graph, LogSemiring, gather
+from gtn_py.ops.shortest import (
+    arc_posteriors,
+    forward_score,
+    n_best,
+    sample,
+    shortest_distance,
+    total_score,
+    viterbi_path,
+    viterbi_score,
+)
+
+NEG_INF = float("-inf")
+SEMIRINGS = ["log", "tropical"]
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def close(a: float, b: float, tol: float = 1e-6) -> bool:
+    return (a == b == NEG_INF) or math.isclose(a, b, rel_tol=tol, abs_tol=tol)
+
+
+def reversed_graph(g: Graph) -> Graph:
+    return Graph.from_arcs(g.num_nodes, g.dst, g.src, g.ilabel, g.olabel, g.weights,
+                           start_weights=g.final_weights, final_weights=g.start_weights)
+
+
+def to_openfst(g: Graph, arc_type: str) -> fst.VectorFst:
+    """The graph as an OpenFst machine (costs = -scores), with one extra start state
+    (the last) that enters each start node by an epsilon arc carrying its start weight."""
+    f = fst.VectorFst(arc_type=arc_type)
+    weight_type = f.weight_type()
+    for _ in range(g.num_nodes + 1):
+        f.add_state()
+    f.set_start(g.num_nodes)
+    one = fst.Weight.one(weight_type)
+    for node, (s, e) in enumerate(zip(g.start_weights.tolist(), g.final_weights.tolist())):
+        if s > NEG_INF:
+            f.add_arc(g.num_nodes, fst.Arc(0, 0, fst.Weight(weight_type, -s), node))
+        if e > NEG_INF:
+            f.set_final(node, fst.Weight(weight_type, -e))
+    for a in g.arcs():
+        f.add_arc(a.src, fst.Arc(a.ilabel, a.olabel, fst.Weight(weight_type, -a.weight) if a.weight else one, a.dst))
+    return f
+
+
+def openfst_distances(f: fst.Fst, reverse: bool = False) -> list:
+    """shortestdistance as scores for every state (OpenFst leaves out trailing unreached ones)."""
+    got = [NEG_INF if str(w) == "Infinity" else -float(str(w))
+           for w in fst.shortestdistance(f, delta=1e-12, reverse=reverse)]
+    return got + [NEG_INF] * (f.num_states() - len(got))
+
+
+def path_scores_of(f: fst.Fst) -> list:
+    """Scores of the paths of an (acyclic) OpenFst machine, e.g. shortestpath's output."""
+    out = []
+
+    def walk(state, cost):
+        final = f.final(state)
+        if str(final) != "Infinity":
+            out.append(-(cost + float(str(final))))
+        for arc in f.arcs(state):
+            walk(arc.nextstate, cost + float(str(arc.weight)))
+
+    walk(f.start(), 0.0)
+    return sorted(out, reverse=True)
+
+
+# ---------------------------------------------------------------------- distances and totals
+@given(graphs(), st.sampled_from(SEMIRINGS))
+def test_acyclic_totals_and_distances_match_oracle(g, semiring):
+    assert close(total_score(g, semiring).item(), total(g, semiring))
+    want = node_distances(g, semiring)
+    got = shortest_distance(g, semiring).tolist()
+    assert all(close(a, b) for a, b in zip(got, want)), (got, want)
+    want_reverse = node_distances(reversed_graph(g), semiring)
+    got_reverse = shortest_distance(g, semiring, reverse=True).tolist()
+    assert all(close(a, b) for a, b in zip(got_reverse, want_reverse)), (got_reverse, want_reverse)
+
+
+def substochastic(g: Graph) -> bool:
+    """Every node's out-arcs have total probability below 0.95, so log sums over cycles converge."""
+    mass = torch.zeros(g.num_nodes, dtype=torch.float64).index_add(0, g.src, g.weights.exp())
+    return bool((mass < 0.95).all())
+
+
+cyclic_graphs = graphs(acyclic=False, max_nodes=4, max_arcs=7).filter(substochastic)
+
+
+@given(cyclic_graphs, st.sampled_from(SEMIRINGS))
+def test_cyclic_distances_match_openfst(g, semiring):
+    f = to_openfst(g, "log" if semiring == "log" else "standard")
+    forward, backward = openfst_distances(f), openfst_distances(f, reverse=True)
+    got = shortest_distance(g, semiring).tolist()
+    assert all(close(a, b, 1e-5) for a, b in zip(got, forward[:-1])), (got, forward)
+    got_reverse = shortest_distance(g, semiring, reverse=True).tolist()
+    assert all(close(a, b, 1e-5) for a, b in zip(got_reverse, backward[:-1])), (got_reverse, backward)
+    assert close(total_score(g, semiring).item(), backward[-1], 1e-5)
+
+
+@settings(max_examples=30)
+@given(graphs(acyclic=False, max_nodes=3, max_arcs=5).filter(substochastic), st.sampled_from(SEMIRINGS))
+def test_cyclic_totals_match_truncated_enumeration(g, semiring):
+    # the oracle sums paths of at most 8 arcs: exact for tropical (the best path has no
+    # cycle, cycles cost >= 0.2), a lower bound close to the total for log
+    want = total(g, semiring, max_arcs=8)
+    got = total_score(g, semiring).item()
+    if semiring == "tropical":
+        assert close(got, want)
+    else:
+        assert got >= want - 1e-9 and (want == NEG_INF or got - want < 0.5)
+
+
+@given(graphs(max_nodes=5, max_arcs=8))
+def test_acyclic_totals_match_openfst(g):
+    for arc_type, semiring in (("log", "log"), ("standard", "tropical")):
+        f = to_openfst(g, arc_type)
+        want = openfst_distances(f, reverse=True)[-1]
+        assert close(total_score(g, semiring).item(), want, 1e-5)
+
+
+@given(graphs(max_nodes=6, max_arcs=10), st.sampled_from(SEMIRINGS))
+def test_level_sweep_for_cuda_matches_kernel(g, semiring):
+    from gtn_py.semiring import get_semiring
+    sr = get_semiring(semiring)
+    depth = shortest._depths(g.num_nodes, g.src.numpy(), g.dst.numpy())
+    levels, level_pred = shortest._level_sweep(g.src, g.dst, g.weights, g.start_weights, sr, depth)
+    kernel, kernel_pred = shortest._distances(g, sr, reverse=False)
+    assert torch.allclose(levels, kernel, atol=1e-9)
+    if semiring == "tropical":  # both best-arc choices reach the same score
+        via = gather(kernel[g.src] + g.weights, level_pred, NEG_INF)
+        reaches = torch.where(level_pred >= 0, via, g.start_weights)
+        assert torch.allclose(reaches, kernel, atol=1e-9)
+
+
+@given(st.lists(graphs(max_nodes=4, max_arcs=6), min_size=1, max_size=4), st.sampled_from(SEMIRINGS))
+def test_batch_matches_each_graph(gs, semiring):
+    batch = Graph.batch(gs)
+    totals = total_score(gs, semiring)
+    assert totals.shape == (len(gs),)
+    assert torch.allclose(totals, total_score(batch, semiring))
+    for g, t in zip(gs, totals):
+        assert close(t.item(), total_score(g, semiring).item(), 1e-9)
+    distances = torch.cat([shortest_distance(g, semiring, reverse=True) for g in gs])
+    assert torch.allclose(shortest_distance(batch, semiring, reverse=True), distances)
+    assert torch.allclose(arc_posteriors(batch), torch.cat([arc_posteriors(g) for g in gs]))
+    paths = viterbi_path(batch)
+    assert paths.num_graphs == len(gs)
+    assert torch.allclose(viterbi_score(paths), viterbi_score(gs))
+    for g, best in zip(gs, n_best(batch, 2)):
+        assert viterbi_score(best).tolist() == [viterbi_score(p).item() for p in n_best(g, 2)]
+
+
+def test_float32_matches_float64():
+    torch.manual_seed(0)
+    g = random_dag(300, 1500).double()
+    for semiring in SEMIRINGS:
+        assert torch.allclose(total_score(g.to(dtype=torch.float32), semiring).double(), total_score(g, semiring),
+                              rtol=1e-5)
+
+
+# ---------------------------------------------------------------------- gradients
+def path_posteriors(g: Graph, beta: float = 1.0) -> list:
+    scored = list(paths(g, 12))
+    z = LogSemiring(beta).plus(torch.tensor([s for _, s in scored], dtype=torch.float64), 0).item() \
+        if scored else NEG_INF
+    post = [0.0] * g.num_arcs
+    for arcs, s in scored:
+        for a in arcs:
+            post[a] += math.exp(beta * (s - z))
+    return post
+
+
+@given(graphs())
+def test_arc_posteriors_match_enumeration_and_gradient(g):
+    got = arc_posteriors(g)
+    assert torch.allclose(got, torch.tensor(path_posteriors(g), dtype=torch.float64), atol=1e-9)
+    w = g.weights.detach().clone().requires_grad_()
+    forward_score(g.with_weights(w)).backward()
+    assert torch.allclose(w.grad, got, atol=1e-12)
+
+
+def weights_of(g: Graph):
+    return (g.weights.detach().clone().requires_grad_(), g.start_weights.detach().clone().requires_grad_(),
+            g.final_weights.detach().clone().requires_grad_())
+
+
+def with_node_weights(g: Graph, w, s, f) -> Graph:
+    return g.with_weights(w, start_weights=s, final_weights=f)
+
+
+def finite_gradcheck(fn, g: Graph) -> None:
+    """gradcheck w.r.t. arc weights and the finite start and final weights."""
+    w, s, f = weights_of(g)
+    s_mask, f_mask = s > NEG_INF, f > NEG_INF
+
+    def wrapped(w, s_finite, f_finite):
+        start = torch.full_like(s, NEG_INF).masked_scatter(s_mask, s_finite)
+        final = torch.full_like(f, NEG_INF).masked_scatter(f_mask, f_finite)
+        return fn(with_node_weights(g, w, start, final))
+
+    torch.autograd.gradcheck(wrapped, (w, s[s_mask].detach().requires_grad_(), f[f_mask].detach().requires_grad_()))
+
+
+@settings(max_examples=25)
+@given(graphs().filter(lambda g: total(g) > NEG_INF), st.sampled_from([1.0, 0.5, 3.0]))
+def test_gradcheck_log_totals(g, beta):
+    finite_gradcheck(lambda h: total_score(h, LogSemiring(beta)), g)
+    finite_gradcheck(forward_score, g)
+
+
+def unique_best(g: Graph) -> bool:
+    scores = sorted((s for _, s in paths(g)), reverse=True)
+    return len(scores) == 1 or (len(scores) > 1 and scores[0] - scores[1] > 1e-3)
+
+
+@settings(max_examples=25)
+@given(graphs().filter(unique_best))
+def test_gradcheck_best_paths(g):
+    finite_gradcheck(viterbi_score, g)
+    finite_gradcheck(lambda h: forward_score(viterbi_path(h)), g)
+    finite_gradcheck(lambda h: torch.stack([forward_score(p) for p in n_best(h, 3)]), g)
+
+
+def test_log_beta_gradient_is_tempered_posterior():
+    g = Graph.from_arcs(3, [0, 0, 1, 0], [1, 1, 2, 2], [1, 2, 3, 4], weights=[0.3, -0.5, 0.1, -1.0],
+                        start=[0], accept=[2], dtype=torch.float64)
+    for beta in (0.5, 2.0):
+        w = g.weights.clone().requires_grad_()
+        total_score(g.with_weights(w), LogSemiring(beta)).backward()
+        assert torch.allclose(w.grad, torch.tensor(path_posteriors(g, beta), dtype=torch.float64))
+
+
+@pytest.mark.parametrize("semiring", SEMIRINGS)
+def test_no_successful_path_gives_minus_inf_and_zero_gradients(semiring):
+    # node 2 is an accept node nobody reaches; the second graph has no start node at all
+    unreachable = Graph.from_arcs(3, [0, 1], [1, 0], [1, 2], weights=[-0.5, -0.5], start=[0], accept=[2],
+                                  dtype=torch.float64)
+    no_start = Graph.from_arcs(2, [0], [1], [1], weights=[0.5], accept=[1], dtype=torch.float64)
+    for g in (unreachable, no_start):
+        w, s, f = weights_of(g)
+        score = total_score(with_node_weights(g, w, s, f), semiring)
+        assert score.item() == NEG_INF
+        score.backward()
+        for grad in (w.grad, s.grad, f.grad):
+            assert not torch.isnan(grad).any() and not grad.any()
+        assert torch.equal(arc_posteriors(g), torch.zeros(g.num_arcs, dtype=torch.float64))
+        assert viterbi_path(g).num_nodes == 0 and n_best(g, 3) == []
+        assert all(p.num_nodes == 0 for p in sample(g, 3))
+
+
+# ---------------------------------------------------------------------- best paths
+@given(graphs(acyclic=False, max_nodes=4, max_arcs=6))
+def test_viterbi_path_is_a_best_path(g):
+    best = total(g, "tropical", max_arcs=10)
+    path = viterbi_path(g)
+    if best == NEG_INF:
+        assert path.num_nodes == 0
+        return
+    assert close(viterbi_score(path).item(), best)
+    assert close(viterbi_score(g).item(), best)
+    strings = (tuple(x for x in path.ilabel.tolist() if x), tuple(x for x in path.olabel.tolist() if x))
+    best_strings = {strings_of(g, p) for p, s in paths(g, 10) if close(s, best)}
+    assert strings in best_strings
+
+
+def labelled_scores(path_graphs) -> list:
+    return sorted(((round(viterbi_score(p).item(), 6), tuple(p.ilabel.tolist()), tuple(p.olabel.tolist()))
+                   for p in path_graphs), reverse=True)
+
+
+@given(graphs(acyclic=False, max_nodes=4, max_arcs=6), st.integers(1, 6))
+def test_n_best_matches_enumeration_and_openfst(g, k):
+    got = n_best(g, k)
+    scores = [viterbi_score(p).item() for p in got]
+    assert scores == sorted(scores, reverse=True)
+    enumerated = sorted((s for _, s in paths(g, 12)), reverse=True)[:k]
+    # every path within the k best of a cyclic graph has at most 12 arcs here (cycles cost >= 0.2 ...)
+    assert len(scores) == len(enumerated) or len(enumerated) == k
+    assert all(close(a, b, 1e-9) for a, b in zip(scores, enumerated)), (scores, enumerated)
+    # the returned paths are paths of g with the right labels and scores
+    all_paths = Counter((round(s, 6), tuple(g.ilabel[p].tolist()), tuple(g.olabel[p].tolist()))
+                        for p, s in paths(g, 14))
+    assert not Counter(labelled_scores(got)) - all_paths
+    theirs = path_scores_of(fst.shortestpath(to_openfst(g, "standard"), nshortest=k))
+    assert all(close(a, b, 1e-5) for a, b in zip(scores, theirs)) and len(theirs) == len(scores)
+
+
+@given(graphs(max_nodes=5, max_arcs=8, num_labels=2), st.integers(1, 5))
+def test_n_best_distinct_outputs(g, k):
+    got = n_best(g, k, distinct_outputs=True)
+    outputs = [tuple(x for x in p.olabel.tolist() if x) for p in got]
+    assert len(set(outputs)) == len(outputs)
+    best_by_output: dict = {}
+    for (_, out), s in relation(g, "tropical").items():
+        best_by_output[out] = max(s, best_by_output.get(out, NEG_INF))
+    want = sorted(best_by_output.values(), reverse=True)[:k]
+    scores = [viterbi_score(p).item() for p in got]
+    assert all(close(a, b, 1e-9) for a, b in zip(scores, want)) and len(scores) == len(want)
+    assert all(close(best_by_output[o], s, 1e-9) for o, s in zip(outputs, scores))
+
+
+def test_n_best_distinct_outputs_stops_on_cycles_that_repeat_an_output():
+    # an epsilon-output loop: infinitely many paths, one output string
+    g = Graph.from_arcs(2, [0, 1], [1, 1], [1, 2], [1, 0], weights=[0.0, -1.0], start=[0], accept=[1])
+    got = n_best(g, 3, distinct_outputs=True, max_paths=50)
+    assert [p.olabel.tolist() for p in got] == [[1]]
+    assert [p.num_arcs for p in n_best(g, 4)] == [1, 2, 3, 4]
+
+
+def test_n_best_of_a_lattice_is_fast_and_exact():
+    torch.manual_seed(0)
+    g = lattice(50, 5).double()
+    got = [viterbi_score(p).item() for p in n_best(g, 20)]
+    f = to_openfst(g, "standard")
+    assert all(close(a, b, 1e-6) for a, b in zip(got, path_scores_of(fst.shortestpath(f, nshortest=20))))
+
+
+# ---------------------------------------------------------------------- sampling
+def test_sample_frequencies_match_path_probabilities():
+    g = Graph.from_arcs(4, [0, 0, 1, 1, 2, 0], [1, 2, 2, 3, 3, 3], [1, 2, 3, 4, 5, 6],
+                        weights=[0.2, -0.3, 0.1, -1.0, 0.5, -2.0],
+                        start_weights=[0.0, -1.0, NEG_INF, NEG_INF], final_weights=[NEG_INF, NEG_INF, -0.5, 0.0],
+                        dtype=torch.float64)
+    z = total(g)
+    exact = {tuple(g.ilabel[p].tolist()): math.exp(s - z) for p, s in paths(g)}
+    n = 20000
+    drawn = Counter(tuple(p.ilabel.tolist()) for p in sample(g, n, torch.Generator().manual_seed(1)))
+    assert set(drawn) <= set(exact)
+    chi2 = sum((drawn.get(k, 0) - n * p) ** 2 / (n * p) for k, p in exact.items())
+    assert chi2 < 30, (chi2, drawn, exact)  # 9 paths: 8 degrees of freedom, p(chi2 > 30) ~ 2e-4
+
+
+def test_sample_batches_and_gradients():
+    g = lattice(6, 3).double()
+    batch = Graph.batch([g, g, g])
+    per_graph = sample(batch, 4, torch.Generator().manual_seed(0))
+    assert len(per_graph) == 3 and all(p.num_graphs == 4 and p.num_arcs == 4 * 6 for p in per_graph)
+    w = g.weights.clone().requires_grad_()
+    samples = sample(g.with_weights(w), 5, torch.Generator().manual_seed(0))
+    torch.stack([forward_score(p) for p in samples]).sum().backward()
+    assert w.grad.sum().item() == pytest.approx(5 * 6)
+
+
+@settings(max_examples=20)
+@given(graphs())
+def test_samples_are_paths(g):
+    all_paths = {(tuple(g.ilabel[p].tolist()), round(s, 6)) for p, s in paths(g)}
+    for p in sample(g, 10, torch.Generator().manual_seed(0)):
+        if p.num_nodes:
+            assert (tuple(p.ilabel.tolist()), round(viterbi_score(p).item(), 6)) in all_paths
+
+
+def test_sample_loop_counts_are_geometric():
+    # a self-loop of probability 0.5 whose alternative (stopping) has probability 0.5
+    half = math.log(0.5)
+    g = Graph.from_arcs(2, [0, 1], [1, 1], [1, 2], weights=[0.0, half], start=[0], final_weights=[NEG_INF, half],
+                        dtype=torch.float64)
+    loops = Counter(p.num_arcs - 1 for p in sample(g, 4000, torch.Generator().manual_seed(3)))
+    assert abs(sum(k * c for k, c in loops.items()) / 4000 - 1.0) < 0.1  # mean of Geometric(1/2) - 1
+    assert abs(loops[0] / 4000 - 0.5) < 0.04
+
+
+# ---------------------------------------------------------------------- errors and scale
+def test_positive_cycle_diverges_in_tropical_and_log():
+    g = Graph.from_arcs(2, [0, 1, 1], [1, 1, 0], [1, 2, 3], weights=[0.0, 0.5, -2.0], start=[0], accept=[1])
+    for semiring in SEMIRINGS:
+        with pytest.raises(DivergenceError):
+            total_score(g, semiring)
+
+
+def test_log_sum_with_cycle_weight_above_one_diverges(monkeypatch):
+    monkeypatch.setattr(shortest, "LOG_MAX_ITERATIONS", 300)
+    # two loops of probability 0.6 each: every cycle has a negative score (tropical is
+    # finite) but the log sum diverges
+    loop = math.log(0.6)
+    g = Graph.from_arcs(2, [0, 1, 1], [1, 1, 1], [1, 2, 3], weights=[0.0, loop, loop], start=[0], accept=[1])
+    assert viterbi_score(g).item() == 0.0
+    with pytest.raises(DivergenceError):
+        forward_score(g)
+
+
+def test_divergent_cycle_off_every_successful_path_does_not_matter():
+    g = Graph.from_arcs(3, [0, 0, 2], [1, 2, 2], [1, 2, 3], weights=[-1.0, 0.0, 0.5], start=[0], accept=[1],
+                        dtype=torch.float64)
+    assert forward_score(g).item() == -1.0 and viterbi_score(g).item() == -1.0
+    with pytest.raises(DivergenceError):
+        shortest_distance(g, "tropical")
+
+
+def test_deep_chain_is_one_kernel_call():
+    n = 100_000
+    nodes = torch.arange(n - 1)
+    chain = Graph.from_arcs(n, nodes, nodes + 1, torch.ones(n - 1, dtype=torch.long),
+                            weights=torch.full((n - 1,), -0.01), start=[0], accept=[n - 1])
+    w = chain.weights.clone().requires_grad_()
+    forward_score(chain)  # compile
+    began = time.perf_counter()
+    score = forward_score(chain.with_weights(w))
+    score.backward()
+    elapsed = time.perf_counter() - began
+    assert score.item() == pytest.approx(-0.01 * (n - 1), rel=1e-4)
+    assert torch.allclose(w.grad, torch.ones_like(w))
+    assert elapsed < 0.5, elapsed
+    assert viterbi_path(chain).num_arcs == n - 1
+
+
+# ---------------------------------------------------------------------- helpers and CUDA
+def lattice(levels: int, width: int) -> Graph:
+    """``levels`` layers of ``width`` nodes, every node linked to every node of the next layer."""
+    layer = torch.arange(width)
+    src = (torch.arange(levels)[:, None, None] * width + layer[None, :, None]).expand(levels, width, width)
+    dst = ((torch.arange(levels)[:, None, None] + 1) * width + layer[None, None, :]).expand(levels, width, width)
+    num_nodes = (levels + 1) * width
+    labels = torch.randint(1, 5, (src.numel(),))
+    return Graph.from_arcs(num_nodes, src.reshape(-1), dst.reshape(-1), labels, weights=-torch.rand(src.numel()),
+                           start=list(range(width)), accept=list(range(num_nodes - width, num_nodes)))
+
+
+def random_dag(num_nodes: int, num_arcs: int) -> Graph:
+    src = torch.randint(0, num_nodes - 1, (num_arcs,))
+    dst = src + 1 + (torch.rand(num_arcs) * (num_nodes - 1 - src)).long()
+    return Graph.from_arcs(num_nodes, src, dst, torch.randint(1, 5, (num_arcs,)), weights=-torch.rand(num_arcs),
+                           start=[0], accept=[num_nodes - 1])
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("semiring", SEMIRINGS)
+def test_cuda_matches_cpu(semiring):
+    torch.manual_seed(0)
+    cyclic = Graph.from_arcs(3, [0, 1, 1, 2], [1, 1, 2, 0], [1, 2, 3, 4], weights=[0.0, -1.0, -0.5, -2.0],
+                             start=[0], accept=[2], dtype=torch.float64)
+    for g in (lattice(20, 4).double(), random_dag(200, 800).double(), cyclic):
+        gpu = g.to("cuda")
+        assert torch.allclose(total_score(gpu, semiring).cpu(), total_score(g, semiring))
+        assert torch.allclose(shortest_distance(gpu, semiring, reverse=True).cpu(),
+                              shortest_distance(g, semiring, reverse=True))
+        assert torch.allclose(arc_posteriors(gpu).cpu(), arc_posteriors(g))
+        w = gpu.weights.clone().requires_grad_()
+        total_score(gpu.with_weights(w), semiring).backward()
+        assert w.grad.device.type == "cuda"
+        assert torch.allclose(viterbi_score(viterbi_path(gpu)).cpu(), viterbi_score(g))
+        assert [p.device.type for p in n_best(gpu, 2) + sample(gpu, 2)] == ["cuda"] * 4
