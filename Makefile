@@ -31,7 +31,7 @@ test: $(STAMP) system-deps speech-deps lint
 	$(PY) -m pytest -q -p no:cacheprovider tests
 	bash tools/k2_env.sh test
 
-# k2 interop tests (tests/k2), in their own Python 3.10 + torch 1.13.1 + k2 1.23.4 venv, which
+# k2 interop tests (tests/k2_interop), in their own Python 3.10 + torch 1.13.1 + k2 1.23.4 venv, which
 # tools/k2_env.sh builds once outside the repository, in ${XDG_CACHE_HOME:-~/.cache}/gtn_py/k2-py310.
 # Skipped with a message only when that cannot be built here (no package index, no Python 3.10).
 test-k2:

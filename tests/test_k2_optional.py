@@ -1,5 +1,5 @@
 """gtn_py.k2 imports without k2 and, when k2 is missing, every entry point raises a typed error
-that says how to get it. (The interop itself is tested in tests/k2/, in the k2 environment.)"""
+that says how to get it. (The interop itself is tested in tests/k2_interop/, in the k2 environment.)"""
 
 from __future__ import annotations
 

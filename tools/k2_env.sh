@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The k2 environment: Python 3.10 + torch 1.13.1 + k2 1.23.4 (+ numba, pytest, hypothesis),
-# in which gtn_py's k2 interop (gtn_py/k2.py, tests/k2/) is tested.
+# in which gtn_py's k2 interop (gtn_py/k2.py, tests/k2_interop/) is tested.
 #
 # k2 wheels are built against one exact torch, so k2 cannot live in the project's main venv
 # (newer torch, Python 3.11). This venv is built once and cached OUTSIDE the repository, at
@@ -31,10 +31,10 @@ PY="$ENV_DIR/bin/python"
 K2_WHEEL_SHA256=1404589732fdb7f6f5bf62297a20dd73318b7b4f2e10dd52dc3d5b6669688a4c
 PACKAGES=(torch==1.13.1 "numpy<2" "numba>=0.57,<0.61" graphviz pytest hypothesis)
 # Tests run there: the k2 interop, and core tests as a Python 3.10 / torch 1.13 smoke test.
-TESTS=(tests/k2 tests/test_k2_optional.py tests/test_graph.py)
+TESTS=(tests/k2_interop tests/test_k2_optional.py tests/test_graph.py)
 UNAVAILABLE=75
-# The stamp names this script's content: changing a pin rebuilds the environment.
-STAMP="$ENV_DIR/.gtn_py-ready-$(md5sum "${BASH_SOURCE[0]}" | cut -c1-8)"
+# The stamp names the pins: changing one rebuilds the environment.
+STAMP="$ENV_DIR/.gtn_py-ready-$(echo "pip<24 ${PACKAGES[*]} k2==1.23.4 $K2_WHEEL_SHA256" | md5sum | cut -c1-8)"
 
 MODE=${1:-build}
 unavailable() {
