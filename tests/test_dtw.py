@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gtn_py import InvalidGraphError, LabelError, losses
-from gtn_py.criteria.dtw import ElasticTemplates, dtw, dtw_graph, dtw_path, local_distances
+from gtn_py.criteria.dtw import ElasticTemplates, dtw_distance, dtw_graph, dtw_path, local_distances
 
 INF = float("inf")
 
@@ -59,7 +59,7 @@ matrices = st.integers(1, 4).flatmap(lambda n: st.integers(1, 4).flatmap(
 
 @given(d=matrices, gamma=st.sampled_from([0.0, 0.5, 1.0]))
 def test_dtw_equals_classic_recursion(d, gamma) -> None:
-    got = float(dtw(torch.tensor(d, dtype=torch.float64), gamma=gamma))
+    got = float(dtw_distance(torch.tensor(d, dtype=torch.float64), gamma=gamma))
     assert math.isclose(got, classic_dtw(d, gamma=gamma), rel_tol=1e-9, abs_tol=1e-9)
 
 
@@ -87,7 +87,7 @@ def test_batched_lengths_step_weights_and_path() -> None:
     d = torch.rand(3, 5, 6, dtype=torch.float64)
     n, m = torch.tensor([5, 3, 2]), torch.tensor([6, 4, 1])
     steps, weights = ((1, 0), (0, 1), (1, 1), (1, 2)), (1.0, 1.0, 2.0, 3.0)
-    got = dtw(d, n, m, steps=steps, step_weights=weights)
+    got = dtw_distance(d, n, m, steps=steps, step_weights=weights)
     for b in range(3):
         sub = d[b, : n[b], : m[b]].tolist()
         assert float(got[b]) == pytest.approx(classic_dtw(sub, steps, weights))
@@ -97,7 +97,7 @@ def test_batched_lengths_step_weights_and_path() -> None:
         cells = [tuple(c) for c in path.tolist()]
         assert cells[0] == (0, 0) and cells[-1] == (n[b] - 1, m[b] - 1)
         assert sum(sub[i][j] for i, j in cells) == pytest.approx(classic_dtw(sub))
-    assert float(dtw(d, [0, 1, 1], [3, 0, 1])[0]) == INF  # empty sequences: no alignment
+    assert float(dtw_distance(d, [0, 1, 1], [3, 0, 1])[0]) == INF  # empty sequences: no alignment
 
 
 def test_gradcheck() -> None:
@@ -106,26 +106,26 @@ def test_gradcheck() -> None:
     inputs = torch.randn(2, 4, 2, dtype=torch.float64, requires_grad=True)
     for gamma in (0.0, 0.3):
         assert torch.autograd.gradcheck(
-            lambda t, x, gamma=gamma: dtw(local_distances(t, x), None, torch.tensor([4, 3]), gamma),
+            lambda t, x, gamma=gamma: dtw_distance(local_distances(t, x), None, torch.tensor([4, 3]), gamma),
             (templates, inputs))
 
 
 def test_soft_dtw_tends_to_hard_dtw() -> None:
     d = torch.rand(4, 5, dtype=torch.float64)
-    hard = float(dtw(d))
-    assert float(dtw(d, gamma=1e-3)) == pytest.approx(hard, abs=1e-2)
-    assert float(dtw(d, gamma=1.0)) < hard  # the soft minimum lies below the minimum
+    hard = float(dtw_distance(d))
+    assert float(dtw_distance(d, gamma=1e-3)) == pytest.approx(hard, abs=1e-2)
+    assert float(dtw_distance(d, gamma=1.0)) < hard  # the soft minimum lies below the minimum
 
 
 def test_bad_input() -> None:
     with pytest.raises(InvalidGraphError, match="steps"):
-        dtw(torch.zeros(2, 2), steps=((0, 0),))
+        dtw_distance(torch.zeros(2, 2), steps=((0, 0),))
     with pytest.raises(InvalidGraphError, match="input length 7"):
-        dtw(torch.zeros(1, 2, 2), None, [7])
+        dtw_distance(torch.zeros(1, 2, 2), None, [7])
     with pytest.raises(LabelError, match="classes"):
         dtw_graph(torch.zeros(1, 2, 2), classes=[0])
     with pytest.raises(ValueError, match="gamma"):
-        dtw(torch.zeros(2, 2), gamma=-1.0)
+        dtw_distance(torch.zeros(2, 2), gamma=-1.0)
 
 
 def spoken_words(n: int, generator: torch.Generator):
@@ -171,4 +171,4 @@ def test_elastic_templates_learn_to_classify_words() -> None:
 def test_cuda() -> None:
     d = torch.rand(2, 4, 5, dtype=torch.float64)
     for gamma in (0.0, 0.5):
-        assert torch.allclose(dtw(d.cuda(), gamma=gamma).cpu(), dtw(d, gamma=gamma))
+        assert torch.allclose(dtw_distance(d.cuda(), gamma=gamma).cpu(), dtw_distance(d, gamma=gamma))

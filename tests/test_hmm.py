@@ -14,9 +14,9 @@ from gtn_py.criteria.hmm import (
     NEXT,
     SKIP,
     STAY,
-    decode,
     decoding_graph,
     forced_align,
+    hmm_decode,
     hmm_nll,
     hmm_score,
     hmm_topology,
@@ -102,7 +102,7 @@ def test_scores_decoding_and_alignment_against_brute_force() -> None:
     emissions = torch.randn(3, 5, 6, dtype=torch.float64).log_softmax(-1)
     lengths = torch.tensor([5, 3, 4])
     totals = hmm_score(graph, emissions, lengths)
-    best = decode(graph, emissions, lengths)
+    best = hmm_decode(graph, emissions, lengths)
     transcripts = [[2], [1, 3], [3, 3]]
     targets = transcript_graphs(lex, transcripts)
     aligned = forced_align(lex, transcripts, emissions, lengths)
@@ -129,7 +129,7 @@ def test_grammar_restricts_word_sequences() -> None:
     grammar = string_graph([3, 1], dtype=torch.float64)  # only "3 1"
     graph = decoding_graph(lex, grammar)
     emissions = torch.randn(1, 6, 6, dtype=torch.float64)
-    assert decode(graph, emissions).words == [[3, 1]]
+    assert hmm_decode(graph, emissions).words == [[3, 1]]
     assert torch.allclose(hmm_score(graph, emissions), hmm_score(transcript_graphs(lex, [[3, 1]]), emissions))
 
 
@@ -206,7 +206,7 @@ def test_hybrid_learns_from_transcriptions_only() -> None:
         optimizer.step()
     with torch.no_grad():
         emissions = network(x_test).log_softmax(-1)
-        decoded = decode(decoding_graph(lex), emissions, lengths_test)
+        decoded = hmm_decode(decoding_graph(lex), emissions, lengths_test)
         aligned = forced_align(lex, transcripts_test, emissions, lengths_test)
     sentence_accuracy = sum(d == t for d, t in zip(decoded.words, transcripts_test)) / len(transcripts_test)
     inside = states_test >= 0
@@ -224,4 +224,4 @@ def test_cuda() -> None:
     cpu = hmm_score(graph, emissions)
     gpu = hmm_score(graph.to("cuda"), emissions.cuda())
     assert torch.allclose(gpu.cpu(), cpu)
-    assert decode(graph.to("cuda"), emissions.cuda()).words == decode(graph, emissions).words
+    assert hmm_decode(graph.to("cuda"), emissions.cuda()).words == hmm_decode(graph, emissions).words

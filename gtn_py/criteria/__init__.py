@@ -1,6 +1,7 @@
 """Training criteria built on the graph operations (CTC and ASG on the dense intersection)."""
 
 from .asg import ASGLoss, asg_loss, asg_target_graphs, asg_transition_graph
+from .crf import LinearChainCRF, crf_graph, crf_log_partition, crf_marginals, crf_nll, crf_viterbi
 from .ctc import (
     CTCLoss,
     ctc_decode,
@@ -13,6 +14,19 @@ from .ctc import (
     label_sequences,
     viterbi_decode,
 )
+from .dtw import ElasticTemplates, dtw_distance, dtw_graph, dtw_path, local_distances
+from .hmm import (
+    decoding_graph,
+    forced_align,
+    hmm_decode,
+    hmm_nll,
+    hmm_score,
+    hmm_topology,
+    hmm_units,
+    lexicon,
+    transcript_graphs,
+    word_model,
+)
 from .segmentation import recognition_graph, segmentation_graph, span_table
 
 __all__ = [
@@ -20,4 +34,8 @@ __all__ = [
     "CTCLoss", "ctc_decode", "ctc_expand", "ctc_graph", "ctc_graph_loss", "ctc_greedy_decode", "ctc_loss",
     "ctc_topology", "label_sequences", "viterbi_decode",
     "recognition_graph", "segmentation_graph", "span_table",
+    "LinearChainCRF", "crf_graph", "crf_log_partition", "crf_marginals", "crf_nll", "crf_viterbi",
+    "ElasticTemplates", "dtw_distance", "dtw_graph", "dtw_path", "local_distances",
+    "decoding_graph", "forced_align", "hmm_decode", "hmm_nll", "hmm_score", "hmm_topology", "hmm_units", "lexicon",
+    "transcript_graphs", "word_model",
 ]

@@ -33,7 +33,7 @@ from ..graph import NEG_INF, Graph
 from ..ops.shortest import total_score, viterbi_path
 from ..semiring import TROPICAL, LogSemiring
 
-__all__ = ["SYMMETRIC_STEPS", "dtw_graph", "dtw", "dtw_path", "local_distances", "ElasticTemplates"]
+__all__ = ["SYMMETRIC_STEPS", "dtw_graph", "dtw_distance", "dtw_path", "local_distances", "ElasticTemplates"]
 
 # The usual step pattern: advance the template, the input, or both.
 SYMMETRIC_STEPS: Tuple[Tuple[int, int], ...] = ((1, 0), (0, 1), (1, 1))
@@ -122,7 +122,7 @@ def dtw_graph(distances: Tensor, template_lengths: Tensor | Sequence[int] | None
     return g
 
 
-def dtw(distances: Tensor, template_lengths: Tensor | Sequence[int] | None = None,
+def dtw_distance(distances: Tensor, template_lengths: Tensor | Sequence[int] | None = None,
         input_lengths: Tensor | Sequence[int] | None = None, gamma: float = 0.0, *,
         steps: Sequence[Tuple[int, int]] = SYMMETRIC_STEPS, step_weights: Sequence[float] | None = None) -> Tensor:
     """DTW cost of each pair ``[B]`` (0-dim for ``[T_template, T_input]``): the minimum over
@@ -175,7 +175,7 @@ class ElasticTemplates(nn.Module):
         classes = torch.arange(num_classes, device=inputs.device).repeat(num_seqs)
         repeated = inputs.repeat_interleave(num_classes, 0)
         lengths = None if input_lengths is None else torch.as_tensor(input_lengths).repeat_interleave(num_classes)
-        return dtw(self._pairs(repeated, classes), None, lengths, self.gamma).reshape(num_seqs, num_classes)
+        return dtw_distance(self._pairs(repeated, classes), None, lengths, self.gamma).reshape(num_seqs, num_classes)
 
     def answer_graphs(self, inputs: Tensor, labels: Tensor, input_lengths: Tensor | None = None
                       ) -> Tuple[Graph, Graph]:

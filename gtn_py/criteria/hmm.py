@@ -13,7 +13,7 @@ words) and :func:`transcript_graphs` with transcriptions; both remove the epsilo
 arc reads one frame. Scoring against the network is the dense intersection
 (:mod:`gtn_py.ops.dense`): a path of ``T`` arcs reading states ``k_1..k_T`` scores its
 transition scores plus ``sum_t emissions[t, k_t]``. :func:`hmm_nll` is the forward algorithm's
-negative log-likelihood; :func:`decode` and :func:`forced_align` are Viterbi.
+negative log-likelihood; :func:`hmm_decode` and :func:`forced_align` are Viterbi.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from ..ops.structure import closure, concat, union
 from .ctc import label_sequences
 
 __all__ = ["hmm_topology", "hmm_units", "word_model", "lexicon", "decoding_graph", "transcript_graphs",
-           "hmm_score", "hmm_nll", "HMMAlignment", "decode", "forced_align"]
+           "hmm_score", "hmm_nll", "HMMAlignment", "hmm_decode", "forced_align"]
 
 # Columns of transition scores: out of each state, to itself, to the next state, over it.
 STAY, NEXT, SKIP = 0, 1, 2
@@ -183,7 +183,7 @@ class HMMAlignment(NamedTuple):
     scores: Tensor            # [B] best path scores (-inf where none), differentiable
 
 
-def decode(decoding: GraphsLike, emissions: Tensor, lengths: LengthsLike = None) -> HMMAlignment:
+def hmm_decode(decoding: GraphsLike, emissions: Tensor, lengths: LengthsLike = None) -> HMMAlignment:
     """Viterbi: the best path of each sequence through the decoding graph(s), as frame-level
     states and the words it writes. ``emissions``: ``[B, T, num_states]``."""
     alignment = viterbi_align(_frame_graphs(decoding), emissions, lengths)
@@ -199,4 +199,4 @@ def forced_align(lexicon_graph: Graph, transcripts: Sequence[Sequence[int]] | Te
                  lengths: LengthsLike = None, transcript_lengths: LengthsLike = None) -> HMMAlignment:
     """Viterbi alignment of each sequence with its transcription: the frame-level states of
     the best path through the transcription's HMM graph."""
-    return decode(transcript_graphs(lexicon_graph, transcripts, transcript_lengths), emissions, lengths)
+    return hmm_decode(transcript_graphs(lexicon_graph, transcripts, transcript_lengths), emissions, lengths)
