@@ -27,9 +27,9 @@ padding in memory.
 
 from __future__ import annotations
 
-import contextlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, NamedTuple, Sequence, Tuple, Union
+from typing import Any, Callable, List, NamedTuple, Sequence, Tuple, Union
 
 import numba
 import numpy as np
@@ -49,7 +49,7 @@ _CHUNK_ELEMENTS = 1 << 19
 # Log-semiring totals on the CPU use the numba kernels (tests turn this off to check the
 # tensor formulation, which CUDA uses, on the CPU too).
 _KERNELS = True
-# Frames x arcs from which the kernels use all of numba's threads (one sequence per thread).
+# Frames x arcs from which the kernels run on several threads.
 _PARALLEL_WORK = 1 << 20
 
 
@@ -296,17 +296,18 @@ def _best_paths(lay: _Layout, alpha: Tensor, slots: Tensor, final: Tensor, lengt
 
 
 # ---------------------------------------------------------------------- CPU kernels
-# On the CPU the log-semiring sweeps run as numba kernels, one sequence per thread: a frame of
-# a few thousand states is too small for tensor operations to pay for their dispatch (the
-# torch formulation above serves CUDA, other semirings, and checks these kernels in the tests).
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _forward_log_kernel(in_src, in_weight, in_column, columns, start, node_order, seq_offsets,
+# On the CPU the log-semiring sweeps run as numba kernels over the sequences listed in ``seqs``:
+# a frame of a few thousand states is too small for tensor operations to pay for their dispatch
+# (the torch formulation above serves CUDA, other semirings, and checks these kernels in the
+# tests). The kernels release the GIL; _run_over_sequences spreads the sequences over threads.
+@numba.njit(cache=True, nogil=True)
+def _forward_log_kernel(seqs, in_src, in_weight, in_column, columns, start, node_order, seq_offsets,
                         lengths, alpha, consts):  # pragma: no cover - jitted
     # consts = [-inf, 0] in the weights' dtype: float32 inputs get float32 exp/log, not float64
     neg_inf, zero = consts[0], consts[1]
     num_slots = in_src.shape[1]
     num_frames = columns.shape[0]
-    for b in numba.prange(seq_offsets.shape[0] - 1):
+    for b in seqs:
         values = np.empty(num_slots, alpha.dtype)
         nodes = node_order[seq_offsets[b]:seq_offsets[b + 1]]
         for n in nodes:
@@ -336,15 +337,15 @@ def _forward_log_kernel(in_src, in_weight, in_column, columns, start, node_order
                 alpha[t + 1, n] = peak + np.log(acc)
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _backward_log_kernel(out_arc, out_dst, out_weight, out_column, columns, start, final, alpha, shift,
+@numba.njit(cache=True, nogil=True)
+def _backward_log_kernel(seqs, out_arc, out_dst, out_weight, out_column, columns, start, final, alpha, shift,
                          grad_totals, node_order, seq_offsets, lengths, grad_w, grad_columns, grad_start,
                          grad_final, beta, consts):  # pragma: no cover - jitted
     """Backward scores (two rows of ``beta`` [2, N] alternate) with the arc occupancies
     ``exp(alpha[t, src] + w + e + beta[t + 1, dst] - total)`` summed into the gradients."""
     neg_inf, zero = consts[0], consts[1]
     num_slots = out_arc.shape[1]
-    for b in numba.prange(seq_offsets.shape[0] - 1):
+    for b in seqs:
         values = np.empty(num_slots, alpha.dtype)
         nodes = node_order[seq_offsets[b]:seq_offsets[b + 1]]
         length, total, g = lengths[b], shift[b], grad_totals[b]
@@ -383,19 +384,20 @@ def _backward_log_kernel(out_arc, out_dst, out_weight, out_column, columns, star
             grad_start[n] = np.exp(start[n] + beta[row, n] - total) * g
 
 
-@contextlib.contextmanager
-def _kernel_threads(work: int) -> Iterator[None]:
-    """Run small problems (``work`` = frames x arcs) on one thread: waking numba's thread pool
-    costs more than it saves there."""
-    if work >= _PARALLEL_WORK:
-        yield
+def _run_over_sequences(kernel: Callable[..., None], num_seqs: int, work: int, *args: Any) -> None:
+    """``kernel(seqs, *args)`` over all sequences: in one call for small problems (``work`` =
+    frames x arcs), else over chunks of sequences on ``torch.get_num_threads()`` threads. Chunks
+    are small and taken in turn, and idle threads block instead of spinning, so one delayed
+    thread does not hold up the rest (numba's own parallel loops split the work statically)."""
+    seqs = np.arange(num_seqs, dtype=np.int64)
+    threads = min(torch.get_num_threads(), num_seqs)
+    if work < _PARALLEL_WORK or threads <= 1:
+        kernel(seqs, *args)
         return
-    saved = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(saved)
+    chunks = np.array_split(seqs, min(num_seqs, 4 * threads))
+    with ThreadPoolExecutor(threads) as pool:
+        for done in [pool.submit(kernel, chunk, *args) for chunk in chunks]:
+            done.result()
 
 
 def _consts(like: Tensor) -> np.ndarray:
@@ -422,9 +424,9 @@ def _np(t: Tensor) -> np.ndarray:
 def _kernel_forward(lay: _Layout, weights: Tensor, start: Tensor, columns: Tensor, lengths: Tensor) -> Tensor:
     alpha = columns.new_empty(columns.shape[0] + 1, lay.num_nodes)
     _, in_src, in_weight, in_column = _arc_tables_np(lay, lay.in_arc, weights, lay.src)
-    with _kernel_threads(columns.shape[0] * lay.src.shape[0]):
-        _forward_log_kernel(in_src, in_weight, in_column, _np(columns), _np(start), _np(lay.node_order),
-                            _np(lay.seq_offsets), _np(lengths), alpha.numpy(), _consts(columns))
+    _run_over_sequences(_forward_log_kernel, lay.num_seqs, columns.shape[0] * lay.src.shape[0],
+                        in_src, in_weight, in_column, _np(columns), _np(start), _np(lay.node_order),
+                        _np(lay.seq_offsets), _np(lengths), alpha.numpy(), _consts(columns))
     return alpha
 
 
@@ -435,11 +437,11 @@ def _kernel_grads(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, c
     grad_w, grad_start, grad_final, grad_columns = grads
     out_arc, out_dst, out_weight, out_column = _arc_tables_np(lay, lay.out_arc, weights, lay.dst)
     beta = columns.new_empty(2, lay.num_nodes)
-    with _kernel_threads(columns.shape[0] * lay.src.shape[0]):
-        _backward_log_kernel(out_arc, out_dst, out_weight, out_column, _np(columns), _np(start), _np(final),
-                             _np(alpha), _np(shift), _np(grad_totals), _np(lay.node_order), _np(lay.seq_offsets),
-                             _np(lengths), grad_w.numpy(), grad_columns.numpy(), grad_start.numpy(),
-                             grad_final.numpy(), beta.numpy(), _consts(columns))
+    _run_over_sequences(_backward_log_kernel, lay.num_seqs, columns.shape[0] * lay.src.shape[0],
+                        out_arc, out_dst, out_weight, out_column, _np(columns), _np(start), _np(final),
+                        _np(alpha), _np(shift), _np(grad_totals), _np(lay.node_order), _np(lay.seq_offsets),
+                        _np(lengths), grad_w.numpy(), grad_columns.numpy(), grad_start.numpy(),
+                        grad_final.numpy(), beta.numpy(), _consts(columns))
     return grad_w, grad_start, grad_final, grad_columns
 
 
