@@ -77,8 +77,8 @@ from .criteria.ctc import (
 )
 from .criteria.crf import LinearChainCRF, crf_graph, crf_log_partition, crf_marginals, crf_nll, crf_viterbi
 from .criteria.dtw import ElasticTemplates, dtw_distance, dtw_graph, dtw_path, local_distances
-from .criteria.hmm import (decoding_graph, forced_align, hmm_decode, hmm_nll, hmm_score, hmm_topology, hmm_units,
-                           lexicon, transcript_graphs, word_model)
+from .criteria.hmm import (decoding_graph, forced_align, hmm_decode, hmm_lattice, hmm_nll, hmm_score, hmm_topology,
+                           hmm_units, lexicon, transcript_graphs, word_model)
 from . import losses
 
 __version__ = "0.1.0"

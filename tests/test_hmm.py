@@ -9,7 +9,7 @@ import oracle
 import pytest
 import torch
 
-from gtn_py import InvalidGraphError, LabelError, string_graph
+from gtn_py import InvalidGraphError, LabelError, losses, string_graph
 from gtn_py.criteria.hmm import (
     NEXT,
     SKIP,
@@ -17,6 +17,7 @@ from gtn_py.criteria.hmm import (
     decoding_graph,
     forced_align,
     hmm_decode,
+    hmm_lattice,
     hmm_nll,
     hmm_score,
     hmm_topology,
@@ -70,9 +71,9 @@ def test_topology_accepts_left_to_right_state_sequences(num_states, self_loops, 
     oracle.assert_relations_close(got, want, tol=1e-9)
 
 
-def brute_hmm(g, emissions, length):
-    """Log total, best score, best state sequence and its words over the paths of exactly
-    ``length`` arcs (state label k reads emission column k - 1)."""
+def brute_paths(g, emissions, length):
+    """(score, states, words) of every path of exactly ``length`` arcs (state label k reads
+    emission column k - 1)."""
     scored = []
     for path, score in oracle.paths(g, max_arcs=length):
         if len(path) != length:
@@ -80,6 +81,13 @@ def brute_hmm(g, emissions, length):
         states = [int(g.ilabel[a]) - 1 for a in path]
         words = [int(g.olabel[a]) for a in path if int(g.olabel[a]) != 0]
         scored.append((score + sum(float(emissions[t, k]) for t, k in enumerate(states)), states, words))
+    return scored
+
+
+def brute_hmm(g, emissions, length):
+    """Log total, best score, best state sequence and its words over the paths of exactly
+    ``length`` arcs."""
+    scored = brute_paths(g, emissions, length)
     if not scored:
         return -math.inf, -math.inf, None, None
     best = max(scored, key=lambda x: x[0])
@@ -131,6 +139,29 @@ def test_grammar_restricts_word_sequences() -> None:
     emissions = torch.randn(1, 6, 6, dtype=torch.float64)
     assert hmm_decode(graph, emissions).words == [[3, 1]]
     assert torch.allclose(hmm_score(graph, emissions), hmm_score(transcript_graphs(lex, [[3, 1]]), emissions))
+
+
+def test_discriminative_losses_over_lattices() -> None:
+    """MMI over the transcription and decoding lattices is the difference of forward scores;
+    the most offending incorrect answer is the best decoding whose words differ."""
+    _, lex, _ = small_model()
+    torch.manual_seed(6)
+    emissions = torch.randn(2, 6, 6, dtype=torch.float64, requires_grad=True)
+    transcripts = [[2, 1], [3]]
+    targets, graph = transcript_graphs(lex, transcripts), decoding_graph(lex)
+    correct = hmm_lattice(targets, emissions)
+    everything = hmm_lattice(graph, emissions)
+    mmi = losses.mmi(correct, everything, reduction="none")
+    want = hmm_score(graph, emissions) - hmm_score(targets, emissions)
+    assert torch.allclose(mmi, want)
+    offending = losses.most_offending_incorrect(correct, everything)
+    for b in range(2):
+        brute = [(s, w) for s, _, w in brute_paths(graph, emissions[b].detach(), 6) if w != transcripts[b]]
+        best_score, best_words = max(brute, key=lambda x: x[0])
+        assert float(offending.energies[b].detach()) == pytest.approx(-best_score)
+        assert offending.strings[b] == best_words
+    losses.hinge(correct, everything).backward()
+    assert emissions.grad is not None and torch.isfinite(emissions.grad).all()
 
 
 def test_gradcheck_emissions_and_transitions() -> None:

@@ -19,6 +19,7 @@ from .hmm import (
     decoding_graph,
     forced_align,
     hmm_decode,
+    hmm_lattice,
     hmm_nll,
     hmm_score,
     hmm_topology,
@@ -36,6 +37,6 @@ __all__ = [
     "recognition_graph", "segmentation_graph", "span_table",
     "LinearChainCRF", "crf_graph", "crf_log_partition", "crf_marginals", "crf_nll", "crf_viterbi",
     "ElasticTemplates", "dtw_distance", "dtw_graph", "dtw_path", "local_distances",
-    "decoding_graph", "forced_align", "hmm_decode", "hmm_nll", "hmm_score", "hmm_topology", "hmm_units", "lexicon",
-    "transcript_graphs", "word_model",
+    "decoding_graph", "forced_align", "hmm_decode", "hmm_lattice", "hmm_nll", "hmm_score", "hmm_topology",
+    "hmm_units", "lexicon", "transcript_graphs", "word_model",
 ]

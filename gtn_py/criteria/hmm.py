@@ -27,12 +27,12 @@ from ..errors import InvalidGraphError, LabelError
 from ..graph import NEG_INF, Graph, gather
 from ..losses import reduce_losses
 from ..ops.compose import compose, remove_epsilon
-from ..ops.dense import GraphsLike, LengthsLike, dense_score, viterbi_align
+from ..ops.dense import GraphsLike, LengthsLike, dense_score, intersect_dense, viterbi_align
 from ..ops.structure import closure, concat, union
 from .ctc import label_sequences
 
 __all__ = ["hmm_topology", "hmm_units", "word_model", "lexicon", "decoding_graph", "transcript_graphs",
-           "hmm_score", "hmm_nll", "HMMAlignment", "hmm_decode", "forced_align"]
+           "hmm_score", "hmm_nll", "hmm_lattice", "HMMAlignment", "hmm_decode", "forced_align"]
 
 # Columns of transition scores: out of each state, to itself, to the next state, over it.
 STAY, NEXT, SKIP = 0, 1, 2
@@ -175,6 +175,16 @@ def hmm_nll(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = None, 
     """Negative log-likelihood of each sequence under its HMM graph (e.g. from
     :func:`transcript_graphs`): ``-log sum_paths exp(score)``, the forward algorithm."""
     return reduce_losses(-hmm_score(graphs, emissions, lengths), reduction)
+
+
+def hmm_lattice(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = None,
+                beam: float | None = None) -> Graph:
+    """The dense intersection of each sequence's HMM graph with its emission scores, as a
+    lattice (a batch; see :func:`~gtn_py.ops.dense.intersect_dense`) reading HMM-state labels
+    and writing words: the correct-answer (transcription) or all-answers (decoding graph)
+    lattice for the losses of :mod:`gtn_py.losses` (MMI, hinge, MCE... discriminative training)."""
+    lattice = intersect_dense(_frame_graphs(graphs), emissions, lengths, beam)
+    return lattice._replace(ilabel=lattice.ilabel + 1)
 
 
 class HMMAlignment(NamedTuple):
