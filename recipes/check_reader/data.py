@@ -17,6 +17,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 
 HEIGHT = 28
@@ -215,9 +216,35 @@ def write_png(path_or_none: str | Path | None, image: np.ndarray) -> bytes:
     return data
 
 
-def read_png(path: str | Path) -> np.ndarray:
-    """Decode an 8-bit, non-interlaced PNG to a grayscale uint8 [H, W] array (colour is averaged,
-    alpha composited on black)."""
+@numba.njit(cache=True)
+def _unfilter(raw: np.ndarray, bpp: int) -> np.ndarray:  # pragma: no cover - jitted
+    """Undo PNG's per-row filters (none, sub, up, average, Paeth) on ``[H, 1 + row bytes]``."""
+    h, n = raw.shape[0], raw.shape[1] - 1
+    out = np.zeros((h, n), np.int64)
+    for y in range(h):
+        kind = raw[y, 0]
+        for x in range(n):
+            a = out[y, x - bpp] if x >= bpp else 0
+            b = out[y - 1, x] if y > 0 else 0
+            c = out[y - 1, x - bpp] if (x >= bpp and y > 0) else 0
+            if kind == 0:
+                pred = 0
+            elif kind == 1:
+                pred = a
+            elif kind == 2:
+                pred = b
+            elif kind == 3:
+                pred = (a + b) // 2
+            else:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if (pa <= pb and pa <= pc) else (b if pb <= pc else c)
+            out[y, x] = (raw[y, x + 1] + pred) % 256
+    return out
+
+
+def read_png_rgb(path: str | Path) -> np.ndarray:
+    """Decode an 8-bit, non-interlaced PNG to uint8 ``[H, W, C]`` (C = 1, 2, 3 or 4 as stored)."""
     data = Path(path).read_bytes()
     if data[:8] != b"\x89PNG\r\n\x1a\n":
         raise ValueError(f"{path}: not a PNG file")
@@ -237,29 +264,13 @@ def read_png(path: str | Path) -> np.ndarray:
     if depth != 8 or channels is None or interlace:
         raise ValueError(f"{path}: only 8-bit, non-interlaced grey/RGB(A) PNGs are supported")
     raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * channels)
-    out = np.zeros((h, w * channels), np.int64)
-    bpp = channels
-    for y in range(h):
-        kind, line = raw[y, 0], raw[y, 1:].astype(np.int64)
-        prev = out[y - 1] if y else np.zeros(w * channels, np.int64)
-        if kind in (0, 2):
-            out[y] = (line + (prev if kind == 2 else 0)) % 256
-            continue
-        row = out[y]
-        for x in range(w * channels):  # sub/average/paeth depend on the pixel to the left
-            a = row[x - bpp] if x >= bpp else 0
-            b = prev[x]
-            c = prev[x - bpp] if x >= bpp else 0
-            if kind == 1:
-                pred = a
-            elif kind == 3:
-                pred = (a + b) // 2
-            else:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-            row[x] = (line[x] + pred) % 256
-    pixels = out.reshape(h, w, channels).astype(np.float64)
-    if channels in (2, 4):
+    return _unfilter(raw.astype(np.int64), channels).reshape(h, w, channels).astype(np.uint8)
+
+
+def read_png(path: str | Path) -> np.ndarray:
+    """Decode an 8-bit, non-interlaced PNG to a grayscale uint8 [H, W] array (colour is averaged,
+    alpha composited on black)."""
+    pixels = read_png_rgb(path).astype(np.float64)
+    if pixels.shape[2] in (2, 4):
         pixels = pixels[..., :-1] * pixels[..., -1:] / 255.0
     return np.clip(pixels.mean(axis=2).round(), 0, 255).astype(np.uint8)

@@ -28,8 +28,8 @@ NUM_DIGITS = 10
 @dataclass
 class ModelConfig:
     kind: str = "segmentation"      # "segmentation" (graph criteria) or "ctc" (column windows)
-    channels: tuple[int, int] = (16, 32)
-    hidden: int = 128
+    channels: tuple[int, int] = (8, 16)
+    hidden: int = 64
     cuts: CutConfig = field(default_factory=CutConfig)
     ctc_stride: int = 4             # column step of the CTC baseline's windows
     grammar: str = "any"            # "any" or "length:MIN-MAX" (digits per string)
@@ -41,7 +41,7 @@ class ModelConfig:
     def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         d["cuts"] = CutConfig(**d.get("cuts", {}))
-        d["channels"] = tuple(d.get("channels", (16, 32)))
+        d["channels"] = tuple(d.get("channels", (8, 16)))
         return cls(**d)
 
 

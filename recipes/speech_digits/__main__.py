@@ -1,13 +1,26 @@
-"""Command line of the speech-digits recipe: ``python -m recipes.speech_digits prepare [options]``."""
+"""python -m recipes.speech_digits {prepare,train,evaluate,decode} ...
+
+Connected spoken digits recognised three ways through gtn_py graphs: word-level CTC, an HMM/NN
+hybrid and DTW templates (see README_RECIPES.md, "Speech digits").
+"""
 
 from __future__ import annotations
 
 import argparse
 import collections
+import os
+import sys
 import time
 from pathlib import Path
 
-from .synth import prepare, split_voices
+import torch
+
+from .. import common
+from .data import Utterance, load_corpus, load_directory, load_labelled
+from .evaluate import Result, decode_features, evaluate_model, format_summary, write_report
+from .models import EncoderConfig, ModelConfig
+from .synth import corpus_dir, prepare, split_voices
+from .train import TrainConfig, load_model, train
 
 DEFAULT_ROOT = Path("data/speech_digits")
 
@@ -32,8 +45,129 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         print(f"{split}: {len(table)} utterances, {len(voices)} distinct voices, by engine {dict(engines)}")
 
 
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _training_data(args: argparse.Namespace, kind: str) -> tuple[list[Utterance], dict]:
+    """The training utterances (isolated words cut by a hybrid's forced alignment for DTW)."""
+    corpus = args.corpus or corpus_dir(DEFAULT_ROOT, 0)
+    utterances = load_corpus(corpus, "train")
+    source = {"corpus": str(corpus)}
+    if kind == "dtw":
+        from .hybrid import isolated_words
+
+        if not args.segmenter:
+            sys.exit("train --model dtw needs --segmenter CHECKPOINT (a trained hybrid) to cut isolated words")
+        segmenter, _ = load_model(args.segmenter, args.device)
+        utterances = isolated_words(segmenter, utterances, device=args.device)
+        source["segmenter"] = str(args.segmenter)
+    return utterances, source
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    encoder = EncoderConfig(channels=args.channels, context=args.context, hidden=args.hidden, layers=args.layers,
+                            stride=args.stride, dropout=args.dropout)
+    options = dict(kv.split("=", 1) for kv in args.option)
+    model_config = ModelConfig(kind=args.model, encoder=encoder, options=options)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
+                         seed=args.seed, valid_size=args.valid_size, valid_every=args.valid_every,
+                         checkpoint_every=args.checkpoint_every)
+    ckpt = Path(args.out) / common.CHECKPOINT
+    if args.resume and ckpt.exists():
+        state = common.load_checkpoint(ckpt)
+        model_config = ModelConfig.from_dict(state["model_config"])
+        config = TrainConfig(**{**state["train_config"], "steps": args.steps})  # a resumed run may be extended
+    torch.manual_seed(config.seed)
+    t0 = time.time()
+    utterances, source = _training_data(args, model_config.kind)
+    if _is_main_process():
+        print(f"{len(utterances)} training utterances ({time.time() - t0:.0f} s to load)")
+    path = train(args.out, model_config, config, utterances, resume=args.resume, device=args.device,
+                 show_progress=not args.quiet, extra={"data": source})
+    if _is_main_process():
+        print(f"checkpoint: {path} ({time.time() - t0:.0f} s)")
+
+
+def _inputs(args: argparse.Namespace) -> list[Utterance]:
+    if getattr(args, "transcripts", None):
+        return load_labelled(args.input, args.transcripts)
+    return [Utterance(utt, feats, ()) for utt, feats in load_directory(args.input)]
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict:
+    model, state = load_model(args.checkpoint, args.device)
+    utterances = _inputs(args)
+    t0 = time.time()
+    result = evaluate_model(model, utterances, args.batch_size, args.device)
+    summary = result.summary()
+    summary.update(model=state["model_config"]["kind"], checkpoint=str(args.checkpoint), input=str(args.input),
+                   steps=state["step"], seconds=round(time.time() - t0, 1))
+    for utt, ref, hyp in zip(result.utt_ids, result.references, result.hypotheses):
+        mark = "" if ref == hyp else "  *"
+        print(f"{' '.join(hyp)} ({utt}){mark}")
+    print(format_summary(summary))
+    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "evaluation.json"
+    common.write_json(out, {**summary, "hypotheses": {u: " ".join(h) for u, h in zip(result.utt_ids,
+                                                                                      result.hypotheses)}})
+    print(f"written: {out}")
+    if args.viz:
+        index = write_report(model, utterances[:args.viz_count], out.parent / "viz", result, args.device)
+        print(f"report: {index}")
+    return summary
+
+
+def cmd_decode(args: argparse.Namespace) -> None:
+    model, _ = load_model(args.checkpoint, args.device)
+    utterances = _inputs(args)
+    hyps = decode_features(model, [u.features for u in utterances], args.batch_size, args.device)
+    for u, words in zip(utterances, hyps):
+        print(f"{' '.join(words)} ({u.utt_id})")
+    if args.viz:
+        labelled = [Utterance(u.utt_id, u.features, h) for u, h in zip(utterances, hyps) if h]
+        index = write_report(model, labelled[:args.viz_count], args.viz, Result(), args.device)
+        print(f"report: {index}", file=sys.stderr)
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    e, t = EncoderConfig(), TrainConfig()
+    p.add_argument("--model", choices=("ctc", "hybrid", "dtw"), default="ctc")
+    p.add_argument("--corpus", type=Path, default=None, help="corpus folder made by prepare "
+                                                            f"(default {corpus_dir(DEFAULT_ROOT, 0)})")
+    p.add_argument("--segmenter", default="", help="dtw: hybrid checkpoint whose forced alignments cut the words")
+    p.add_argument("--channels", type=int, default=e.channels)
+    p.add_argument("--context", type=int, default=e.context, help="dilated convolution layers")
+    p.add_argument("--hidden", type=int, default=e.hidden, help="GRU units per direction (0: none)")
+    p.add_argument("--layers", type=int, default=e.layers)
+    p.add_argument("--stride", type=int, default=e.stride, help="frame subsampling")
+    p.add_argument("--dropout", type=float, default=e.dropout)
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="model-specific setting (hybrid: states=3, transitions=learned|fixed; "
+                        "dtw: templates=2, length=12, loss=nll|lvq2)")
+    p.add_argument("--steps", type=int, default=t.steps)
+    p.add_argument("--batch-size", type=int, default=t.batch_size, help="global batch (utterances per step)")
+    p.add_argument("--lr", type=float, default=t.lr)
+    p.add_argument("--warmup", type=int, default=t.warmup)
+    p.add_argument("--seed", type=int, default=t.seed)
+    p.add_argument("--valid-size", type=int, default=t.valid_size)
+    p.add_argument("--valid-every", type=int, default=t.valid_every)
+    p.add_argument("--checkpoint-every", type=int, default=t.checkpoint_every)
+
+
+def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--input", required=True, type=Path, help="folder of .wav (any rate) or Sphinx .mfc files")
+    if transcripts:
+        p.add_argument("--transcripts", required=True, help="lines 'one two three (utterance-id)'")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--viz-count", type=int, default=4, help="utterances drawn in the report")
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m recipes.speech_digits", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m recipes.speech_digits", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("prepare", help="synthesise (or complete from the cache) the digit corpus")
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="cache directory (default %(default)s)")
@@ -42,7 +176,29 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--test-size", type=int, default=500)
     p.add_argument("--jobs", type=int, default=None, help="parallel synthesis jobs (default: CPU count)")
     p.set_defaults(run=cmd_prepare)
+
+    p = commands.add_parser("train", help="train a model (torchrun --nproc_per_node=N for data parallelism)")
+    p.add_argument("--out", required=True, help="run folder: checkpoint.pt and metrics.jsonl go here")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_options(p)
+    p.set_defaults(run=cmd_train)
+
+    p = commands.add_parser("evaluate", help="word and sentence error rates of a folder with transcripts")
+    _add_input_options(p, transcripts=True)
+    p.add_argument("--out", default="", help="JSON results (default: evaluation.json beside the checkpoint)")
+    p.add_argument("--viz", action="store_true", help="draw alignments into viz/ beside the JSON results")
+    p.set_defaults(run=cmd_evaluate)
+
+    p = commands.add_parser("decode", help="print the words recognised in each file of a folder")
+    _add_input_options(p, transcripts=False)
+    p.add_argument("--viz", default="", help="folder for a report of the decoded alignments")
+    p.set_defaults(run=cmd_decode)
+
     args = parser.parse_args(argv)
+    common.set_threads(getattr(args, "threads", 0))
     args.run(args)
 
 

@@ -1,0 +1,204 @@
+"""What every recipe's command line shares: progress bars, JSON-lines metrics, atomic checkpoints,
+learning-rate schedules, thread settings and torchrun data parallelism (gloo on CPU, nccl on CUDA).
+
+Data parallelism follows one rule that makes runs reproducible and resumable: step ``s`` of a run
+with seed ``k`` always works on the same *global* batch (drawn from ``(k, s)``), and process ``r`` of
+``N`` takes items ``r, r + N, ...`` of it; each process scales its loss so that the averaged
+gradient (:func:`average_gradients`) equals the single-process one. A checkpoint holds the model,
+the optimiser and the step, so ``--resume`` continues exactly where a run stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+# ---------------------------------------------------------------------- processes and threads
+def set_threads(threads: int = 0) -> None:
+    """``threads`` torch threads, or (0) the CPU cores shared out among torchrun's processes."""
+    if threads:
+        torch.set_num_threads(threads)
+    elif "WORLD_SIZE" in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"])))
+
+
+@dataclass
+class World:
+    """This process's place among the data-parallel processes."""
+
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_world(device: torch.device | str = "cpu") -> World:
+    """Join torchrun's process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return World()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.device(device).type == "cuda" else "gloo")
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def broadcast_parameters(model: nn.Module, world: World) -> None:
+    """Make every process start from process 0's weights."""
+    if world.size > 1:
+        for p in model.state_dict().values():
+            dist.broadcast(p, 0)
+
+
+def average_gradients(model: nn.Module, world: World) -> None:
+    """All-reduce the gradients (mean over processes) in one flat buffer. A parameter without a
+    gradient in some process counts as a zero gradient there, so every process sends the same
+    buffer layout."""
+    if world.size == 1:
+        return
+    params = [p for p in model.parameters() if p.requires_grad]
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= world.size
+    offset = 0
+    for p in params:
+        p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
+
+
+def mean_over_processes(values: list[float], world: World) -> list[float]:
+    """The mean over processes of a few numbers (for logging)."""
+    if world.size == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return (t / world.size).tolist()
+
+
+def sum_over_processes(values: list[float], world: World) -> list[float]:
+    if world.size == 1:
+        return values
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+def barrier(world: World) -> None:
+    if world.size > 1:
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------- schedules
+def warmup_cosine(step: int, steps: int, lr: float, warmup: int, floor: float = 0.1) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``floor * lr`` at ``steps``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+# ---------------------------------------------------------------------- files
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (a temporary file beside it, then a rename)."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """``torch.save`` atomically: a reader (or a run killed mid-write) never sees a partial file."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint` (it holds configs as plain dicts)."""
+    return torch.load(path, map_location=device, weights_only=False)
+
+
+class MetricsLog:
+    """JSON-lines metrics (``{"split": ..., "step": ..., ...}`` a line), appended so a resumed run
+    continues the same file; a no-op outside the main process."""
+
+    def __init__(self, path: str | Path, enabled: bool = True):
+        self.file: TextIO | None = open(path, "a", encoding="utf-8") if enabled else None
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# ---------------------------------------------------------------------- progress
+class Progress:
+    """A dependency-free progress bar on stderr (one line per update when not a terminal, at most
+    every ``every`` seconds then, so logs of background runs stay short)."""
+
+    def __init__(self, total: int, start: int = 0, enabled: bool = True, unit: str = "step",
+                 every: float = 10.0):
+        self.total, self.start, self.enabled, self.unit = total, start, enabled, unit
+        self.t0 = self.last = time.time()
+        self.tty = sys.stderr.isatty()
+        self.every = 0.0 if self.tty else every
+
+    def update(self, done: int, text: str = "") -> None:
+        if not self.enabled:
+            return
+        now = time.time()
+        if now - self.last < self.every and done < self.total:
+            return
+        self.last = now
+        rate = (done - self.start) / max(1e-9, now - self.t0)
+        eta = (self.total - done) / rate if rate > 0 else float("nan")
+        bar = "#" * int(30 * done / max(1, self.total))
+        line = f"[{bar:<30}] {done}/{self.total} {text} {rate:.2f} {self.unit}/s eta {eta:.0f}s"
+        sys.stderr.write("\r" + line if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            sys.stderr.write("\n")
+
+
+def progress(items: Iterable[Any], total: int, enabled: bool = True, unit: str = "item") -> Iterable[Any]:
+    """Iterate with a progress bar."""
+    bar = Progress(total, enabled=enabled, unit=unit)
+    try:
+        for i, item in enumerate(items, start=1):
+            yield item
+            bar.update(i)
+    finally:
+        bar.close()

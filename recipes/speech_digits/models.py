@@ -1,0 +1,207 @@
+"""The recognisers: a shared acoustic encoder and the CTC model (HMM/NN hybrid and DTW templates
+live in hybrid.py and templates.py).
+
+Every model has the same interface, used by training, evaluation and decoding:
+
+* ``losses(batch) -> [B]`` per-utterance training losses (through gtn_py graphs);
+* ``decode(batch) -> list of word tuples``;
+* ``align(batch) -> list of [(word, first frame, last frame + 1)]`` in input frames (10 ms), for
+  the drawings of the report.
+
+Word ``i`` of :data:`~.data.DIGIT_WORDS` is label ``i + 1`` in every graph (label 0 is the CTC blank
+in dense intersections, epsilon elsewhere).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gtn_py.criteria.ctc import ctc_decode, ctc_expand, ctc_loss, label_sequences
+from gtn_py.graph import Graph
+from gtn_py.ops.dense import viterbi_align
+
+from .data import DIGIT_WORDS
+
+NUM_WORDS = len(DIGIT_WORDS)
+WORD_ID = {w: i + 1 for i, w in enumerate(DIGIT_WORDS)}
+NUM_CEPSTRA = 13
+
+
+class Batch(NamedTuple):
+    features: Tensor                 # [B, T, 13] padded with zeros
+    lengths: Tensor                  # [B] frames
+    words: list[tuple[str, ...]]     # transcripts (empty tuples when unknown)
+    utt_ids: list[str]
+
+
+def make_batch(features: Sequence[np.ndarray], words: Sequence[Sequence[str]] | None = None,
+               utt_ids: Sequence[str] | None = None, device: torch.device | str = "cpu") -> Batch:
+    lengths = torch.tensor([len(f) for f in features], dtype=torch.long)
+    padded = torch.zeros(len(features), int(lengths.max()) if len(features) else 0, NUM_CEPSTRA)
+    for i, f in enumerate(features):
+        padded[i, :len(f)] = torch.from_numpy(np.asarray(f, dtype=np.float32))
+    return Batch(padded.to(device), lengths.to(device),
+                 [tuple(w) for w in words] if words is not None else [()] * len(features),
+                 list(utt_ids) if utt_ids is not None else [str(i) for i in range(len(features))])
+
+
+def word_ids(words: Sequence[str]) -> list[int]:
+    return [WORD_ID[w] for w in words]
+
+
+def word_loop(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Graph:
+    """The digit-loop grammar: any sequence of digit words (one node, a loop per word)."""
+    labels = torch.arange(1, NUM_WORDS + 1)
+    zeros = torch.zeros_like(labels)
+    return Graph.from_arcs(1, zeros, zeros, labels, labels, start=[0], accept=[0], dtype=dtype, device=device)
+
+
+# ---------------------------------------------------------------------- the encoder
+@dataclass
+class EncoderConfig:
+    channels: int = 128      # convolution channels
+    context: int = 3         # dilated convolutions after subsampling (dilations 1, 2, 4, ...)
+    hidden: int = 96         # GRU units per direction (0: convolutions only)
+    layers: int = 1          # GRU layers
+    stride: int = 3          # frame subsampling (output frames are stride x 10 ms)
+    dropout: float = 0.1
+
+
+class Encoder(nn.Module):
+    """Normalised MFCCs ``[B, T, 13]`` -> frame vectors ``[B, T', D]``: two convolutions (the
+    second subsamples by ``stride``), ``context`` residual dilated convolutions, then a
+    bidirectional GRU over the true lengths (when ``hidden``)."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        c = config.channels
+        # Global feature normalisation, set from the training data (saved with the weights).
+        self.register_buffer("mean", torch.zeros(NUM_CEPSTRA))
+        self.register_buffer("std", torch.ones(NUM_CEPSTRA))
+        self.conv = nn.Sequential(nn.Conv1d(NUM_CEPSTRA, c, 5, padding=2), nn.ReLU())
+        self.subsample = nn.Sequential(nn.Conv1d(c, c, 5, stride=config.stride, padding=2), nn.ReLU(),
+                                       nn.Dropout(config.dropout))
+        self.context = nn.ModuleList(
+            nn.Sequential(nn.Conv1d(c, c, 5, padding=2 * 2 ** i, dilation=2 ** i), nn.ReLU(),
+                          nn.Dropout(config.dropout))
+            for i in range(config.context))
+        self.rnn = nn.GRU(c, config.hidden, config.layers, batch_first=True, bidirectional=True,
+                          dropout=config.dropout if config.layers > 1 else 0.0) if config.hidden else None
+        self.dim = 2 * config.hidden if config.hidden else c
+
+    def set_normalisation(self, features: Sequence[np.ndarray]) -> None:
+        frames = np.concatenate([np.asarray(f) for f in features])
+        self.mean.copy_(torch.from_numpy(frames.mean(0)))
+        self.std.copy_(torch.from_numpy(frames.std(0) + 1e-3))
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        return torch.div(lengths - 1, self.config.stride, rounding_mode="floor") + 1
+
+    def forward(self, features: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        # Padding is zeroed between layers, so a sequence's outputs do not depend on its batch.
+        def mask_of(x: Tensor, lengths: Tensor) -> Tensor:
+            return (torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None])[:, None, :]
+
+        x = ((features - self.mean) / self.std).transpose(1, 2)
+        x = x * mask_of(x, lengths)
+        x = self.conv(x)
+        x = self.subsample(x * mask_of(x, lengths))
+        out_lengths = self.output_lengths(lengths)
+        mask = mask_of(x, out_lengths)
+        x = x * mask
+        for layer in self.context:
+            x = x + layer(x) * mask
+        x = x.transpose(1, 2)
+        if self.rnn is not None:
+            packed = nn.utils.rnn.pack_padded_sequence(x, out_lengths.cpu(), batch_first=True, enforce_sorted=False)
+            x, _ = nn.utils.rnn.pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=x.shape[1])
+        return x, out_lengths
+
+
+# ---------------------------------------------------------------------- CTC
+@dataclass
+class ModelConfig:
+    kind: str = "ctc"                                  # ctc | hybrid | dtw
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    options: dict[str, Any] = field(default_factory=dict)  # model-specific settings
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        return cls(kind=d["kind"], encoder=EncoderConfig(**d["encoder"]), options=dict(d.get("options", {})))
+
+
+def segments(frame_labels: Sequence[int], stride: int, skip: Sequence[int] = (0,)) -> list[tuple[int, int, int]]:
+    """Runs of equal frame labels ``(label, first, last + 1)`` in input frames, without the
+    labels in ``skip``."""
+    runs: list[tuple[int, int, int]] = []
+    for t, label in enumerate(frame_labels):
+        if runs and runs[-1][0] == label and runs[-1][2] == t:
+            runs[-1] = (label, runs[-1][1], t + 1)
+        else:
+            runs.append((label, t, t + 1))
+    return [(label, a * stride, b * stride) for label, a, b in runs if label not in skip]
+
+
+class CTCModel(nn.Module):
+    """Word-level CTC: 12 outputs per frame (blank and the 11 digit words), trained with
+    gtn_py's CTC (dense intersection of each transcript's CTC graph) and decoded through the CTC
+    expansion of the digit-loop grammar."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config.encoder)
+        self.output = nn.Linear(self.encoder.dim, NUM_WORDS + 1)
+
+    def prepare(self, features: Sequence[np.ndarray]) -> None:
+        """Set what comes from the training data before training (the feature statistics)."""
+        self.encoder.set_normalisation(features)
+
+    def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Log-probabilities ``[B, T', 12]`` and their lengths."""
+        x, lengths = self.encoder(batch.features, batch.lengths)
+        return self.output(x).log_softmax(-1), lengths
+
+    def losses(self, batch: Batch) -> Tensor:
+        log_probs, lengths = self(batch)
+        targets = [word_ids(w) for w in batch.words]
+        flat = torch.tensor([x for t in targets for x in t], dtype=torch.long, device=log_probs.device)
+        target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
+        return ctc_loss(log_probs.transpose(0, 1), flat, lengths, target_lengths, blank=0, reduction="none")
+
+    def decode(self, batch: Batch) -> list[tuple[str, ...]]:
+        log_probs, lengths = self(batch)
+        grammar = word_loop(log_probs.dtype, log_probs.device)
+        return [tuple(DIGIT_WORDS[i - 1] for i in seq) for seq in ctc_decode(log_probs, lengths, grammar)]
+
+    def align(self, batch: Batch) -> list[list[tuple[str, int, int]]]:
+        """Where each word's (non-blank) frames lie on the best path of its transcript's CTC graph."""
+        log_probs, lengths = self(batch)
+        graphs = ctc_expand(label_sequences([word_ids(w) for w in batch.words], device=log_probs.device,
+                                            dtype=log_probs.dtype))
+        labels = viterbi_align(graphs, log_probs, lengths).labels.cpu()
+        stride = self.config.encoder.stride
+        return [[(DIGIT_WORDS[w - 1], a, b) for w, a, b in segments(row[:n].tolist(), stride)]
+                for row, n in zip(labels, lengths.tolist())]
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    if config.kind == "ctc":
+        return CTCModel(config)
+    if config.kind == "hybrid":
+        from .hybrid import HybridModel
+        return HybridModel(config)
+    if config.kind == "dtw":
+        from .templates import TemplateModel
+        return TemplateModel(config)
+    raise ValueError(f"unknown model kind {config.kind!r} (ctc, hybrid, dtw)")

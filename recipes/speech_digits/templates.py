@@ -1,0 +1,77 @@
+"""DTW elastic templates for isolated words, in the manner of the early integrated speech
+recognisers (Driancourt and Bottou 1991): a trainable feature extractor (the convolutional
+encoder and a projection to ``dim`` features) and one trainable template of ``frames`` frames
+per word; a word's energy is the DTW distance between the input's features and its template
+(gtn_py.criteria.dtw graphs), and both are trained with a contrastive loss over the template
+energies from :mod:`gtn_py.losses` (``loss``: ``nll`` over the words, ``lvq2``, ``mce`` or
+``hinge`` against the most offending incorrect word).
+
+Training and test words are cut out of the connected corpus by an HMM/NN hybrid's forced
+alignment (:func:`~.hybrid.isolated_words`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gtn_py import losses
+from gtn_py.criteria.dtw import ElasticTemplates
+
+from .data import DIGIT_WORDS
+from .models import NUM_WORDS, Batch, Encoder, ModelConfig
+
+LOSSES = ("nll", "lvq2", "mce", "hinge")
+
+
+class TemplateModel(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        options = config.options
+        self.loss = str(options.get("loss", "nll"))
+        if self.loss not in LOSSES:
+            raise ValueError(f"dtw loss must be one of {LOSSES}, not {self.loss!r}")
+        self.margin = float(options.get("margin", 1.0))
+        dim, frames = int(options.get("dim", 16)), int(options.get("frames", 10))
+        self.encoder = Encoder(config.encoder)
+        self.project = nn.Linear(self.encoder.dim, dim)
+        self.templates = ElasticTemplates(NUM_WORDS, frames, dim)
+
+    def prepare(self, features: Sequence[np.ndarray]) -> None:
+        self.encoder.set_normalisation(features)
+
+    def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Feature vectors ``[B, T', dim]`` and their lengths."""
+        x, lengths = self.encoder(batch.features, batch.lengths)
+        return self.project(x), lengths
+
+    def energies(self, batch: Batch) -> Tensor:
+        """DTW distance ``[B, 11]`` from each input to each word's template."""
+        x, lengths = self(batch)
+        return self.templates(x, lengths)
+
+    def losses(self, batch: Batch) -> Tensor:
+        if any(len(w) != 1 for w in batch.words):
+            raise ValueError("DTW templates recognise isolated words: one word per utterance")
+        x, lengths = self(batch)
+        labels = torch.tensor([DIGIT_WORDS.index(w[0]) for w in batch.words], device=x.device)
+        correct, everything = self.templates.answer_graphs(x, labels, lengths)
+        if self.loss == "nll":
+            return losses.nll(correct, everything, reduction="none")
+        if self.loss == "lvq2":
+            return losses.lvq2(correct, everything, saturation=self.margin, reduction="none")
+        if self.loss == "mce":
+            return losses.mce(correct, everything, reduction="none")
+        return losses.hinge(correct, everything, margin=self.margin, reduction="none")
+
+    def decode(self, batch: Batch) -> list[tuple[str, ...]]:
+        best = self.energies(batch).argmin(1).tolist()
+        return [(DIGIT_WORDS[i],) for i in best]
+
+    def align(self, batch: Batch) -> list[list[tuple[str, int, int]]]:
+        """The word recognised, over the whole input (the templates see isolated words)."""
+        return [[(words[0], 0, int(n))] for words, n in zip(self.decode(batch), batch.lengths.tolist())]

@@ -1,0 +1,148 @@
+"""Training of every model kind: one loop, data-parallel with torchrun, resumable.
+
+Step ``s`` always trains on the same global batch: epochs are permutations of the training
+utterances drawn from ``(seed, epoch)``, cut into batches of similar lengths (less padding);
+process ``r`` of ``N`` takes utterances ``r, r + N, ...`` of each batch (recipes.common).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import common
+from .data import Utterance
+from .models import ModelConfig, build_model, make_batch
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 3000
+    batch_size: int = 16        # global batch, utterances per step over all processes
+    lr: float = 2e-3
+    warmup: int = 100
+    weight_decay: float = 1e-5
+    clip: float = 5.0           # gradient norm clipping
+    seed: int = 0
+    valid_size: int = 150       # training utterances kept out for validation
+    valid_every: int = 500
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+
+def split_valid(utterances: Sequence[Utterance], valid_size: int) -> tuple[list[Utterance], list[Utterance]]:
+    """Training and validation utterances: every k-th utterance is for validation (the corpus's
+    utterances are independent draws, so this spreads voices over both)."""
+    if valid_size <= 0:
+        return list(utterances), []
+    k = max(2, len(utterances) // valid_size)
+    valid = [u for i, u in enumerate(utterances) if i % k == k - 1][:valid_size]
+    chosen = {id(u) for u in valid}
+    return [u for u in utterances if id(u) not in chosen], valid
+
+
+def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """One epoch's batches (utterance indices): a permutation from ``(seed, epoch)``, sorted by length
+    within windows of 32 batches, cut into batches, the batches shuffled."""
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    window = 32 * batch_size
+    chunks = [order[i:i + window] for i in range(0, len(order), window)]
+    ordered = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks])
+    batches = [ordered[i:i + batch_size] for i in range(0, len(ordered) - batch_size + 1, batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def batch_for_step(lengths: np.ndarray, config: TrainConfig, step: int) -> np.ndarray:
+    per_epoch = max(1, len(lengths) // config.batch_size)
+    return epoch_batches(lengths, config.batch_size, config.seed, step // per_epoch)[step % per_epoch]
+
+
+def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, step: int, model_config: ModelConfig,
+                     config: TrainConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "model_config": model_config.to_dict(), "train_config": asdict(config), **(extra or {})}
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    state = common.load_checkpoint(path, device)
+    model = build_model(ModelConfig.from_dict(state["model_config"])).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, state
+
+
+def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utterances: Sequence[Utterance],
+          resume: bool = False, device: str = "cpu", show_progress: bool = True,
+          extra: dict[str, Any] | None = None) -> Path:
+    """Train into ``out`` (checkpoint.pt, metrics.jsonl); returns the checkpoint path. ``extra``
+    goes into the checkpoint (e.g. where the training data came from)."""
+    from .evaluate import evaluate_model
+
+    dev = torch.device(device)
+    world = common.init_world(dev)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / common.CHECKPOINT
+    torch.manual_seed(config.seed)
+    model = build_model(model_config).to(dev)
+    train_set, valid_set = split_valid(utterances, config.valid_size)
+    model.prepare([u.features for u in train_set])  # feature statistics, template initialisation
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    step = 0
+    if resume and ckpt_path.exists():
+        state = common.load_checkpoint(ckpt_path, dev)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+    else:
+        common.broadcast_parameters(model, world)
+
+    lengths = np.array([len(u.features) for u in train_set])
+    metrics = common.MetricsLog(out / common.METRICS, enabled=world.main)
+    bar = common.Progress(config.steps, step, enabled=show_progress and world.main)
+    t0 = time.time()
+    try:
+        while step < config.steps:
+            model.train()
+            chosen = [train_set[i] for i in batch_for_step(lengths, config, step)[world.rank::world.size]]
+            batch = make_batch([u.features for u in chosen], [u.words for u in chosen],
+                               [u.utt_id for u in chosen], dev)
+            lr = common.warmup_cosine(step, config.steps, config.lr, config.warmup)
+            common.set_learning_rate(optimizer, lr)
+            optimizer.zero_grad()
+            losses = model.losses(batch)
+            finite = torch.isfinite(losses)
+            # This process's share of the global mean: averaged gradients are the 1-process ones.
+            loss = losses[finite].sum() * world.size / config.batch_size
+            loss.backward()
+            common.average_gradients(model, world)
+            norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.clip))
+            optimizer.step()
+            step += 1
+            mean_loss, dropped = common.sum_over_processes(
+                [float(losses.detach()[finite].sum()), float((~finite).sum())], world)
+            record = {"step": step, "loss": mean_loss / max(1.0, config.batch_size - dropped), "lr": lr,
+                      "grad_norm": round(norm, 3), "dropped": int(dropped), "time": round(time.time() - t0, 1)}
+            bar.update(step, f"loss {record['loss']:.3f}")
+            if step % config.log_every == 0 or step == config.steps:
+                metrics.write({"split": "train", **record})
+            if world.main and valid_set and (step % config.valid_every == 0 or step == config.steps):
+                result = evaluate_model(model, valid_set, batch_size=32)
+                metrics.write({"split": "valid", "step": step, "time": round(time.time() - t0, 1),
+                               **result.summary()})
+            if world.main and (step % config.checkpoint_every == 0 or step == config.steps):
+                common.save_checkpoint(ckpt_path, checkpoint_state(model, optimizer, step, model_config,
+                                                                   config, extra))
+    finally:
+        bar.close()
+        metrics.close()
+    common.barrier(world)
+    return ckpt_path

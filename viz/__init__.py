@@ -1,0 +1,1 @@
+"""Pictures of gtn_py: the graph gallery and check-reader run reports."""
