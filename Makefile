@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
-# Debian packages the library and its tests use (graphviz's `dot` for drawing).
+# Debian packages the library and its tests use (graphviz's `dot` for drawing, chromium for the report test).
 system-deps:
 	@command -v dot >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; }
+	@# headless Chromium renders the check-reader report in tests/test_viz.py
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 # Debian packages of the speech-digits recipe: synthesis (espeak-ng, flite, sox) and the reference front end (sphinx_fe).
 speech-deps:
