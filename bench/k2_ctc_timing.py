@@ -40,7 +40,8 @@ def main() -> None:
         step()
         sync()
         times.append(time.perf_counter() - start)
-    print(json.dumps({"ms": 1000 * statistics.median(times), "k2": getattr(k2, "__version__", getattr(k2, "__dev_version__", "?")), "torch": torch.__version__,
+    version = getattr(k2, "__version__", getattr(k2, "__dev_version__", "?"))
+    print(json.dumps({"ms": 1000 * statistics.median(times), "k2": version, "torch": torch.__version__,
                       "device": str(device)}))
 
 
