@@ -152,6 +152,23 @@ def test_impossible_sequence_is_minus_inf_with_zero_gradient(use_kernels, monkey
     assert torch.all(grad == 0)
 
 
+@backends
+@pytest.mark.parametrize("semiring", ["log", "tropical"])
+def test_graph_without_arcs_and_empty_sequence(use_kernels, semiring, monkeypatch):
+    """Only a length-0 sequence has a path through a graph with no arcs: its total is the
+    final weight, and the backward pass (Viterbi backtracking included) has no arc to visit."""
+    monkeypatch.setattr(dense, "_KERNELS", use_kernels)
+    final = torch.tensor([0.25], dtype=torch.float64, requires_grad=True)
+    g = Graph.from_arcs(1, [], [], [], start=[0], dtype=torch.float64).with_weights(
+        torch.zeros(0, dtype=torch.float64), final_weights=final)
+    emissions = torch.randn(2, 3, 2, dtype=torch.float64, requires_grad=True)
+    total = dense_score([g, g], emissions, [0, 2], semiring)
+    assert total[0].item() == 0.25 and total[1].item() == NEG_INF
+    total[0].backward()
+    assert final.grad.tolist() == [1.0]
+    assert emissions.grad is None or torch.all(emissions.grad == 0)
+
+
 def test_single_sequence_and_shared_graph():
     g = Graph.from_arcs(2, [0, 0, 1], [0, 1, 1], [0, 1, 2], start=[0], accept=[1], dtype=torch.float64)
     emissions = torch.randn(3, 5, 3, dtype=torch.float64)

@@ -278,6 +278,8 @@ def _backtrack(lay: _Layout, slots: Tensor, last: Tensor, lengths: Tensor) -> Tu
     num_frames = slots.shape[0]
     arcs = torch.full((lay.num_seqs, num_frames), -1, dtype=torch.long, device=slots.device)
     node = last
+    if lay.src.numel() == 0:  # no arcs: only length-0 sequences have a path, and it has no arcs
+        return arcs, node
     for t in range(num_frames - 1, -1, -1):
         active = (t < lengths) & (node >= 0)
         at = node.clamp(min=0)
