@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from gtn_py.ops.compose import compose
+from gtn_py.ops.shortest import forward_score
 from recipes.check_reader.__main__ import main as cli
 from recipes.check_reader.data import (
     GeneratorConfig,
@@ -26,7 +28,7 @@ from recipes.check_reader.data import (
     write_png,
 )
 from recipes.check_reader.evaluate import edit_distance, read_batch, reject_curve
-from recipes.check_reader.model import ModelConfig, SegmentationReader, grammar_graph
+from recipes.check_reader.model import ModelConfig, SegmentationReader, grammar_graph, target_graphs
 from recipes.check_reader.objectives import sequence_loss
 from recipes.check_reader.oversegment import CutConfig, batch_spans, span_crops, to_batch_tensor
 from recipes.check_reader.train import CHECKPOINT, METRICS, TrainConfig, batch_loss, train
@@ -138,6 +140,14 @@ def test_a_few_steps_lower_the_loss(digits):
         losses.append(float(loss.detach()))
         assert dropped == 0
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_nll_is_the_discriminative_forward(digits):
+    samples = sample_strings(digits[0], 3, np.random.default_rng(8), GeneratorConfig(max_digits=3))
+    graphs = SegmentationReader(ModelConfig(**TINY))([s.image for s in samples]).graphs
+    labels = [s.label for s in samples]
+    want = forward_score(graphs) - forward_score(compose(graphs, target_graphs(labels, graphs.device)))
+    assert torch.allclose(sequence_loss("nll", graphs, labels), want, rtol=1e-5)
 
 
 @pytest.mark.parametrize("criterion", ["perceptron", "hinge"])

@@ -5,7 +5,8 @@ Graphs. Word ``i`` (label ``i + 1``) is an HMM of ``states`` states with self-lo
 (label :data:`SILENCE`) is a one-state HMM. The lexicon (any sequence of words and silences) is
 composed with a grammar over words: for training, each transcript with optional silences
 before, between and after its words (the *correct* graph); for decoding and as the
-denominator of the loss, the free loop over words and silence (the *all answers* graph).
+denominator of the loss, the free loop over words and silences (the *all answers* graph).
+Neither grammar has two silences in a row, so a state sequence has a single path.
 
 Loss (``criterion``): ``mmi`` (default) is the negative log-likelihood of the transcript among
 all answers, ``-log sum_{paths of y} / sum_{all paths}`` (maximum mutual information; both
@@ -33,24 +34,32 @@ SILENCE = NUM_WORDS + 1  # word label of the silence model
 
 def transcript_grammars(transcripts: Sequence[Sequence[int]], dtype: torch.dtype = torch.float32,
                         device: torch.device | str = "cpu") -> Graph:
-    """A batch of word acceptors: each transcript, with a silence loop on every node (optional
-    silences anywhere between, before and after the words)."""
+    """A batch of word acceptors: each transcript with an optional silence before, between and
+    after its words. Node ``2 i`` is "``i`` words read", node ``2 i + 1`` "and a silence after
+    them"; there is never a silence after a silence (the silence model's self-loop makes it
+    long), so every state sequence has one path."""
     graphs = []
     for words in transcripts:
         n = len(words)
-        nodes = torch.arange(n + 1)
-        src = torch.cat([nodes[:-1], nodes])
-        dst = torch.cat([nodes[1:], nodes])
-        labels = torch.cat([torch.as_tensor(list(words), dtype=torch.long), torch.full((n + 1,), SILENCE)])
-        graphs.append(Graph.from_arcs(n + 1, src, dst, labels, labels, start=[0], accept=[n], dtype=dtype,
-                                      device=device))
+        i = torch.arange(n)
+        silence = torch.full((n + 1,), SILENCE)
+        word = torch.as_tensor(list(words), dtype=torch.long)
+        src = torch.cat([2 * torch.arange(n + 1), 2 * i, 2 * i + 1])
+        dst = torch.cat([2 * torch.arange(n + 1) + 1, 2 * i + 2, 2 * i + 2])
+        labels = torch.cat([silence, word, word])
+        graphs.append(Graph.from_arcs(2 * n + 2, src, dst, labels, labels, start=[0], accept=[2 * n, 2 * n + 1],
+                                      dtype=dtype, device=device))
     return Graph.batch(graphs)
 
 
 def word_loop_with_silence(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Graph:
-    labels = torch.arange(1, SILENCE + 1)
-    zeros = torch.zeros_like(labels)
-    return Graph.from_arcs(1, zeros, zeros, labels, labels, start=[0], accept=[0], dtype=dtype, device=device)
+    """Any sequence of words with optional silences, never two silences in a row: node 0 after a
+    word (or at the start), node 1 after a silence."""
+    words = torch.arange(1, NUM_WORDS + 1)
+    src = torch.cat([torch.zeros_like(words), torch.ones_like(words), torch.zeros(1, dtype=torch.long)])
+    dst = torch.cat([torch.zeros_like(words), torch.zeros_like(words), torch.ones(1, dtype=torch.long)])
+    labels = torch.cat([words, words, torch.tensor([SILENCE])])
+    return Graph.from_arcs(2, src, dst, labels, labels, start=[0], accept=[0, 1], dtype=dtype, device=device)
 
 
 def state_segments(states: Sequence[int], states_per_word: int, stride: int) -> list[tuple[str, int, int]]:
