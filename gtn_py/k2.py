@@ -67,6 +67,17 @@ def _import_k2() -> Any:
     return k2
 
 
+BACKENDS = ("native", "k2")
+
+
+def use_k2(backend: str) -> bool:
+    """Whether ``backend`` asks for k2's kernels (the ``backend=`` argument of the totals and
+    dense-intersection functions); raises ``ValueError`` for an unknown name."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+    return backend == "k2"
+
+
 def is_available() -> bool:
     """Whether k2 can be imported here."""
     try:

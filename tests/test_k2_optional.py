@@ -46,3 +46,22 @@ def test_use_without_k2_raises_with_install_advice(without_k2, call):
 
 def test_backend_error_is_exported():
     assert gtn_py.BackendUnavailableError is BackendUnavailableError
+
+
+@pytest.mark.parametrize("call", [
+    lambda: gtn_py.forward_score(small_graph(), backend="k2"),
+    lambda: gtn_py.viterbi_score([small_graph()], backend="k2"),
+    lambda: gtn_py.dense_score(small_graph(), torch.zeros(1, 2), backend="k2"),
+    lambda: gtn_py.ctc_loss(torch.zeros(3, 1, 2).log_softmax(-1), torch.tensor([[1]]), [3], [1], backend="k2"),
+])
+def test_public_functions_dispatch_to_k2(without_k2, call):
+    """``backend="k2"`` reaches gtn_py.k2 (which, without k2, says how to install it)."""
+    with pytest.raises(BackendUnavailableError):
+        call()
+
+
+def test_unknown_backend_is_a_value_error():
+    with pytest.raises(ValueError, match="backend"):
+        gtn_py.forward_score(small_graph(), backend="cuda")
+    with pytest.raises(ValueError, match="backend"):
+        gtn_py.dense_score(small_graph(), torch.zeros(1, 2), backend="openfst")

@@ -175,22 +175,24 @@ def _reduce(losses: Tensor, reduction: str, divisors: Tensor | None) -> Tensor:
     raise ValueError(f"reduction must be 'none', 'mean' or 'sum', not {reduction!r}")
 
 
-def _losses(log_probs: Tensor, graphs: Graph, input_lengths: LengthsLike, zero_infinity: bool) -> Tensor:
-    losses = -dense_score(graphs, log_probs.transpose(0, 1), input_lengths)
+def _losses(log_probs: Tensor, graphs: Graph, input_lengths: LengthsLike, zero_infinity: bool,
+            backend: str) -> Tensor:
+    losses = -dense_score(graphs, log_probs.transpose(0, 1), input_lengths, backend=backend)
     if zero_infinity:
         losses = torch.where(torch.isinf(losses), torch.zeros_like(losses), losses)
     return losses
 
 
 def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths: LengthsLike, target_lengths: LengthsLike,
-             blank: int = 0, reduction: str = "mean", zero_infinity: bool = False) -> Tensor:
+             blank: int = 0, reduction: str = "mean", zero_infinity: bool = False, *,
+             backend: str = "native") -> Tensor:
     """Drop-in for ``torch.nn.functional.ctc_loss``, computed by dense intersection.
 
     ``log_probs``: ``[T, B, V]`` (or ``[T, V]`` unbatched); ``targets``: padded ``[B, S]`` or
     concatenated 1-D; ``input_lengths``, ``target_lengths``: ``[B]``. ``reduction``: ``"none"``
     (``[B]``), ``"sum"``, or ``"mean"`` (each loss divided by its target length clamped to >= 1,
     then averaged over the batch). A target that cannot fit its input has loss ``+inf`` and zero
-    gradient; ``zero_infinity=True`` makes that loss 0.
+    gradient; ``zero_infinity=True`` makes that loss 0. ``backend="k2"`` intersects with k2.
     """
     unbatched = log_probs.dim() == 2
     if unbatched:
@@ -201,7 +203,7 @@ def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths: LengthsLike, tar
     device = log_probs.device
     lengths = torch.as_tensor(target_lengths, device=device).to(torch.long).reshape(-1)
     graphs = ctc_graph(targets, lengths, blank, dtype=log_probs.dtype, device=device)
-    losses = _losses(log_probs, graphs, torch.as_tensor(input_lengths).reshape(-1), zero_infinity)
+    losses = _losses(log_probs, graphs, torch.as_tensor(input_lengths).reshape(-1), zero_infinity, backend)
     out = _reduce(losses, reduction, lengths)
     return out[0] if unbatched and reduction == "none" else out
 
@@ -209,24 +211,26 @@ def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths: LengthsLike, tar
 class CTCLoss(nn.Module):
     """Drop-in for ``torch.nn.CTCLoss`` (same arguments), computed by dense intersection."""
 
-    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False):
+    def __init__(self, blank: int = 0, reduction: str = "mean", zero_infinity: bool = False, *,
+                 backend: str = "native"):
         super().__init__()
         self.blank, self.reduction, self.zero_infinity = blank, reduction, zero_infinity
+        self.backend = backend
 
     def forward(self, log_probs: Tensor, targets: Tensor, input_lengths: LengthsLike,
                 target_lengths: LengthsLike) -> Tensor:
         return ctc_loss(log_probs, targets, input_lengths, target_lengths, self.blank, self.reduction,
-                        self.zero_infinity)
+                        self.zero_infinity, backend=self.backend)
 
 
 def ctc_graph_loss(log_probs: Tensor, target_graphs: GraphsLike, input_lengths: LengthsLike, blank: int = 0,
-                   reduction: str = "mean", zero_infinity: bool = False) -> Tensor:
+                   reduction: str = "mean", zero_infinity: bool = False, *, backend: str = "native") -> Tensor:
     """CTC against target graphs (alternative transcriptions, a lexicon, a grammar): each
     sequence's loss is minus the log of the total over every label sequence the graph accepts
     (weighted by the graph, differentiably). ``log_probs`` are ``[T, B, V]`` as in
     :func:`ctc_loss`; ``"mean"`` averages over the batch."""
     graphs = ctc_expand(target_graphs, blank)
-    return _reduce(_losses(log_probs, graphs, input_lengths, zero_infinity), reduction, None)
+    return _reduce(_losses(log_probs, graphs, input_lengths, zero_infinity, backend), reduction, None)
 
 
 def ctc_greedy_decode(emissions: Tensor, lengths: LengthsLike = None, blank: int = 0) -> List[List[int]]:

@@ -38,6 +38,7 @@ from torch import Tensor
 
 from ..errors import DeviceMismatchError, DtypeMismatchError, InvalidGraphError, LabelError
 from ..graph import NEG_INF, Graph
+from ..k2 import k2_dense_score, use_k2
 from ..semiring import Semiring, get_semiring, segment_max
 from .traverse import group_arcs
 
@@ -527,7 +528,7 @@ def _viterbi_grads(lay: _Layout, slots: Tensor, weights: Tensor, start: Tensor, 
 
 
 def dense_score(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = None,
-                semiring: Union[str, Semiring] = "log") -> Tensor:
+                semiring: Union[str, Semiring] = "log", backend: str = "native") -> Tensor:
     """Total score of each graph intersected with its emission sequence, without building the lattice.
 
     ``emissions`` are ``[B, T, V]`` (or ``[T, V]`` for one sequence) log-scores; ``graphs`` are a
@@ -542,7 +543,11 @@ def dense_score(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = No
     semiring's gradient is the arc occupancy, the tropical one is the best path's indicator).
     Memory: the forward scores ``[T + 1, N]`` are kept for the backward, and chunks of frames
     bound the rest.
+
+    ``backend="k2"`` computes the same totals and gradients with ``k2.intersect_dense``.
     """
+    if use_k2(backend):
+        return k2_dense_score(graphs, emissions, lengths, semiring)
     sr = get_semiring(semiring)
     g, emissions, lens, single, _ = _prepare(graphs, emissions, lengths)
     lay = _Layout.of(g, emissions.shape[0], emissions.shape[2])

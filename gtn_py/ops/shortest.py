@@ -27,7 +27,7 @@ gradients, an empty best path (a graph with no nodes), no n-best entries and emp
 from __future__ import annotations
 
 import heapq
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Sequence, Tuple, Union
 
 import numba
 import numpy as np
@@ -36,6 +36,7 @@ from torch import Tensor
 
 from ..errors import DivergenceError
 from ..graph import NEG_INF, Graph, gather
+from ..k2 import k2_total_score, use_k2
 from ..semiring import LOG, TROPICAL, Semiring, TropicalSemiring, get_semiring, kernel_plus, segment_max
 
 GraphLike = Union[Graph, Sequence[Graph]]
@@ -381,28 +382,33 @@ class _TotalScore(torch.autograd.Function):
         return arc_grad * node_scale[g.src], start_grad * node_scale, final_grad * node_scale, None, None
 
 
-def total_score(g: GraphLike, semiring: SemiringLike = "log") -> Tensor:
+def total_score(g: GraphLike, semiring: SemiringLike = "log", backend: str = "native") -> Tensor:
     """Total score of each graph in ``semiring``: the semiring sum over successful paths of
     ``start weight + arc weights + final weight`` (-inf where there is none).
 
     Differentiable w.r.t. arc, start and final weights in closed form: in the log semiring
     (any ``beta``) the gradient is the arcs' posterior probability; in the tropical semiring
     it is the indicator of one best path (ties: the path :func:`viterbi_path` returns).
+
+    ``backend="k2"`` computes the same totals and gradients with k2 (acyclic graphs; see
+    :mod:`gtn_py.k2`).
     """
+    if use_k2(backend):
+        return k2_total_score(g, semiring)
     graph, batched = _as_graph(g)
     sr = get_semiring(semiring)
     total = _TotalScore.apply(graph.weights, graph.start_weights, graph.final_weights, graph, sr)
     return total if batched else total[0]
 
 
-def forward_score(g: GraphLike) -> Tensor:
+def forward_score(g: GraphLike, backend: str = "native") -> Tensor:
     """Log-semiring total (log-partition function) of each graph; see :func:`total_score`."""
-    return total_score(g, LOG)
+    return total_score(g, LOG, backend)
 
 
-def viterbi_score(g: GraphLike) -> Tensor:
+def viterbi_score(g: GraphLike, backend: str = "native") -> Tensor:
     """Best-path score of each graph; see :func:`total_score`."""
-    return total_score(g, TROPICAL)
+    return total_score(g, TROPICAL, backend)
 
 
 def arc_posteriors(g: GraphLike) -> Tensor:
@@ -657,7 +663,7 @@ def _draw(segment: Tensor, probs: Tensor, targets: Tensor, u: Tensor, num_segmen
     return torch.where(inside, drawn, fallback)
 
 
-def sample(g: GraphLike, n: int, generator: Optional[torch.Generator] = None) -> List[Graph]:
+def sample(g: GraphLike, n: int, generator: torch.Generator | None = None) -> List[Graph]:
     """``n`` paths per graph drawn with probability ``exp(score - forward_score)``: forward
     filtering, backward sampling, vectorized over all samples of all graphs (one loop
     iteration per arc of the longest sampled path). Each path is a linear graph with weights
