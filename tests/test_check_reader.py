@@ -250,3 +250,16 @@ def test_metrics_by_hand():
     # Thresholds: accept none, the top one, the top three (tie at 0.8), all.
     assert [(r["correct"], r["error"], r["reject"]) for r in curve] == [
         (0.0, 0.0, 100.0), (25.0, 0.0, 75.0), (50.0, 25.0, 25.0), (50.0, 50.0, 0.0)]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_steps_on_cuda(tmp_path):
+    path = train(tmp_path, ModelConfig(**TINY), tiny_train_config(steps=2), device="cuda", progress=False)
+    state = torch.load(path, weights_only=False)
+    assert state["step"] == 2
+    samples = sample_strings(load_digits(), 2, np.random.default_rng(0), GeneratorConfig(max_digits=3))
+    model = SegmentationReader(ModelConfig(**TINY)).cuda()
+    interp = model([s.image for s in samples])
+    assert interp.span_scores.device.type == "cuda" and interp.graphs.device.type == "cuda"
+    assert len(read_batch(model, [s.image for s in samples])) == 2

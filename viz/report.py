@@ -38,7 +38,8 @@ SCALE = 3
 
 
 def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
-    train, valid = [], []
+    train: list[dict] = []
+    valid: list[dict] = []
     path = run / METRICS
     if path.exists():
         for line in path.read_text().splitlines():

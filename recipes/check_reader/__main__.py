@@ -92,7 +92,7 @@ def _write_json(path: Path, obj: dict) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     model, state = load_model(args.checkpoint, args.device)
     if args.grammar:
-        model.config.grammar = args.grammar
+        model.config.grammar = args.grammar  # type: ignore[union-attr]
     strings = load_strings(args.data)
     if any(not s for s in strings.labels):
         sys.exit(f"{args.data}: evaluate needs a label for every string")
@@ -138,7 +138,7 @@ def _normalise_png(img: np.ndarray) -> np.ndarray:
 def cmd_decode(args: argparse.Namespace) -> None:
     model, _ = load_model(args.checkpoint, args.device)
     if args.grammar:
-        model.config.grammar = args.grammar
+        model.config.grammar = args.grammar  # type: ignore[union-attr]
     names, images = _read_inputs(args.inputs)
     for start in range(0, len(images), args.batch_size):
         batch = images[start:start + args.batch_size]
@@ -166,7 +166,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
     train_args = build_parser().parse_args(
         ["train", "--out", str(out), "--steps", str(args.steps), "--valid-every", str(args.steps),
          "--valid-strings", "100", *(["--quiet"] if args.quiet else [])])
-    train_args.resume = False
     cmd_train(train_args)
     print(f"training: {time.time() - t0:.0f} s")
     data = out / "test_4to6.npz"
@@ -175,7 +174,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
                                      out=str(data)))
     cmd_evaluate(argparse.Namespace(checkpoint=str(out / CHECKPOINT), data=str(data), out="", device="cpu",
                                     batch_size=32, grammar=""))
-    print(f"demo total: {time.time() - t0:.0f} s")
+    print(f"demo total: {time.time() - t0:.0f} s; the run's report: python -m viz.report {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -226,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="short training run + evaluation table (what `make demo` runs)")
     p.add_argument("--out", default="out/check_reader_demo")
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=800)
     p.add_argument("--test-strings", type=int, default=500)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)

@@ -111,7 +111,8 @@ def render_string(digits: DigitSet, indices: np.ndarray, rng: np.random.Generato
         top = int(np.clip(centre_top + rng.integers(-config.jitter, config.jitter + 1), 0, HEIGHT - h))
         glyphs.append(glyph)
         tops.append(top)
-    lefts, x = [], config.margin
+    lefts: list[int] = []
+    x = config.margin
     for k, glyph in enumerate(glyphs):
         if k:
             if rng.random() < config.touch_prob:

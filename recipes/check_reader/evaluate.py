@@ -152,9 +152,9 @@ def format_summary(s: dict) -> str:
              f"string accuracy:      {s['string_accuracy']:.2f} %",
              f"digit error rate:     {s['digit_error_rate']:.2f} %",
              f"reject for <=1% error: {s['reject_at_1pct_error']:.1f} %  "
-             f"(threshold {s['operating_point_1pct']['threshold']:.4f}, "
+             f"(threshold {s['operating_point_1pct']['threshold']:.3g}, "
              f"correct {s['operating_point_1pct']['correct']:.1f} %, error {s['operating_point_1pct']['error']:.2f} %)",
              "", "  threshold   correct %   reject %   error %"]
     for row in s["reject_table"]:
-        lines.append(f"  {row['threshold']:9.4f}   {row['correct']:9.2f}   {row['reject']:8.2f}   {row['error']:7.2f}")
+        lines.append(f"  {row['threshold']:9.3g}   {row['correct']:9.2f}   {row['reject']:8.2f}   {row['error']:7.2f}")
     return "\n".join(lines)

@@ -176,6 +176,10 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resum
     from .evaluate import evaluate_strings  # evaluation imports the model; keep import order simple
 
     dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per torchrun process
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
     world = init_world(dev)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,11 +228,11 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resum
             if metrics is not None and (step % config.log_every == 0 or step == config.steps):
                 metrics.write(json.dumps({"split": "train", **record}) + "\n")
                 metrics.flush()
-            if world.main and (step % config.valid_every == 0 or step == config.steps):
+            if metrics is not None and (step % config.valid_every == 0 or step == config.steps):
                 result = evaluate_strings(model, valid, batch_size=32)
                 metrics.write(json.dumps({"split": "valid", "step": step, "time": round(time.time() - t0, 2),
-                                          **result.summary()}) + "\n")  # type: ignore[union-attr]
-                metrics.flush()  # type: ignore[union-attr]
+                                          **result.summary()}) + "\n")
+                metrics.flush()
             if world.main and (step % config.checkpoint_every == 0 or step == config.steps):
                 save_checkpoint(ckpt_path, model, optimizer, step, model_config, config)
     finally:
