@@ -1,0 +1,305 @@
+"""The speech recipe's models, training, decoding and command line, on tiny synthetic features.
+
+Features are built, not synthesised: each digit word is a fixed random 13-dim pattern held for a
+few frames (with noise), between stretches of "silence", so a tiny model learns them in a few
+steps and the tests never need the corpus or the speech tools.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recipes import common
+from recipes.speech_digits.__main__ import main
+from recipes.speech_digits.data import DIGIT_WORDS, Utterance, write_transcripts
+from recipes.speech_digits.evaluate import Result, edit_distance, write_report
+from recipes.speech_digits.hybrid import SILENCE, isolated_words, state_segments
+from recipes.speech_digits.mfc import write_mfc
+from recipes.speech_digits.models import (
+    NUM_WORDS,
+    EncoderConfig,
+    ModelConfig,
+    build_model,
+    make_batch,
+    segments,
+    word_ids,
+)
+from recipes.speech_digits.train import TrainConfig, train
+
+TINY = EncoderConfig(channels=16, context=1, hidden=0, stride=2, dropout=0.0)
+PATTERNS = np.random.default_rng(123).normal(scale=2.0, size=(len(DIGIT_WORDS) + 1, 13)).astype(np.float32)
+
+
+def utterance(words: tuple[str, ...], seed: int, utt_id: str = "") -> Utterance:
+    """Silence, then each word's pattern for 8-12 frames with a short pause after, then silence."""
+    rng = np.random.default_rng(seed)
+    parts = [np.repeat(PATTERNS[:1], rng.integers(4, 8), 0)]
+    for w in words:
+        parts.append(np.repeat(PATTERNS[DIGIT_WORDS.index(w) + 1][None], rng.integers(8, 13), 0))
+        parts.append(np.repeat(PATTERNS[:1], rng.integers(1, 4), 0))
+    feats = np.concatenate(parts + [np.repeat(PATTERNS[:1], rng.integers(4, 8), 0)])
+    feats = feats + rng.normal(scale=0.3, size=feats.shape).astype(np.float32)
+    return Utterance(utt_id or f"utt{seed}", feats - feats.mean(0), words)
+
+
+def corpus(count: int, seed: int = 0) -> list[Utterance]:
+    rng = np.random.default_rng(seed)
+    return [utterance(tuple(str(w) for w in rng.choice(DIGIT_WORDS, size=rng.integers(1, 4))), seed * 1000 + i)
+            for i in range(count)]
+
+
+# ---------------------------------------------------------------------- pieces
+def test_edit_distance_against_brute_force() -> None:
+    def brute(ref: tuple[str, ...], hyp: tuple[str, ...]) -> int:
+        # Smallest number of edits: try every monotone matching of equal words (tiny inputs only).
+        best = len(ref) + len(hyp)
+        for k in range(min(len(ref), len(hyp)) + 1):
+            for r in itertools.combinations(range(len(ref)), k):
+                for h in itertools.combinations(range(len(hyp)), k):
+                    subs = sum(ref[i] != hyp[j] for i, j in zip(r, h))
+                    best = min(best, subs + len(ref) - k + len(hyp) - k)
+        return best
+
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        ref = tuple(rng.choice(["a", "b", "c"], size=rng.integers(0, 5)))
+        hyp = tuple(rng.choice(["a", "b", "c"], size=rng.integers(0, 5)))
+        s, d, i = edit_distance(ref, hyp)
+        assert s + d + i == brute(ref, hyp)
+        assert len(ref) - d + i == len(hyp)
+    assert edit_distance(("a", "b"), ("a", "c", "b")) == (0, 0, 1)
+    summary = Result(["u1", "u2"], [("one", "two"), ("three",)], [("one", "two"), ()]).summary()
+    assert summary["wer"] == pytest.approx(100 / 3, abs=1e-3) and summary["ser"] == 50.0 and summary["deletions"] == 1
+
+
+def test_segments_merge_runs_and_scale_to_input_frames() -> None:
+    assert segments([0, 3, 3, 0, 0, 5, 3], stride=2) == [(3, 2, 6), (5, 10, 12), (3, 12, 14)]
+
+
+def test_batch_padding_does_not_change_outputs() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("ctc", TINY))
+    model.eval()
+    a, b = utterance(("one",), 1), utterance(("two", "three", "four"), 2)
+    alone, _ = model(make_batch([a.features]))
+    together, lengths = model(make_batch([a.features, b.features]))
+    torch.testing.assert_close(together[0, :int(lengths[0])], alone[0], atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------- HMM and DTW graphs, brute force
+def hmm_brute_force(emissions: np.ndarray, transitions: np.ndarray, words: tuple[str, ...], states: int
+                    ) -> tuple[float, list[int]]:
+    """Log-sum and best state sequence over every state sequence that spells ``words`` with an
+    optional silence around each word: a regular expression over one letter per state, checked on
+    all sequences of the states involved. A path scores its emissions, ``transitions[s, 0]`` for
+    staying in ``s``, ``transitions[s, 1]`` for leaving ``s`` (also at the end)."""
+    import re
+
+    silence = NUM_WORDS * states
+    used = sorted({silence} | {(WORD - 1) * states + k for WORD in word_ids(words) for k in range(states)})
+    letter = {s: chr(ord("a") + i) for i, s in enumerate(used)}
+    word_re = ["".join(letter[(w - 1) * states + k] + "+" for k in range(states)) for w in word_ids(words)]
+    sil = letter[silence] + "*"
+    pattern = re.compile(sil + sil.join(word_re) + sil)
+    scores, best, best_score = [], [], -np.inf
+    for seq in itertools.product(used, repeat=emissions.shape[0]):
+        if not pattern.fullmatch("".join(letter[s] for s in seq)):
+            continue
+        score = sum(emissions[t, s] for t, s in enumerate(seq)) + transitions[seq[-1], 1]
+        score += sum(transitions[a, 0] if a == b else transitions[a, 1] for a, b in zip(seq, seq[1:]))
+        scores.append(score)
+        if score > best_score:
+            best, best_score = list(seq), score
+    return float(np.logaddexp.reduce(scores)), best
+
+
+@pytest.mark.parametrize("words", [("five",), ("five", "five"), ("one", "two")])
+def test_hybrid_graphs_against_brute_force(words: tuple[str, ...]) -> None:
+    from gtn_py.criteria import hmm
+
+    torch.manual_seed(1)
+    model = build_model(ModelConfig("hybrid", TINY, {"states": 2}))
+    with torch.no_grad():
+        model.word_transitions.normal_()
+        model.silence_transitions.normal_()
+    frames = 6
+    emissions = torch.randn(1, frames, model.num_states).log_softmax(-1)
+    stay_next = torch.cat([model.word_transitions.reshape(-1, 2), model.silence_transitions]).log_softmax(-1)
+    expected, best = hmm_brute_force(emissions[0].numpy(), stay_next.detach().numpy(), words, 2)
+
+    from recipes.speech_digits.hybrid import transcript_grammars
+
+    correct = hmm.decoding_graph(model.lexicon(), transcript_grammars([word_ids(words)]))
+    score = float(hmm.hmm_score(correct, emissions, [frames])[0].detach())
+    torch.testing.assert_close(score, expected, rtol=1e-5, atol=1e-5)
+    alignment = hmm.hmm_decode(correct, emissions, [frames])
+    assert alignment.states[0].tolist() == best
+    assert [w for w, _, _ in state_segments(best, 2, stride=1)] == list(words)
+    assert [w for w in alignment.words[0] if w != SILENCE] == word_ids(words)
+
+
+def test_hybrid_loss_is_the_transcripts_share_of_all_answers() -> None:
+    # mmi loss = -log(total of the transcript's paths / total of all paths), so the
+    # probabilities of all single-word answers (with silences) cannot exceed 1.
+    torch.manual_seed(2)
+    model = build_model(ModelConfig("hybrid", TINY, {"states": 2}))
+    model.eval()
+    u = utterance(("three",), 3)
+    batch = make_batch([u.features] * NUM_WORDS, [(w,) for w in DIGIT_WORDS])
+    with torch.no_grad():
+        probabilities = torch.exp(-model.losses(batch))
+    assert bool((probabilities > 0).all()) and float(probabilities.sum()) < 1.0
+
+
+def dtw_brute_force(d: np.ndarray) -> list[float]:
+    """Costs of every monotone path with steps (1,0), (0,1), (1,1) from (0,0) to the last cell."""
+    n, m = d.shape
+    costs: list[float] = []
+
+    def walk(i: int, j: int, cost: float) -> None:
+        if (i, j) == (n - 1, m - 1):
+            costs.append(cost)
+            return
+        for di, dj in ((1, 0), (0, 1), (1, 1)):
+            if i + di < n and j + dj < m:
+                walk(i + di, j + dj, cost + d[i + di, j + dj])
+
+    walk(0, 0, d[0, 0])
+    return costs
+
+
+def test_dtw_template_energies_and_loss_against_brute_force() -> None:
+    torch.manual_seed(3)
+    model = build_model(ModelConfig("dtw", TINY, {"dim": 3, "frames": 3, "loss": "nll"}))
+    model.eval()
+    u = utterance(("seven",), 4)
+    batch = make_batch([u.features[:8]], [u.words])
+    with torch.no_grad():
+        x, lengths = model(batch)
+        energies = model.energies(batch)[0].numpy()
+        loss = float(model.losses(batch)[0])
+    assert int(lengths[0]) == 4
+    free = []
+    for c in range(NUM_WORDS):
+        template = model.templates.templates[c].detach().numpy()
+        d = ((template[:, None, :] - x[0].numpy()[None, :, :]) ** 2).sum(-1)
+        costs = np.array(dtw_brute_force(d))
+        assert len(costs) == 25  # the Delannoy number D(2, 3)
+        assert energies[c] == pytest.approx(costs.min(), rel=1e-5)
+        free.append(-np.logaddexp.reduce(-costs))
+    free = np.array(free)
+    target = DIGIT_WORDS.index("seven")
+    assert loss == pytest.approx(free[target] + np.logaddexp.reduce(-free), rel=1e-4, abs=1e-4)
+    assert model.decode(batch) == [(DIGIT_WORDS[int(np.argmin(energies))],)]
+
+
+# ---------------------------------------------------------------------- training
+def steps_lower_loss(kind: str, options: dict | None = None, steps: int = 8, lr: float = 1e-2) -> None:
+    torch.manual_seed(0)
+    utterances = corpus(6)
+    model = build_model(ModelConfig(kind, TINY, options or {}))
+    model.prepare([u.features for u in utterances])
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    batch = make_batch([u.features for u in utterances], [u.words for u in utterances])
+    first = float(model.losses(batch).detach().mean())
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = model.losses(batch).mean()
+        assert torch.isfinite(loss)
+        loss.backward()
+        optimizer.step()
+    assert float(model.losses(batch).detach().mean()) < 0.8 * first
+
+
+def test_ctc_steps_lower_the_loss() -> None:
+    steps_lower_loss("ctc")
+
+
+def test_hybrid_steps_lower_the_loss() -> None:
+    steps_lower_loss("hybrid", {"states": 2})
+
+
+def test_dtw_steps_lower_the_loss() -> None:
+    torch.manual_seed(0)
+    utterances = [utterance((DIGIT_WORDS[i % NUM_WORDS],), i) for i in range(6)]
+    for loss in ("nll", "lvq2"):
+        model = build_model(ModelConfig("dtw", TINY, {"dim": 8, "frames": 3, "loss": loss}))
+        model.prepare([u.features for u in utterances])
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+        batch = make_batch([u.features for u in utterances], [u.words for u in utterances])
+        first = float(model.losses(batch).detach().mean())
+        for _ in range(5):
+            optimizer.zero_grad()
+            model.losses(batch).mean().backward()
+            optimizer.step()
+        assert float(model.losses(batch).detach().mean()) < 0.8 * first
+
+
+def test_isolated_words_cut_at_the_forced_alignment(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig("hybrid", TINY, {"states": 2}))
+    utts = corpus(3, seed=5)
+    model.prepare([u.features for u in utts])
+    words = isolated_words(model, utts, margin=0)
+    assert [w.words[0] for w in words] == [w for u in utts for w in u.words]
+    for u in utts:
+        pieces = [w for w in words if w.utt_id.startswith(u.utt_id + "-")]
+        assert sum(len(p.features) for p in pieces) <= len(u.features)
+    index = write_report(model, utts[:1], tmp_path / "viz")
+    svg = (tmp_path / "viz" / f"{utts[0].utt_id}.svg").read_text()
+    assert index.exists() and svg.startswith("<svg") and svg.count("fill-opacity") == len(utts[0].words)
+
+
+def test_training_resumes_exactly(tmp_path: Path) -> None:
+    utterances = corpus(12)
+    model_config = ModelConfig("ctc", TINY)
+    config = TrainConfig(steps=4, batch_size=4, lr=1e-2, warmup=1, valid_size=4, valid_every=2,
+                         checkpoint_every=1)
+    straight = train(tmp_path / "a", model_config, config, utterances, show_progress=False)
+    train(tmp_path / "b", model_config, TrainConfig(**{**config.__dict__, "steps": 2}), utterances,
+          show_progress=False)
+    resumed = train(tmp_path / "b", model_config, config, utterances, resume=True, show_progress=False)
+    a, b = common.load_checkpoint(straight), common.load_checkpoint(resumed)
+    assert a["step"] == b["step"] == 4
+    for name, value in a["model"].items():
+        torch.testing.assert_close(b["model"][name], value)
+    records = common.read_metrics(tmp_path / "b" / common.METRICS)
+    assert [r["step"] for r in records if r["split"] == "valid"] == [2, 4]
+    assert all(np.isfinite(r["loss"]) for r in records if r["split"] == "train")
+
+
+# ---------------------------------------------------------------------- command line
+@pytest.fixture(scope="module")
+def ctc_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("ctc")
+    config = TrainConfig(steps=10, batch_size=4, lr=1e-2, warmup=2, valid_size=0, checkpoint_every=10)
+    return train(out, ModelConfig("ctc", TINY), config, corpus(40), show_progress=False)
+
+
+def test_decode_and_evaluate_a_two_utterance_directory(ctc_checkpoint: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "mfc"
+    folder.mkdir()
+    utts = [utterance(("five", "six"), 501, "first"), utterance(("nine",), 502, "second")]
+    for u in utts:
+        write_mfc(folder / f"{u.utt_id}.mfc", u.features)
+    main(["decode", "--checkpoint", str(ctc_checkpoint), "--input", str(folder)])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.rsplit(" ", 1)[-1] for line in lines] == ["(first)", "(second)"]
+    assert all(set(line.rsplit(" ", 1)[0].split()) <= set(DIGIT_WORDS) for line in lines)
+
+    write_transcripts(tmp_path / "ref.txt", [(u.utt_id, u.words) for u in utts])
+    out = tmp_path / "eval.json"
+    main(["evaluate", "--checkpoint", str(ctc_checkpoint), "--input", str(folder), "--transcripts",
+          str(tmp_path / "ref.txt"), "--out", str(out), "--viz", "--viz-count", "2"])
+    printed = capsys.readouterr().out
+    assert "WER" in printed and "SER" in printed
+    summary = json.loads(out.read_text())
+    assert summary["utterances"] == 2 and summary["words"] == 3 and set(summary["hypotheses"]) == {"first", "second"}
+    assert (tmp_path / "viz" / "index.html").exists() and (tmp_path / "viz" / "first.svg").exists()
