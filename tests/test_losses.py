@@ -19,8 +19,8 @@ NEG_INF = float("-inf")
 
 
 # ---------------------------------------------------------------------- brute force
-def scored_outputs(g: Graph) -> List[Tuple[Tuple[int, ...], float]]:
-    return [(oracle.strings_of(g, path)[1], score) for path, score in oracle.paths(g)]
+def scored_outputs(g: Graph, max_arcs: int = 12) -> List[Tuple[Tuple[int, ...], float]]:
+    return [(oracle.strings_of(g, path)[1], score) for path, score in oracle.paths(g, max_arcs)]
 
 
 def brute_energy(g: Graph) -> float:
@@ -31,9 +31,9 @@ def brute_free_energy(g: Graph, beta: float) -> float:
     return -oracle.logsumexp([beta * s for _, s in scored_outputs(g)]) / beta
 
 
-def brute_offending(correct: Graph, all_answers: Graph) -> float:
+def brute_offending(correct: Graph, all_answers: Graph, max_arcs: int = 12) -> float:
     answers = {out for out, _ in scored_outputs(correct)}
-    return -max((s for out, s in scored_outputs(all_answers) if out not in answers), default=NEG_INF)
+    return -max((s for out, s in scored_outputs(all_answers, max_arcs) if out not in answers), default=NEG_INF)
 
 
 def gap(fy: float, fw: float) -> float:
@@ -114,6 +114,25 @@ def test_most_offending_incorrect_answer(correct: Graph, other: Graph) -> None:
         assert tuple(found.strings[0]) not in answers
         best_of_string = max(s for out, s in scored_outputs(all_answers) if out == tuple(found.strings[0]))
         assert math.isclose(-best_of_string, want, abs_tol=1e-9)
+
+
+@given(correct=graphs(max_nodes=3, max_arcs=4, num_labels=2),
+       other=graphs(max_nodes=3, max_arcs=5, num_labels=2, acyclic=False))
+def test_most_offending_incorrect_answer_of_cyclic_graphs(correct: Graph, other: Graph) -> None:
+    """The all-answers graph may be cyclic (its cycles have negative scores, so paths of up to
+    8 arcs, a few laps, contain every string's best path on graphs this small)."""
+    all_answers = union([correct, other])
+    found = losses.most_offending_incorrect(correct, all_answers)
+    assert close(float(found.energies[0]), brute_offending(correct, all_answers, max_arcs=8))
+
+
+def test_float32() -> None:
+    correct, all_answers = answers(torch.float32)
+    want_correct, want_all = answers(torch.float64)
+    for name, call in CALLS.items():
+        got = call(correct, all_answers)
+        assert got.dtype == torch.float32, name
+        assert float(got) == pytest.approx(float(call(want_correct, want_all)), rel=1e-5, abs=1e-5), name
 
 
 # ---------------------------------------------------------------------- fixed cases and gradients
