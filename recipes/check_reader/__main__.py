@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--test-strings", type=int, default=500)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: the small recogniser gains little from more, and a busy "
+                        "machine loses much)")
     p.set_defaults(func=cmd_demo)
     return parser
 
