@@ -47,7 +47,7 @@ weights of both graphs; an impossible correct answer gives ``+inf`` and zero gra
 
 from __future__ import annotations
 
-from typing import List, NamedTuple, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Sequence, Set, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -60,6 +60,9 @@ from .ops.structure import project_output
 from .semiring import TROPICAL, LogSemiring
 
 GraphsLike = Union[Graph, Sequence[Graph]]
+
+# The correct output strings are enumerated up to this many per graph (then determinized).
+MAX_ENUMERATED_STRINGS = 8
 
 __all__ = [
     "reduce_losses", "free_energy", "energy", "most_offending_incorrect", "MostOffending", "rejecting_acceptor",
@@ -128,18 +131,47 @@ def _output_strings(paths: Graph) -> List[List[int]]:
     return strings
 
 
-def rejecting_acceptor(correct: Graph, alphabet: Tensor) -> Graph:
-    """The complement of each correct graph's output language over ``alphabet`` (labels >= 1):
-    an unweighted acceptor of every string over ``alphabet`` that ``correct`` does not output.
+def _trie(strings: List[Set[Tuple[int, ...]]], like: Tensor) -> Graph:
+    """A batch of deterministic acceptors, graph ``b`` accepting exactly ``strings[b]`` (a
+    prefix tree; nodes in discovery order, the root first)."""
+    src: List[int] = []
+    label: List[int] = []
+    dst: List[int] = []
+    final: List[bool] = []
+    owner: List[int] = []
+    for b, group in enumerate(strings):
+        root = len(final)
+        nodes: Dict[Tuple[int, ...], int] = {(): root}
+        final.append(() in group)
+        owner.append(b)
+        for string in sorted(group):
+            for n in range(1, len(string) + 1):
+                if string[:n] not in nodes:
+                    nodes[string[:n]] = len(final)
+                    final.append(False)
+                    owner.append(b)
+                    src.append(nodes[string[:n - 1]])
+                    label.append(string[n - 1])
+                    dst.append(nodes[string[:n]])
+            final[nodes[string]] = True
+    device = like.device
+    ints = lambda x: torch.tensor(x, dtype=torch.long, device=device)  # noqa: E731
+    node_owner = ints(owner)
+    is_root = torch.ones_like(node_owner, dtype=torch.bool)
+    is_root[1:] = node_owner[1:] != node_owner[:-1]
+    zero, neg_inf = like.new_zeros(()), like.new_full((), NEG_INF)
+    return Graph._from_tensors(ints(src), ints(dst), ints(label), ints(label), like.new_zeros(len(src)),
+                               torch.where(is_root, zero, neg_inf),
+                               torch.where(torch.tensor(final, device=device), zero, neg_inf),
+                               node_graph=node_owner, num_graphs=len(strings))
 
-    Built from the determinized output language (so ``correct`` must be acyclic after
-    trimming, else :class:`~gtn_py.errors.CyclicGraphError`): a sink node per graph takes every
-    label a state has no arc for, and finality is flipped (the sink accepts).
-    """
-    language = determinize(project_output(correct.detach()), "tropical")
-    num_nodes, num_graphs, device = language.num_nodes, correct.num_graphs, correct.device
-    node_graph = language.node_graph if language.is_batch else torch.zeros(num_nodes, dtype=torch.long,
-                                                                             device=device)
+
+def _complement(language: Graph, num_graphs: int, alphabet: Tensor) -> Graph:
+    """The complement over ``alphabet`` of a batch of deterministic acceptors: a sink node per
+    graph takes every label a state has no arc for, and finality is flipped (the sink accepts).
+    A graph without a start node (the empty language) starts at its sink."""
+    num_nodes, device = language.num_nodes, language.device
+    node_graph = language.node_graph
     width = alphabet.shape[0]
     # Which (state, label) moves exist; the others go to the sink.
     column = torch.searchsorted(alphabet, language.ilabel.contiguous()).clamp(max=max(width - 1, 0))
@@ -149,13 +181,10 @@ def rejecting_acceptor(correct: Graph, alphabet: Tensor) -> Graph:
     state, missing = (~present).nonzero(as_tuple=True)
     sink = num_nodes + torch.arange(num_graphs, device=device)
     loops_graph = torch.arange(num_graphs, device=device).repeat_interleave(width)
-    loops_label = alphabet.repeat(num_graphs)
-    src = torch.cat([language.src, state, sink[loops_graph]])
-    dst = torch.cat([language.dst, sink[node_graph[state]], sink[loops_graph]])
-    label = torch.cat([language.ilabel, alphabet[missing], loops_label])
-    # Flip finality; start at the determinized start node, or at the sink of a graph whose
-    # correct language is empty (then every string is incorrect).
-    zero, neg_inf = correct.weights.new_zeros(()), correct.weights.new_full((), NEG_INF)
+    src = torch.cat([language.src[known], state, sink[loops_graph]])
+    dst = torch.cat([language.dst[known], sink[node_graph[state]], sink[loops_graph]])
+    label = torch.cat([language.ilabel[known], alphabet[missing], alphabet.repeat(num_graphs)])
+    zero, neg_inf = language.weights.new_zeros(()), language.weights.new_full((), NEG_INF)
     has_start = torch.zeros(num_graphs, dtype=torch.bool, device=device)
     has_start[node_graph[language.start_weights > NEG_INF]] = True
     start = torch.cat([torch.where(language.start_weights > NEG_INF, zero, neg_inf),
@@ -167,9 +196,34 @@ def rejecting_acceptor(correct: Graph, alphabet: Tensor) -> Graph:
     renumber[layout] = torch.arange(layout.shape[0], device=device)
     arc_order = torch.argsort(everything[src], stable=True)
     src, dst, label = renumber[src[arc_order]], renumber[dst[arc_order]], label[arc_order]
-    return Graph._from_tensors(src, dst, label, label, correct.weights.new_zeros(src.shape[0]), start[layout],
-                               final[layout], node_graph=everything[layout] if correct.is_batch else None,
-                               num_graphs=num_graphs)
+    return Graph._from_tensors(src, dst, label, label, language.weights.new_zeros(src.shape[0]), start[layout],
+                               final[layout], node_graph=everything[layout], num_graphs=num_graphs)
+
+
+def rejecting_acceptor(correct: Graph, alphabet: Tensor) -> Graph:
+    """The complement of each correct graph's output language over ``alphabet`` (sorted
+    labels >= 1): an unweighted acceptor (a batch) of every string over ``alphabet`` that
+    ``correct`` does not output; strings with labels outside ``alphabet`` are not in it.
+
+    The correct strings are found best first, by composing ``correct`` with the complement of
+    the strings found so far until nothing is left (one round per string: a transcription's
+    graph, however many alignments it has, takes two linear-time rounds). Past
+    ``MAX_ENUMERATED_STRINGS`` strings the language is determinized instead (``correct`` must
+    then be acyclic after trimming, else :class:`~gtn_py.errors.CyclicGraphError`).
+    """
+    correct = (correct if correct.is_batch else Graph.batch([correct])).detach()
+    num_graphs = correct.num_graphs
+    strings: List[Set[Tuple[int, ...]]] = [set() for _ in range(num_graphs)]
+    for _ in range(MAX_ENUMERATED_STRINGS + 1):
+        rejecting = _complement(_trie(strings, correct.weights), num_graphs, alphabet)
+        leftover = viterbi_path(compose(correct, rejecting))
+        exists = torch.bincount(leftover.node_graph, minlength=num_graphs).cpu() > 0
+        if not bool(exists.any()):
+            return rejecting
+        for b, string in enumerate(_output_strings(leftover)):
+            if exists[b]:
+                strings[b].add(tuple(string))
+    return _complement(determinize(project_output(correct), "tropical"), num_graphs, alphabet)
 
 
 def most_offending_incorrect(correct: GraphsLike, all_answers: GraphsLike) -> MostOffending:
@@ -179,16 +233,14 @@ def most_offending_incorrect(correct: GraphsLike, all_answers: GraphsLike) -> Mo
 
     The incorrect answers are the all-answers graph composed with the complement of the
     correct output language (:func:`rejecting_acceptor`), so their best path is one Viterbi
-    search, however many paths (alignments) each answer has. The correct graphs must be
-    acyclic (after trimming); the all-answers graphs may be cyclic.
+    search, however many paths (alignments) each answer has. Both graphs may be cyclic (the
+    correct one then must output at most ``MAX_ENUMERATED_STRINGS`` strings).
     """
     c, a, _ = _pair(correct, all_answers)
     olabels = a.olabel
     alphabet = torch.unique(olabels[olabels != EPSILON])
-    if c.is_batch != a.is_batch:  # compose pairs batches graph by graph
-        c, a = (c if c.is_batch else Graph.batch([c])), (a if a.is_batch else Graph.batch([a]))
-    incorrect = compose(a, rejecting_acceptor(c, alphabet))
-    paths = viterbi_path(incorrect if incorrect.is_batch else Graph.batch([incorrect]))
+    a = a if a.is_batch else Graph.batch([a])  # compose pairs batches graph by graph
+    paths = viterbi_path(compose(a, rejecting_acceptor(c, alphabet)))
     return MostOffending(energy(paths), _output_strings(paths), paths)
 
 

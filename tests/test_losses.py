@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from typing import Callable, Dict, List, Tuple
+from unittest import mock
 
 import oracle
 import pytest
@@ -101,10 +102,12 @@ def test_losses_equal_formulas(pairs: List[Tuple[Graph, Graph]]) -> None:
             assert close(float(got[i]), want), f"{name}, example {i}: got {float(got[i])}, want {want}"
 
 
-@given(correct=answer_graphs, other=answer_graphs)
-def test_most_offending_incorrect_answer(correct: Graph, other: Graph) -> None:
+@given(correct=answer_graphs, other=answer_graphs, enumerated=st.sampled_from([0, 1, 8]))
+def test_most_offending_incorrect_answer(correct: Graph, other: Graph, enumerated: int) -> None:
+    """Correct strings enumerated (up to 1 or 8), or their language determinized (0)."""
     all_answers = union([correct, other])
-    found = losses.most_offending_incorrect(correct, all_answers)
+    with mock.patch.object(losses, "MAX_ENUMERATED_STRINGS", enumerated):
+        found = losses.most_offending_incorrect(correct, all_answers)
     want = brute_offending(correct, all_answers)
     assert close(float(found.energies[0]), want)
     answers = {out for out, _ in scored_outputs(correct)}
