@@ -70,13 +70,14 @@ def _unroll(unary: Tensor, transitions: Tensor, lengths: Tensor | None, start_sc
     for name, scores in (("start_scores", start_scores), ("end_scores", end_scores)):
         if scores is not None and tuple(scores.shape) != (num_tags,):
             raise InvalidGraphError(f"{name} must be [K] = [{num_tags}], got {list(scores.shape)}")
-    # Every candidate arc (b, t, i, j), i = -1 for the start node, then those that exist.
-    b, t, i, j = torch.meshgrid(torch.arange(num_seqs, device=device), torch.arange(num_positions, device=device),
-                                torch.arange(-1, num_tags, device=device), torch.arange(num_tags, device=device),
-                                indexing="ij")
-    b, t, i, j = b.reshape(-1), t.reshape(-1), i.reshape(-1), j.reshape(-1)
-    keep = (t < lens[b]) & ((t == 0) == (i < 0))
-    if tags is not None:
+    if tags is None:
+        # Every candidate arc (b, t, i, j), i = -1 for the start node, then those that exist.
+        b, t, i, j = (x.reshape(-1) for x in torch.meshgrid(
+            torch.arange(num_seqs, device=device), torch.arange(num_positions, device=device),
+            torch.arange(-1, num_tags, device=device), torch.arange(num_tags, device=device), indexing="ij"))
+        keep = (t < lens[b]) & ((t == 0) == (i < 0))
+    else:
+        # The tagging's path only: one arc per position.
         tags = torch.as_tensor(tags, device=device).to(torch.long).reshape(num_seqs, -1)
         if tags.shape[1] < num_positions:
             raise InvalidGraphError(f"tags have {tags.shape[1]} positions, emissions {num_positions}")
@@ -85,8 +86,12 @@ def _unroll(unary: Tensor, transitions: Tensor, lengths: Tensor | None, start_sc
         if bad.numel():
             s, p = int(bad[0, 0]), int(bad[0, 1])
             raise LabelError(f"sequence {s}, position {p}: tag {int(tags[s, p])} outside [0, {num_tags})")
+        b, t = (x.reshape(-1) for x in torch.meshgrid(torch.arange(num_seqs, device=device),
+                                                       torch.arange(num_positions, device=device), indexing="ij"))
         safe = tags.clamp(0, num_tags - 1)
-        keep &= (j == safe[b, t]) & ((i < 0) | (i == safe[b, (t - 1).clamp(min=0)]))
+        j = safe[b, t]
+        i = torch.where(t == 0, torch.full_like(t, -1), safe[b, (t - 1).clamp(min=0)])
+        keep = t < lens[b]
     b, t, i, j = b[keep], t[keep], i[keep], j[keep]
 
     sizes = 1 + lens * num_tags
