@@ -67,14 +67,14 @@ def hmm_topology(num_states: int, self_loops: bool = True, skips: bool = False,
                                 f"got {list(transition_scores.shape)}")
     device = transition_scores.device
     states = torch.arange(num_states, device=device)
-    flat = lambda s, move: s * 3 + move  # noqa: E731  (index into transition_scores.reshape(-1))
+    # Arc weights and exit scores index transition_scores.reshape(-1): (state, move) -> 3 * state + move.
     kinds = [(torch.zeros(1, dtype=torch.long, device=device), torch.zeros(1, dtype=torch.long, device=device),
               torch.full((1,), -1, dtype=torch.long, device=device))]      # entry -> state 0
     if self_loops:
-        kinds.append((states + 1, states, flat(states, STAY)))
-    kinds.append((states[:-1] + 1, states[1:], flat(states[:-1], NEXT)))
+        kinds.append((states + 1, states, 3 * states + STAY))
+    kinds.append((states[:-1] + 1, states[1:], 3 * states[:-1] + NEXT))
     if skips:
-        kinds.append((states[:-2] + 1, states[2:], flat(states[:-2], SKIP)))
+        kinds.append((states[:-2] + 1, states[2:], 3 * states[:-2] + SKIP))
     src = torch.cat([k[0] for k in kinds])
     target = torch.cat([k[1] for k in kinds])
     scores = transition_scores.reshape(-1)
@@ -84,9 +84,9 @@ def hmm_topology(num_states: int, self_loops: bool = True, skips: bool = False,
     start = torch.full((nodes,), NEG_INF, dtype=scores.dtype, device=device)
     start[0] = 0.0
     exit_index = torch.full((nodes,), -1, dtype=torch.long, device=device)
-    exit_index[num_states] = flat(num_states - 1, NEXT)
+    exit_index[num_states] = 3 * (num_states - 1) + NEXT
     if skips and num_states >= 2:
-        exit_index[num_states - 1] = flat(num_states - 2, SKIP)
+        exit_index[num_states - 1] = 3 * (num_states - 2) + SKIP
     final = torch.where(exit_index >= 0, gather(scores, exit_index), scores.new_full((), NEG_INF))
     return Graph._from_tensors(src, target + 1, labels, labels, weights, start, final)
 
