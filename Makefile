@@ -29,9 +29,11 @@ lint: $(STAMP)
 	$(PY) -m ruff check gtn_py
 	$(PY) -m mypy gtn_py
 
+# Tests run torch single-threaded: they are many small problems, for which OpenMP workers cost
+# more than they give (and tests that start several processes would oversubscribe the cores).
 test: $(STAMP) system-deps speech-deps lint
-	$(PY) -m pytest -q -p no:cacheprovider tests
-	bash tools/k2_env.sh test
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider tests
+	OMP_NUM_THREADS=1 bash tools/k2_env.sh test
 
 # k2 interop tests (tests/k2_interop), in their own Python 3.10 + torch 1.13.1 + k2 1.23.4 venv, which
 # tools/k2_env.sh builds once outside the repository, in ${XDG_CACHE_HOME:-~/.cache}/gtn_py/k2-py310.
