@@ -98,11 +98,17 @@ def _inputs(args: argparse.Namespace) -> list[Utterance]:
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     model, state = load_model(args.checkpoint, args.device)
     utterances = _inputs(args)
+    if args.segmenter:
+        from .hybrid import isolated_words
+
+        segmenter, _ = load_model(args.segmenter, args.device)
+        utterances = isolated_words(segmenter, utterances, device=args.device)
+        print(f"{len(utterances)} isolated words cut by {args.segmenter}'s forced alignment")
     t0 = time.time()
     result = evaluate_model(model, utterances, args.batch_size, args.device)
     summary = result.summary()
     summary.update(model=state["model_config"]["kind"], checkpoint=str(args.checkpoint), input=str(args.input),
-                   steps=state["step"], seconds=round(time.time() - t0, 1))
+                   segmenter=args.segmenter, steps=state["step"], seconds=round(time.time() - t0, 1))
     for utt, ref, hyp in zip(result.utt_ids, result.references, result.hypotheses):
         mark = "" if ref == hyp else "  *"
         print(f"{' '.join(hyp)} ({utt}){mark}")
@@ -190,6 +196,8 @@ def main(argv: list[str] | None = None) -> None:
     _add_input_options(p, transcripts=True)
     p.add_argument("--out", default="", help="JSON results (default: evaluation.json beside the checkpoint)")
     p.add_argument("--viz", action="store_true", help="draw alignments into viz/ beside the JSON results")
+    p.add_argument("--segmenter", default="", help="hybrid checkpoint: evaluate on the isolated words its "
+                                                   "forced alignment cuts out of the input (for dtw models)")
     p.set_defaults(run=cmd_evaluate)
 
     p = commands.add_parser("decode", help="print the words recognised in each file of a folder")

@@ -10,10 +10,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from .data import Utterance
-from .models import make_batch
+from .models import Recognizer, make_batch
 
 
 def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> tuple[int, int, int]:
@@ -52,7 +51,7 @@ class Result:
                 "substitutions": subs, "deletions": dels, "insertions": ins}
 
 
-def decode_features(model: nn.Module, features: Sequence[np.ndarray], batch_size: int = 32,
+def decode_features(model: Recognizer, features: Sequence[np.ndarray], batch_size: int = 32,
                     device: torch.device | str = "cpu") -> list[tuple[str, ...]]:
     """The words recognised in each feature matrix, batched by similar lengths."""
     model.eval()
@@ -67,7 +66,7 @@ def decode_features(model: nn.Module, features: Sequence[np.ndarray], batch_size
     return hypotheses
 
 
-def evaluate_model(model: nn.Module, utterances: Sequence[Utterance], batch_size: int = 32,
+def evaluate_model(model: Recognizer, utterances: Sequence[Utterance], batch_size: int = 32,
                    device: torch.device | str = "cpu") -> Result:
     was_training = model.training
     hyps = decode_features(model, [u.features for u in utterances], batch_size, device)
@@ -113,7 +112,7 @@ def alignment_svg(features: np.ndarray, alignment: Sequence[tuple[str, int, int]
     return "\n".join(parts)
 
 
-def write_report(model: nn.Module, utterances: Sequence[Utterance], directory: str | Path,
+def write_report(model: Recognizer, utterances: Sequence[Utterance], directory: str | Path,
                  result: Result | None = None, device: torch.device | str = "cpu") -> Path:
     """viz/index.html: each utterance's forced alignment (its transcript) drawn over its features,
     with the hypothesis when ``result`` is given; one SVG per utterance beside it."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -27,7 +26,7 @@ from gtn_py.criteria import hmm
 from gtn_py.graph import Graph
 
 from .data import DIGIT_WORDS, Utterance
-from .models import NUM_WORDS, Batch, Encoder, ModelConfig, make_batch, word_ids
+from .models import NUM_WORDS, Batch, Encoder, ModelConfig, Recognizer, make_batch, word_ids
 
 SILENCE = NUM_WORDS + 1  # word label of the silence model
 
@@ -82,7 +81,7 @@ def state_segments(states: Sequence[int], states_per_word: int, stride: int) -> 
     return out
 
 
-class HybridModel(nn.Module):
+class HybridModel(Recognizer):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -100,9 +99,6 @@ class HybridModel(nn.Module):
         # Logits of (stay, move on) for each state of each word, and for silence.
         self.word_transitions = nn.Parameter(torch.zeros(NUM_WORDS, self.states, 2), requires_grad=learned == "learned")
         self.silence_transitions = nn.Parameter(torch.zeros(1, 2), requires_grad=learned == "learned")
-
-    def prepare(self, features: Sequence[np.ndarray]) -> None:
-        self.encoder.set_normalisation(features)
 
     def _scores(self, logits: Tensor) -> Tensor:
         """``[..., 3]`` transition scores (stay, next, skip) from ``[..., 2]`` logits; no skips."""
@@ -151,7 +147,7 @@ class HybridModel(nn.Module):
         return [state_segments(row[:n].tolist(), self.states, stride) for row, n in zip(states, lengths.tolist())]
 
 
-def isolated_words(model: nn.Module, utterances: Sequence[Utterance], batch_size: int = 32, margin: int = 3,
+def isolated_words(model: Recognizer, utterances: Sequence[Utterance], batch_size: int = 32, margin: int = 3,
                    device: torch.device | str = "cpu") -> list[Utterance]:
     """Single words cut out of connected utterances at a model's forced alignment (``margin``
     frames of context on each side), as utterances ``<utt>-<k>`` of one word."""

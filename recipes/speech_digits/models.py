@@ -14,6 +14,7 @@ in dense intersections, epsilon elsewhere).
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
@@ -77,6 +78,9 @@ class Encoder(nn.Module):
     """Normalised MFCCs ``[B, T, 13]`` -> frame vectors ``[B, T', D]``: two convolutions (the
     second subsamples by ``stride``), ``context`` residual dilated convolutions, then a
     bidirectional GRU over the true lengths (when ``hidden``)."""
+
+    mean: Tensor
+    std: Tensor
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -152,7 +156,30 @@ def segments(frame_labels: Sequence[int], stride: int, skip: Sequence[int] = (0,
     return [(label, a * stride, b * stride) for label, a, b in runs if label not in skip]
 
 
-class CTCModel(nn.Module):
+class Recognizer(nn.Module, abc.ABC):
+    """What training, evaluation and decoding use (see the module documentation)."""
+
+    config: ModelConfig
+    encoder: Encoder
+
+    def prepare(self, features: Sequence[np.ndarray]) -> None:
+        """Set what comes from the training data before training (the feature statistics)."""
+        self.encoder.set_normalisation(features)
+
+    @abc.abstractmethod
+    def losses(self, batch: Batch) -> Tensor:
+        """Per-utterance training losses ``[B]`` (``+inf`` where a transcript cannot fit)."""
+
+    @abc.abstractmethod
+    def decode(self, batch: Batch) -> list[tuple[str, ...]]:
+        """The words recognised in each utterance."""
+
+    @abc.abstractmethod
+    def align(self, batch: Batch) -> list[list[tuple[str, int, int]]]:
+        """Each utterance's words as ``(word, first, last + 1)`` in input frames."""
+
+
+class CTCModel(Recognizer):
     """Word-level CTC: 12 outputs per frame (blank and the 11 digit words), trained with
     gtn_py's CTC (dense intersection of each transcript's CTC graph) and decoded through the CTC
     expansion of the digit-loop grammar."""
@@ -162,10 +189,6 @@ class CTCModel(nn.Module):
         self.config = config
         self.encoder = Encoder(config.encoder)
         self.output = nn.Linear(self.encoder.dim, NUM_WORDS + 1)
-
-    def prepare(self, features: Sequence[np.ndarray]) -> None:
-        """Set what comes from the training data before training (the feature statistics)."""
-        self.encoder.set_normalisation(features)
 
     def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Log-probabilities ``[B, T', 12]`` and their lengths."""
@@ -195,7 +218,7 @@ class CTCModel(nn.Module):
                 for row, n in zip(labels, lengths.tolist())]
 
 
-def build_model(config: ModelConfig) -> nn.Module:
+def build_model(config: ModelConfig) -> Recognizer:
     if config.kind == "ctc":
         return CTCModel(config)
     if config.kind == "hybrid":

@@ -12,9 +12,6 @@ alignment (:func:`~.hybrid.isolated_words`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -22,12 +19,12 @@ from gtn_py import losses
 from gtn_py.criteria.dtw import ElasticTemplates
 
 from .data import DIGIT_WORDS
-from .models import NUM_WORDS, Batch, Encoder, ModelConfig
+from .models import NUM_WORDS, Batch, Encoder, ModelConfig, Recognizer
 
 LOSSES = ("nll", "lvq2", "mce", "hinge")
 
 
-class TemplateModel(nn.Module):
+class TemplateModel(Recognizer):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -40,9 +37,6 @@ class TemplateModel(nn.Module):
         self.encoder = Encoder(config.encoder)
         self.project = nn.Linear(self.encoder.dim, dim)
         self.templates = ElasticTemplates(NUM_WORDS, frames, dim)
-
-    def prepare(self, features: Sequence[np.ndarray]) -> None:
-        self.encoder.set_normalisation(features)
 
     def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Feature vectors ``[B, T', dim]`` and their lengths."""

@@ -19,7 +19,7 @@ from torch import nn
 
 from .. import common
 from .data import Utterance
-from .models import ModelConfig, build_model, make_batch
+from .models import ModelConfig, Recognizer, build_model, make_batch
 
 
 @dataclass
@@ -65,13 +65,13 @@ def batch_for_step(lengths: np.ndarray, config: TrainConfig, step: int) -> np.nd
     return epoch_batches(lengths, config.batch_size, config.seed, step // per_epoch)[step % per_epoch]
 
 
-def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, step: int, model_config: ModelConfig,
+def checkpoint_state(model: Recognizer, optimizer: torch.optim.Optimizer, step: int, model_config: ModelConfig,
                      config: TrainConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
             "model_config": model_config.to_dict(), "train_config": asdict(config), **(extra or {})}
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Recognizer, dict[str, Any]]:
     state = common.load_checkpoint(path, device)
     model = build_model(ModelConfig.from_dict(state["model_config"])).to(device)
     model.load_state_dict(state["model"])
