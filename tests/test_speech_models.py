@@ -303,3 +303,50 @@ def test_decode_and_evaluate_a_two_utterance_directory(ctc_checkpoint: Path, tmp
     summary = json.loads(out.read_text())
     assert summary["utterances"] == 2 and summary["words"] == 3 and set(summary["hypotheses"]) == {"first", "second"}
     assert (tmp_path / "viz" / "index.html").exists() and (tmp_path / "viz" / "first.svg").exists()
+
+
+def write_corpus(root: Path, utterances: list[Utterance]) -> Path:
+    """A corpus folder as prepare lays it out (train/mfc/*.mfc, train/transcripts.txt)."""
+    (root / "train" / "mfc").mkdir(parents=True)
+    for u in utterances:
+        write_mfc(root / "train" / "mfc" / f"{u.utt_id}.mfc", u.features)
+    write_transcripts(root / "train" / "transcripts.txt", [(u.utt_id, u.words) for u in utterances])
+    return root
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_matches_one_process(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    data = write_corpus(tmp_path / "corpus", corpus(16))
+    args = ["train", "--corpus", str(data), "--model", "hybrid", "--option", "states=2", "--steps", "2",
+            "--batch-size", "4", "--channels", "8", "--context", "1", "--hidden", "0", "--stride", "2",
+            "--dropout", "0", "--valid-size", "0", "--threads", "1", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])):
+        run = subprocess.run([sys.executable, *launcher, "-m", "recipes.speech_digits", *args,
+                              "--out", str(tmp_path / name)], cwd=root, env=env, capture_output=True, text=True,
+                             timeout=600)
+        assert run.returncode == 0, run.stderr
+    a = common.load_checkpoint(tmp_path / "one" / common.CHECKPOINT)["model"]
+    b = common.load_checkpoint(tmp_path / "two" / common.CHECKPOINT)["model"]
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", ["ctc", "hybrid", "dtw"])
+def test_training_steps_and_decoding_on_cuda(kind: str) -> None:
+    words = [(DIGIT_WORDS[i],) for i in range(4)] if kind == "dtw" else None
+    utterances = [utterance(w, i) for i, w in enumerate(words)] if words else corpus(4)
+    model = build_model(ModelConfig(kind, TINY, {"states": 2, "frames": 3, "dim": 4})).cuda()
+    model.prepare([u.features for u in utterances])
+    batch = make_batch([u.features for u in utterances], [u.words for u in utterances], device="cuda")
+    loss = model.losses(batch).mean()
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is None or p.grad.is_cuda for p in model.parameters())
+    assert len(model.decode(batch)) == 4 and len(model.align(batch)) == 4
