@@ -15,18 +15,19 @@ import os
 import statistics
 import sys
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Tuple, Union
 
 import pywrapfst as fst
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from gtn_py import Graph  # noqa: E402
-from gtn_py.ops.shortest import forward_score, viterbi_score  # noqa: E402
 from compose_cases import compose_lexicon_bigram  # noqa: E402  (bench/compose_cases.py)
 
-Row = Tuple[str, float, Optional[float]]
+from gtn_py import Graph  # noqa: E402
+from gtn_py.ops.shortest import forward_score, viterbi_score  # noqa: E402
+
+Row = Tuple[str, float, Union[float, None]]
 REPEATS = 7
 
 
@@ -105,8 +106,8 @@ def _scores(name: str, graphs: List[Graph], repeats: int) -> List[Row]:
     rows = []
     for score, arc_type in ((forward_score, "log"), (viterbi_score, "standard")):
         machines = [to_openfst(h, arc_type) for h in graphs]
-        ours = median_time(lambda: score(g), repeats)
-        theirs = median_time(lambda: [fst.shortestdistance(f) for f in machines], repeats)
+        ours = median_time(lambda score=score: score(g), repeats)  # type: ignore[misc]
+        theirs = median_time(lambda machines=machines: [fst.shortestdistance(f) for f in machines], repeats)
         rows.append((f"{score.__name__} {name}", ours, theirs))
     return rows
 
@@ -147,7 +148,7 @@ CASES: List[Callable[[int], List[Row]]] = [
 ]
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: List[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=REPEATS, help="timed runs per case (median reported)")
     parser.add_argument("--only", default="", help="run only cases whose function name contains this")

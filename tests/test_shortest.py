@@ -74,7 +74,8 @@ def path_scores_of(f: fst.Fst) -> list:
         for arc in f.arcs(state):
             walk(arc.nextstate, cost + float(str(arc.weight)))
 
-    walk(f.start(), 0.0)
+    if f.start() >= 0:  # an empty result has no start state
+        walk(f.start(), 0.0)
     return sorted(out, reverse=True)
 
 
@@ -221,13 +222,14 @@ def test_gradcheck_log_totals(g, beta):
     finite_gradcheck(forward_score, g)
 
 
-def unique_best(g: Graph) -> bool:
+def distinct_scores(g: Graph) -> bool:
+    """Some path, and no two paths with nearly the same score (so the k best are unique)."""
     scores = sorted((s for _, s in paths(g)), reverse=True)
-    return len(scores) == 1 or (len(scores) > 1 and scores[0] - scores[1] > 1e-3)
+    return len(scores) > 0 and all(a - b > 1e-3 for a, b in zip(scores, scores[1:]))
 
 
-@settings(max_examples=25)
-@given(graphs().filter(unique_best))
+@settings(max_examples=15)
+@given(graphs(max_nodes=4, max_arcs=6).filter(distinct_scores))
 def test_gradcheck_best_paths(g):
     finite_gradcheck(viterbi_score, g)
     finite_gradcheck(lambda h: forward_score(viterbi_path(h)), g)
@@ -262,9 +264,9 @@ def test_no_successful_path_gives_minus_inf_and_zero_gradients(semiring):
 
 
 # ---------------------------------------------------------------------- best paths
-@given(graphs(acyclic=False, max_nodes=4, max_arcs=6))
+@given(graphs(acyclic=False, max_nodes=3, max_arcs=5))
 def test_viterbi_path_is_a_best_path(g):
-    best = total(g, "tropical", max_arcs=10)
+    best = total(g, "tropical", max_arcs=8)
     path = viterbi_path(g)
     if best == NEG_INF:
         assert path.num_nodes == 0
@@ -272,7 +274,7 @@ def test_viterbi_path_is_a_best_path(g):
     assert close(viterbi_score(path).item(), best)
     assert close(viterbi_score(g).item(), best)
     strings = (tuple(x for x in path.ilabel.tolist() if x), tuple(x for x in path.olabel.tolist() if x))
-    best_strings = {strings_of(g, p) for p, s in paths(g, 10) if close(s, best)}
+    best_strings = {strings_of(g, p) for p, s in paths(g, 8) if close(s, best)}
     assert strings in best_strings
 
 
@@ -412,7 +414,7 @@ def test_deep_chain_is_one_kernel_call():
     score.backward()
     elapsed = time.perf_counter() - began
     assert score.item() == pytest.approx(-0.01 * (n - 1), rel=1e-4)
-    assert torch.allclose(w.grad, torch.ones_like(w))
+    assert torch.allclose(w.grad, torch.ones_like(w), atol=1e-3)  # float32 sums of 100k terms
     assert elapsed < 0.5, elapsed
     assert viterbi_path(chain).num_arcs == n - 1
 

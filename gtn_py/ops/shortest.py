@@ -313,7 +313,10 @@ def shortest_distance(g: GraphLike, semiring: SemiringLike = "log", reverse: boo
 
 # ---------------------------------------------------------------------- totals and gradients
 def _totals(g: Graph, sr: Semiring, alpha: Tensor) -> Tensor:
-    return sr.segment_plus(alpha + g.final_weights.detach(), g.node_graph, g.num_graphs)
+    """Per-graph totals from forward distances (only accept nodes contribute)."""
+    final = g.final_weights.detach()
+    accept = (final > NEG_INF).nonzero().reshape(-1)
+    return sr.segment_plus(alpha[accept] + final[accept], g.node_graph[accept], g.num_graphs)
 
 
 def _best_ends(g: Graph, alpha: Tensor) -> Tensor:
@@ -698,7 +701,7 @@ def sample(g: GraphLike, n: int, generator: torch.Generator | None = None) -> Li
     arc_probs = probability(alpha[graph.src] + w - alpha[graph.dst])[by_dst]
     is_start = start > NEG_INF
     node, alive, steps = ends, ends >= 0, []
-    while bool(alive.any()):
+    while graph.num_arcs and bool(alive.any()):
         here = node.clamp(min=0)
         drawn = _draw(graph.dst[by_dst], arc_probs, here, uniform(), graph.num_nodes, is_start[here])
         alive = alive & (drawn >= 0)
