@@ -30,7 +30,7 @@ from recipes.speech_digits.models import (
     segments,
     word_ids,
 )
-from recipes.speech_digits.train import TrainConfig, train
+from recipes.speech_digits.train import TrainConfig, augment_features, train
 
 TINY = EncoderConfig(channels=16, context=1, hidden=0, stride=2, dropout=0.0)
 PATTERNS = np.random.default_rng(123).normal(scale=2.0, size=(len(DIGIT_WORDS) + 1, 13)).astype(np.float32)
@@ -256,11 +256,21 @@ def test_isolated_words_cut_at_the_forced_alignment(tmp_path: Path) -> None:
     assert index.exists() and svg.startswith("<svg") and svg.count("fill-opacity") == len(utts[0].words)
 
 
+def test_augmented_features_are_reproducible_perturbations() -> None:
+    x = utterance(("one", "two"), 9).features
+    a = augment_features(x, np.random.default_rng([0, 1, 2]))
+    b = augment_features(x, np.random.default_rng([0, 1, 2]))
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == np.float32 and a.shape[1] == 13
+    assert len(x) / 1.15 - 1 <= len(a) <= len(x) / 0.85 + 1
+    assert not np.allclose(augment_features(x, np.random.default_rng(5))[:len(x) // 2], x[:len(x) // 2])
+
+
 def test_training_resumes_exactly(tmp_path: Path) -> None:
     utterances = corpus(12)
     model_config = ModelConfig("ctc", TINY)
     config = TrainConfig(steps=4, batch_size=4, lr=1e-2, warmup=1, valid_size=4, valid_every=2,
-                         checkpoint_every=1)
+                         checkpoint_every=1, augment=True)
     straight = train(tmp_path / "a", model_config, config, utterances, show_progress=False)
     train(tmp_path / "b", model_config, TrainConfig(**{**config.__dict__, "steps": 2}), utterances,
           show_progress=False)

@@ -72,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     model_config = ModelConfig(kind=args.model, encoder=encoder, options=options)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
                          seed=args.seed, valid_size=args.valid_size, valid_every=args.valid_every,
-                         checkpoint_every=args.checkpoint_every)
+                         checkpoint_every=args.checkpoint_every, augment=args.augment)
     ckpt = Path(args.out) / common.CHECKPOINT
     if args.resume and ckpt.exists():
         state = common.load_checkpoint(ckpt)
@@ -158,6 +158,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid-size", type=int, default=t.valid_size)
     p.add_argument("--valid-every", type=int, default=t.valid_every)
     p.add_argument("--checkpoint-every", type=int, default=t.checkpoint_every)
+    p.add_argument("--augment", action="store_true", help="perturb training features (tempo, cepstral gains, "
+                                                           "time masks)")
 
 
 def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:

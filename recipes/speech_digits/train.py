@@ -35,6 +35,7 @@ class TrainConfig:
     valid_every: int = 500
     checkpoint_every: int = 100
     log_every: int = 10
+    augment: bool = False       # perturb training features (see augment_features)
 
 
 def split_valid(utterances: Sequence[Utterance], valid_size: int) -> tuple[list[Utterance], list[Utterance]]:
@@ -58,6 +59,28 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
     ordered = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in chunks])
     batches = [ordered[i:i + batch_size] for i in range(0, len(ordered) - batch_size + 1, batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def augment_features(features: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A perturbed copy of one utterance's features, to generalise to unseen voices and rates:
+    a tempo change (frames resampled by linear interpolation, factor 0.85-1.15), a random gain
+    per cepstral coefficient (a crude spectral-envelope change, as from another vocal tract),
+    and one masked stretch of up to 10 frames (SpecAugment's time mask; features are
+    mean-normalised, so zero is the mean)."""
+    frames = len(features)
+    length = max(1, int(round(frames / rng.uniform(0.85, 1.15))))
+    position = np.linspace(0, frames - 1, length)
+    low = np.floor(position).astype(int)
+    high = np.minimum(low + 1, frames - 1)
+    frac = (position - low)[:, None]
+    out = (1 - frac) * features[low] + frac * features[high]
+    gain = np.concatenate([[1.0], rng.normal(1.0, 0.15, features.shape[1] - 1)])
+    out = out * gain
+    width = int(rng.integers(0, 11))
+    if width and length > 4 * width:
+        start = int(rng.integers(0, length - width))
+        out[start:start + width] = 0.0
+    return out.astype(np.float32)
 
 
 def batch_for_step(lengths: np.ndarray, config: TrainConfig, step: int) -> np.ndarray:
@@ -112,9 +135,13 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utter
     try:
         while step < config.steps:
             model.train()
-            chosen = [train_set[i] for i in batch_for_step(lengths, config, step)[world.rank::world.size]]
-            batch = make_batch([u.features for u in chosen], [u.words for u in chosen],
-                               [u.utt_id for u in chosen], dev)
+            indices = batch_for_step(lengths, config, step)[world.rank::world.size]
+            chosen = [train_set[i] for i in indices]
+            features = [u.features for u in chosen]
+            if config.augment:
+                features = [augment_features(f, np.random.default_rng([config.seed, step, int(i)]))
+                            for f, i in zip(features, indices)]
+            batch = make_batch(features, [u.words for u in chosen], [u.utt_id for u in chosen], dev)
             lr = common.warmup_cosine(step, config.steps, config.lr, config.warmup)
             common.set_learning_rate(optimizer, lr)
             optimizer.zero_grad()
