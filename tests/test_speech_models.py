@@ -284,6 +284,18 @@ def test_training_resumes_exactly(tmp_path: Path) -> None:
     assert all(np.isfinite(r["loss"]) for r in records if r["split"] == "train")
 
 
+def test_encoder_initialised_from_another_checkpoint(tmp_path: Path) -> None:
+    utterances = corpus(8)
+    config = TrainConfig(steps=1, batch_size=4, lr=1e-2, warmup=1, valid_size=0)
+    hybrid = train(tmp_path / "hybrid", ModelConfig("hybrid", TINY, {"states": 2}), config, utterances,
+                   show_progress=False)
+    tiny_steps = TrainConfig(**{**config.__dict__, "lr": 1e-9})
+    ctc = train(tmp_path / "ctc", ModelConfig("ctc", TINY), tiny_steps, utterances, show_progress=False, init=hybrid)
+    a, b = common.load_checkpoint(hybrid)["model"], common.load_checkpoint(ctc)["model"]
+    encoder = [k for k in a if k.startswith("encoder.")]
+    assert encoder and all(torch.allclose(a[k], b[k], atol=1e-6) for k in encoder)
+
+
 # ---------------------------------------------------------------------- command line
 @pytest.fixture(scope="module")
 def ctc_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -83,8 +83,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     utterances, source = _training_data(args, model_config.kind)
     if _is_main_process():
         print(f"{len(utterances)} training utterances ({time.time() - t0:.0f} s to load)")
+    if args.init:
+        source["init"] = str(args.init)
     path = train(args.out, model_config, config, utterances, resume=args.resume, device=args.device,
-                 show_progress=not args.quiet, extra={"data": source})
+                 show_progress=not args.quiet, extra={"data": source}, init=args.init or None)
     if _is_main_process():
         print(f"checkpoint: {path} ({time.time() - t0:.0f} s)")
 
@@ -141,6 +143,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--corpus", type=Path, default=None, help="corpus folder made by prepare "
                                                             f"(default {corpus_dir(DEFAULT_ROOT, 0)})")
     p.add_argument("--segmenter", default="", help="dtw: hybrid checkpoint whose forced alignments cut the words")
+    p.add_argument("--init", default="", help="checkpoint whose encoder starts this model's (same encoder options)")
     p.add_argument("--channels", type=int, default=e.channels)
     p.add_argument("--context", type=int, default=e.context, help="dilated convolution layers")
     p.add_argument("--hidden", type=int, default=e.hidden, help="GRU units per direction (0: none)")

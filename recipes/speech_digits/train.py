@@ -104,9 +104,10 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Re
 
 def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utterances: Sequence[Utterance],
           resume: bool = False, device: str = "cpu", show_progress: bool = True,
-          extra: dict[str, Any] | None = None) -> Path:
+          extra: dict[str, Any] | None = None, init: str | Path | None = None) -> Path:
     """Train into ``out`` (checkpoint.pt, metrics.jsonl); returns the checkpoint path. ``extra``
-    goes into the checkpoint (e.g. where the training data came from)."""
+    goes into the checkpoint (e.g. where the training data came from); ``init``: a checkpoint
+    whose encoder weights start this model's encoder (ignored when resuming)."""
     from .evaluate import evaluate_model
 
     dev = torch.device(device)
@@ -117,7 +118,12 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utter
     torch.manual_seed(config.seed)
     model = build_model(model_config).to(dev)
     train_set, valid_set = split_valid(utterances, config.valid_size)
-    model.prepare([u.features for u in train_set])  # feature statistics, template initialisation
+    model.prepare([u.features for u in train_set])  # feature statistics
+    if init:
+        # Start from another model's encoder (e.g. a trained hybrid's), same encoder settings.
+        encoder = {k[len("encoder."):]: v for k, v in common.load_checkpoint(init, dev)["model"].items()
+                   if k.startswith("encoder.")}
+        model.encoder.load_state_dict(encoder)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step = 0
     if resume and ckpt_path.exists():
