@@ -61,24 +61,9 @@ from .ops.compose import compose, determinize, intersect, remove_epsilon
 # Dense intersection with emission tensors (ops/dense.py).
 from .ops.dense import Alignment, DenseLattice, dense_lattice, dense_score, intersect_dense, viterbi_align
 
-# Criteria (criteria/).
-from .criteria.asg import ASGLoss, asg_loss, asg_target_graphs, asg_transition_graph
-from .criteria.ctc import (
-    CTCLoss,
-    ctc_decode,
-    ctc_expand,
-    ctc_graph,
-    ctc_graph_loss,
-    ctc_greedy_decode,
-    ctc_loss,
-    ctc_topology,
-    label_sequences,
-    viterbi_decode,
-)
-from .criteria.crf import LinearChainCRF, crf_graph, crf_log_partition, crf_marginals, crf_nll, crf_viterbi
-from .criteria.dtw import ElasticTemplates, dtw_distance, dtw_graph, dtw_path, local_distances
-from .criteria.hmm import (decoding_graph, forced_align, hmm_decode, hmm_lattice, hmm_nll, hmm_score, hmm_topology,
-                           hmm_units, lexicon, transcript_graphs, word_model)
-from . import losses
+# Criteria (criteria/): graph builders and losses for training; every name in
+# gtn_py.criteria.__all__ (CTC, ASG, HMM, DTW, CRF, segmentation graphs) is exported here too.
+from .criteria import *  # noqa: F403
+from . import criteria, losses
 
 __version__ = "0.1.0"
