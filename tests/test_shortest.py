@@ -11,7 +11,7 @@ from oracle import node_distances, paths, relation, strings_of, total
 from strategies import graphs
 
 import gtn_py.ops.shortest as shortest
-from gtn_py import DivergenceError, Graph, LogSemiring, gather
+from gtn_py import DivergenceError, Graph, LogSemiring, gather, is_acyclic
 from gtn_py.ops.shortest import (
     arc_posteriors,
     forward_score,
@@ -283,21 +283,24 @@ def labelled_scores(path_graphs) -> list:
                    for p in path_graphs), reverse=True)
 
 
-@given(graphs(acyclic=False, max_nodes=4, max_arcs=6), st.integers(1, 6))
+@given(st.booleans().flatmap(lambda cyclic: graphs(acyclic=not cyclic, max_nodes=4 - cyclic, max_arcs=6 - cyclic)),
+       st.integers(1, 6))
 def test_n_best_matches_enumeration_and_openfst(g, k):
     got = n_best(g, k)
     scores = [viterbi_score(p).item() for p in got]
     assert scores == sorted(scores, reverse=True)
-    enumerated = sorted((s for _, s in paths(g, 12)), reverse=True)[:k]
-    # every path within the k best of a cyclic graph has at most 12 arcs here (cycles cost >= 0.2 ...)
-    assert len(scores) == len(enumerated) or len(enumerated) == k
-    assert all(close(a, b, 1e-9) for a, b in zip(scores, enumerated)), (scores, enumerated)
-    # the returned paths are paths of g with the right labels and scores
-    all_paths = Counter((round(s, 6), tuple(g.ilabel[p].tolist()), tuple(g.olabel[p].tolist()))
-                        for p, s in paths(g, 14))
-    assert not Counter(labelled_scores(got)) - all_paths
+    # OpenFst is exact on cyclic graphs too
     theirs = path_scores_of(fst.shortestpath(to_openfst(g, "standard"), nshortest=k))
     assert all(close(a, b, 1e-5) for a, b in zip(scores, theirs)) and len(theirs) == len(scores)
+    # the returned paths are paths of g with the right labels and scores (those of at most
+    # 7 arcs are checked: enumerating longer paths of cyclic graphs explodes)
+    enumerated = list(paths(g, 7))
+    all_paths = Counter((round(s, 6), tuple(g.ilabel[p].tolist()), tuple(g.olabel[p].tolist())) for p, s in enumerated)
+    short = Counter(x for x in labelled_scores(got) if len(x[1]) <= 7)
+    assert not short - all_paths
+    if is_acyclic(g):
+        best = sorted((s for _, s in enumerated), reverse=True)[:k]
+        assert len(scores) == len(best) and all(close(a, b, 1e-9) for a, b in zip(scores, best))
 
 
 @given(graphs(max_nodes=5, max_arcs=8, num_labels=2), st.integers(1, 5))

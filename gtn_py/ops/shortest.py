@@ -288,9 +288,8 @@ def _relax(tail: Tensor, head: Tensor, weights: Tensor, init: Tensor, sr: Semiri
             if bool(torch.isinf(new).logical_and(new > 0).any()):
                 break
             change = torch.where(new == dist, torch.zeros_like(new), (new - dist).abs())
-            dist = new
             if bool((change <= tolerance * (1 + new.abs())).all()):
-                return dist, pred
+                return new, pred
         dist = new
     what = ("a cycle has a positive score, so the best score is unbounded" if tropical else
             f"the sum over paths did not converge within {LOG_MAX_ITERATIONS} rounds "
