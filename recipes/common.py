@@ -49,6 +49,17 @@ class World:
         return self.rank == 0
 
 
+def process_device(device: torch.device | str) -> torch.device:
+    """``device``, except that a bare ``cuda`` under torchrun means this process's GPU (LOCAL_RANK),
+    which also becomes the current CUDA device (nccl needs one GPU per process)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return dev
+
+
 def init_world(device: torch.device | str = "cpu") -> World:
     """Join torchrun's process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:

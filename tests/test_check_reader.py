@@ -28,10 +28,19 @@ from recipes.check_reader.data import (
     write_png,
 )
 from recipes.check_reader.evaluate import edit_distance, read_batch, reject_curve
-from recipes.check_reader.model import ModelConfig, SegmentationReader, grammar_graph, target_graphs
+from recipes.check_reader.model import ModelConfig, SegmentationReader, WindowReader, grammar_graph, target_graphs
 from recipes.check_reader.objectives import sequence_loss
 from recipes.check_reader.oversegment import CutConfig, batch_spans, span_crops, to_batch_tensor
-from recipes.check_reader.train import CHECKPOINT, METRICS, TrainConfig, batch_loss, train
+from recipes.check_reader.train import (
+    CHECKPOINT,
+    GARBAGE,
+    METRICS,
+    TrainConfig,
+    batch_loss,
+    pretrain_examples,
+    pretrain_loss,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(channels=(4, 8), hidden=16)
@@ -142,6 +151,35 @@ def test_a_few_steps_lower_the_loss(digits):
     assert losses[-1] < 0.5 * losses[0]
 
 
+@pytest.mark.parametrize("kind", ["segmentation", "ctc"])
+def test_pretraining_examples_and_loss(digits, kind):
+    # Well-separated digits: every digit has a well-formed span (window), labelled with its digit.
+    gen = GeneratorConfig(min_digits=2, max_digits=4, min_gap=3, max_gap=6, touch_prob=0.0)
+    samples = sample_strings(digits[0], 4, np.random.default_rng(3), gen)
+    torch.manual_seed(0)
+    model = SegmentationReader(ModelConfig(**TINY)) if kind == "segmentation" else \
+        WindowReader(ModelConfig(kind="ctc", **TINY))
+    crops, targets = pretrain_examples(model, samples, [np.random.default_rng(i) for i in range(4)])
+    assert crops.shape == (len(targets), 1, 28, 28)
+    positives = targets[targets != GARBAGE].tolist()
+    written = [int(ch) for s in samples for ch in s.label]
+    garbage = int((targets == GARBAGE).sum())
+    if kind == "segmentation":  # each digit once or (two cuts within 2 px) twice; garbage at most 1:1
+        assert set(positives) == set(written) and len(written) <= len(positives) <= 2 * len(written)
+        assert 0 < garbage <= len(positives)
+    else:  # one to two windows per digit; blank elsewhere
+        assert set(positives) == set(written) and garbage > len(positives)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        loss = pretrain_loss(model, crops, targets)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0]
+
+
 def test_nll_is_the_discriminative_forward(digits):
     samples = sample_strings(digits[0], 3, np.random.default_rng(8), GeneratorConfig(max_digits=3))
     graphs = SegmentationReader(ModelConfig(**TINY))([s.image for s in samples]).graphs
@@ -174,10 +212,12 @@ def test_grammar_limits_the_length(digits):
 
 def test_checkpoint_and_resume_give_the_same_state(tmp_path):
     model_config = ModelConfig(**TINY)
-    straight = train(tmp_path / "a", model_config, tiny_train_config(steps=4), progress=False)
-    interrupted = tiny_train_config(steps=2)
+    pretraining = dict(pretrain_steps=2, pretrain_batch=2)
+    straight = train(tmp_path / "a", model_config, tiny_train_config(steps=4, **pretraining), progress=False)
+    interrupted = tiny_train_config(steps=2, **pretraining)
     train(tmp_path / "b", model_config, interrupted, progress=False)
-    resumed = train(tmp_path / "b", model_config, tiny_train_config(steps=4), resume=True, progress=False)
+    resumed = train(tmp_path / "b", model_config, tiny_train_config(steps=4, **pretraining), resume=True,
+                    progress=False)
     a = torch.load(straight, weights_only=False)
     b = torch.load(resumed, weights_only=False)
     assert a["step"] == b["step"] == 4
@@ -185,6 +225,7 @@ def test_checkpoint_and_resume_give_the_same_state(tmp_path):
         assert torch.equal(value, b["model"][name]), name
     records = [json.loads(line) for line in open(tmp_path / "b" / METRICS)]
     assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3, 4]
+    assert [r["step"] for r in records if r["split"] == "pretrain"] == [1, 2]  # not repeated on resume
     assert any(r["split"] == "valid" for r in records)
     assert not list((tmp_path / "b").glob("*.tmp*"))
 
@@ -203,7 +244,8 @@ def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, **kw)
 
 
-TRAIN_ARGS = ["--steps", "2", "--batch-size", "4", "--max-digits", "3", "--channels", "4", "8", "--hidden", "16",
+TRAIN_ARGS = ["--steps", "2", "--pretrain-steps", "2", "--pretrain-batch", "4",
+              "--batch-size", "4", "--max-digits", "3", "--channels", "4", "8", "--hidden", "16",
               "--valid-strings", "2", "--quiet"]
 
 

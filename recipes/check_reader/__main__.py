@@ -7,7 +7,6 @@ Bottou, Bengio, Haffner 1998), trained end to end through the segmentation graph
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import common
 from .data import GeneratorConfig, load_strings, make_strings, read_png, save_strings
 from .evaluate import evaluate_strings, format_summary, read_batch
 from .model import ModelConfig
@@ -23,13 +23,7 @@ from .oversegment import CutConfig
 from .train import CHECKPOINT, TrainConfig, digit_split, load_model, train
 
 CRITERIA = ("nll", "perceptron", "hinge", "ctc")
-
-
-def _threads(args: argparse.Namespace) -> None:
-    if getattr(args, "threads", 0):
-        torch.set_num_threads(args.threads)
-    elif "WORLD_SIZE" in os.environ:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["WORLD_SIZE"])))
+PRETRAIN_STEPS = 400
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -40,6 +34,11 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=d.steps)
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch, strings per step")
     p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--pretrain-steps", type=int, default=PRETRAIN_STEPS,
+                   help="cross-entropy steps of the recogniser alone on the spans of training strings "
+                        "(well-formed digits vs mis-segmented garbage) before the global training; 0: none "
+                        "(default %(default)s)")
+    p.add_argument("--pretrain-batch", type=int, default=d.pretrain_batch, help="strings per pretraining step")
     p.add_argument("--margin", type=float, default=d.margin, help="hinge margin")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--digits", default="", help="digit-set .npz (images uint8 [N,28,28], labels); "
@@ -63,6 +62,7 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
                         channels=tuple(args.channels), hidden=args.hidden,
                         cuts=CutConfig(grid=args.grid, max_span=args.max_span), grammar=args.grammar)
     config = TrainConfig(criterion=args.criterion, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         pretrain_steps=args.pretrain_steps, pretrain_batch=args.pretrain_batch,
                          margin=args.margin, seed=args.seed, digits=args.digits, held_out=args.held_out,
                          generator=gen, valid_strings=args.valid_strings, valid_every=args.valid_every,
                          checkpoint_every=args.checkpoint_every)
@@ -72,7 +72,7 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
 def cmd_train(args: argparse.Namespace) -> None:
     model_config, config = _configs(args)
     if args.resume and (Path(args.out) / CHECKPOINT).exists():
-        state = torch.load(Path(args.out) / CHECKPOINT, map_location="cpu", weights_only=False)
+        state = common.load_checkpoint(Path(args.out) / CHECKPOINT)
         model_config = ModelConfig.from_dict(state["model_config"])
         saved = TrainConfig.from_dict(state["train_config"])
         saved.steps = config.steps  # a resumed run may be extended
@@ -81,12 +81,6 @@ def cmd_train(args: argparse.Namespace) -> None:
                  progress=not args.quiet)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"checkpoint: {path}")
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
@@ -105,7 +99,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     out = Path(args.out) if args.out else Path(args.checkpoint).parent / "evaluation.json"
     summary["examples"] = [{"label": t, "text": r.text, "confidence": r.confidence}
                            for t, r in zip(result.labels, result.readings)]
-    _write_json(out, summary)
+    common.write_json(out, summary)
     print(f"written: {out}")
     return summary
 
@@ -237,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    _threads(args)
+    common.set_threads(getattr(args, "threads", 0))
     args.func(args)
 
 

@@ -134,14 +134,16 @@ class WindowReader(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def windows(self, batch: Tensor) -> tuple[Tensor, int]:
+        """The windows of ``[B, 28, W]`` images (uint8): crops ``[B * T, 1, 28, 28]`` in [0, 1],
+        image-major, window ``t`` centred on column ``t * ctc_stride``; and ``T``."""
+        padded = F.pad(batch.to(torch.float32) / 255.0, (CROP // 2, CROP // 2))   # [B, 28, W + 28]
+        windows = padded.unfold(2, CROP, self.config.ctc_stride)                   # [B, 28, T, 28]
+        return windows.permute(0, 2, 1, 3).reshape(-1, 1, CROP, CROP), windows.shape[2]
+
     def forward(self, images: list[np.ndarray]) -> tuple[Tensor, Tensor]:
         stride = self.config.ctc_stride
-        batch = to_batch_tensor(images, self.device).to(torch.float32) / 255.0
-        half = CROP // 2
-        padded = F.pad(batch, (half, half))                               # [B, 28, W + 28]
-        windows = padded.unfold(2, CROP, stride)                          # [B, 28, T, 28]
-        num_frames = windows.shape[2]
-        crops = windows.permute(0, 2, 1, 3).reshape(-1, 1, CROP, CROP)
+        crops, num_frames = self.windows(to_batch_tensor(images, self.device))
         scores = self.recogniser(crops).reshape(len(images), num_frames, -1)
         lengths = torch.tensor([im.shape[1] // stride + 1 for im in images], device=self.device)
         return scores.log_softmax(-1).transpose(0, 1), lengths.clamp(max=num_frames)

@@ -1,35 +1,47 @@
-"""Training: end to end through the graphs, data-parallel with torch.distributed.
+"""Training: isolated-digit pretraining, then end to end through the graphs, data-parallel with
+torch.distributed (process groups, checkpoints, metrics and progress from :mod:`recipes.common`).
+
+As in LeCun et al. (1998), the recogniser is first trained alone, by cross-entropy on crops of
+the candidate spans of training strings (:func:`pretrain`): a span whose ends lie within
+2 pixels of a true digit's boundaries is that digit; a span that cuts a digit or straddles two
+is *garbage*, scored against a fixed logit of 0 so that a well-formed digit gets positive span
+scores and a mis-segmented span negative ones (the graph uses the raw scores). Then the whole
+reader is trained globally through the graph (``--criterion``). The CTC baseline is pretrained
+the same way on its column windows (a window centred on a digit is that digit, any other is
+blank), so both start from the same kind of recogniser.
 
 Every step draws a fresh global batch of strings from the training digits with a generator
-seeded by ``(seed, step)``, so a run is reproducible, resumes exactly after an interruption
-(the checkpoint holds the model, the optimiser and the step) and splits the same global
-batch over any number of processes (process ``r`` of ``N`` takes strings ``r, r+N, ...``;
-the loss is scaled so that the averaged gradient is the single-process one).
+seeded by ``(seed, step)`` (pretraining steps by ``(seed, -1 - step)``), so a run is
+reproducible, resumes exactly after an interruption (the checkpoint holds the model, the
+optimiser and the step; it is first written when pretraining ends) and splits the same global
+batch over any number of processes (process ``r`` of ``N`` takes strings ``r, r+N, ...``; the
+loss is scaled so that the averaged gradient is the single-process one).
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from gtn_py.criteria.ctc import ctc_loss as gtn_ctc_loss
 
-from .data import DigitSet, GeneratorConfig, load_digits, make_strings, sample_strings, split_digits
-from .model import ModelConfig, build_reader, label_ids
+from .. import common
+from ..common import CHECKPOINT, METRICS
+from .data import DigitSet, GeneratorConfig, StringSample, load_digits, make_strings, sample_strings, split_digits
+from .model import ModelConfig, WindowReader, build_reader, label_ids
 from .objectives import sequence_loss
+from .oversegment import batch_spans, span_crops, to_batch_tensor
 
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
+__all__ = ["CHECKPOINT", "METRICS", "TrainConfig", "digit_split", "learning_rate", "load_model", "pretrain",
+           "pretrain_examples", "batch_loss", "ctc_loss", "train"]
+
+GARBAGE = -1  # pretraining target of a mis-segmented span (or a window between digits, for CTC)
 
 
 @dataclass
@@ -41,6 +53,8 @@ class TrainConfig:
     warmup: int = 30
     weight_decay: float = 0.0
     margin: float = 1.0             # hinge margin
+    pretrain_steps: int = 0         # isolated-digit cross-entropy steps before the global training
+    pretrain_batch: int = 32        # strings per pretraining step (their spans are the examples)
     seed: int = 0
     digits: str = ""                # digit-set .npz ('' = the embedded MNIST sample)
     held_out: float = 0.125         # fraction of digits kept out of training (split by digit)
@@ -63,93 +77,128 @@ def digit_split(config: TrainConfig) -> tuple[DigitSet, DigitSet]:
 
 def learning_rate(config: TrainConfig, step: int) -> float:
     """Linear warm-up, then cosine decay to a tenth."""
-    if step < config.warmup:
-        return config.lr * (step + 1) / config.warmup
-    progress = (step - config.warmup) / max(1, config.steps - config.warmup)
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-# ---------------------------------------------------------------------- distributed
-@dataclass
-class World:
-    rank: int = 0
-    size: int = 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_world(device: torch.device) -> World:
-    """Join the torchrun process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
-        return World()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return World(dist.get_rank(), dist.get_world_size())
-
-
-def average_gradients(model: nn.Module, world: World) -> None:
-    """All-reduce the gradients (mean over processes), one flat buffer per step."""
-    if world.size == 1:
-        return
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat)
-    flat /= world.size
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
-
-
-# ---------------------------------------------------------------------- checkpoints
-def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    model_config: ModelConfig, train_config: TrainConfig) -> None:
-    """Write atomically: a temporary file in the same folder, then a rename."""
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-             "model_config": model_config.to_dict(), "train_config": asdict(train_config)}
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    return common.warmup_cosine(step, config.steps, config.lr, config.warmup)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = common.load_checkpoint(path, device)
     model = build_reader(ModelConfig.from_dict(state["model_config"])).to(device)
     model.load_state_dict(state["model"])
     model.eval()
     return model, state
 
 
-# ---------------------------------------------------------------------- the loop
-class Progress:
-    """A dependency-free progress bar on stderr (one line per update when not a terminal)."""
-
-    def __init__(self, total: int, start: int = 0, enabled: bool = True):
-        self.total, self.start, self.enabled = total, start, enabled
-        self.t0 = time.time()
-        self.tty = sys.stderr.isatty()
-
-    def update(self, step: int, text: str) -> None:
-        if not self.enabled:
-            return
-        done = step - self.start
-        rate = done / max(1e-9, time.time() - self.t0)
-        eta = (self.total - step) / rate if rate > 0 else float("nan")
-        bar = "#" * int(30 * step / self.total)
-        line = f"[{bar:<30}] {step}/{self.total} {text} {rate:.2f} step/s eta {eta:.0f}s"
-        if self.tty:
-            sys.stderr.write("\r" + line)
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            sys.stderr.write("\n")
+# ---------------------------------------------------------------------- pretraining
+def _span_targets(x0: np.ndarray, x1: np.ndarray, sample: StringSample, tolerance: int, ignore: int) -> np.ndarray:
+    """Digit (0-9) of each span whose two ends lie within ``tolerance`` pixels of a digit's true
+    boundaries, GARBAGE when some end is further than ``ignore`` pixels from every digit's, and
+    -2 (unused) in between, where a crop is almost, but not quite, a digit."""
+    b = sample.boundaries
+    miss = np.maximum(np.abs(x0[:, None] - b[None, :-1]), np.abs(x1[:, None] - b[None, 1:]))  # [S, digits]
+    best = miss.argmin(axis=1)
+    distance = miss[np.arange(len(x0)), best]
+    digits = np.array([int(ch) for ch in sample.label], np.int64)[best]
+    return np.where(distance <= tolerance, digits, np.where(distance > ignore, GARBAGE, -2))
 
 
+def pretrain_examples(model: nn.Module, samples: list[StringSample], rngs: list[np.random.Generator],
+                      garbage_ratio: int = 1, tolerance: int = 2, ignore: int = 4) -> tuple[Tensor, Tensor]:
+    """Crops ``[S, 1, 28, 28]`` and targets ``[S]`` (digit 0-9 or GARBAGE) for pretraining.
+
+    Segmentation reader: the candidate spans of the strings (as the reader cuts them), every
+    well-formed digit and at most ``garbage_ratio`` garbage spans per digit, drawn by each string's
+    own generator (``rngs``, so that the choice does not depend on how a batch is shared out among
+    processes). CTC baseline: its
+    column windows, a window whose centre is within ``stride / 2`` of a digit's centre being that
+    digit and every other window garbage (= blank)."""
+    images = [s.image for s in samples]
+    batch = to_batch_tensor(images, model.device)
+    if isinstance(model, WindowReader):
+        crops, frames = model.windows(batch)
+        stride = model.config.ctc_stride
+        targets = []
+        for s in samples:
+            centres = (s.boundaries[:-1] + s.boundaries[1:]) / 2
+            t = np.arange(frames) * stride
+            near = np.abs(t[:, None] - centres[None, :])
+            best = near.argmin(axis=1)
+            digits = np.array([int(ch) for ch in s.label], np.int64)[best]
+            targets.append(np.where(near[np.arange(frames), best] <= stride / 2, digits, GARBAGE))
+        return crops, torch.from_numpy(np.concatenate(targets)).to(model.device)
+    spans = batch_spans(images, model.config.cuts)
+    image = spans.image.numpy()
+    x0, x1 = spans.x0.numpy(), spans.x1.numpy()
+    targets, chosen_parts = [], []
+    first = 0
+    for b, (sample, rng) in enumerate(zip(samples, rngs)):  # spans are grouped by image, in order
+        mine = _span_targets(x0[image == b], x1[image == b], sample, tolerance, ignore)
+        positive, garbage = np.flatnonzero(mine >= 0), np.flatnonzero(mine == GARBAGE)
+        garbage = rng.choice(garbage, size=min(len(garbage), garbage_ratio * max(1, len(positive))), replace=False)
+        chosen_parts.append(first + np.sort(np.concatenate([positive, garbage])))
+        targets.append(mine)
+        first += len(mine)
+    chosen = torch.from_numpy(np.concatenate(chosen_parts))
+    targets = np.concatenate(targets)
+    subset = replace(spans, image=spans.image[chosen], x0=spans.x0[chosen], x1=spans.x1[chosen])
+    return span_crops(batch, subset), torch.from_numpy(targets[chosen.numpy()]).to(model.device)
+
+
+def pretrain_loss(model: nn.Module, crops: Tensor, targets: Tensor,
+                  counts: tuple[float, float] | None = None) -> Tensor:
+    """Mean cross-entropy over the digits plus mean cross-entropy over the garbage (so their
+    proportions do not matter); ``counts`` = (digits, garbage) to divide by instead of this batch's
+    (the global batch's, under data parallelism). Segmentation: garbage is a fixed zero logit
+    beside the ten digit scores; CTC: garbage is the blank output (label 0, digits d + 1)."""
+    scores = model.recogniser(crops)
+    if isinstance(model, WindowReader):
+        labels = torch.where(targets == GARBAGE, torch.zeros_like(targets), targets + 1)
+    else:
+        scores = torch.cat([scores, scores.new_zeros(scores.shape[0], 1)], dim=1)
+        labels = torch.where(targets == GARBAGE, torch.full_like(targets, scores.shape[1] - 1), targets)
+    each = F.cross_entropy(scores, labels, reduction="none")
+    is_garbage = targets == GARBAGE
+    parts = (~is_garbage, is_garbage)
+    if counts is None:
+        counts = (float(parts[0].sum()), float(parts[1].sum()))
+    return sum(((each * part).sum() / max(1.0, n) for part, n in zip(parts, counts)), scores.new_zeros(()))
+
+
+def pretrain(model: nn.Module, config: TrainConfig, train_digits: DigitSet, world: common.World,
+             metrics: common.MetricsLog, show_progress: bool = True) -> None:
+    """``config.pretrain_steps`` steps of :func:`pretrain_loss` (Adam, warm-up + cosine decay)."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    bar = common.Progress(config.pretrain_steps, enabled=show_progress and world.main, unit="pretrain step")
+    t0 = time.time()
+    model.train()
+    try:
+        for step in range(config.pretrain_steps):
+            rng = np.random.default_rng([config.seed, 1 << 30, step])
+            mine = slice(world.rank, None, world.size)
+            samples = sample_strings(train_digits, config.pretrain_batch, rng, config.generator)[mine]
+            rngs = [np.random.default_rng([config.seed, 1 << 30, step, i])
+                    for i in range(config.pretrain_batch)][mine]
+            crops, targets = pretrain_examples(model, samples, rngs)
+            garbage = float((targets == GARBAGE).sum())
+            counts = common.sum_over_processes([len(targets) - garbage, garbage], world)
+            common.set_learning_rate(optimizer, common.warmup_cosine(step, config.pretrain_steps, config.lr,
+                                                                     config.warmup))
+            optimizer.zero_grad()
+            # This process's share of the global loss: the mean of the processes' gradients, times
+            # their number, is the gradient of the global batch.
+            loss = pretrain_loss(model, crops, targets, (counts[0], counts[1])) * world.size
+            loss.backward()
+            common.average_gradients(model, world)
+            optimizer.step()
+            (value,) = common.mean_over_processes([float(loss.detach())], world)
+            bar.update(step + 1, f"loss {value:.3f}")
+            if (step + 1) % config.log_every == 0 or step + 1 == config.pretrain_steps:
+                metrics.write({"split": "pretrain", "step": step + 1, "loss": value,
+                               "time": round(time.time() - t0, 2)})
+    finally:
+        bar.close()
+
+
+# ---------------------------------------------------------------------- the global training
 def batch_loss(model: nn.Module, config: TrainConfig, images: list[np.ndarray], labels: list[str],
                global_batch: int, world_size: int) -> tuple[torch.Tensor, int]:
     """This process's share of the global mean loss, and how many of its strings had an infinite loss."""
@@ -170,38 +219,42 @@ def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: torc
     return gtn_ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="none")
 
 
+def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
+          model_config: ModelConfig, config: TrainConfig) -> None:
+    common.save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                                  "model_config": model_config.to_dict(), "train_config": asdict(config)})
+
+
 def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resume: bool = False,
           device: str = "cpu", progress: bool = True) -> Path:
     """Train into ``out`` (checkpoint.pt + metrics.jsonl); returns the checkpoint path."""
     from .evaluate import evaluate_strings  # evaluation imports the model; keep import order simple
 
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
-        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))  # one GPU per torchrun process
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    world = init_world(dev)
+    dev = common.process_device(device)
+    world = common.init_world(dev)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
     torch.manual_seed(config.seed)
     model = build_reader(model_config).to(dev)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    train_digits, held_digits = digit_split(config)
+    metrics = common.MetricsLog(out / METRICS, enabled=world.main)
     step = 0
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location=dev, weights_only=False)
+        state = common.load_checkpoint(ckpt_path, dev)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = int(state["step"])
-    elif world.size > 1:
-        # Same initial weights everywhere (they already are, by the seed; this makes it certain).
-        for p in model.parameters():
-            dist.broadcast(p.data, 0)
+    else:
+        common.broadcast_parameters(model, world)
+        if config.pretrain_steps:
+            pretrain(model, config, train_digits, world, metrics, progress)
+            if world.main:
+                _save(ckpt_path, model, optimizer, 0, model_config, config)
 
-    train_digits, held_digits = digit_split(config)
     valid = make_strings(held_digits, config.valid_strings, seed=config.seed + 10_000, config=config.generator)
-    metrics = open(out / METRICS, "a") if world.main else None
-    bar = Progress(config.steps, step, enabled=progress and world.main)
+    bar = common.Progress(config.steps, step, enabled=progress and world.main)
     t0 = time.time()
     try:
         while step < config.steps:
@@ -209,36 +262,28 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resum
             rng = np.random.default_rng([config.seed, step])
             strings = sample_strings(train_digits, config.batch_size, rng, config.generator)[world.rank::world.size]
             lr = learning_rate(config, step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            common.set_learning_rate(optimizer, lr)
             optimizer.zero_grad()
             loss, dropped = batch_loss(model, config, [s.image for s in strings], [s.label for s in strings],
                                        config.batch_size, world.size)
             loss.backward()
-            average_gradients(model, world)
+            common.average_gradients(model, world)
             optimizer.step()
             step += 1
-            record = {"step": step, "loss": float(loss.detach()), "lr": lr, "dropped": dropped,
+            summed_loss, summed_dropped = common.sum_over_processes([float(loss.detach()), float(dropped)], world)
+            record = {"step": step, "loss": summed_loss / world.size, "lr": lr, "dropped": int(summed_dropped),
                       "time": round(time.time() - t0, 2)}
-            if world.size > 1:
-                summed = torch.tensor([float(loss.detach()), float(dropped)])
-                dist.all_reduce(summed)
-                record["loss"], record["dropped"] = float(summed[0]) / world.size, int(summed[1])
             bar.update(step, f"loss {record['loss']:.3f}")
-            if metrics is not None and (step % config.log_every == 0 or step == config.steps):
-                metrics.write(json.dumps({"split": "train", **record}) + "\n")
-                metrics.flush()
-            if metrics is not None and (step % config.valid_every == 0 or step == config.steps):
+            if step % config.log_every == 0 or step == config.steps:
+                metrics.write({"split": "train", **record})
+            if world.main and (step % config.valid_every == 0 or step == config.steps):
                 result = evaluate_strings(model, valid, batch_size=32)
-                metrics.write(json.dumps({"split": "valid", "step": step, "time": round(time.time() - t0, 2),
-                                          **result.summary()}) + "\n")
-                metrics.flush()
+                metrics.write({"split": "valid", "step": step, "time": round(time.time() - t0, 2),
+                               **result.summary()})
             if world.main and (step % config.checkpoint_every == 0 or step == config.steps):
-                save_checkpoint(ckpt_path, model, optimizer, step, model_config, config)
+                _save(ckpt_path, model, optimizer, step, model_config, config)
     finally:
         bar.close()
-        if metrics is not None:
-            metrics.close()
-    if world.size > 1:
-        dist.barrier()
+        metrics.close()
+    common.barrier(world)
     return ckpt_path
