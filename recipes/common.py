@@ -10,6 +10,7 @@ the optimiser and the step, so ``--resume`` continues exactly where a run stoppe
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -150,6 +151,15 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
     return torch.load(path, map_location=device, weights_only=False)
 
 
+def restore(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+            device: torch.device | str = "cpu") -> int:
+    """Load a run's checkpoint into ``model`` and ``optimizer``; the step it was written at."""
+    state = load_checkpoint(path, device)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"])
+
+
 class MetricsLog:
     """JSON-lines metrics (``{"split": ..., "step": ..., ...}`` a line), appended so a resumed run
     continues the same file; a no-op outside the main process."""
@@ -171,6 +181,16 @@ class MetricsLog:
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# ---------------------------------------------------------------------- command lines
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every recipe's ``train`` command: run folder, resume, device, threads, quiet."""
+    parser.add_argument("--out", required=True, help="run folder: checkpoint.pt and metrics.jsonl go here")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: auto)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 # ---------------------------------------------------------------------- progress

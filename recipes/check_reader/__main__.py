@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .. import common
 from .data import GeneratorConfig, load_strings, make_strings, read_png, save_strings
@@ -171,17 +170,21 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"demo total: {time.time() - t0:.0f} s; the run's report: python -m viz.report {out}")
 
 
+def _add_reading_options(p: argparse.ArgumentParser) -> None:
+    """Options of the commands that read strings with a trained checkpoint (evaluate, decode)."""
+    p.add_argument("--grammar", default="", help="override the checkpoint's grammar ('any', 'length:4-6')")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m recipes.check_reader", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a reader (torchrun --nproc_per_node=N for data parallel)")
-    p.add_argument("--out", required=True, help="run folder: checkpoint.pt and metrics.jsonl go here")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: auto)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    common.add_run_options(p)
     _add_train_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -189,20 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", required=True, help=".npz: images uint8 [N,28,W], widths [N], labels")
     p.add_argument("--out", default="", help="JSON results (default: evaluation.json beside the checkpoint)")
-    p.add_argument("--grammar", default="", help="override the checkpoint's grammar ('any', 'length:4-6')")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0)
+    _add_reading_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("decode", help="print the strings read from images with their confidences")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("inputs", nargs="+", help=".npz string sets or PNG images")
     p.add_argument("--threshold", type=float, default=0.0, help="mark readings below this confidence")
-    p.add_argument("--grammar", default="")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0)
+    _add_reading_options(p)
     p.set_defaults(func=cmd_decode)
 
     p = sub.add_parser("make-data", help="write a string set .npz from the digit set")

@@ -34,7 +34,7 @@ from gtn_py.criteria.ctc import ctc_loss as gtn_ctc_loss
 from .. import common
 from ..common import CHECKPOINT, METRICS
 from .data import DigitSet, GeneratorConfig, StringSample, load_digits, make_strings, sample_strings, split_digits
-from .model import ModelConfig, WindowReader, build_reader, label_ids
+from .model import ModelConfig, SegmentationReader, WindowReader, build_reader, label_ids
 from .objectives import sequence_loss
 from .oversegment import batch_spans, span_crops, to_batch_tensor
 
@@ -101,7 +101,10 @@ def _span_targets(x0: np.ndarray, x1: np.ndarray, sample: StringSample, toleranc
     return np.where(distance <= tolerance, digits, np.where(distance > ignore, GARBAGE, -2))
 
 
-def pretrain_examples(model: nn.Module, samples: list[StringSample], rngs: list[np.random.Generator],
+Reader = SegmentationReader | WindowReader
+
+
+def pretrain_examples(model: Reader, samples: list[StringSample], rngs: list[np.random.Generator],
                       garbage_ratio: int = 1, tolerance: int = 2, ignore: int = 4) -> tuple[Tensor, Tensor]:
     """Crops ``[S, 1, 28, 28]`` and targets ``[S]`` (digit 0-9 or GARBAGE) for pretraining.
 
@@ -116,34 +119,34 @@ def pretrain_examples(model: nn.Module, samples: list[StringSample], rngs: list[
     if isinstance(model, WindowReader):
         crops, frames = model.windows(batch)
         stride = model.config.ctc_stride
-        targets = []
+        frame_targets = []
         for s in samples:
             centres = (s.boundaries[:-1] + s.boundaries[1:]) / 2
             t = np.arange(frames) * stride
             near = np.abs(t[:, None] - centres[None, :])
             best = near.argmin(axis=1)
             digits = np.array([int(ch) for ch in s.label], np.int64)[best]
-            targets.append(np.where(near[np.arange(frames), best] <= stride / 2, digits, GARBAGE))
-        return crops, torch.from_numpy(np.concatenate(targets)).to(model.device)
+            frame_targets.append(np.where(near[np.arange(frames), best] <= stride / 2, digits, GARBAGE))
+        return crops, torch.from_numpy(np.concatenate(frame_targets)).to(model.device)
     spans = batch_spans(images, model.config.cuts)
     image = spans.image.numpy()
     x0, x1 = spans.x0.numpy(), spans.x1.numpy()
-    targets, chosen_parts = [], []
+    per_image, chosen_parts = [], []
     first = 0
     for b, (sample, rng) in enumerate(zip(samples, rngs)):  # spans are grouped by image, in order
         mine = _span_targets(x0[image == b], x1[image == b], sample, tolerance, ignore)
         positive, garbage = np.flatnonzero(mine >= 0), np.flatnonzero(mine == GARBAGE)
         garbage = rng.choice(garbage, size=min(len(garbage), garbage_ratio * max(1, len(positive))), replace=False)
         chosen_parts.append(first + np.sort(np.concatenate([positive, garbage])))
-        targets.append(mine)
+        per_image.append(mine)
         first += len(mine)
     chosen = torch.from_numpy(np.concatenate(chosen_parts))
-    targets = np.concatenate(targets)
+    targets = np.concatenate(per_image)
     subset = replace(spans, image=spans.image[chosen], x0=spans.x0[chosen], x1=spans.x1[chosen])
     return span_crops(batch, subset), torch.from_numpy(targets[chosen.numpy()]).to(model.device)
 
 
-def pretrain_loss(model: nn.Module, crops: Tensor, targets: Tensor,
+def pretrain_loss(model: Reader, crops: Tensor, targets: Tensor,
                   counts: tuple[float, float] | None = None) -> Tensor:
     """Mean cross-entropy over the digits plus mean cross-entropy over the garbage (so their
     proportions do not matter); ``counts`` = (digits, garbage) to divide by instead of this batch's
@@ -163,7 +166,7 @@ def pretrain_loss(model: nn.Module, crops: Tensor, targets: Tensor,
     return sum(((each * part).sum() / max(1.0, n) for part, n in zip(parts, counts)), scores.new_zeros(()))
 
 
-def pretrain(model: nn.Module, config: TrainConfig, train_digits: DigitSet, world: common.World,
+def pretrain(model: Reader, config: TrainConfig, train_digits: DigitSet, world: common.World,
              metrics: common.MetricsLog, show_progress: bool = True) -> None:
     """``config.pretrain_steps`` steps of :func:`pretrain_loss` (Adam, warm-up + cosine decay)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
@@ -236,16 +239,13 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resum
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
     torch.manual_seed(config.seed)
-    model = build_reader(model_config).to(dev)
+    model: Reader = build_reader(model_config).to(dev)  # type: ignore[assignment]
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     train_digits, held_digits = digit_split(config)
     metrics = common.MetricsLog(out / METRICS, enabled=world.main)
     step = 0
     if resume and ckpt_path.exists():
-        state = common.load_checkpoint(ckpt_path, dev)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
+        step = common.restore(ckpt_path, model, optimizer, dev)
     else:
         common.broadcast_parameters(model, world)
         if config.pretrain_steps:
