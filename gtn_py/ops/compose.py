@@ -30,9 +30,9 @@ from torch import Tensor
 from ..errors import CyclicGraphError, InvalidGraphError
 from ..graph import EPSILON, NEG_INF, Graph, check_compatible, gather, subgraph
 from ..semiring import Semiring, get_semiring, kernel_plus
-from .shortest import _depths, _level_sweep, _reachable, _relax
+from .shortest import _depths, _level_sweep, _relax
 from .structure import connect
-from .traverse import is_acyclic
+from .traverse import is_acyclic, reachable
 
 # ---------------------------------------------------------------------- numba helpers
 
@@ -263,7 +263,7 @@ def compose(g1: Graph, g2: Graph) -> Graph:
     # Trim: keep the states that reach an accept state (all are reachable by construction).
     final2 = (g2.final_weights > NEG_INF).cpu().numpy()
     accepts = final1[states[:, 0]] & final2[states[:, 1]]
-    keep = _reachable(states.shape[0], np.ascontiguousarray(arcs[:, 1]), np.ascontiguousarray(arcs[:, 0]), accepts)
+    keep = reachable(np.ascontiguousarray(arcs[:, 1]), np.ascontiguousarray(arcs[:, 0]), accepts)
     graph_of_state = _graph_of(g1, g2, states[:, 0], states[:, 1])
     kept = np.flatnonzero(keep)
     arcs = arcs[keep[arcs[:, 0]] & keep[arcs[:, 1]]]  # in order of their source state

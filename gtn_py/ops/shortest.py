@@ -38,6 +38,7 @@ from ..errors import DivergenceError
 from ..graph import NEG_INF, Graph, gather
 from ..k2 import k2_total_score, use_k2
 from ..semiring import LOG, TROPICAL, Semiring, TropicalSemiring, get_semiring, kernel_plus, segment_max
+from .traverse import csr_arcs, useful_nodes
 
 GraphLike = Union[Graph, Sequence[Graph]]
 SemiringLike = Union[str, Semiring]
@@ -47,29 +48,13 @@ LOG_MAX_ITERATIONS = 10000
 
 # ---------------------------------------------------------------------- compiled kernels
 @numba.njit(cache=True, nogil=True)
-def _csr(num_nodes, nodes):  # pragma: no cover - jitted
-    """Arcs grouped by ``nodes`` (counting sort): ``(order, offsets)``."""
-    offsets = np.zeros(num_nodes + 1, np.int64)
-    for a in range(nodes.shape[0]):
-        offsets[nodes[a] + 1] += 1
-    for n in range(num_nodes):
-        offsets[n + 1] += offsets[n]
-    fill = offsets[:-1].copy()
-    order = np.empty(nodes.shape[0], np.int64)
-    for a in range(nodes.shape[0]):
-        order[fill[nodes[a]]] = a
-        fill[nodes[a]] += 1
-    return order, offsets
-
-
-@numba.njit(cache=True, nogil=True)
 def _acyclic_sweep(num_nodes, tail, head, weights, init, kernel_id, beta):  # pragma: no cover - jitted
     """Kahn's topological sort fused with relaxation: when a node leaves the queue its
     distance is final, and its out-arcs are pushed into their heads. Returns the distances,
     the best incoming arc of each node (strict improvements only, so ties keep the first
     arc seen; -1 where the node's own ``init`` is best) and how many nodes were reached by
     the sort (fewer than ``num_nodes``: the graph has a cycle)."""
-    order, offsets = _csr(num_nodes, tail)
+    order, offsets = csr_arcs(num_nodes, tail)
     indegree = np.zeros(num_nodes, np.int64)
     for a in range(head.shape[0]):
         indegree[head[a]] += 1
@@ -104,7 +89,7 @@ def _acyclic_sweep(num_nodes, tail, head, weights, init, kernel_id, beta):  # pr
 @numba.njit(cache=True, nogil=True)
 def _depths(num_nodes, tail, head):  # pragma: no cover - jitted
     """Longest-path depth of every node (Kahn); ``-1`` on nodes a cycle keeps from the order."""
-    order, offsets = _csr(num_nodes, tail)
+    order, offsets = csr_arcs(num_nodes, tail)
     indegree = np.zeros(num_nodes, np.int64)
     for a in range(head.shape[0]):
         indegree[head[a]] += 1
@@ -130,29 +115,6 @@ def _depths(num_nodes, tail, head):  # pragma: no cover - jitted
     if done < num_nodes:
         depth[:] = -1
     return depth
-
-
-@numba.njit(cache=True, nogil=True)
-def _reachable(num_nodes, tail, head, seeds):  # pragma: no cover - jitted
-    """Nodes reachable from ``seeds`` (a boolean mask) along arcs ``tail -> head``."""
-    order, offsets = _csr(num_nodes, tail)
-    seen = seeds.copy()
-    stack = np.empty(num_nodes, np.int64)
-    size = 0
-    for n in range(num_nodes):
-        if seen[n]:
-            stack[size] = n
-            size += 1
-    while size > 0:
-        size -= 1
-        n = stack[size]
-        for k in range(offsets[n], offsets[n + 1]):
-            m = head[order[k]]
-            if not seen[m]:
-                seen[m] = True
-                stack[size] = m
-                size += 1
-    return seen
 
 
 @numba.njit(cache=True, nogil=True)
@@ -196,10 +158,8 @@ def _numpy(t: Tensor) -> np.ndarray:
 def _useful_arcs(g: Graph) -> Tensor:
     """Arcs on some successful path: their tail is reachable from a start node and their head
     reaches an accept node (computed on the CPU from the integer structure)."""
-    src, dst = _numpy(g.src), _numpy(g.dst)
-    accessible = _reachable(g.num_nodes, src, dst, _numpy(g.start_weights > NEG_INF))
-    coaccessible = _reachable(g.num_nodes, dst, src, _numpy(g.final_weights > NEG_INF))
-    keep = accessible[src] & coaccessible[dst]
+    useful = useful_nodes(g)
+    keep = useful[_numpy(g.src)] & useful[_numpy(g.dst)]
     return torch.from_numpy(keep).to(g.device)
 
 
@@ -240,9 +200,9 @@ def _level_sweep(tail: Tensor, head: Tensor, weights: Tensor, init: Tensor, sr: 
     level's nodes pull from their incoming arcs in one vectorized ``segment_plus``."""
     device = weights.device
     num_nodes = depth.shape[0]
-    node_order, node_offsets = _csr(int(depth.max(initial=0)) + 1, depth)
+    node_order, node_offsets = csr_arcs(int(depth.max(initial=0)) + 1, depth)
     arc_depth = depth[_numpy(head)]
-    arc_order, arc_offsets = _csr(num_nodes and int(depth.max()) + 1, arc_depth)
+    arc_order, arc_offsets = csr_arcs(num_nodes and int(depth.max()) + 1, arc_depth)
     rank = np.empty(num_nodes, np.int64)
     rank[node_order] = np.arange(num_nodes) - node_offsets[depth[node_order]]
     node_order_d = torch.from_numpy(node_order).to(device)
@@ -499,7 +459,7 @@ class _Sidetracks:
         self.final = _numpy(g.final_weights).astype(np.float64)
         self.to_end = _numpy(to_end).astype(np.float64)
         self.succ = _numpy(succ)
-        self.out_order, self.out_offsets = _csr(g.num_nodes, self.src)
+        self.out_order, self.out_offsets = csr_arcs(g.num_nodes, self.src)
         with np.errstate(invalid="ignore"):  # -inf - -inf: an arc on no successful path
             delta = _numpy(g.weights).astype(np.float64) + self.to_end[self.dst] - self.to_end[self.src]
         delta[np.isnan(delta)] = NEG_INF

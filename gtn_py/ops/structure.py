@@ -20,14 +20,13 @@ from __future__ import annotations
 
 from typing import Sequence, Tuple
 
-import numba
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..graph import NEG_INF, Graph, gather, subgraph
 from ..semiring import Semiring, get_semiring
-from .traverse import csr_arcs, group_arcs, topological_order
+from .traverse import group_arcs, topological_order, useful_nodes
 
 __all__ = [
     "union", "concat", "closure", "project_input", "project_output", "invert", "reverse",
@@ -176,37 +175,11 @@ def reverse(g: Graph) -> Graph:
 
 
 # ---------------------------------------------------------------------- trimming and sorting
-@numba.njit(cache=True, nogil=True)
-def _reachable(tails: np.ndarray, heads: np.ndarray, seeds: np.ndarray) -> np.ndarray:  # pragma: no cover
-    """Mask of the nodes reachable from the ``seeds`` mask along arcs ``tails -> heads``."""
-    out_arcs, offsets = csr_arcs(seeds.shape[0], tails)
-    reached = seeds.copy()
-    stack = np.empty(seeds.shape[0], np.int64)  # each node is pushed at most once
-    top = 0
-    for n in np.flatnonzero(seeds):
-        stack[top] = n
-        top += 1
-    while top > 0:
-        top -= 1
-        node = stack[top]
-        for k in range(offsets[node], offsets[node + 1]):
-            m = heads[out_arcs[k]]
-            if not reached[m]:
-                reached[m] = True
-                stack[top] = m
-                top += 1
-    return reached
-
-
 def connect(g: Graph) -> Graph:
     """Keep only the nodes on some successful path: reachable from a start node and reaching
     an accept node (node order and arc order kept). Per graph on a batch; a graph with no
     successful path becomes empty but keeps its place in the batch."""
-    host = lambda t: t.detach().cpu().numpy()
-    src, dst = host(g.src), host(g.dst)
-    useful = (_reachable(src, dst, host(g.start_weights > NEG_INF))
-              & _reachable(dst, src, host(g.final_weights > NEG_INF)))
-    return subgraph(g, torch.from_numpy(np.flatnonzero(useful)).to(g.device))
+    return subgraph(g, torch.from_numpy(np.flatnonzero(useful_nodes(g))).to(g.device))
 
 
 def topsort(g: Graph) -> Graph:

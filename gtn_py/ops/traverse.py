@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CyclicGraphError
-from ..graph import Graph
+from ..graph import NEG_INF, Graph
 
 
 def group_arcs(nodes: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
@@ -65,6 +65,36 @@ def _kahn(num_nodes: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:  # pr
                 order[tail] = m
                 tail += 1
     return order[:tail]
+
+
+@numba.njit(cache=True, nogil=True)
+def reachable(tails: np.ndarray, heads: np.ndarray, seeds: np.ndarray) -> np.ndarray:  # pragma: no cover
+    """Mask of the nodes reachable from the ``seeds`` mask along arcs ``tails -> heads``."""
+    out_arcs, offsets = csr_arcs(seeds.shape[0], tails)
+    reached = seeds.copy()
+    stack = np.empty(seeds.shape[0], np.int64)  # each node is pushed at most once
+    top = 0
+    for n in np.flatnonzero(seeds):
+        stack[top] = n
+        top += 1
+    while top > 0:
+        top -= 1
+        node = stack[top]
+        for k in range(offsets[node], offsets[node + 1]):
+            m = heads[out_arcs[k]]
+            if not reached[m]:
+                reached[m] = True
+                stack[top] = m
+                top += 1
+    return reached
+
+
+def useful_nodes(g: Graph) -> np.ndarray:
+    """Mask (numpy, host) of the nodes on some successful path: reachable from a start node
+    and reaching an accept node."""
+    host = lambda t: t.detach().cpu().numpy()
+    src, dst = host(g.src), host(g.dst)
+    return reachable(src, dst, host(g.start_weights > NEG_INF)) & reachable(dst, src, host(g.final_weights > NEG_INF))
 
 
 def topological_order(g: Graph) -> Tensor:
