@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 
-.PHONY: demo test lint test-cuda test-k2 system-deps speech-deps clean
+.PHONY: demo test lint test-cuda test-k2 bench system-deps speech-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ test: $(STAMP) system-deps speech-deps lint
 # Skipped with a message only when that cannot be built here (no package index, no Python 3.10).
 test-k2:
 	bash tools/k2_env.sh test
+
+# The benchmarks whose figures BENCHMARKS.md records (k2 columns need `make test-k2` once).
+bench: $(STAMP)
+	$(PY) bench/graph_ops.py
+	$(PY) bench/ctc.py
+	$(PY) bench/k2_scores.py
 
 # CUDA cases only (on a machine with a GPU).
 test-cuda: $(STAMP) system-deps
