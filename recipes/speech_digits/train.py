@@ -110,7 +110,7 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utter
     whose encoder weights start this model's encoder (ignored when resuming)."""
     from .evaluate import evaluate_model
 
-    dev = torch.device(device)
+    dev = common.process_device(device)  # under torchrun, cuda means this process's GPU
     world = common.init_world(dev)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
