@@ -151,13 +151,15 @@ def cmd_make_data(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """A short training run on the embedded digits, then the evaluation table on fresh
-    strings of 4-6 held-out digits."""
+    """A short training run on the embedded digits (pretraining of the recogniser on isolated
+    digits, then global training through the graph), then the evaluation table on fresh strings
+    of 4-6 held-out digits."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     train_args = build_parser().parse_args(
-        ["train", "--out", str(out), "--steps", str(args.steps), "--valid-every", str(args.steps),
+        ["train", "--out", str(out), "--steps", str(args.steps), "--pretrain-steps", str(args.pretrain_steps),
+         "--valid-every", str(args.steps),
          "--valid-strings", "100", *(["--quiet"] if args.quiet else [])])
     cmd_train(train_args)
     print(f"training: {time.time() - t0:.0f} s")
@@ -216,7 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="short training run + evaluation table (what `make demo` runs)")
     p.add_argument("--out", default="out/check_reader_demo")
-    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--steps", type=int, default=800, help="steps of global training through the graph")
+    p.add_argument("--pretrain-steps", type=int, default=PRETRAIN_STEPS, help="isolated-digit pretraining steps")
     p.add_argument("--test-strings", type=int, default=500)
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--threads", type=int, default=1,
