@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import sys
-import time
-from typing import Callable, List, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from timing import median_time  # noqa: E402  (bench/timing.py)
 
 from gtn_py import Graph  # noqa: E402
 from gtn_py.ops.compose import compose  # noqa: E402
@@ -93,15 +93,6 @@ def to_openfst(g: Graph):
     f.set_start(start)
     return f
 
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up (compiles the numba kernels on a first run)
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
 
 
 def compose_lexicon_bigram(repeats: int, num_words: int = 5000, followers: int = 20) -> List[Row]:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from typing import Callable, List, Tuple, Union
 
 import pywrapfst as fst
@@ -23,6 +21,7 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from compose_cases import compose_lexicon_bigram  # noqa: E402  (bench/compose_cases.py)
+from timing import median_time  # noqa: E402  (bench/timing.py)
 
 from gtn_py import Graph  # noqa: E402
 from gtn_py.ops.shortest import forward_score, viterbi_score  # noqa: E402
@@ -30,15 +29,6 @@ from gtn_py.ops.shortest import forward_score, viterbi_score  # noqa: E402
 Row = Tuple[str, float, Union[float, None]]
 REPEATS = 7
 
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
 
 
 # ---------------------------------------------------------------------- graphs

@@ -20,16 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from timing import median_time  # noqa: E402  (bench/timing.py)
 
 from gtn_py import Graph  # noqa: E402
 
@@ -64,15 +64,6 @@ def lattice_batch(num_graphs: int, frames: int, states: int, out_degree: int, se
     return Graph.batch(graphs)
 
 
-def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm-up (numba compilation, caches)
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
 
 def leaf_batch(shape: List[int]) -> Tuple[Graph, torch.Tensor]:
     """The case's batch with its arc weights as a leaf that requires grad."""
@@ -91,7 +82,7 @@ def native_case(shape: List[int], repeats: int) -> Dict[str, Any]:
         torch.autograd.grad(totals.sum(), weights)
         return totals.detach()
 
-    return {"arcs": batch.num_arcs, "native": median_seconds(step, repeats), "checksum": float(step().sum())}
+    return {"arcs": batch.num_arcs, "native": median_time(step, repeats), "checksum": float(step().sum())}
 
 
 def k2_case(shape: List[int], repeats: int) -> Dict[str, Any]:
@@ -113,8 +104,8 @@ def k2_case(shape: List[int], repeats: int) -> Dict[str, Any]:
         torch.autograd.grad(totals.sum(), scores)
         return totals.detach()
 
-    return {"arcs": batch.num_arcs, "k2": median_seconds(with_conversion, repeats),
-            "k2 core": median_seconds(core, repeats), "checksum": float(with_conversion().sum())}
+    return {"arcs": batch.num_arcs, "k2": median_time(with_conversion, repeats),
+            "k2 core": median_time(core, repeats), "checksum": float(with_conversion().sum())}
 
 
 def run_side(backend: str, repeats: int) -> List[Dict[str, Any]]:
