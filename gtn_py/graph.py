@@ -395,7 +395,7 @@ class Graph:
     @property
     def arc_graph(self) -> Tensor:
         """Which graph of the batch each arc belongs to."""
-        return self.node_graph[self.src]
+        return self.node_graph.index_select(0, self.src)
 
     @staticmethod
     def batch(graphs: Sequence[Graph]) -> Graph:

@@ -60,13 +60,15 @@ def ctc_expand(graphs: GraphsLike, blank: int = 0) -> Graph:
                          "a target graph must be epsilon-free and must not contain the blank")
     # Pairs (a, b) of consecutive arcs (dst of a == src of b) with different labels.
     order, offsets = group_arcs(src, num_nodes)
-    follow = (offsets[1:] - offsets[:-1])[dst]
+    # (index_select rather than advanced indexing throughout: on the CPU, small advanced-indexing
+    # ops wake torch's thread pool, which costs milliseconds each on a busy machine.)
+    follow = (offsets[1:] - offsets[:-1]).index_select(0, dst)
     arcs = torch.arange(num_arcs, device=device)
-    first = torch.repeat_interleave(follow)  # arc a, follow[a] times
-    slot = torch.arange(first.shape[0], device=device) - (torch.cumsum(follow, 0) - follow)[first]
-    second = order[offsets[dst[first]] + slot]
-    differ = ilabel[first] != ilabel[second]
-    first, second = first[differ], second[differ]
+    first = _repeat_ids(follow)  # arc a, follow[a] times
+    slot = torch.arange(first.shape[0], device=device) - (torch.cumsum(follow, 0) - follow).index_select(0, first)
+    second = order.index_select(0, offsets.index_select(0, dst.index_select(0, first)) + slot)
+    differ = (ilabel.index_select(0, first) != ilabel.index_select(0, second)).nonzero().reshape(-1)
+    first, second = first.index_select(0, differ), second.index_select(0, differ)
 
     nodes = torch.arange(num_nodes, device=device)
     label_state = num_nodes + arcs
@@ -76,8 +78,9 @@ def ctc_expand(graphs: GraphsLike, blank: int = 0) -> Graph:
 
     new_src = torch.cat([nodes, src, label_state, label_state, num_nodes + first])
     new_dst = torch.cat([nodes, label_state, label_state, dst, num_nodes + second])
-    new_ilabel = torch.cat([const(blank, num_nodes), ilabel, ilabel, const(blank, num_arcs), ilabel[second]])
-    new_olabel = torch.cat([const(0, num_nodes), olabel, const(0, 2 * num_arcs), olabel[second]])
+    second_ilabel, second_olabel = ilabel.index_select(0, second), olabel.index_select(0, second)
+    new_ilabel = torch.cat([const(blank, num_nodes), ilabel, ilabel, const(blank, num_arcs), second_ilabel])
+    new_olabel = torch.cat([const(0, num_nodes), olabel, const(0, 2 * num_arcs), second_olabel])
     arc_map = torch.cat([const(-1, num_nodes), arcs, const(-1, 2 * num_arcs), second])
     weights = gather(g.weights, arc_map, 0.0)
     start = torch.cat([g.start_weights, g.start_weights.new_full((num_arcs,), NEG_INF)])
@@ -87,12 +90,27 @@ def ctc_expand(graphs: GraphsLike, blank: int = 0) -> Graph:
     # Keep each graph's nodes (and arcs) together, as Graph.batch lays them out.
     node_graph = torch.cat([g.node_graph, g.arc_graph])
     perm = torch.argsort(node_graph, stable=True)
-    renumber = torch.empty_like(perm)
-    renumber[perm] = torch.arange(perm.shape[0], device=device)
-    arc_order = torch.argsort(node_graph[new_src], stable=True)
-    return Graph._from_tensors(renumber[new_src[arc_order]], renumber[new_dst[arc_order]],
-                               new_ilabel[arc_order], new_olabel[arc_order], weights[arc_order],
-                               start[perm], final[perm], node_graph=node_graph[perm], num_graphs=g.num_graphs)
+    renumber = torch.empty_like(perm).index_copy_(0, perm, torch.arange(perm.shape[0], device=device))
+    arc_order = torch.argsort(node_graph.index_select(0, new_src), stable=True)
+
+    def arcs_in_order(values: Tensor) -> Tensor:
+        return values.index_select(0, arc_order)
+
+    def nodes_in_order(values: Tensor) -> Tensor:
+        return values.index_select(0, perm)
+
+    return Graph._from_tensors(renumber.index_select(0, arcs_in_order(new_src)),
+                               renumber.index_select(0, arcs_in_order(new_dst)), arcs_in_order(new_ilabel),
+                               arcs_in_order(new_olabel), arcs_in_order(weights), nodes_in_order(start),
+                               nodes_in_order(final), node_graph=nodes_in_order(node_graph), num_graphs=g.num_graphs)
+
+
+def _repeat_ids(counts: Tensor) -> Tensor:
+    """``torch.repeat_interleave(counts)`` (``i`` repeated ``counts[i]`` times) from a bincount
+    and a cumsum, which stay off torch's CPU thread pool for small inputs."""
+    ends = torch.cumsum(counts, 0)
+    total = int(ends[-1]) if ends.numel() else 0
+    return torch.bincount(ends, minlength=total + 1)[:total].cumsum(0)
 
 
 def label_sequences(targets: TargetsLike, target_lengths: LengthsLike = None, *,
@@ -114,16 +132,16 @@ def label_sequences(targets: TargetsLike, target_lengths: LengthsLike = None, *,
     if bool((lengths < 0).any()):
         raise InvalidGraphError(f"negative target length in {lengths.tolist()}")
     num_seqs = lengths.shape[0]
-    seq = torch.repeat_interleave(lengths)  # sequence b, lengths[b] times
+    seq = _repeat_ids(lengths)  # sequence b, lengths[b] times
     starts = torch.cumsum(lengths, 0) - lengths
-    pos = torch.arange(seq.shape[0], device=device) - starts[seq]
+    pos = torch.arange(seq.shape[0], device=device) - starts.index_select(0, seq)
     if targets.dim() == 2:
         if targets.shape[0] != num_seqs:
             raise InvalidGraphError(f"{targets.shape[0]} target rows for {num_seqs} target lengths")
         if num_seqs and int(lengths.max()) > targets.shape[1]:
             raise InvalidGraphError(f"a target length ({int(lengths.max())}) exceeds the padded width "
                                     f"{targets.shape[1]}")
-        labels = targets[seq, pos]
+        labels = targets.reshape(-1).index_select(0, seq * targets.shape[1] + pos)
     else:
         if seq.shape[0] > targets.numel():
             raise InvalidGraphError(f"target lengths sum to {seq.shape[0]} but only {targets.numel()} "
@@ -135,14 +153,12 @@ def label_sequences(targets: TargetsLike, target_lengths: LengthsLike = None, *,
         raise LabelError(f"target {int(seq[i])}, position {int(pos[i])}: label {int(labels[i])} is negative")
     sizes = lengths + 1
     node_start = torch.cumsum(sizes, 0) - sizes
-    src = node_start[seq] + pos
+    src = node_start.index_select(0, seq) + pos
     num_nodes = int(sizes.sum())
-    start = torch.full((num_nodes,), NEG_INF, dtype=dtype, device=device)
-    final = start.clone()
-    start[node_start] = 0.0
-    final[node_start + lengths] = 0.0
+    start = torch.full((num_nodes,), NEG_INF, dtype=dtype, device=device).index_fill_(0, node_start, 0.0)
+    final = torch.full((num_nodes,), NEG_INF, dtype=dtype, device=device).index_fill_(0, node_start + lengths, 0.0)
     return Graph._from_tensors(src, src + 1, labels, labels, torch.zeros(src.shape[0], dtype=dtype, device=device),
-                               start, final, node_graph=torch.repeat_interleave(sizes), num_graphs=num_seqs)
+                               start, final, node_graph=_repeat_ids(sizes), num_graphs=num_seqs)
 
 
 def ctc_graph(targets: TargetsLike, target_lengths: LengthsLike = None, blank: int = 0, *,

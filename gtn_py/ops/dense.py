@@ -83,7 +83,7 @@ class _Layout:
         node_seq = g.node_graph
         src, dst = g.src, g.dst
         n = g.num_nodes
-        arc_seq = node_seq[src]
+        arc_seq = node_seq.index_select(0, src)
         columns, arc_column = torch.unique(arc_seq * num_labels + g.ilabel, return_inverse=True)
         node_order, seq_offsets = group_arcs(node_seq, num_seqs)
         return _Layout(num_seqs, n, node_seq, src, dst, g.ilabel, arc_seq, columns, arc_column.reshape(-1),
@@ -106,10 +106,9 @@ def _padded_arcs(nodes: Tensor, num_nodes: int) -> Tensor:
     degree = offsets[1:] - offsets[:-1]
     width = max(int(degree.max()) if num_nodes else 0, 1)
     table = torch.full((width, num_nodes), -1, dtype=torch.long, device=nodes.device)
-    grouped = nodes[order]
-    slot = torch.arange(order.shape[0], device=nodes.device) - offsets[grouped]
-    table[slot, grouped] = order
-    return table
+    grouped = nodes.index_select(0, order)
+    slot = torch.arange(order.shape[0], device=nodes.device) - offsets.index_select(0, grouped)
+    return table.view(-1).index_copy_(0, slot * num_nodes + grouped, order).view(width, num_nodes)
 
 
 class _Inputs(NamedTuple):
@@ -185,7 +184,8 @@ def _plus_slots(semiring: Semiring) -> Callable[[Tensor, Tensor], Any]:
 def _take(values: Tensor, table: Tensor, fill: float) -> Tensor:
     """``values[table]`` with ``fill`` where ``table`` is -1 (also when ``values`` is empty)."""
     padded = torch.cat([values, values.new_full((1,), fill)])
-    return padded[torch.where(table >= 0, table, torch.full_like(table, values.shape[0]))]
+    index = torch.where(table >= 0, table, torch.full_like(table, values.shape[0]))
+    return padded.index_select(0, index.reshape(-1)).view(table.shape)
 
 
 def _arc_table(lay: _Layout, table: Tensor, weights: Tensor, endpoint: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -229,7 +229,8 @@ def _totals(lay: _Layout, alpha: Tensor, final: Tensor, lengths: Tensor, semirin
 def _ending(lay: _Layout, alpha: Tensor, final: Tensor, lengths: Tensor) -> Tensor:
     """Forward score times final weight of each node, at its sequence's length."""
     nodes = torch.arange(lay.num_nodes, device=alpha.device)
-    return alpha[lengths[lay.node_seq], nodes] + final
+    at_length = lengths.index_select(0, lay.node_seq) * lay.num_nodes + nodes
+    return alpha.reshape(-1).index_select(0, at_length) + final
 
 
 def _backward_sweep(lay: _Layout, weights: Tensor, final: Tensor, columns: Tensor, lengths: Tensor,
@@ -304,8 +305,10 @@ def _best_paths(lay: _Layout, alpha: Tensor, slots: Tensor, final: Tensor, lengt
 # (the torch formulation above serves CUDA, other semirings, and checks these kernels in the
 # tests). The kernels release the GIL; _run_over_sequences spreads the sequences over threads.
 @numba.njit(cache=True, nogil=True)
-def _forward_log_kernel(seqs, in_src, in_weight, in_column, columns, start, node_order, seq_offsets,
-                        lengths, alpha, consts):  # pragma: no cover - jitted
+def _forward_log_kernel(seqs, in_src, in_weight, in_column, columns, start, final, node_order, seq_offsets,
+                        lengths, alpha, totals, consts):  # pragma: no cover - jitted
+    """Forward scores ``alpha`` [T + 1, N] and each sequence's total (forward score times final
+    weight at its length, summed over its nodes)."""
     # consts = [-inf, 0] in the weights' dtype: float32 inputs get float32 exp/log, not float64
     neg_inf, zero = consts[0], consts[1]
     num_slots = in_src.shape[1]
@@ -338,6 +341,17 @@ def _forward_log_kernel(seqs, in_src, in_weight, in_column, columns, start, node
                 for d in range(count):
                     acc += np.exp(values[d] - peak)
                 alpha[t + 1, n] = peak + np.log(acc)
+        length = lengths[b]
+        peak = neg_inf
+        for n in nodes:
+            peak = max(peak, alpha[length, n] + final[n])
+        if peak == neg_inf:
+            totals[b] = neg_inf
+            continue
+        acc = zero
+        for n in nodes:
+            acc += np.exp(alpha[length, n] + final[n] - peak)
+        totals[b] = peak + np.log(acc)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -424,19 +438,28 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
-def _kernel_forward(lay: _Layout, weights: Tensor, start: Tensor, columns: Tensor, lengths: Tensor) -> Tensor:
+def _zeros(*shape: int, like: Tensor) -> Tensor:
+    """CPU zeros from numpy (calloc): torch.zeros fills large tensors on its thread pool, whose
+    wake-up costs milliseconds on a busy machine."""
+    return torch.from_numpy(np.zeros(shape, dtype=_consts(like).dtype))
+
+
+def _kernel_forward(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor,
+                    lengths: Tensor) -> Tuple[Tensor, Tensor]:
+    """Forward scores ``[T + 1, N]`` and totals ``[B]``."""
     alpha = columns.new_empty(columns.shape[0] + 1, lay.num_nodes)
+    totals = columns.new_empty(lay.num_seqs)
     _, in_src, in_weight, in_column = _arc_tables_np(lay, lay.in_arc, weights, lay.src)
     _run_over_sequences(_forward_log_kernel, lay.num_seqs, columns.shape[0] * lay.src.shape[0],
-                        in_src, in_weight, in_column, _np(columns), _np(start), _np(lay.node_order),
-                        _np(lay.seq_offsets), _np(lengths), alpha.numpy(), _consts(columns))
-    return alpha
+                        in_src, in_weight, in_column, _np(columns), _np(start), _np(final), _np(lay.node_order),
+                        _np(lay.seq_offsets), _np(lengths), alpha.numpy(), totals.numpy(), _consts(columns))
+    return alpha, totals
 
 
 def _kernel_grads(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor, lengths: Tensor,
                   alpha: Tensor, totals: Tensor, grad_totals: Tensor) -> Tuple[Tensor, ...]:
     shift = torch.where(torch.isfinite(totals), totals, torch.zeros_like(totals))
-    grads = [torch.zeros_like(t) for t in (weights, start, final, columns)]
+    grads = [_zeros(*t.shape, like=t) for t in (weights, start, final, columns)]
     grad_w, grad_start, grad_final, grad_columns = grads
     out_arc, out_dst, out_weight, out_column = _arc_tables_np(lay, lay.out_arc, weights, lay.dst)
     beta = columns.new_empty(2, lay.num_nodes)
@@ -457,10 +480,10 @@ class _DenseScore(torch.autograd.Function):
                 lay: _Layout, lengths: Tensor, semiring: Semiring) -> Tensor:
         tropical = semiring.name == "tropical"
         if _use_kernels(lay, columns, semiring):
-            alpha, slots = _kernel_forward(lay, weights, start, columns, lengths), None
+            (alpha, totals), slots = _kernel_forward(lay, weights, start, final, columns, lengths), None
         else:
             alpha, slots = _forward_sweep(lay, weights, start, columns, semiring, backpointers=tropical)
-        totals = _totals(lay, alpha, final, lengths, semiring)
+            totals = _totals(lay, alpha, final, lengths, semiring)
         ctx.lay, ctx.semiring = lay, semiring
         ctx.save_for_backward(weights, start, final, columns, lengths, alpha, totals,
                               *(() if slots is None else (slots,)))
