@@ -95,9 +95,30 @@ class _Layout:
         if self.columns.numel() == 0:  # no arcs: one column that padding slots can read
             return emissions.new_zeros(num_frames, 1)
         frames_major = emissions.transpose(0, 1)
-        if frames_major.is_contiguous():  # e.g. CTC's [T, B, V] input: one index_select
-            return frames_major.reshape(num_frames, num_seqs * num_labels).index_select(1, self.columns)
+        if frames_major.is_contiguous():  # e.g. CTC's [T, B, V] input: one gather of columns
+            return _GatherColumns.apply(frames_major.reshape(num_frames, num_seqs * num_labels), self.columns)
         return emissions[self.columns // num_labels, :, self.columns % num_labels].t().contiguous()
+
+
+class _GatherColumns(torch.autograd.Function):
+    """``table.index_select(1, columns)`` for *distinct* columns, whose gradient is therefore a
+    copy into zeros, not a sum: on the CPU numpy does it, where torch's ``index_add`` and the
+    zero fill of a large tensor would wake its thread pool (milliseconds each on a busy machine)."""
+
+    @staticmethod
+    def forward(ctx: Any, table: Tensor, columns: Tensor) -> Tensor:
+        ctx.save_for_backward(columns)
+        ctx.table_shape = table.shape
+        return table.index_select(1, columns)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tuple[Tensor, None]:
+        (columns,) = ctx.saved_tensors
+        table_grad = _zeros(*ctx.table_shape, like=grad)
+        if _numpy_dtype(grad) is None:
+            return table_grad.index_copy_(1, columns, grad), None
+        table_grad.numpy()[:, columns.numpy()] = grad.detach().numpy()
+        return table_grad, None
 
 
 def _padded_arcs(nodes: Tensor, num_nodes: int) -> Tensor:
@@ -438,10 +459,18 @@ def _np(t: Tensor) -> np.ndarray:
     return t.detach().contiguous().numpy()
 
 
+def _numpy_dtype(like: Tensor) -> Any:
+    """The numpy dtype for a float32/float64 CPU tensor, else None."""
+    if like.device.type != "cpu":
+        return None
+    return {torch.float32: np.float32, torch.float64: np.float64}.get(like.dtype)
+
+
 def _zeros(*shape: int, like: Tensor) -> Tensor:
-    """CPU zeros from numpy (calloc): torch.zeros fills large tensors on its thread pool, whose
-    wake-up costs milliseconds on a busy machine."""
-    return torch.from_numpy(np.zeros(shape, dtype=_consts(like).dtype))
+    """Zeros like ``like``; on the CPU from numpy (calloc): torch.zeros fills large tensors on
+    its thread pool, whose wake-up costs milliseconds on a busy machine."""
+    dtype = _numpy_dtype(like)
+    return like.new_zeros(shape) if dtype is None else torch.from_numpy(np.zeros(shape, dtype=dtype))
 
 
 def _kernel_forward(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor,
