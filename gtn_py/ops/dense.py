@@ -344,24 +344,26 @@ def _forward_log_kernel(seqs, in_src, in_weight, in_column, columns, start, fina
                 for n in nodes:
                     alpha[t + 1, n] = neg_inf
                 continue
+            alpha_t, columns_t, alpha_next = alpha[t], columns[t], alpha[t + 1]
             for n in nodes:
+                n = np.uint64(n)  # unsigned indices: no negative-index wraparound checks
                 peak = neg_inf
                 count = 0
                 for d in range(num_slots):
                     s = in_src[n, d]
                     if s < 0:
                         break
-                    v = alpha[t, s] + in_weight[n, d] + columns[t, in_column[n, d]]
+                    v = alpha_t[np.uint64(s)] + in_weight[n, d] + columns_t[np.uint64(in_column[n, d])]
                     values[d] = v
                     peak = max(peak, v)
                     count += 1
                 if peak == neg_inf:
-                    alpha[t + 1, n] = neg_inf
+                    alpha_next[n] = neg_inf
                     continue
                 acc = zero
                 for d in range(count):
                     acc += np.exp(values[d] - peak)
-                alpha[t + 1, n] = peak + np.log(acc)
+                alpha_next[n] = peak + np.log(acc)
         length = lengths[b]
         peak = neg_inf
         for n in nodes:
@@ -393,31 +395,35 @@ def _backward_log_kernel(seqs, out_arc, out_dst, out_weight, out_column, columns
             grad_final[n] = np.exp(alpha[length, n] + final[n] - total) * g
         for t in range(length - 1, -1, -1):
             nxt, row = row, t % 2
+            alpha_t, columns_t, grad_columns_t = alpha[t], columns[t], grad_columns[t]
+            beta_t, beta_next = beta[row], beta[nxt]
             for n in nodes:
+                n = np.uint64(n)  # unsigned indices: no negative-index wraparound checks
                 peak = neg_inf
                 count = 0
                 for d in range(num_slots):
                     a = out_arc[n, d]
                     if a < 0:
                         break
-                    v = out_weight[n, d] + columns[t, out_column[n, d]] + beta[nxt, out_dst[n, d]]
+                    v = out_weight[n, d] + columns_t[np.uint64(out_column[n, d])] \
+                        + beta_next[np.uint64(out_dst[n, d])]
                     values[d] = v
                     peak = max(peak, v)
                     count += 1
                 if peak == neg_inf:
-                    beta[row, n] = neg_inf
+                    beta_t[n] = neg_inf
                     continue
                 acc = zero
                 # occupancy of slot d = exp(alpha[t, n] + peak - total) * exp(values[d] - peak)
-                scale = np.exp(alpha[t, n] + peak - total) * g
+                scale = np.exp(alpha_t[n] + peak - total) * g
                 for d in range(count):
                     e = np.exp(values[d] - peak)
                     acc += e
                     if scale != zero:
                         occupancy = scale * e
-                        grad_w[out_arc[n, d]] += occupancy
-                        grad_columns[t, out_column[n, d]] += occupancy
-                beta[row, n] = peak + np.log(acc)
+                        grad_w[np.uint64(out_arc[n, d])] += occupancy
+                        grad_columns_t[np.uint64(out_column[n, d])] += occupancy
+                beta_t[n] = peak + np.log(acc)
         for n in nodes:
             grad_start[n] = np.exp(start[n] + beta[row, n] - total) * g
 
