@@ -35,6 +35,7 @@ import numba
 import numpy as np
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 from ..errors import DeviceMismatchError, DtypeMismatchError, InvalidGraphError, LabelError
 from ..graph import NEG_INF, Graph
@@ -112,6 +113,7 @@ class _GatherColumns(torch.autograd.Function):
         return table.index_select(1, columns)
 
     @staticmethod
+    @once_differentiable  # the numpy copy is not recorded by autograd
     def backward(ctx: Any, grad: Tensor) -> Tuple[Tensor, None]:
         (columns,) = ctx.saved_tensors
         table_grad = _zeros(*ctx.table_shape, like=grad)
