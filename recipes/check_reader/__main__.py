@@ -22,7 +22,7 @@ from .oversegment import CutConfig
 from .train import CHECKPOINT, TrainConfig, digit_split, load_model, train
 
 CRITERIA = ("nll", "perceptron", "hinge", "ctc")
-PRETRAIN_STEPS = 400
+PRETRAIN_STEPS = 1000
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="short training run + evaluation table (what `make demo` runs)")
     p.add_argument("--out", default="out/check_reader_demo")
-    p.add_argument("--steps", type=int, default=800, help="steps of global training through the graph")
+    p.add_argument("--steps", type=int, default=600, help="steps of global training through the graph")
     p.add_argument("--pretrain-steps", type=int, default=PRETRAIN_STEPS, help="isolated-digit pretraining steps")
     p.add_argument("--test-strings", type=int, default=500)
     p.add_argument("--quiet", action="store_true")
