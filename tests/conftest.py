@@ -1,9 +1,14 @@
 import os
 import sys
 
+import torch
 from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+# The tests are many small problems, for which torch's OpenMP workers cost more than they give
+# (far more on a busy machine); `make test` also sets OMP_NUM_THREADS=1 for subprocesses.
+torch.set_num_threads(1)
 
 settings.register_profile("default", max_examples=60, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -46,14 +46,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(channels=(4, 8), hidden=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: one thread is fastest, and far faster on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def digits():

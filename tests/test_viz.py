@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from recipes.check_reader.__main__ import main as cli
 from recipes.check_reader.data import read_png_rgb
@@ -18,13 +17,6 @@ from viz.gallery import ENTRIES, Entry, build_gallery
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HAS_DOT = shutil.which("dot") is not None
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def screenshot(page: Path, png: Path, tmp: Path, size: str = "1400,2000") -> np.ndarray:
@@ -69,7 +61,6 @@ def test_gallery_renders_every_entry(tmp_path):
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    torch.set_num_threads(1)
     cli(["train", "--out", str(run), "--steps", "3", "--batch-size", "4", "--max-digits", "3", "--channels", "4", "8",
          "--hidden", "16", "--valid-every", "1", "--valid-strings", "4", "--quiet"])
     cli(["make-data", "--out", str(run / "test.npz"), "--count", "12", "--min-digits", "2", "--max-digits", "4"])
