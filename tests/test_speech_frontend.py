@@ -14,7 +14,9 @@ from gtn_py.errors import FormatError
 from recipes.speech_digits.frontend import (
     DEFAULT_CONFIG,
     MfccConfig,
+    cepstral_transform,
     frames,
+    frequency_warp,
     mel_filterbank,
     mfcc,
     read_wav,
@@ -113,6 +115,23 @@ def test_mel_filterbank_shape_and_band() -> None:
     assert used.min() >= 1.0 and used.max() <= 4000.0
     # Unit area: each triangle's weights sum to 2 / (width in Hz) * (width in bins) / 2 * bin_hz = 1 / bin_hz.
     np.testing.assert_allclose(fb.sum(axis=1) * (16000 / 512), 1.0, rtol=0.02)
+
+
+@pytest.mark.parametrize("alpha", [0.85, 0.92, 1.08, 1.18])
+def test_frequency_warp_approximates_a_scaled_spectrum(alpha: float) -> None:
+    """The cepstral warp of a formant-like spectrum lands near the cepstra of the spectrum with every
+    frequency scaled by alpha: within a third of the distance the warp has to cover."""
+    np.testing.assert_allclose(frequency_warp(1.0), np.eye(13), atol=1e-12)
+    hz = np.arange(257) * 16000 / 512
+    fb, transform = mel_filterbank(), cepstral_transform()
+
+    def cepstra(scale: float) -> np.ndarray:
+        f = hz / scale
+        power = sum(a * np.exp(-(((f - c) / 150.0) ** 2)) for c, a in [(500, 1.0), (1500, 0.5), (2500, 0.3)])
+        return np.log(fb @ (power + 1e-3) + 1e-4) @ transform
+
+    plain, scaled = cepstra(1.0), cepstra(alpha)
+    assert np.abs(plain @ frequency_warp(alpha) - scaled).max() < np.abs(plain - scaled).max() / 3
 
 
 def test_mfcc_of_silence_is_finite() -> None:

@@ -120,6 +120,34 @@ def cepstral_transform(config: MfccConfig = DEFAULT_CONFIG) -> np.ndarray:
     return cosine * scale
 
 
+def frequency_warp(alpha: float | np.ndarray, config: MfccConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """``[num_cepstra, num_cepstra]`` matrix ``A`` such that ``cepstra @ A`` are the cepstra of the same
+    sound from another vocal tract, whose spectrum is the original one with every frequency ``f``
+    scaled by ``alpha`` (one factor, as in vocal tract length perturbation, or one per mel filter,
+    scaling each filter's centre frequency; formant-shifted voices scale formants unequally), for
+    augmentation of cepstral features.
+
+    The log mel energies are recovered from the cepstra by least squares (the cepstral transform
+    has full column rank, so ``alpha = 1`` gives the identity), each filter then reads the energy
+    the original spectrum had at its centre frequency divided by its factor (linear interpolation
+    between filters, held constant past the band's ends; the positions are kept monotone), and the
+    cepstral transform is applied again. Linear, so it commutes with cepstral mean normalisation."""
+    n = config.num_filters
+    to_mel = lambda hz: 2595.0 * np.log10(1.0 + np.asarray(hz, np.float64) / 700.0)  # noqa: E731
+    lo, hi = to_mel(config.lower_hz), to_mel(config.upper_hz)
+    centres = 700.0 * (10.0 ** ((lo + (hi - lo) * np.arange(1, n + 1) / (n + 1)) / 2595.0) - 1.0)
+    factors = np.broadcast_to(np.asarray(alpha, np.float64), (n,))
+    position = np.maximum.accumulate((to_mel(centres / factors) - lo) / (hi - lo) * (n + 1) - 1)
+    position = np.clip(position, 0, n - 1)
+    below = np.minimum(np.floor(position).astype(np.int64), n - 2)
+    frac = position - below
+    resample = np.zeros((n, n))                       # [old filter, new filter]
+    resample[below, np.arange(n)] = 1 - frac
+    resample[below + 1, np.arange(n)] += frac
+    transform = cepstral_transform(config)
+    return np.linalg.pinv(transform) @ resample @ transform
+
+
 def frames(samples: np.ndarray, config: MfccConfig = DEFAULT_CONFIG) -> np.ndarray:
     """Pre-emphasised analysis frames ``[T, frame_size]`` with sphinx_fe's framing.
 

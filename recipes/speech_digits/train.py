@@ -19,7 +19,10 @@ from torch import nn
 
 from .. import common
 from .data import Utterance
+from .frontend import DEFAULT_CONFIG, frequency_warp
 from .models import ModelConfig, Recognizer, build_model, make_batch
+
+NUM_FILTERS = DEFAULT_CONFIG.num_filters
 
 
 @dataclass
@@ -63,10 +66,11 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
 
 def augment_features(features: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A perturbed copy of one utterance's features, to generalise to unseen voices and rates:
-    a tempo change (frames resampled by linear interpolation, factor 0.85-1.15), a random gain
-    per cepstral coefficient (a crude spectral-envelope change, as from another vocal tract),
-    and one masked stretch of up to 10 frames (SpecAugment's time mask; features are
-    mean-normalised, so zero is the mean)."""
+    a tempo change (frames resampled by linear interpolation, factor 0.85-1.15), a vocal tract
+    warp of the spectrum (frequencies scaled by 0.8-1.45, unequally, :func:`frequency_warp`),
+    a random gain per cepstral coefficient (a further spectral-envelope change), and one masked
+    stretch of up to 10 frames (SpecAugment's time mask; features are mean-normalised, so zero is
+    the mean)."""
     frames = len(features)
     length = max(1, int(round(frames / rng.uniform(0.85, 1.15))))
     position = np.linspace(0, frames - 1, length)
@@ -74,6 +78,10 @@ def augment_features(features: np.ndarray, rng: np.random.Generator) -> np.ndarr
     high = np.minimum(low + 1, frames - 1)
     frac = (position - low)[:, None]
     out = (1 - frac) * features[low] + frac * features[high]
+    # The warp: one factor for the whole spectrum, log-uniform from a longer vocal tract (0.8) to
+    # a child's (1.45), times a smooth per-filter wobble (formants moving unequally).
+    wobble = np.interp(np.arange(NUM_FILTERS), [0, NUM_FILTERS // 2, NUM_FILTERS - 1], rng.normal(0.0, 0.08, 3))
+    out = out @ frequency_warp(np.exp(rng.uniform(np.log(0.8), np.log(1.45)) + wobble))
     gain = np.concatenate([[1.0], rng.normal(1.0, 0.15, features.shape[1] - 1)])
     out = out * gain
     width = int(rng.integers(0, 11))
