@@ -92,6 +92,25 @@ def test_batch_padding_does_not_change_outputs() -> None:
     torch.testing.assert_close(together[0, :int(lengths[0])], alone[0], atol=1e-5, rtol=1e-5)
 
 
+def test_variance_normalisation_ignores_each_coefficients_scale_and_the_padding() -> None:
+    torch.manual_seed(0)
+    config = ModelConfig("ctc", EncoderConfig(channels=16, context=1, hidden=0, stride=2, dropout=0.0,
+                                              variance_norm=True))
+    model = build_model(config)
+    a, b = utterance(("one",), 1), utterance(("two", "three", "four"), 2)
+    model.prepare([a.features, b.features])
+    model.eval()
+    gains = np.random.default_rng(0).uniform(0.3, 3.0, 13).astype(np.float32)
+    alone, _ = model(make_batch([a.features]))
+    scaled, _ = model(make_batch([a.features * gains]))
+    together, lengths = model(make_batch([a.features * gains, b.features]))
+    torch.testing.assert_close(scaled, alone, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(together[0, :int(lengths[0])], alone[0], atol=1e-4, rtol=1e-4)
+    # The global statistics are those of the normalised training features: unit spread each.
+    normalised = np.concatenate([f / np.sqrt((f ** 2).mean(0)) for f in (a.features, b.features)])
+    np.testing.assert_allclose(model.encoder.std.numpy(), normalised.std(0) + 1e-3, rtol=1e-4)
+
+
 # ---------------------------------------------------------------------- HMM and DTW graphs, brute force
 def hmm_brute_force(emissions: np.ndarray, transitions: np.ndarray, words: tuple[str, ...], states: int
                     ) -> tuple[float, list[int]]:

@@ -67,7 +67,7 @@ def _training_data(args: argparse.Namespace, kind: str) -> tuple[list[Utterance]
 
 def cmd_train(args: argparse.Namespace) -> None:
     encoder = EncoderConfig(channels=args.channels, context=args.context, hidden=args.hidden, layers=args.layers,
-                            stride=args.stride, dropout=args.dropout)
+                            stride=args.stride, dropout=args.dropout, variance_norm=args.variance_norm)
     options = dict(kv.split("=", 1) for kv in args.option)
     model_config = ModelConfig(kind=args.model, encoder=encoder, options=options)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
@@ -150,6 +150,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layers", type=int, default=e.layers)
     p.add_argument("--stride", type=int, default=e.stride, help="frame subsampling")
     p.add_argument("--dropout", type=float, default=e.dropout)
+    p.add_argument("--variance-norm", action="store_true",
+                   help="divide each utterance's features by their own standard deviation (per coefficient)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="model-specific setting (hybrid: states=3, transitions=learned|fixed; "
                         "dtw: templates=2, length=12, loss=nll|lvq2)")

@@ -72,6 +72,7 @@ class EncoderConfig:
     layers: int = 1          # GRU layers
     stride: int = 3          # frame subsampling (output frames are stride x 10 ms)
     dropout: float = 0.1
+    variance_norm: bool = False  # divide each utterance's features by their own standard deviation
 
 
 class Encoder(nn.Module):
@@ -100,8 +101,20 @@ class Encoder(nn.Module):
                           dropout=config.dropout if config.layers > 1 else 0.0) if config.hidden else None
         self.dim = 2 * config.hidden if config.hidden else c
 
+    def variance_normalised(self, features: Tensor, lengths: Tensor) -> Tensor:
+        """``features`` [B, T, 13] (mean-normalised, zero-padded), each utterance divided by its own
+        root mean square per coefficient when ``variance_norm`` is set (else unchanged): the spread
+        of each cepstrum differs between voices, channels and noise levels more than its shape."""
+        if not self.config.variance_norm:
+            return features
+        spread = features.square().sum(1, keepdim=True) / lengths.clamp(min=1)[:, None, None].to(features.dtype)
+        return features / spread.sqrt().clamp(min=1e-3)
+
     def set_normalisation(self, features: Sequence[np.ndarray]) -> None:
-        frames = np.concatenate([np.asarray(f) for f in features])
+        """The global mean and standard deviation of the (variance-normalised) training features."""
+        frames = np.concatenate([
+            self.variance_normalised(torch.from_numpy(np.asarray(f, np.float32))[None],
+                                     torch.tensor([len(f)]))[0].numpy() for f in features])
         self.mean.copy_(torch.from_numpy(frames.mean(0)))
         self.std.copy_(torch.from_numpy(frames.std(0) + 1e-3))
 
@@ -113,7 +126,7 @@ class Encoder(nn.Module):
         def mask_of(x: Tensor, lengths: Tensor) -> Tensor:
             return (torch.arange(x.shape[2], device=x.device)[None, :] < lengths[:, None])[:, None, :]
 
-        x = ((features - self.mean) / self.std).transpose(1, 2)
+        x = ((self.variance_normalised(features, lengths) - self.mean) / self.std).transpose(1, 2)
         x = x * mask_of(x, lengths)
         x = self.conv(x)
         x = self.subsample(x * mask_of(x, lengths))
