@@ -18,6 +18,7 @@ from gtn_py.ops.shortest import forward_score
 from recipes.check_reader.__main__ import main as cli
 from recipes.check_reader.data import (
     GeneratorConfig,
+    distort_digit,
     load_digits,
     load_strings,
     make_strings,
@@ -85,6 +86,25 @@ def test_generator(digits):
     assert touching > 0  # some strings have no blank column between their digits
     again = sample_strings(train, 40, np.random.default_rng(1), config)
     assert all(a.label == b.label and np.array_equal(a.image, b.image) for a, b in zip(samples, again))
+
+
+def test_distortion_is_a_small_smooth_reproducible_deformation(digits):
+    train, _ = digits
+    image = train.images[0]
+    assert np.array_equal(distort_digit(image, np.random.default_rng(0), 0.0), image)
+    warped = [distort_digit(image, np.random.default_rng(seed), 1.0) for seed in range(20)]
+    assert np.array_equal(warped[0], distort_digit(image, np.random.default_rng(0), 1.0))
+    for w in warped:
+        assert w.dtype == np.uint8 and w.shape == image.shape
+        assert abs(int(w.astype(np.int64).sum()) / int(image.astype(np.int64).sum()) - 1) < 0.5  # ink kept
+        assert not np.array_equal(w, image)
+    # In strings: strength 0 changes nothing; otherwise the same first string, deformed.
+    config = GeneratorConfig(min_digits=2, max_digits=4)
+    plain = sample_strings(train, 5, np.random.default_rng(3), config)
+    again = sample_strings(train, 5, np.random.default_rng(3), replace(config, distort=0.0))
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(plain, again))
+    deformed = sample_strings(train, 5, np.random.default_rng(3), replace(config, distort=1.0))
+    assert deformed[0].label == plain[0].label and not np.array_equal(deformed[0].image, plain[0].image)
 
 
 def test_string_sets_round_trip(tmp_path, digits):

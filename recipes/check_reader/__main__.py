@@ -45,6 +45,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--held-out", type=float, default=d.held_out, help="fraction of digits held out")
     p.add_argument("--min-digits", type=int, default=g.min_digits)
     p.add_argument("--max-digits", type=int, default=g.max_digits)
+    p.add_argument("--distort", type=float, default=g.distort,
+                   help="strength of the random deformation of training digits (0: none, 1: rotation up to "
+                        "10 degrees, shear 0.25, scales +-10%%, elastic offsets of 1.2 px)")
     p.add_argument("--valid-every", type=int, default=d.valid_every)
     p.add_argument("--valid-strings", type=int, default=d.valid_strings)
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
@@ -56,7 +59,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
 
 
 def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
-    gen = GeneratorConfig(min_digits=args.min_digits, max_digits=args.max_digits)
+    gen = GeneratorConfig(min_digits=args.min_digits, max_digits=args.max_digits, distort=args.distort)
     model = ModelConfig(kind="ctc" if args.criterion == "ctc" else "segmentation",
                         channels=tuple(args.channels), hidden=args.hidden,
                         cuts=CutConfig(grid=args.grid, max_span=args.max_span), grammar=args.grammar)

@@ -12,6 +12,7 @@ A *string set* is an .npz with ``images`` (uint8 ``[N, 28, W]``, zero-padded on 
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from dataclasses import dataclass
@@ -66,6 +67,7 @@ class GeneratorConfig:
     max_scale: float = 1.15
     jitter: int = 2            # vertical jitter (pixels)
     margin: int = 2            # blank columns left and right
+    distort: float = 0.0       # strength of the random deformation of each digit (0: none; see distort_digit)
 
 
 @dataclass
@@ -96,13 +98,56 @@ def _ink_box(img: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+def _bilinear(image: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``image`` sampled at real positions ``(y, x)`` (bilinear; zero outside)."""
+    h, w = image.shape
+    y0, x0 = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
+    fy, fx = y - y0, x - x0
+    out = np.zeros(y.shape, np.float32)
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            yy, xx = y0 + dy, x0 + dx
+            inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            out += wy * wx * np.where(inside, image[yy.clip(0, h - 1), xx.clip(0, w - 1)], 0.0)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _upsampling(size: int) -> np.ndarray:
+    """``[size, 4]``: ``_upsampling(h) @ grid @ _upsampling(w).T == _resize(grid, h, w)`` for a 4x4 grid."""
+    return _resize(np.eye(4), size, 4)
+
+
+def distort_digit(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """A random smooth deformation of a digit image (training augmentation, after Simard et al.
+    2003): an affine map about the centre (rotation up to 10 degrees, shear up to 0.25, x and y
+    scales within +-10%, each times ``strength``) plus an elastic displacement field (random
+    offsets of 1.2 * ``strength`` pixels standard deviation on a 4x4 grid, bilinearly interpolated),
+    sampled bilinearly and rounded (uint8, the shape of ``image``)."""
+    h, w = image.shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    dy, dx = ys - (h - 1) / 2, xs - (w - 1) / 2
+    angle = np.radians(10.0) * strength * rng.uniform(-1, 1)
+    shear = 0.25 * strength * rng.uniform(-1, 1)
+    scale_x, scale_y = np.exp(0.1 * strength * rng.uniform(-1, 1, 2))
+    rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    forward = rotation @ np.array([[1.0, shear], [0.0, 1.0]]) @ np.diag([scale_x, scale_y])  # (x, y) -> (x, y)
+    inverse = np.linalg.inv(forward)
+    rows, cols = _upsampling(h), _upsampling(w)
+    field = [rows @ rng.normal(0.0, 1.2 * strength, (4, 4)) @ cols.T for _ in range(2)]
+    src_x = inverse[0, 0] * dx + inverse[0, 1] * dy + (w - 1) / 2 + field[0]
+    src_y = inverse[1, 0] * dx + inverse[1, 1] * dy + (h - 1) / 2 + field[1]
+    return np.rint(_bilinear(image.astype(np.float32), src_y, src_x)).clip(0, 255).astype(np.uint8)
+
+
 def render_string(digits: DigitSet, indices: np.ndarray, rng: np.random.Generator,
                   config: GeneratorConfig) -> StringSample:
     """Write the digits ``indices`` of ``digits`` side by side as one 28-pixel-high image."""
     glyphs, tops = [], []
     for i in indices:
-        r0, r1, c0, c1 = _ink_box(digits.images[i])
-        ink = digits.images[i, r0:r1, c0:c1].astype(np.float32)
+        image = digits.images[i] if not config.distort else distort_digit(digits.images[i], rng, config.distort)
+        r0, r1, c0, c1 = _ink_box(image)
+        ink = image[r0:r1, c0:c1].astype(np.float32)
         scale = rng.uniform(config.min_scale, config.max_scale)
         h = int(np.clip(round(ink.shape[0] * scale), 4, HEIGHT))
         w = int(max(1, round(ink.shape[1] * scale)))

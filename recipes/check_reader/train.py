@@ -253,7 +253,8 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resum
             if world.main:
                 _save(ckpt_path, model, optimizer, 0, model_config, config)
 
-    valid = make_strings(held_digits, config.valid_strings, seed=config.seed + 10_000, config=config.generator)
+    valid = make_strings(held_digits, config.valid_strings, seed=config.seed + 10_000,
+                         config=replace(config.generator, distort=0.0))  # deformations train only
     bar = common.Progress(config.steps, step, enabled=progress and world.main)
     t0 = time.time()
     try:
