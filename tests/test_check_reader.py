@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from gtn_py.ops.compose import compose
-from gtn_py.ops.shortest import forward_score
+from gtn_py.ops.shortest import forward_score, n_best
 from recipes.check_reader.__main__ import main as cli
 from recipes.check_reader.data import (
     GeneratorConfig,
@@ -220,6 +220,30 @@ def test_grammar_limits_the_length(digits):
     assert grammar_graph("any") is None
     with pytest.raises(ValueError, match="grammar"):
         grammar_graph("length:3-2")
+
+
+def test_candidates_read_the_most_probable_of_the_k_best_strings(digits):
+    samples = sample_strings(digits[1], 4, np.random.default_rng(9), GeneratorConfig(min_digits=2, max_digits=4))
+    images = [s.image for s in samples]
+    torch.manual_seed(0)
+    model = SegmentationReader(ModelConfig(**TINY))
+    with torch.no_grad():   # untrained, with spread-out scores: many strings compete
+        model.recogniser.classify[-1].weight.mul_(20)
+    viterbi, best_of_5 = read_batch(model, images), read_batch(model, images, candidates=5)
+    assert [r.text for r in viterbi] != [r.text for r in best_of_5]   # this case tells them apart
+    graphs = model(images).graphs
+    for b, (one, five) in enumerate(zip(viterbi, best_of_5)):
+        g = graphs[b]
+        candidates = []
+        for path in n_best(g, 5, distinct_outputs=True):
+            candidates.append("".join(str(d - 1) for d in path.olabel[torch.argsort(path.src)].tolist()))
+        assert one.text == candidates[0]
+        posterior = {t: float(torch.exp(forward_score(compose(g, target_graphs([t], g.device))) - forward_score(g)))
+                     for t in candidates}
+        assert five.text == max(candidates, key=posterior.__getitem__)
+        assert five.confidence == pytest.approx(posterior[five.text], rel=1e-4)
+        assert one.confidence == pytest.approx(posterior[one.text], rel=1e-4) and five.confidence >= one.confidence
+        assert "".join(d for _, _, d in five.segments) == five.text
 
 
 def test_checkpoint_and_resume_give_the_same_state(tmp_path):

@@ -93,7 +93,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     if any(not s for s in strings.labels):
         sys.exit(f"{args.data}: evaluate needs a label for every string")
     t0 = time.time()
-    result = evaluate_strings(model, strings, args.batch_size)
+    result = evaluate_strings(model, strings, args.batch_size, args.candidates)
     summary = result.summary()
     summary.update(data=str(args.data), checkpoint=str(args.checkpoint), seconds=round(time.time() - t0, 1),
                    criterion=state["train_config"]["criterion"], steps=state["step"])
@@ -138,7 +138,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
     names, images = _read_inputs(args.inputs)
     for start in range(0, len(images), args.batch_size):
         batch = images[start:start + args.batch_size]
-        for name, r in zip(names[start:start + len(batch)], read_batch(model, batch)):
+        for name, r in zip(names[start:start + len(batch)], read_batch(model, batch, args.candidates)):
             flag = "" if r.confidence >= args.threshold else "  REJECT"
             print(f"{name}\t{r.text}\t{r.confidence:.4f}{flag}")
 
@@ -171,13 +171,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
                                      min_digits=4, max_digits=6, count=args.test_strings, data_seed=12345,
                                      out=str(data)))
     cmd_evaluate(argparse.Namespace(checkpoint=str(out / CHECKPOINT), data=str(data), out="", device="cpu",
-                                    batch_size=32, grammar=""))
+                                    batch_size=32, grammar="", candidates=1))
     print(f"demo total: {time.time() - t0:.0f} s; the run's report: python -m viz.report {out}")
 
 
 def _add_reading_options(p: argparse.ArgumentParser) -> None:
     """Options of the commands that read strings with a trained checkpoint (evaluate, decode)."""
     p.add_argument("--grammar", default="", help="override the checkpoint's grammar ('any', 'length:4-6')")
+    p.add_argument("--candidates", type=int, default=1,
+                   help="read the most probable of the K best Viterbi strings (1: the Viterbi path's string)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)

@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from gtn_py import Graph
 from gtn_py.criteria.ctc import ctc_greedy_decode
 from gtn_py.ops.compose import compose
-from gtn_py.ops.shortest import forward_score, viterbi_path
+from gtn_py.ops.shortest import forward_score, n_best, viterbi_path
 
 from .data import StringSet
 from .model import WindowReader, label_ids, label_text, target_graphs
@@ -30,40 +31,56 @@ class Reading:
 
 
 @torch.no_grad()
-def read_batch(model: nn.Module, images: list[np.ndarray]) -> list[Reading]:
-    """Decode a batch of string images."""
+def read_batch(model: nn.Module, images: list[np.ndarray], candidates: int = 1) -> list[Reading]:
+    """Decode a batch of string images: the string of the Viterbi path, or, with ``candidates``
+    K > 1, of the K best paths with distinct strings the one with the highest posterior (which
+    sums over all its segmentations; the Viterbi path's string is not always the most probable)."""
     if isinstance(model, WindowReader):
         return _read_ctc(model, images)
     interp = model(images)
-    graphs = interp.graphs
-    paths = viterbi_path(graphs)
-    texts, segments = [], []
-    spans = interp.spans
+    graphs, spans = interp.graphs, interp.spans
+    if candidates == 1:
+        paths = [[p] for p in viterbi_path(graphs).unbatch()]
+    else:
+        paths = [batch.unbatch() for batch in n_best(graphs.unbatch(), candidates, distinct_outputs=True)]
     kept_per_image = torch.bincount(spans.image, minlength=len(images))
     first_span = (torch.cumsum(kept_per_image, 0) - kept_per_image).tolist()
-    path_graph = paths.node_graph[paths.src] if paths.num_arcs else paths.src
-    for b in range(len(images)):
-        mine = (path_graph == b).nonzero().reshape(-1)
-        order = mine[torch.argsort(paths.src[mine])] if mine.numel() else mine
-        span_ids = (paths.ilabel[order] - 1 + first_span[b]).tolist()
-        digits = paths.olabel[order].tolist()
-        texts.append(label_text(digits))
-        segments.append([(int(spans.x0[s]), int(spans.x1[s]), str(d - 1)) for s, d in zip(span_ids, digits)])
-    confidence = _posteriors(graphs, texts)
-    return [Reading(t, c, [int(x) for x in cut], seg)
-            for t, c, cut, seg in zip(texts, confidence, spans.cuts, segments)]
+    options: list[list[tuple[str, list[tuple[int, int, str]]]]] = []   # per image: (text, segments) per candidate
+    for b, image_paths in enumerate(paths):
+        options.append([])
+        for path in image_paths:
+            order = torch.argsort(path.src)
+            span_ids = (path.ilabel[order] - 1 + first_span[b]).tolist()
+            digits = path.olabel[order].tolist()
+            options[-1].append((label_text(digits), [(int(spans.x0[s]), int(spans.x1[s]), str(d - 1))
+                                                    for s, d in zip(span_ids, digits)]))
+    owner = [b for b, opts in enumerate(options) for _ in opts]
+    posterior = _posteriors(graphs, owner, [text for opts in options for text, _ in opts])
+    readings, first = [], 0
+    for b, opts in enumerate(options):
+        best = max(range(len(opts)), key=lambda j: posterior[first + j]) if opts else -1
+        text, segments = opts[best] if opts else ("", [])
+        readings.append(Reading(text, posterior[first + best] if opts else 0.0,
+                                [int(x) for x in spans.cuts[b]], segments))
+        first += len(opts)
+    return readings
 
 
-def _posteriors(graphs, texts: list[str]) -> list[float]:
+def _posteriors(graphs: Graph, owner: list[int], texts: list[str]) -> list[float]:
+    """Posterior of reading ``texts[i]`` in graph ``owner[i]`` of the batch (0 for an empty reading)."""
     readable = [i for i, t in enumerate(texts) if t]
     out = [0.0] * len(texts)
     if not readable:
         return out
-    total = forward_score(graphs)
-    correct = forward_score(compose(graphs, target_graphs([t if t else "0" for t in texts], graphs.device)))
-    post = torch.exp((correct - total).clamp(max=0)).tolist()
-    for i in readable:
-        out[i] = float(post[i])
+    total = forward_score(graphs).reshape(-1)
+    chosen = [owner[i] for i in readable]
+    if chosen != list(range(len(total))):   # several candidates per graph, or unreadable graphs
+        parts = graphs.unbatch()
+        graphs = Graph.batch([parts[b] for b in chosen])
+    correct = forward_score(compose(graphs, target_graphs([texts[i] for i in readable], graphs.device)))
+    post = torch.exp((correct.reshape(-1) - total[torch.tensor(chosen, device=total.device)]).clamp(max=0)).tolist()
+    for i, p in zip(readable, post):
+        out[i] = float(p)
     return out
 
 
@@ -136,13 +153,13 @@ class EvalResult:
                 "reject_table": table}
 
 
-def evaluate_strings(model: nn.Module, strings: StringSet, batch_size: int = 32) -> EvalResult:
+def evaluate_strings(model: nn.Module, strings: StringSet, batch_size: int = 32, candidates: int = 1) -> EvalResult:
     was_training = model.training
     model.eval()
     readings: list[Reading] = []
     for start in range(0, len(strings), batch_size):
         idx = range(start, min(len(strings), start + batch_size))
-        readings += read_batch(model, [strings.image(i) for i in idx])
+        readings += read_batch(model, [strings.image(i) for i in idx], candidates)
     model.train(was_training)
     return EvalResult(list(strings.labels), readings)
 
