@@ -38,6 +38,7 @@ from recipes.check_reader.train import (
     METRICS,
     TrainConfig,
     batch_loss,
+    load_model,
     pretrain_examples,
     pretrain_loss,
     train,
@@ -316,6 +317,25 @@ def test_cli_evaluate_and_decode(tmp_path, capsys):
     assert len(lines) == 7 and lines[0].startswith(str(tmp_path / "x.png"))
     # The PNG (inverted back) reads like the same image from the .npz.
     assert lines[0].split("\t")[1:] == lines[1].split("\t")[1:]
+
+
+def test_committee_reads_with_the_mean_of_its_members_scores(tmp_path, capsys, digits):
+    for seed in ("1", "2"):
+        cli(["train", "--out", str(tmp_path / seed), *TRAIN_ARGS, "--seed", seed])
+    paths = [tmp_path / "1" / CHECKPOINT, tmp_path / "2" / CHECKPOINT]
+    committee, _ = load_model(paths)
+    members = [load_model(p)[0] for p in paths]
+    images = [s.image for s in sample_strings(digits[1], 3, np.random.default_rng(4), GeneratorConfig(max_digits=3))]
+    with torch.no_grad():
+        want = (members[0](images).span_scores + members[1](images).span_scores) / 2
+        torch.testing.assert_close(committee(images).span_scores, want)
+    cli(["make-data", "--out", str(tmp_path / "test.npz"), "--count", "4", "--min-digits", "2", "--max-digits", "3"])
+    cli(["evaluate", "--checkpoint", str(paths[0]), "--checkpoint", str(paths[1]), "--data", str(tmp_path / "test.npz"),
+         "--out", str(tmp_path / "committee.json")])
+    assert json.loads((tmp_path / "committee.json").read_text())["checkpoint"] == " ".join(map(str, paths))
+    cli(["train", "--out", str(tmp_path / "grid"), *TRAIN_ARGS, "--grid", "7"])
+    with pytest.raises(ValueError, match="same cuts"):
+        load_model([paths[0], tmp_path / "grid" / CHECKPOINT])
 
 
 def test_metrics_by_hand():

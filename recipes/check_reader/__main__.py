@@ -95,10 +95,11 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     t0 = time.time()
     result = evaluate_strings(model, strings, args.batch_size, args.candidates)
     summary = result.summary()
-    summary.update(data=str(args.data), checkpoint=str(args.checkpoint), seconds=round(time.time() - t0, 1),
+    checkpoints = [str(c) for c in args.checkpoint] if isinstance(args.checkpoint, list) else [str(args.checkpoint)]
+    summary.update(data=str(args.data), checkpoint=" ".join(checkpoints), seconds=round(time.time() - t0, 1),
                    criterion=state["train_config"]["criterion"], steps=state["step"])
     print(format_summary(summary))
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "evaluation.json"
+    out = Path(args.out) if args.out else Path(checkpoints[0]).parent / "evaluation.json"
     summary["examples"] = [{"label": t, "text": r.text, "confidence": r.confidence}
                            for t, r in zip(result.labels, result.readings)]
     common.write_json(out, summary)
@@ -196,14 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="string accuracy, digit error rate and the reject curve")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="checkpoint written by train; repeated: segmentation readers read as a committee")
     p.add_argument("--data", required=True, help=".npz: images uint8 [N,28,W], widths [N], labels")
     p.add_argument("--out", default="", help="JSON results (default: evaluation.json beside the checkpoint)")
     _add_reading_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("decode", help="print the strings read from images with their confidences")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="checkpoint written by train; repeated: segmentation readers read as a committee")
     p.add_argument("inputs", nargs="+", help=".npz string sets or PNG images")
     p.add_argument("--threshold", type=float, default=0.0, help="mark readings below this confidence")
     _add_reading_options(p)

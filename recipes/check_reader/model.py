@@ -61,6 +61,18 @@ class Recogniser(nn.Module):
         return self.classify(self.features(crops))
 
 
+class Committee(nn.Module):
+    """Several recognisers scoring as one: the mean of their span scores (a product of experts
+    in the log domain), e.g. readers trained from different seeds or with different augmentation."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, crops: Tensor) -> Tensor:
+        return torch.stack([m(crops) for m in self.members]).mean(0)
+
+
 def label_ids(text: str) -> list[int]:
     """Digit string -> graph labels (digit d is label d + 1; 0 is epsilon)."""
     return [int(ch) + 1 for ch in text]
@@ -102,7 +114,7 @@ class SegmentationReader(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.recogniser = Recogniser(NUM_DIGITS, config.channels, config.hidden)
+        self.recogniser: nn.Module = Recogniser(NUM_DIGITS, config.channels, config.hidden)  # or a Committee
 
     @property
     def device(self) -> torch.device:

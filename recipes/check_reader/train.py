@@ -21,6 +21,7 @@ loss is scaled so that the averaged gradient is the single-process one).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from gtn_py.criteria.ctc import ctc_loss as gtn_ctc_loss
 from .. import common
 from ..common import CHECKPOINT, METRICS
 from .data import DigitSet, GeneratorConfig, StringSample, load_digits, make_strings, sample_strings, split_digits
-from .model import ModelConfig, SegmentationReader, WindowReader, build_reader, label_ids
+from .model import Committee, ModelConfig, SegmentationReader, WindowReader, build_reader, label_ids
 from .objectives import sequence_loss
 from .oversegment import batch_spans, span_crops, to_batch_tensor
 
@@ -80,12 +81,25 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return common.warmup_cosine(step, config.steps, config.lr, config.warmup)
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    state = common.load_checkpoint(path, device)
-    model = build_reader(ModelConfig.from_dict(state["model_config"])).to(device)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, state
+def load_model(path: str | Path | Sequence[str | Path], device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """A reader from a checkpoint written by :func:`train`, and the checkpoint. Several checkpoints
+    of segmentation readers with the same cuts make one reader whose recogniser is their
+    :class:`Committee` (the state returned is the first one's)."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    states = [common.load_checkpoint(p, device) for p in paths]
+    models: list[Reader] = []
+    for p, state in zip(paths, states):
+        config = ModelConfig.from_dict(state["model_config"])
+        model: Reader = build_reader(config).to(device)  # type: ignore[assignment]
+        model.load_state_dict(state["model"])
+        model.eval()
+        models.append(model)
+        first = ModelConfig.from_dict(states[0]["model_config"])
+        if len(paths) > 1 and (config.kind != "segmentation" or config.cuts != first.cuts):
+            raise ValueError(f"{p}: a committee needs segmentation readers with the same cuts as {paths[0]}")
+    if len(models) > 1:
+        models[0].recogniser = Committee([m.recogniser for m in models])
+    return models[0], states[0]
 
 
 # ---------------------------------------------------------------------- pretraining
