@@ -87,6 +87,7 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
     :class:`Committee` (the state returned is the first one's)."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     states = [common.load_checkpoint(p, device) for p in paths]
+    first = ModelConfig.from_dict(states[0]["model_config"])
     models: list[Reader] = []
     for p, state in zip(paths, states):
         config = ModelConfig.from_dict(state["model_config"])
@@ -94,7 +95,6 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
         model.load_state_dict(state["model"])
         model.eval()
         models.append(model)
-        first = ModelConfig.from_dict(states[0]["model_config"])
         if len(paths) > 1 and (config.kind != "segmentation" or config.cuts != first.cuts):
             raise ValueError(f"{p}: a committee needs segmentation readers with the same cuts as {paths[0]}")
     if len(models) > 1:
