@@ -163,8 +163,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid-size", type=int, default=t.valid_size)
     p.add_argument("--valid-every", type=int, default=t.valid_every)
     p.add_argument("--checkpoint-every", type=int, default=t.checkpoint_every)
-    p.add_argument("--augment", action="store_true", help="perturb training features (tempo, cepstral gains, "
-                                                           "time masks)")
+    p.add_argument("--augment", action="store_true", help="perturb training features (tempo, vocal tract "
+                                                           "warp, cepstral gains, time masks)")
 
 
 def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:
