@@ -42,7 +42,7 @@ def read_batch(model: nn.Module, images: list[np.ndarray], candidates: int = 1) 
     if candidates == 1:
         paths = [[p] for p in viterbi_path(graphs).unbatch()]
     else:
-        paths = [batch.unbatch() for batch in n_best(graphs.unbatch(), candidates, distinct_outputs=True)]
+        paths = [batch.unbatch() for batch in n_best(graphs, candidates, distinct_outputs=True)]
     kept_per_image = torch.bincount(spans.image, minlength=len(images))
     first_span = (torch.cumsum(kept_per_image, 0) - kept_per_image).tolist()
     options: list[list[tuple[str, list[tuple[int, int, str]]]]] = []   # per image: (text, segments) per candidate

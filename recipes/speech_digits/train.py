@@ -135,10 +135,7 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utter
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step = 0
     if resume and ckpt_path.exists():
-        state = common.load_checkpoint(ckpt_path, dev)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
+        step = common.restore(ckpt_path, model, optimizer, dev)
     else:
         common.broadcast_parameters(model, world)
 
