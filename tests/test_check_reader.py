@@ -38,6 +38,7 @@ from recipes.check_reader.train import (
     METRICS,
     TrainConfig,
     batch_loss,
+    digit_split,
     load_model,
     pretrain_examples,
     pretrain_loss,
@@ -70,6 +71,17 @@ def test_split_is_by_digit(digits):
     train_ids = {flat[img.tobytes()] for img in train.images}
     held_ids = {flat[img.tobytes()] for img in held.images}
     assert not train_ids & held_ids
+
+
+def test_readers_from_several_seeds_share_the_split():
+    base_train, base_held = digit_split(TrainConfig(seed=0))
+    other_train, other_held = digit_split(TrainConfig(seed=7))
+    assert np.array_equal(base_held.images, other_held.images)
+    assert np.array_equal(base_train.labels, other_train.labels)
+    moved_train, _ = digit_split(TrainConfig(split_seed=1))
+    assert not np.array_equal(base_train.labels, moved_train.labels)
+    # a checkpoint written before split_seed existed split its digits by its seed
+    assert TrainConfig.from_dict({"seed": 3}).split_seed == 3
 
 
 def test_generator(digits):

@@ -39,7 +39,10 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                         "(default %(default)s)")
     p.add_argument("--pretrain-batch", type=int, default=d.pretrain_batch, help="strings per pretraining step")
     p.add_argument("--margin", type=float, default=d.margin, help="hinge margin")
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the initialisation and the strings drawn")
+    p.add_argument("--split-seed", type=int, default=d.split_seed,
+                   help="seed of the split into training and held-out digits (keep it to compare or "
+                        "combine readers trained from several --seed)")
     p.add_argument("--digits", default="", help="digit-set .npz (images uint8 [N,28,28], labels); "
                                                  "default: the embedded MNIST sample")
     p.add_argument("--held-out", type=float, default=d.held_out, help="fraction of digits held out")
@@ -65,7 +68,8 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
                         cuts=CutConfig(grid=args.grid, max_span=args.max_span), grammar=args.grammar)
     config = TrainConfig(criterion=args.criterion, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          pretrain_steps=args.pretrain_steps, pretrain_batch=args.pretrain_batch,
-                         margin=args.margin, seed=args.seed, digits=args.digits, held_out=args.held_out,
+                         margin=args.margin, seed=args.seed, split_seed=args.split_seed, digits=args.digits,
+                         held_out=args.held_out,
                          generator=gen, valid_strings=args.valid_strings, valid_every=args.valid_every,
                          checkpoint_every=args.checkpoint_every)
     return model, config
@@ -145,7 +149,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
 
 
 def cmd_make_data(args: argparse.Namespace) -> None:
-    config = TrainConfig(seed=args.seed, digits=args.digits, held_out=args.held_out)
+    config = TrainConfig(split_seed=args.split_seed, digits=args.digits, held_out=args.held_out)
     train_digits, held = digit_split(config)
     digits = held if args.split == "held-out" else train_digits
     gen = GeneratorConfig(min_digits=args.min_digits, max_digits=args.max_digits)
@@ -168,7 +172,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     cmd_train(train_args)
     print(f"training: {time.time() - t0:.0f} s")
     data = out / "test_4to6.npz"
-    cmd_make_data(argparse.Namespace(seed=0, digits="", held_out=TrainConfig().held_out, split="held-out",
+    cmd_make_data(argparse.Namespace(split_seed=0, digits="", held_out=TrainConfig().held_out, split="held-out",
                                      min_digits=4, max_digits=6, count=args.test_strings, data_seed=12345,
                                      out=str(data)))
     cmd_evaluate(argparse.Namespace(checkpoint=str(out / CHECKPOINT), data=str(data), out="", device="cpu",
@@ -219,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-digits", type=int, default=4)
     p.add_argument("--max-digits", type=int, default=6)
     p.add_argument("--data-seed", type=int, default=12345)
-    p.add_argument("--seed", type=int, default=0, help="seed of the digit split (as in train)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the digit split (as in train)")
     p.add_argument("--digits", default="")
     p.add_argument("--held-out", type=float, default=TrainConfig().held_out)
     p.set_defaults(func=cmd_make_data)

@@ -56,7 +56,8 @@ class TrainConfig:
     margin: float = 1.0             # hinge margin
     pretrain_steps: int = 0         # isolated-digit cross-entropy steps before the global training
     pretrain_batch: int = 32        # strings per pretraining step (their spans are the examples)
-    seed: int = 0
+    seed: int = 0                   # initialisation and the strings drawn at each step
+    split_seed: int = 0             # the digit split: readers trained from several seeds share it
     digits: str = ""                # digit-set .npz ('' = the embedded MNIST sample)
     held_out: float = 0.125         # fraction of digits kept out of training (split by digit)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -69,11 +70,12 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         d = dict(d)
         d["generator"] = GeneratorConfig(**d.get("generator", {}))
+        d.setdefault("split_seed", d.get("seed", 0))  # older checkpoints split by their seed
         return cls(**d)
 
 
 def digit_split(config: TrainConfig) -> tuple[DigitSet, DigitSet]:
-    return split_digits(load_digits(config.digits or None), config.held_out, seed=config.seed)
+    return split_digits(load_digits(config.digits or None), config.held_out, seed=config.split_seed)
 
 
 def learning_rate(config: TrainConfig, step: int) -> float:
