@@ -1,11 +1,10 @@
 import math
 
-import pytest
 import torch
+from oracle import relation, total
 
 import gtn_py
 from gtn_py import Graph
-from oracle import relation, total
 
 
 def test_builder_and_properties():
