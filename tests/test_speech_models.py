@@ -23,6 +23,7 @@ from recipes.speech_digits.hybrid import SILENCE, isolated_words, state_segments
 from recipes.speech_digits.mfc import write_mfc
 from recipes.speech_digits.models import (
     NUM_WORDS,
+    Committee,
     EncoderConfig,
     ModelConfig,
     build_model,
@@ -30,7 +31,7 @@ from recipes.speech_digits.models import (
     segments,
     word_ids,
 )
-from recipes.speech_digits.train import TrainConfig, augment_features, train
+from recipes.speech_digits.train import TrainConfig, augment_features, load_model, train
 
 TINY = EncoderConfig(channels=16, context=1, hidden=0, stride=2, dropout=0.0)
 PATTERNS = np.random.default_rng(123).normal(scale=2.0, size=(len(DIGIT_WORDS) + 1, 13)).astype(np.float32)
@@ -313,6 +314,29 @@ def test_encoder_initialised_from_another_checkpoint(tmp_path: Path) -> None:
     a, b = common.load_checkpoint(hybrid)["model"], common.load_checkpoint(ctc)["model"]
     encoder = [k for k in a if k.startswith("encoder.")]
     assert encoder and all(torch.allclose(a[k], b[k], atol=1e-6) for k in encoder)
+
+
+def test_committee_searches_with_the_mean_of_its_members_scores(tmp_path: Path) -> None:
+    utterances = corpus(8)
+    config = TrainConfig(steps=2, batch_size=4, lr=1e-2, warmup=1, valid_size=0)
+    paths = [train(tmp_path / f"h{seed}", ModelConfig("hybrid", TINY, {"states": 2}),
+                   TrainConfig(**{**config.__dict__, "seed": seed}), utterances, show_progress=False)
+             for seed in (0, 1)]
+    committee, _ = load_model(paths)
+    members = [load_model(p)[0] for p in paths]
+    assert isinstance(committee, Committee)
+    batch = make_batch([u.features for u in utterances], [u.words for u in utterances])
+    with torch.no_grad():
+        scores, lengths = committee(batch)
+        mean = (members[0](batch)[0] + members[1](batch)[0]) / 2
+        torch.testing.assert_close(scores, mean.log_softmax(-1))
+        assert committee.decode(batch) == members[0].decode_scores(scores, lengths)
+        assert len(committee.align(batch)) == len(utterances)
+        # a committee of one model twice reads as the model
+        assert load_model([paths[0], paths[0]])[0].decode(batch) == members[0].decode(batch)
+    ctc = train(tmp_path / "ctc", ModelConfig("ctc", TINY), config, utterances, show_progress=False)
+    with pytest.raises(ValueError, match="one kind"):
+        load_model([paths[0], ctc])
 
 
 # ---------------------------------------------------------------------- command line

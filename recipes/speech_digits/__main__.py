@@ -109,13 +109,15 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     t0 = time.time()
     result = evaluate_model(model, utterances, args.batch_size, args.device)
     summary = result.summary()
-    summary.update(model=state["model_config"]["kind"], checkpoint=str(args.checkpoint), input=str(args.input),
+    checkpoints = [str(c) for c in args.checkpoint]
+    summary.update(model=state["model_config"]["kind"], checkpoint=" ".join(checkpoints), input=str(args.input),
                    segmenter=args.segmenter, steps=state["step"], seconds=round(time.time() - t0, 1))
     for utt, ref, hyp in zip(result.utt_ids, result.references, result.hypotheses):
         mark = "" if ref == hyp else "  *"
         print(f"{' '.join(hyp)} ({utt}){mark}")
     print(format_summary(summary))
-    out = Path(args.out) if args.out else Path(args.checkpoint).parent / "evaluation.json"
+    default_name = "evaluation.json" if len(checkpoints) == 1 else "committee-evaluation.json"
+    out = Path(args.out) if args.out else Path(checkpoints[0]).parent / default_name
     common.write_json(out, {**summary, "hypotheses": {u: " ".join(h) for u, h in zip(result.utt_ids,
                                                                                       result.hypotheses)}})
     print(f"written: {out}")
@@ -168,7 +170,9 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="a checkpoint written by train; repeat it to recognise with a committee of CTC or "
+                        "hybrid models (their frame scores averaged)")
     p.add_argument("--input", required=True, type=Path, help="folder of .wav (any rate) or Sphinx .mfc files")
     if transcripts:
         p.add_argument("--transcripts", required=True, help="lines 'one two three (utterance-id)'")

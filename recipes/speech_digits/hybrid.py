@@ -26,7 +26,7 @@ from gtn_py.criteria import hmm
 from gtn_py.graph import Graph
 
 from .data import DIGIT_WORDS, Utterance
-from .models import NUM_WORDS, Batch, Encoder, ModelConfig, Recognizer, make_batch, word_ids
+from .models import NUM_WORDS, Batch, Encoder, FrameScorer, ModelConfig, Recognizer, make_batch, word_ids
 
 SILENCE = NUM_WORDS + 1  # word label of the silence model
 
@@ -81,7 +81,7 @@ def state_segments(states: Sequence[int], states_per_word: int, stride: int) -> 
     return out
 
 
-class HybridModel(Recognizer):
+class HybridModel(FrameScorer):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
@@ -131,15 +131,13 @@ class HybridModel(Recognizer):
         # An impossible transcript is +inf with zero gradients (the trainer drops it).
         return torch.where(torch.isinf(numerator), -numerator, denominator - numerator)
 
-    def decode(self, batch: Batch) -> list[tuple[str, ...]]:
-        scores, lengths = self(batch)
+    def decode_scores(self, scores: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
         graph = hmm.decoding_graph(self.lexicon(), word_loop_with_silence(scores.dtype, scores.device))
         best = hmm.hmm_decode(graph, scores, lengths)
         return [tuple(DIGIT_WORDS[w - 1] for w in words if w != SILENCE) for words in best.words]
 
-    def align(self, batch: Batch) -> list[list[tuple[str, int, int]]]:
+    def align_scores(self, batch: Batch, scores: Tensor, lengths: Tensor) -> list[list[tuple[str, int, int]]]:
         """Forced alignment of each transcript: its words' spans in input frames."""
-        scores, lengths = self(batch)
         correct = hmm.decoding_graph(self.lexicon(), transcript_grammars([word_ids(w) for w in batch.words],
                                                                          scores.dtype, scores.device))
         states = hmm.hmm_decode(correct, scores, lengths).states.cpu()

@@ -192,7 +192,57 @@ class Recognizer(nn.Module, abc.ABC):
         """Each utterance's words as ``(word, first, last + 1)`` in input frames."""
 
 
-class CTCModel(Recognizer):
+class FrameScorer(Recognizer):
+    """A recogniser whose network gives log-scores per output frame (``forward(batch) -> (scores
+    [B, T', C], lengths)``) and whose graph search reads only those: CTC and the hybrid. Split so
+    that a :class:`Committee` can search with its members' combined scores."""
+
+    @abc.abstractmethod
+    def decode_scores(self, scores: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
+        """:meth:`decode` from given frame scores."""
+
+    @abc.abstractmethod
+    def align_scores(self, batch: Batch, scores: Tensor, lengths: Tensor) -> list[list[tuple[str, int, int]]]:
+        """:meth:`align` from given frame scores."""
+
+    def decode(self, batch: Batch) -> list[tuple[str, ...]]:
+        return self.decode_scores(*self(batch))
+
+    def align(self, batch: Batch) -> list[list[tuple[str, int, int]]]:
+        return self.align_scores(batch, *self(batch))
+
+
+class Committee(FrameScorer):
+    """Several trained models of one kind (CTC or hybrid) with the same outputs and frame rate
+    recognising as one: their frame log-scores are averaged (a product of experts, renormalised)
+    and the first member's graphs are searched with them. For decoding only."""
+
+    def __init__(self, members: Sequence[FrameScorer]):
+        super().__init__()
+        first = members[0]
+        for m in members[1:]:
+            if (m.config.kind, m.config.options, m.config.encoder.stride) != (
+                    first.config.kind, first.config.options, first.config.encoder.stride):
+                raise ValueError("a committee needs models of one kind with the same options and stride")
+        self.members = nn.ModuleList(members)
+        self.config = first.config
+
+    def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        outputs = [m(batch) for m in self.members]
+        mean = torch.stack([scores for scores, _ in outputs]).mean(0)
+        return mean.log_softmax(-1), outputs[0][1]
+
+    def losses(self, batch: Batch) -> Tensor:
+        raise NotImplementedError("a committee decodes; train its members one by one")
+
+    def decode_scores(self, scores: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
+        return self.members[0].decode_scores(scores, lengths)
+
+    def align_scores(self, batch: Batch, scores: Tensor, lengths: Tensor) -> list[list[tuple[str, int, int]]]:
+        return self.members[0].align_scores(batch, scores, lengths)
+
+
+class CTCModel(FrameScorer):
     """Word-level CTC: 12 outputs per frame (blank and the 11 digit words), trained with
     gtn_py's CTC (dense intersection of each transcript's CTC graph) and decoded through the CTC
     expansion of the digit-loop grammar."""
@@ -215,14 +265,12 @@ class CTCModel(Recognizer):
         target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
         return ctc_loss(log_probs.transpose(0, 1), flat, lengths, target_lengths, blank=0, reduction="none")
 
-    def decode(self, batch: Batch) -> list[tuple[str, ...]]:
-        log_probs, lengths = self(batch)
+    def decode_scores(self, log_probs: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
         grammar = word_loop(log_probs.dtype, log_probs.device)
         return [tuple(DIGIT_WORDS[i - 1] for i in seq) for seq in ctc_decode(log_probs, lengths, grammar)]
 
-    def align(self, batch: Batch) -> list[list[tuple[str, int, int]]]:
+    def align_scores(self, batch: Batch, log_probs: Tensor, lengths: Tensor) -> list[list[tuple[str, int, int]]]:
         """Where each word's (non-blank) frames lie on the best path of its transcript's CTC graph."""
-        log_probs, lengths = self(batch)
         graphs = ctc_expand(label_sequences([word_ids(w) for w in batch.words], device=log_probs.device,
                                             dtype=log_probs.dtype))
         labels = viterbi_align(graphs, log_probs, lengths).labels.cpu()

@@ -20,7 +20,7 @@ from torch import nn
 from .. import common
 from .data import Utterance
 from .frontend import DEFAULT_CONFIG, frequency_warp
-from .models import ModelConfig, Recognizer, build_model, make_batch
+from .models import Committee, FrameScorer, ModelConfig, Recognizer, build_model, make_batch
 
 NUM_FILTERS = DEFAULT_CONFIG.num_filters
 
@@ -102,12 +102,25 @@ def checkpoint_state(model: Recognizer, optimizer: torch.optim.Optimizer, step: 
             "model_config": model_config.to_dict(), "train_config": asdict(config), **(extra or {})}
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Recognizer, dict[str, Any]]:
-    state = common.load_checkpoint(path, device)
-    model = build_model(ModelConfig.from_dict(state["model_config"])).to(device)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, state
+def load_model(path: str | Path | Sequence[str | Path],
+               device: torch.device | str = "cpu") -> tuple[Recognizer, dict[str, Any]]:
+    """A model from a checkpoint written by :func:`train`, and the checkpoint. Several checkpoints
+    (CTC or hybrid models of one kind) make a :class:`~.models.Committee`; the state returned is
+    the first one's."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    models, states = [], []
+    for p in paths:
+        state = common.load_checkpoint(p, device)
+        model = build_model(ModelConfig.from_dict(state["model_config"])).to(device)
+        model.load_state_dict(state["model"])
+        model.eval()
+        models.append(model)
+        states.append(state)
+    if len(models) == 1:
+        return models[0], states[0]
+    if not all(isinstance(m, FrameScorer) for m in models):
+        raise ValueError(f"{', '.join(map(str, paths))}: a committee needs CTC or hybrid models")
+    return Committee(models).eval(), states[0]
 
 
 def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utterances: Sequence[Utterance],
