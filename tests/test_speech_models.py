@@ -19,6 +19,7 @@ from recipes import common
 from recipes.speech_digits.__main__ import main
 from recipes.speech_digits.data import DIGIT_WORDS, Utterance, write_transcripts
 from recipes.speech_digits.evaluate import Result, edit_distance, write_report
+from recipes.speech_digits.frontend import frequency_warp
 from recipes.speech_digits.hybrid import SILENCE, isolated_words, state_segments
 from recipes.speech_digits.mfc import write_mfc
 from recipes.speech_digits.models import (
@@ -332,8 +333,14 @@ def test_committee_searches_with_the_mean_of_its_members_scores(tmp_path: Path) 
         torch.testing.assert_close(scores, mean.log_softmax(-1))
         assert committee.decode(batch) == members[0].decode_scores(scores, lengths)
         assert len(committee.align(batch)) == len(utterances)
-        # a committee of one model twice reads as the model
+        # a committee of one model twice, or of one model and the identity warp, reads as the model
         assert load_model([paths[0], paths[0]])[0].decode(batch) == members[0].decode(batch)
+        assert load_model(paths[0], warps=[1.0])[0].decode(batch) == members[0].decode(batch)
+        # warps: the mean over the features as other vocal tracts would give them
+        warped, _ = load_model(paths[0], warps=[0.9, 1.2])[0](batch)
+        by_hand = [members[0](batch._replace(features=batch.features @ torch.from_numpy(frequency_warp(a)).float()))[0]
+                   for a in (0.9, 1.2)]
+        torch.testing.assert_close(warped, ((by_hand[0] + by_hand[1]) / 2).log_softmax(-1))
     ctc = train(tmp_path / "ctc", ModelConfig("ctc", TINY), config, utterances, show_progress=False)
     with pytest.raises(ValueError, match="one kind"):
         load_model([paths[0], ctc])
@@ -358,6 +365,10 @@ def test_decode_and_evaluate_a_two_utterance_directory(ctc_checkpoint: Path, tmp
     lines = capsys.readouterr().out.splitlines()
     assert [line.rsplit(" ", 1)[-1] for line in lines] == ["(first)", "(second)"]
     assert all(set(line.rsplit(" ", 1)[0].split()) <= set(DIGIT_WORDS) for line in lines)
+    main(["decode", "--checkpoint", str(ctc_checkpoint), "--input", str(folder), "--warps", "0.9,1,1.1"])
+    assert [line.rsplit(" ", 1)[-1] for line in capsys.readouterr().out.splitlines()] == ["(first)", "(second)"]
+    with pytest.raises(SystemExit):
+        main(["decode", "--checkpoint", str(ctc_checkpoint), "--input", str(folder), "--warps", "0.9,3"])
 
     write_transcripts(tmp_path / "ref.txt", [(u.utt_id, u.words) for u in utts])
     out = tmp_path / "eval.json"

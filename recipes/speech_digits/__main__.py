@@ -98,7 +98,7 @@ def _inputs(args: argparse.Namespace) -> list[Utterance]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
-    model, state = load_model(args.checkpoint, args.device)
+    model, state = load_model(args.checkpoint, args.device, args.warps)
     utterances = _inputs(args)
     if args.segmenter:
         from .hybrid import isolated_words
@@ -128,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
-    model, _ = load_model(args.checkpoint, args.device)
+    model, _ = load_model(args.checkpoint, args.device, args.warps)
     utterances = _inputs(args)
     hyps = decode_features(model, [u.features for u in utterances], args.batch_size, args.device)
     for u, words in zip(utterances, hyps):
@@ -169,10 +169,20 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                                                            "warp, cepstral gains, time masks)")
 
 
+def _factors(text: str) -> tuple[float, ...]:
+    factors = tuple(float(x) for x in text.split(","))
+    if not all(0.5 <= a <= 2.0 for a in factors):
+        raise argparse.ArgumentTypeError(f"warp factors must lie in [0.5, 2], got {text}")
+    return factors
+
+
 def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:
     p.add_argument("--checkpoint", required=True, action="append",
                    help="a checkpoint written by train; repeat it to recognise with a committee of CTC or "
                         "hybrid models (their frame scores averaged)")
+    p.add_argument("--warps", type=_factors, default=(), metavar="A,B,...",
+                   help="also score the input as vocal tracts scaled by these factors would give it, and "
+                        "average (test-time augmentation; e.g. 0.85,0.92,1,1.08,1.17,1.27,1.38)")
     p.add_argument("--input", required=True, type=Path, help="folder of .wav (any rate) or Sphinx .mfc files")
     if transcripts:
         p.add_argument("--transcripts", required=True, help="lines 'one two three (utterance-id)'")

@@ -28,6 +28,7 @@ from gtn_py.graph import Graph
 from gtn_py.ops.dense import viterbi_align
 
 from .data import DIGIT_WORDS
+from .frontend import frequency_warp
 
 NUM_WORDS = len(DIGIT_WORDS)
 WORD_ID = {w: i + 1 for i, w in enumerate(DIGIT_WORDS)}
@@ -213,22 +214,33 @@ class FrameScorer(Recognizer):
 
 
 class Committee(FrameScorer):
-    """Several trained models of one kind (CTC or hybrid) with the same outputs and frame rate
-    recognising as one: their frame log-scores are averaged (a product of experts, renormalised)
-    and the first member's graphs are searched with them. For decoding only."""
+    """Trained models of one kind (CTC or hybrid) with the same outputs and frame rate recognising
+    as one, each on the features as given and, with ``warps``, on the features as other vocal
+    tracts would give them (:func:`~.frontend.frequency_warp` of each factor; 1.0 is the features
+    as given): the frame log-scores of every (model, warp) are averaged (a product of experts,
+    renormalised) and the first member's graphs are searched with them. For decoding only."""
 
-    def __init__(self, members: Sequence[FrameScorer]):
+    warp_matrices: Tensor
+
+    def __init__(self, members: Sequence[FrameScorer], warps: Sequence[float] = (1.0,)):
         super().__init__()
         first = members[0]
         for m in members[1:]:
             if (m.config.kind, m.config.options, m.config.encoder.stride) != (
                     first.config.kind, first.config.options, first.config.encoder.stride):
                 raise ValueError("a committee needs models of one kind with the same options and stride")
+        if not warps:
+            raise ValueError("a committee needs at least one warp factor (1.0: the features as given)")
         self.members = nn.ModuleList(members)
         self.config = first.config
+        matrices = np.stack([frequency_warp(float(a)) for a in warps]).astype(np.float32)
+        self.register_buffer("warp_matrices", torch.from_numpy(matrices).to(next(first.parameters()).device))
 
     def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        outputs = [m(batch) for m in self.members]
+        # The warps are linear maps of the cepstra: zero padding stays zero, and they commute with
+        # the mean normalisation done at load time.
+        outputs = [m(batch._replace(features=batch.features @ warp))
+                   for m in self.members for warp in self.warp_matrices]
         mean = torch.stack([scores for scores, _ in outputs]).mean(0)
         return mean.log_softmax(-1), outputs[0][1]
 

@@ -102,11 +102,11 @@ def checkpoint_state(model: Recognizer, optimizer: torch.optim.Optimizer, step: 
             "model_config": model_config.to_dict(), "train_config": asdict(config), **(extra or {})}
 
 
-def load_model(path: str | Path | Sequence[str | Path],
-               device: torch.device | str = "cpu") -> tuple[Recognizer, dict[str, Any]]:
+def load_model(path: str | Path | Sequence[str | Path], device: torch.device | str = "cpu",
+               warps: Sequence[float] = ()) -> tuple[Recognizer, dict[str, Any]]:
     """A model from a checkpoint written by :func:`train`, and the checkpoint. Several checkpoints
-    (CTC or hybrid models of one kind) make a :class:`~.models.Committee`; the state returned is
-    the first one's."""
+    (CTC or hybrid models of one kind), or vocal tract ``warps`` of the input to average over, make
+    a :class:`~.models.Committee`; the state returned is the first one's."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     models, states = [], []
     for p in paths:
@@ -116,11 +116,11 @@ def load_model(path: str | Path | Sequence[str | Path],
         model.eval()
         models.append(model)
         states.append(state)
-    if len(models) == 1:
+    if len(models) == 1 and not warps:
         return models[0], states[0]
     if not all(isinstance(m, FrameScorer) for m in models):
-        raise ValueError(f"{', '.join(map(str, paths))}: a committee needs CTC or hybrid models")
-    return Committee(models).eval(), states[0]
+        raise ValueError(f"{', '.join(map(str, paths))}: a committee (or warps) needs CTC or hybrid models")
+    return Committee(models, warps or (1.0,)).eval(), states[0]
 
 
 def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utterances: Sequence[Utterance],
