@@ -111,7 +111,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     summary = result.summary()
     checkpoints = [str(c) for c in args.checkpoint]
     summary.update(model=state["model_config"]["kind"], checkpoint=" ".join(checkpoints), input=str(args.input),
-                   segmenter=args.segmenter, steps=state["step"], seconds=round(time.time() - t0, 1))
+                   segmenter=args.segmenter, warps=list(args.warps), steps=state["step"],
+                   seconds=round(time.time() - t0, 1))
     for utt, ref, hyp in zip(result.utt_ids, result.references, result.hypotheses):
         mark = "" if ref == hyp else "  *"
         print(f"{' '.join(hyp)} ({utt}){mark}")
@@ -181,8 +182,8 @@ def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:
                    help="a checkpoint written by train; repeat it to recognise with a committee of CTC or "
                         "hybrid models (their frame scores averaged)")
     p.add_argument("--warps", type=_factors, default=(), metavar="A,B,...",
-                   help="also score the input as vocal tracts scaled by these factors would give it, and "
-                        "average (test-time augmentation; e.g. 0.85,0.92,1,1.08,1.17,1.27,1.38)")
+                   help="score the input as vocal tracts scaled by each factor would give it (1: as given) "
+                        "and average the frame scores (test-time augmentation; e.g. 0.85,0.92,1,1.08,1.17,1.27,1.38)")
     p.add_argument("--input", required=True, type=Path, help="folder of .wav (any rate) or Sphinx .mfc files")
     if transcripts:
         p.add_argument("--transcripts", required=True, help="lines 'one two three (utterance-id)'")
