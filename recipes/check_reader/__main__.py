@@ -99,7 +99,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     t0 = time.time()
     result = evaluate_strings(model, strings, args.batch_size, args.candidates)
     summary = result.summary()
-    checkpoints = [str(c) for c in args.checkpoint] if isinstance(args.checkpoint, list) else [str(args.checkpoint)]
+    checkpoints = [str(c) for c in args.checkpoint]
     summary.update(data=str(args.data), checkpoint=" ".join(checkpoints), seconds=round(time.time() - t0, 1),
                    criterion=state["train_config"]["criterion"], steps=state["step"])
     print(format_summary(summary))
@@ -175,7 +175,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     cmd_make_data(argparse.Namespace(split_seed=0, digits="", held_out=TrainConfig().held_out, split="held-out",
                                      min_digits=4, max_digits=6, count=args.test_strings, data_seed=12345,
                                      out=str(data)))
-    cmd_evaluate(argparse.Namespace(checkpoint=str(out / CHECKPOINT), data=str(data), out="", device="cpu",
+    cmd_evaluate(argparse.Namespace(checkpoint=[str(out / CHECKPOINT)], data=str(data), out="", device="cpu",
                                     batch_size=32, grammar="", candidates=1))
     print(f"demo total: {time.time() - t0:.0f} s; the run's report: python -m viz.report {out}")
 
