@@ -56,7 +56,7 @@ from .ops.shortest import (
 )
 
 # Composition and friends (ops/compose.py).
-from .ops.compose import compose, determinize, intersect, remove_epsilon
+from .ops.compose import compose, determinize, intersect, minimize, remove_epsilon
 
 # Dense intersection with emission tensors (ops/dense.py).
 from .ops.dense import Alignment, DenseLattice, dense_lattice, dense_score, intersect_dense, viterbi_align

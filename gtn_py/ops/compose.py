@@ -1,4 +1,5 @@
-"""Composition and friends: ``compose``, ``intersect``, ``remove_epsilon``, ``determinize``.
+"""Composition and friends: ``compose``, ``intersect``, ``remove_epsilon``, ``determinize``,
+``minimize``.
 
 Each operation decides the *structure* of its result with a sequential numba kernel over
 numpy copies of the integer structure (the queue of state pairs or subsets cannot be
@@ -13,9 +14,12 @@ composition has. The result is trimmed: only states on a path from a start to an
 accept state are kept (an empty relation gives a graph with no nodes; its weights stay
 connected to autograd, so downstream scores are -inf with zero gradients).
 
-On CUDA the integer structure (and, for :func:`determinize`, a detached float64 copy of
-the weights that decides which subsets are equal) goes to the CPU once per call; the
-result's weights are computed on the inputs' device.
+:func:`minimize` pushes the weights of a deterministic acyclic acceptor towards its start
+and merges equivalent states (Revuz's bottom-up algorithm, by hash-consing in a kernel).
+
+On CUDA the integer structure (and, for :func:`determinize` and :func:`minimize`, a
+detached float64 copy of the weights that decides which subsets or states are equal) goes
+to the CPU once per call; the result's weights are computed on the inputs' device.
 """
 
 from __future__ import annotations
@@ -30,9 +34,9 @@ from torch import Tensor
 from ..errors import CyclicGraphError, InvalidGraphError
 from ..graph import EPSILON, NEG_INF, Graph, check_compatible, gather, subgraph
 from ..semiring import Semiring, get_semiring, kernel_plus
-from .shortest import _depths, _level_sweep, _relax
+from .shortest import _depths, _distances, _level_sweep, _relax
 from .structure import connect
-from .traverse import is_acyclic, reachable
+from .traverse import is_acyclic, reachable, useful_nodes
 
 # ---------------------------------------------------------------------- numba helpers
 
@@ -665,3 +669,179 @@ def determinize(g: Graph, semiring: str | Semiring = "tropical") -> Graph:
     if g.is_batch:  # keep each graph's states together, as Graph.batch lays them out
         out = subgraph(out, torch.argsort(state_graph, stable=True))
     return out
+
+
+# ---------------------------------------------------------------------- minimization
+MINIMIZE_DELTA = 1e-4  # pushed weights are compared after quantization to this step
+
+
+@numba.njit(cache=True, nogil=True)
+def _signature_hash(graph: np.int64, final_level: np.int64, labels: np.ndarray, levels: np.ndarray,
+                    dst_classes: np.ndarray) -> np.int64:  # pragma: no cover - jitted
+    h = np.int64(labels.shape[0]) * np.int64(1000003) ^ graph
+    h = h * np.int64(1000003) ^ final_level
+    for i in range(labels.shape[0]):
+        h = h * np.int64(1000003) ^ labels[i]
+        h = h * np.int64(1000003) ^ levels[i]
+        h = h * np.int64(1000003) ^ dst_classes[i]
+    return h & np.int64(0x3FFFFFFFFFFFFFFF)
+
+
+@numba.njit(cache=True, nogil=True)
+def _merge_kernel(order: np.ndarray, graph: np.ndarray, final_level: np.ndarray, off: np.ndarray,
+                  label: np.ndarray, level: np.ndarray, dst: np.ndarray):  # pragma: no cover - jitted
+    """Classes of equivalent states of a deterministic acyclic acceptor (hash-consing).
+
+    States are visited in ``order``, in which every state comes after the destinations of
+    its arcs (increasing height), so their classes are final when a state is visited. Two
+    states are equivalent iff they have the same graph, the same quantized final weight
+    (``final_level``) and the same out-arcs: label, quantized weight (``level``) and class
+    of the destination (arcs grouped by source in ``off``, sorted by label). Hashes only
+    pick the candidates; signatures are compared in full, so no unequal states merge.
+    Returns each state's class and each class's representative (its first state).
+    """
+    num_states = graph.shape[0]
+    state_class = np.full(num_states, -1, np.int64)
+    representative = np.empty(num_states, np.int64)
+    same_hash = np.empty(num_states, np.int64)  # next class with the same hash
+    keys = np.full(64, -1, np.int64)            # hash table: signature hash -> latest class
+    values = np.empty(64, np.int64)
+    num_classes = 0
+    for q in order:
+        b, e = off[q], off[q + 1]
+        dst_classes = state_class[dst[b:e]]
+        h = _signature_hash(graph[q], final_level[q], label[b:e], level[b:e], dst_classes)
+        slot = _hash_slot(keys, h)
+        target = -1
+        c = values[slot] if keys[slot] != -1 else -1
+        while c != -1 and target == -1:
+            r = representative[c]
+            rb, re = off[r], off[r + 1]
+            if (graph[r] == graph[q] and final_level[r] == final_level[q] and re - rb == e - b
+                    and np.all(label[rb:re] == label[b:e]) and np.all(level[rb:re] == level[b:e])
+                    and np.all(state_class[dst[rb:re]] == dst_classes)):
+                target = c
+            c = same_hash[c]
+        if target == -1:
+            target = num_classes
+            representative[target] = q
+            if keys[slot] == -1:
+                if 2 * (num_classes + 1) > keys.shape[0]:
+                    keys, values = _rehash(keys, values)
+                    slot = _hash_slot(keys, h)
+                keys[slot] = h
+                same_hash[target] = -1
+            else:
+                same_hash[target] = values[slot]
+            values[slot] = target
+            num_classes += 1
+        state_class[q] = target
+    return state_class, representative[:num_classes]
+
+
+def _quantize(values: np.ndarray, delta: float) -> np.ndarray:
+    """Quantization levels as OpenFst's ``Quantize`` (``floor(w / delta + 0.5)``), as the bit
+    patterns of the float levels (exact, and -inf stays distinct); ``+ 0.0`` makes -0 be 0."""
+    return (np.floor(values / delta + 0.5) + 0.0).view(np.int64)
+
+
+def _check_deterministic(g: Graph, off: np.ndarray, label: np.ndarray, node_id: np.ndarray) -> None:
+    """Raise :class:`InvalidGraphError` unless every graph has one start node and no node has
+    two arcs with one label (``node_id``: the node ids of the caller's graph)."""
+    src = np.repeat(np.arange(g.num_nodes), np.diff(off))
+    twins = np.flatnonzero((src[1:] == src[:-1]) & (label[1:] == label[:-1]))
+    if twins.shape[0]:
+        node, bad = int(node_id[src[twins[0]]]), int(label[twins[0]])
+        raise InvalidGraphError(f"minimize needs a deterministic acceptor, but node {node} has several arcs "
+                                f"labelled {bad}; determinize first")
+    starts = g.start_nodes.cpu().numpy()
+    graph_of = g.node_graph.cpu().numpy()[starts]
+    crowded = np.flatnonzero(np.bincount(graph_of, minlength=g.num_graphs) > 1)
+    if crowded.shape[0]:
+        nodes = node_id[starts[graph_of == crowded[0]]].tolist()
+        raise InvalidGraphError(f"minimize needs a deterministic acceptor, but nodes {nodes} are all start "
+                                "nodes of one graph; determinize first")
+
+
+def minimize(g: Graph, semiring: str | Semiring = "tropical", delta: float = MINIMIZE_DELTA) -> Graph:
+    """The minimal deterministic acceptor equivalent to ``g`` in ``semiring`` (each string
+    keeps its score), as OpenFst's ``fstminimize`` of a weighted acceptor.
+
+    ``g`` must be a deterministic acceptor (one start node per graph, no epsilons, no two
+    arcs out of a node with one label: :func:`determinize` makes one) and acyclic after
+    trimming. Nodes on no successful path, and arcs of weight -inf, are removed first.
+
+    Weights are pushed towards the start in ``semiring``: with ``beta(q)`` the total over
+    ``q``'s suffixes, an arc ``p -> q`` gets ``w + beta(q) - beta(p)``, an accept node
+    ``q`` the final weight ``final(q) - beta(q)`` and the start node ``start + beta``.
+    Then equivalent states are merged bottom-up (Revuz's algorithm for acyclic automata,
+    with hash-consing): states are equivalent iff their pushed final weights and their
+    out-arcs (label, pushed weight, class of the destination) agree, weights compared
+    after quantization to ``delta`` (``floor(w / delta + 0.5)``, OpenFst's ``Quantize``;
+    OpenFst's default delta is 1e-6, too fine for float32 weights). The merge is decided
+    on a detached float64 copy of the weights (on the CPU, once per call); each class
+    keeps the pushed weights of one representative state, gathered differentiably, so
+    gradients reach ``g``'s arc, start and final weights (the potentials are
+    differentiable too). In the log semiring ``forward_score(minimize(g, "log"))`` is
+    the same function as ``forward_score(g)``.
+
+    Batches are minimized graph by graph (states of different graphs never merge) and
+    keep their layout. The result's states are in topological order (by decreasing
+    height, then by ``g``'s order) and its arcs sorted by source and label. Raises
+    :class:`InvalidGraphError` on a transducer or a non-deterministic acceptor and
+    :class:`CyclicGraphError` on a cyclic one.
+    """
+    sr = get_semiring(semiring)
+    if not delta > 0:
+        raise ValueError(f"minimize's quantization delta must be > 0, got {delta}")
+    if not g.is_acceptor:
+        bad = int((g.ilabel != g.olabel).nonzero()[0, 0])
+        raise InvalidGraphError(f"minimize needs an acceptor, but arc {bad} has ilabel "
+                                f"{int(g.ilabel[bad])} != olabel {int(g.olabel[bad])}")
+    if bool((g.ilabel == EPSILON).any()):
+        bad = int((g.ilabel == EPSILON).nonzero()[0, 0])
+        raise InvalidGraphError(f"minimize needs a deterministic acceptor, but node {int(g.src[bad])} has an "
+                                f"epsilon arc (arc {bad}); determinize first")
+    possible = g.weights.detach() > NEG_INF
+    if not bool(possible.all()):  # impossible arcs carry no path; their potentials would be -inf
+        arcs = possible.nonzero().reshape(-1)
+        g = g._replace(src=g.src[arcs], dst=g.dst[arcs], ilabel=g.ilabel[arcs], olabel=g.olabel[arcs],
+                       weights=g.weights.index_select(0, arcs))
+    node_id = np.flatnonzero(useful_nodes(g))  # ids in the caller's graph of the kept nodes
+    g = subgraph(g, torch.from_numpy(node_id).to(g.device))
+    src, dst = g.src.cpu().numpy(), g.dst.cpu().numpy()
+    height = _depths(g.num_nodes, dst, src)  # longest distance to a leaf (leaves accept)
+    if g.num_nodes and height[0] < 0:
+        raise CyclicGraphError("minimize supports only acyclic graphs (after trimming useless nodes)")
+    off, label, _, sorted_dst, arc_id = _sorted_arcs(g, g.ilabel, g.olabel)
+    _check_deterministic(g, off, label, node_id)
+
+    # Structure on detached float64 copies; weights differentiably on g's device.
+    host = g.detach().to("cpu", torch.float64)
+    beta_host = _distances(host, sr, reverse=True)[0].numpy()
+    pushed_host = host.weights.numpy() + beta_host[dst] - beta_host[src]
+    state_class, representative = _merge_kernel(
+        np.argsort(height, kind="stable"), g.node_graph.cpu().numpy(),
+        _quantize(host.final_weights.numpy() - beta_host, delta), off, label,
+        _quantize(pushed_host[arc_id], delta), sorted_dst)
+
+    # Classes in topological order: by graph, then decreasing height, then g's node order.
+    layout = np.lexsort((representative, -height[representative], g.node_graph.cpu().numpy()[representative]))
+    representative = representative[layout]
+    renumber = np.empty(layout.shape[0], np.int64)
+    renumber[layout] = np.arange(layout.shape[0])
+    counts = off[representative + 1] - off[representative]
+    first = np.repeat(off[representative] - (np.cumsum(counts) - counts), counts)
+    kept_arcs = first + np.arange(first.shape[0])  # positions in the sorted arcs
+    device = g.device
+    to_device = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+    arcs_d, states_d = to_device(arc_id[kept_arcs]), to_device(representative)
+
+    beta = _path_distances(g.num_nodes, g.dst, g.src, g.weights, g.final_weights, sr)
+    pushed = g.weights + beta[g.dst] - beta[g.src]
+    return Graph._from_tensors(
+        to_device(np.repeat(np.arange(representative.shape[0]), counts)),
+        to_device(renumber[state_class[sorted_dst[kept_arcs]]]),
+        to_device(label[kept_arcs]), to_device(label[kept_arcs]), pushed.index_select(0, arcs_d),
+        (g.start_weights + beta).index_select(0, states_d), (g.final_weights - beta).index_select(0, states_d),
+        node_graph=g.node_graph.index_select(0, states_d) if g.is_batch else None, num_graphs=g.num_graphs)
