@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Callable, List, Tuple, Union
 
+import numpy as np
 import pywrapfst as fst
 import torch
 
@@ -24,6 +25,7 @@ from compose_cases import compose_lexicon_bigram  # noqa: E402  (bench/compose_c
 from timing import median_time  # noqa: E402  (bench/timing.py)
 
 from gtn_py import Graph  # noqa: E402
+from gtn_py.ops.compose import determinize, minimize  # noqa: E402
 from gtn_py.ops.shortest import forward_score, viterbi_score  # noqa: E402
 
 Row = Tuple[str, float, Union[float, None]]
@@ -59,6 +61,23 @@ def deep_dag(num_nodes: int = 20000, num_arcs: int = 100000, seed: int = 0) -> G
     return Graph.from_arcs(num_nodes, src, dst, torch.randint(1, 30, (num_arcs,), generator=gen),
                            weights=-torch.rand(num_arcs, generator=gen) * 3,
                            start=[int(rename[0])], accept=[int(rename[-1])])
+
+
+def word_list(num_words: int = 5000, num_letters: int = 26, seed: int = 0) -> Graph:
+    """An acceptor of ``num_words`` random letter strings (3 to 8 letters), one path each from
+    one start node, with random weights: non-deterministic (paths share first letters), and
+    its trie has many equal suffixes for minimization to merge."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(3, 9, num_words)
+    num_arcs = int(lengths.sum())
+    first = np.zeros(num_arcs, bool)
+    first[np.cumsum(lengths) - lengths] = True
+    src = np.where(first, 0, np.arange(num_arcs))  # node k + 1 is the end of arc k
+    dst = np.arange(1, num_arcs + 1)
+    weights = -np.round(rng.random(num_arcs) * 4) / 4  # few distinct values: suffixes can merge
+    return Graph.from_arcs(num_arcs + 1, src, dst, rng.integers(1, num_letters + 1, num_arcs),
+                           weights=torch.from_numpy(weights), start=[0], accept=np.cumsum(lengths).tolist(),
+                           dtype=torch.float64)
 
 
 def to_openfst(g: Graph, arc_type: str) -> fst.VectorFst:
@@ -132,9 +151,25 @@ def forward_backward_lattice(repeats: int) -> List[Row]:
     return [("forward_score + backward, lattice", median_time(ours, repeats), theirs)]
 
 
+def determinize_minimize_words(repeats: int) -> List[Row]:
+    """determinize (tropical) of a 5000-word list, then minimize of the result, against
+    OpenFst's determinize and minimize (which works in place, so each run minimizes a
+    fresh copy; the copy is timed too)."""
+    g = word_list()
+    d = determinize(g)
+    f = to_openfst(g, "standard")
+    fd = fst.determinize(f)
+    return [
+        (f"determinize, 5000 words ({g.num_nodes} -> {d.num_nodes} states)",
+         median_time(lambda: determinize(g), repeats), median_time(lambda: fst.determinize(f), repeats)),
+        (f"minimize, their trie (-> {minimize(d).num_nodes} states)", median_time(lambda: minimize(d), repeats),
+         median_time(lambda: fd.copy().minimize(), repeats)),
+    ]
+
+
 CASES: List[Callable[[int], List[Row]]] = [
     scores_lattice, scores_lattice_batch, scores_deep_dag, scores_deep_dag_batch, forward_backward_lattice,
-    compose_lexicon_bigram,
+    compose_lexicon_bigram, determinize_minimize_words,
 ]
 
 
