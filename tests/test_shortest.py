@@ -11,7 +11,7 @@ from oracle import node_distances, paths, relation, strings_of, total
 from strategies import graphs
 
 import gtn_py.ops.shortest as shortest
-from gtn_py import DivergenceError, Graph, LogSemiring, gather, is_acyclic
+from gtn_py import TROPICAL, DivergenceError, Graph, LogSemiring, gather, is_acyclic, topological_order
 from gtn_py.ops.shortest import (
     arc_posteriors,
     forward_score,
@@ -263,6 +263,112 @@ def test_no_successful_path_gives_minus_inf_and_zero_gradients(semiring):
         assert all(p.num_nodes == 0 for p in sample(g, 3))
 
 
+# ---------------------------------------------------------------------- differentiable node distances
+DISTANCE_SEMIRINGS = [LogSemiring(), LogSemiring(0.5), LogSemiring(3.0), TROPICAL]
+
+
+@st.composite
+def distance_problems(draw):
+    """An acyclic graph's arcs with continuous random weights (no ties between path scores),
+    a fifth of them -inf, and continuous random ``init`` at its start nodes (-inf elsewhere),
+    so some nodes are unreachable: ``(graph, weights, init)``, float64."""
+    g = draw(graphs(max_nodes=6, max_arcs=10))
+    generator = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+
+    def uniform(n: int) -> torch.Tensor:
+        return torch.rand(n, generator=generator, dtype=torch.float64) * 3 - 2
+
+    weights = uniform(g.num_arcs)
+    weights[torch.rand(g.num_arcs, generator=generator) < 0.2] = NEG_INF
+    init = torch.where(g.start_weights > NEG_INF, uniform(g.num_nodes), torch.full_like(g.start_weights, NEG_INF))
+    return g, weights, init
+
+
+def path_distances(g: Graph, weights, init, sr):
+    return shortest._path_distances(g.num_nodes, g.src, g.dst, weights, init, sr)
+
+
+@given(distance_problems(), st.sampled_from(DISTANCE_SEMIRINGS))
+def test_acyclic_path_distances_pass_gradcheck(problem, sr):
+    g, weights, init = problem
+    w_finite, i_finite = weights > NEG_INF, init > NEG_INF
+
+    def finite_distances(w, i):
+        # -inf inputs and outputs stay fixed (finite differences there are NaN); their
+        # gradients are checked against the level sweep below
+        full_w = torch.full_like(weights, NEG_INF).masked_scatter(w_finite, w)
+        full_i = torch.full_like(init, NEG_INF).masked_scatter(i_finite, i)
+        dist = path_distances(g, full_w, full_i, sr)
+        return torch.where(dist > NEG_INF, dist, torch.zeros_like(dist))
+
+    torch.autograd.gradcheck(finite_distances, (weights[w_finite].requires_grad_(), init[i_finite].requires_grad_()))
+
+
+@given(distance_problems(), st.sampled_from(DISTANCE_SEMIRINGS), st.integers(0, 2**31 - 1))
+def test_acyclic_path_distances_match_level_sweep_and_oracle(problem, sr, seed):
+    g, weights, init = problem
+    w, i = weights.clone().requires_grad_(), init.clone().requires_grad_()
+    dist = path_distances(g, w, i, sr)
+    assert type(dist.grad_fn).__name__ == "_AcyclicDistancesBackward"  # one node, not one per level
+    depth = shortest._depths(g.num_nodes, g.src.numpy(), g.dst.numpy())
+    old = shortest._level_sweep(g.src, g.dst, w, i, sr, depth)[0]
+    assert torch.allclose(dist, old, rtol=1e-12, atol=1e-12)
+    assert torch.equal(dist == NEG_INF, old == NEG_INF)
+    if sr.beta in (1.0, math.inf):
+        want = node_distances(g.with_weights(weights, start_weights=init), "log" if sr.beta == 1.0 else "tropical")
+        assert all(close(a, b, 1e-9) for a, b in zip(dist.tolist(), want)), (dist, want)
+
+    reachable = dist > NEG_INF
+    grad = torch.rand(g.num_nodes, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) - 0.5
+    new_w, new_i = torch.autograd.grad(dist, (w, i), grad)
+    # the level sweep gives NaN (log) or shares ties of -inf (tropical) at unreachable nodes:
+    # compare where it is meaningful, with no gradient entering unreachable nodes
+    old_w, old_i = (torch.zeros_like(x) if d is None else d for x, d in zip((w, i), torch.autograd.grad(
+        old, (w, i), torch.where(reachable, grad, torch.zeros_like(grad)), allow_unused=True)))
+    into_reachable = reachable[g.dst]
+    assert torch.allclose(new_w[into_reachable], old_w[into_reachable], rtol=1e-12, atol=1e-12)
+    assert torch.allclose(new_i[reachable], old_i[reachable], rtol=1e-12, atol=1e-12)
+    # gradient entering an unreachable node goes nowhere; -inf arcs get none
+    assert not torch.isnan(new_w).any() and not torch.isnan(new_i).any()
+    assert not new_w[~into_reachable].any() and not new_i[~reachable].any()
+    assert not new_w[weights == NEG_INF].any()
+
+
+@given(graphs(max_nodes=8, max_arcs=14), st.integers(0, 2**31 - 1))
+def test_level_adjoint_for_cuda_matches_kernel(g, seed):
+    generator = torch.Generator().manual_seed(seed)
+    coefficient = torch.rand(g.num_arcs, generator=generator, dtype=torch.float64)
+    grad = torch.rand(g.num_nodes, generator=generator, dtype=torch.float64) - 0.5
+    depth = shortest._depths(g.num_nodes, g.src.numpy(), g.dst.numpy())
+    levels = shortest._level_adjoint(g.src, g.dst, coefficient, grad, depth)
+    kernel = shortest._adjoint_sweep(topological_order(g).numpy(), g.src.numpy(), g.dst.numpy(), coefficient.numpy(),
+                                     grad.numpy())
+    assert torch.allclose(levels, torch.from_numpy(kernel), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("sr", DISTANCE_SEMIRINGS)
+def test_acyclic_path_distances_float32_and_cycles(sr):
+    torch.manual_seed(0)
+    g = random_dag(300, 1500).double()
+    init = torch.where(g.start_weights > NEG_INF, torch.zeros_like(g.start_weights), g.start_weights)
+    grads = []
+    for dtype in (torch.float64, torch.float32):
+        w, i = (t.detach().to(dtype, copy=True).requires_grad_() for t in (g.weights, init))
+        dist = path_distances(g, w, i, sr)
+        dist[dist > NEG_INF].sum().backward()
+        assert dist.dtype == w.grad.dtype == i.grad.dtype == dtype
+        grads.append((dist.double(), w.grad.double(), i.grad.double()))
+    for wide, narrow in zip(*grads):
+        assert torch.allclose(narrow, wide, rtol=1e-4, atol=1e-5)
+    # cyclic input keeps the relaxation recorded by autograd
+    cyclic = Graph.from_arcs(3, [0, 1, 1], [1, 1, 2], [1, 2, 3], weights=[0.0, -1.0, -0.5], start=[0], accept=[2],
+                             dtype=torch.float64)
+    w = cyclic.weights.clone().requires_grad_()
+    dist = path_distances(cyclic, w, cyclic.start_weights, sr)
+    assert type(dist.grad_fn).__name__ != "_AcyclicDistancesBackward"
+    assert torch.allclose(dist, shortest_distance(cyclic, sr))
+
+
 # ---------------------------------------------------------------------- best paths
 @given(graphs(acyclic=False, max_nodes=3, max_arcs=5))
 def test_viterbi_path_is_a_best_path(g):
@@ -459,3 +565,26 @@ def test_cuda_matches_cpu(semiring):
         assert w.grad.device.type == "cuda"
         assert torch.allclose(viterbi_score(viterbi_path(gpu)).cpu(), viterbi_score(g))
         assert [p.device.type for p in n_best(gpu, 2) + sample(gpu, 2)] == ["cuda"] * 4
+
+
+@cuda
+@pytest.mark.cuda
+@pytest.mark.parametrize("sr", DISTANCE_SEMIRINGS)
+def test_cuda_path_distances_match_cpu(sr):
+    torch.manual_seed(0)
+    g = random_dag(200, 800).double()
+    weights = g.weights.detach().clone()
+    weights[::7] = NEG_INF
+    init = torch.full((g.num_nodes,), NEG_INF, dtype=torch.float64)
+    init[:3] = torch.rand(3, dtype=torch.float64)  # node 1 and 2 may be unreachable from 0
+    grad = torch.rand(g.num_nodes, dtype=torch.float64)
+    results = []
+    for device in ("cpu", "cuda"):
+        w, i = weights.to(device).requires_grad_(), init.to(device).requires_grad_()
+        dist = shortest._path_distances(g.num_nodes, g.src.to(device), g.dst.to(device), w, i, sr)
+        assert type(dist.grad_fn).__name__ == "_AcyclicDistancesBackward"
+        dist.backward(grad.to(device))
+        assert w.grad.device.type == device and not torch.isnan(w.grad).any() and not torch.isnan(i.grad).any()
+        results.append([t.cpu() for t in (dist, w.grad, i.grad)])
+    for on_cpu, on_cuda in zip(*results):
+        assert torch.allclose(on_cuda, on_cpu, rtol=1e-9, atol=1e-12)

@@ -34,7 +34,7 @@ from torch import Tensor
 from ..errors import CyclicGraphError, InvalidGraphError
 from ..graph import EPSILON, NEG_INF, Graph, check_compatible, gather, subgraph
 from ..semiring import Semiring, get_semiring, kernel_plus
-from .shortest import _depths, _distances, _level_sweep, _relax
+from .shortest import _depths, _distances, _path_distances
 from .structure import connect
 from .traverse import is_acyclic, reachable, useful_nodes
 
@@ -381,17 +381,6 @@ def _epsilon_closure(num_nodes: int, src: np.ndarray, dst: np.ndarray, is_eps: n
     return pairs[:num_pairs], lifted[:num_lifted], new_arcs[:num_new]
 
 
-def _path_distances(num_nodes: int, tail: Tensor, head: Tensor, weights: Tensor, init: Tensor,
-                    sr: Semiring) -> Tensor:
-    """Forward distances (from ``init``) that stay differentiable in ``weights`` and ``init``:
-    the level sweep of :mod:`.shortest` on acyclic graphs, its relaxation to a fixed point
-    on cyclic ones (which raises :class:`DivergenceError` when the sum diverges)."""
-    depth = _depths(num_nodes, tail.cpu().numpy(), head.cpu().numpy())
-    if num_nodes == 0 or depth[0] >= 0:
-        return _level_sweep(tail, head, weights, init, sr, depth)[0]
-    return _relax(tail, head, weights, init, sr)[0]
-
-
 def remove_epsilon(g: Graph, semiring: str | Semiring = "log") -> Graph:
     """An equivalent graph without epsilon arcs (arcs whose input and output labels are both
     epsilon; on an acceptor, the label-0 arcs), preserving the weighted relation in
@@ -400,11 +389,12 @@ def remove_epsilon(g: Graph, semiring: str | Semiring = "log") -> Graph:
     Each node ``p`` gets, for every node ``q`` of its epsilon closure and every non-epsilon
     arc ``q -> r``, an arc ``p -> r`` weighted ``d(p, q) + w``, and final weight
     ``(+)_q d(p, q) + final(q)``, where ``d`` is the closure distance (total over the
-    epsilon paths from ``p`` to ``q``). Closure distances are computed with differentiable
-    torch ops over a graph of closure pairs, so the result is differentiable in ``g``'s
-    weights. Epsilon cycles are allowed when their sum converges (tropical: no cycle with a
-    positive score; log: the geometric series converges); otherwise
-    :class:`DivergenceError`. Nodes left useless (entered only by epsilon arcs) are dropped.
+    epsilon paths from ``p`` to ``q``). Closure distances are computed over a graph of
+    closure pairs, differentiably (a closed-form backward when the closure is acyclic), so
+    the result is differentiable in ``g``'s weights. Epsilon cycles are allowed when their
+    sum converges (tropical: no cycle with a positive score; log: the geometric series
+    converges); otherwise :class:`DivergenceError`. Nodes left useless (entered only by
+    epsilon arcs) are dropped.
     """
     sr = get_semiring(semiring)
     g = connect(g)  # useless epsilon cycles must not raise (or cost anything)

@@ -20,6 +20,11 @@ How distances are computed:
   Totals, gradients, paths and samples only look at arcs on some successful path, so a
   divergent cycle that no successful path touches does not matter there.
 
+Gradients of totals are closed-form (forward-backward, or the best path). So are those of
+per-node distances of acyclic graphs (as ``remove_epsilon`` and ``minimize`` use
+them): one adjoint sweep in reverse topological order (a compiled kernel on the CPU, a
+level loop on CUDA) instead of autograd through every level.
+
 A graph without a start node, or without a successful path, has total score -inf, zero
 gradients, an empty best path (a graph with no nodes), no n-best entries and empty samples.
 """
@@ -50,10 +55,10 @@ LOG_MAX_ITERATIONS = 10000
 @numba.njit(cache=True, nogil=True)
 def _acyclic_sweep(num_nodes, tail, head, weights, init, kernel_id, beta):  # pragma: no cover - jitted
     """Kahn's topological sort fused with relaxation: when a node leaves the queue its
-    distance is final, and its out-arcs are pushed into their heads. Returns the distances,
-    the best incoming arc of each node (strict improvements only, so ties keep the first
-    arc seen; -1 where the node's own ``init`` is best) and how many nodes were reached by
-    the sort (fewer than ``num_nodes``: the graph has a cycle)."""
+    distance is final, and its out-arcs are pushed into their heads. Returns the distances
+    (float64), the best incoming arc of each node (strict improvements only, so ties keep
+    the first arc seen; -1 where the node's own ``init`` is best) and the nodes in the
+    order the sort placed them (fewer than ``num_nodes``: the graph has a cycle)."""
     order, offsets = csr_arcs(num_nodes, tail)
     indegree = np.zeros(num_nodes, np.int64)
     for a in range(head.shape[0]):
@@ -83,7 +88,24 @@ def _acyclic_sweep(num_nodes, tail, head, weights, init, kernel_id, beta):  # pr
             if indegree[m] == 0:
                 queue[size] = m
                 size += 1
-    return dist, pred, done
+    return dist, pred, queue[:done]
+
+
+@numba.njit(cache=True, nogil=True)
+def _adjoint_sweep(order, tail, head, coefficient, grad):  # pragma: no cover - jitted
+    """Vector-Jacobian product of acyclic distances, in reverse topological ``order``:
+    ``adjoint[v] = grad[v] + sum over arcs a = (v -> x) of coefficient[a] * adjoint[x]``,
+    where ``coefficient[a]`` is the derivative of ``dist[x]`` w.r.t. ``dist[v]`` through ``a``."""
+    out_arcs, offsets = csr_arcs(grad.shape[0], tail)
+    adjoint = grad.copy()
+    for i in range(order.shape[0] - 1, -1, -1):
+        n = order[i]
+        total = adjoint[n]
+        for k in range(offsets[n], offsets[n + 1]):
+            a = out_arcs[k]
+            total += coefficient[a] * adjoint[head[a]]
+        adjoint[n] = total
+    return adjoint
 
 
 @numba.njit(cache=True, nogil=True)
@@ -172,9 +194,9 @@ def _distances(g: Graph, sr: Semiring, reverse: bool, useful_only: bool = False)
     init = (g.final_weights if reverse else g.start_weights).detach()
     weights = g.weights.detach()
     if g.device.type == "cpu":
-        dist, pred, reached = _acyclic_sweep(g.num_nodes, tail.numpy(), head.numpy(), weights.numpy(),
-                                             init.numpy(), sr.kernel_id, sr.beta)
-        if reached == g.num_nodes:
+        dist, pred, order = _acyclic_sweep(g.num_nodes, tail.numpy(), head.numpy(), weights.numpy(),
+                                           init.numpy(), sr.kernel_id, sr.beta)
+        if order.shape[0] == g.num_nodes:
             return torch.from_numpy(dist).to(weights.dtype), torch.from_numpy(pred)
     else:
         depth = _depths(g.num_nodes, _numpy(tail), _numpy(head))
@@ -342,6 +364,93 @@ class _TotalScore(torch.autograd.Function):
         arc_grad, start_grad, final_grad = _posteriors(g, ctx.sr, ctx.alpha, ctx.total)
         node_scale = grad_total[g.node_graph]
         return arc_grad * node_scale[g.src], start_grad * node_scale, final_grad * node_scale, None, None
+
+
+def _level_adjoint(tail: Tensor, head: Tensor, coefficient: Tensor, grad: Tensor, depth: np.ndarray) -> Tensor:
+    """:func:`_adjoint_sweep` on the tensors' device (for CUDA), one vectorized step per
+    level of ``depth`` from the deepest: a node's out-arcs lead to deeper nodes, whose
+    adjoints are final by then."""
+    levels = int(depth.max(initial=0)) + 1
+    arc_order, arc_offsets = csr_arcs(levels, depth[_numpy(tail)])
+    arc_order_d = torch.from_numpy(arc_order).to(grad.device)
+    adjoint = grad.clone()
+    for level in range(levels - 2, -1, -1):
+        arcs = arc_order_d[arc_offsets[level]:arc_offsets[level + 1]]
+        adjoint.index_add_(0, tail[arcs], coefficient[arcs] * adjoint[head[arcs]])
+    return adjoint
+
+
+def _share(score: Tensor, dist: Tensor, beta: float) -> Tensor:
+    """``exp(beta (score - dist))``: the share of a term ``score`` in a log-semiring distance
+    ``dist`` (its derivative); 0 where ``dist`` is -inf (an unreachable node: -inf - -inf,
+    and no change of a term makes it reachable)."""
+    return torch.where(dist > NEG_INF, torch.exp(beta * (score - dist)), torch.zeros_like(dist))
+
+
+class _AcyclicDistances(torch.autograd.Function):
+    """Distances of an acyclic graph from ``init`` along arcs ``tail -> head``, as the caller
+    found them (``dist``, and ``pred``: each node's best arc, -1 where its ``init`` is best),
+    with a closed-form backward: one adjoint sweep in reverse topological order, over
+    ``schedule``: a topological order of the nodes (host, CPU tensors: a compiled kernel)
+    or their longest-path depths (a level loop on the device).
+
+    The derivative of ``dist[x]`` through an arc ``a = (v -> x)`` is
+    ``exp(beta (dist[v] + w[a] - dist[x]))`` in the log semiring and ``[a is x's best arc]``
+    in the tropical one, and through ``x``'s own ``init`` ``exp(beta (init[x] - dist[x]))`` or
+    ``[init is best]`` (ties: the best arc takes all, where autograd through ``max`` would
+    share). Unreachable nodes pass on no gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, weights: Tensor, init: Tensor, tail: Tensor, head: Tensor,  # type: ignore[override]
+                sr: Semiring, dist: Tensor, pred: Tensor, schedule: np.ndarray) -> Tensor:
+        ctx.save_for_backward(weights, init)
+        ctx.tail, ctx.head, ctx.sr, ctx.dist, ctx.pred, ctx.schedule = tail, head, sr, dist, pred, schedule
+        return dist.to(weights.dtype, copy=True)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_dist: Tensor):  # type: ignore[override]
+        weights, init = ctx.saved_tensors
+        tail, head, sr, dist, pred = ctx.tail, ctx.head, ctx.sr, ctx.dist, ctx.pred
+        if isinstance(sr, TropicalSemiring):
+            through = (pred[head] == torch.arange(head.shape[0], device=head.device)).to(dist.dtype)
+            own = ((pred < 0) & (dist > NEG_INF)).to(dist.dtype)
+        else:
+            through = _share(dist[tail] + weights, dist[head], sr.beta)
+            own = _share(init, dist, sr.beta)
+        grad = grad_dist.to(dist.dtype)
+        if weights.device.type == "cpu":
+            host = lambda t: np.ascontiguousarray(t.numpy())  # noqa: E731
+            adjoint = torch.from_numpy(_adjoint_sweep(ctx.schedule, host(tail), host(head), host(through), host(grad)))
+        else:
+            adjoint = _level_adjoint(tail, head, through, grad, ctx.schedule)
+        grad_weights = (adjoint[head] * through).to(weights.dtype) if ctx.needs_input_grad[0] else None
+        grad_init = (adjoint * own).to(init.dtype) if ctx.needs_input_grad[1] else None
+        return grad_weights, grad_init, None, None, None, None, None, None
+
+
+def _path_distances(num_nodes: int, tail: Tensor, head: Tensor, weights: Tensor, init: Tensor,
+                    sr: Semiring) -> Tensor:
+    """Forward distances (from ``init``) along arcs ``tail -> head`` that stay differentiable
+    in ``weights`` and ``init``. Acyclic graphs: :class:`_AcyclicDistances` over the compiled
+    sweep (CPU, distances in float64) or the level sweep (CUDA). Cyclic graphs: the
+    relaxation to a fixed point recorded by autograd (raises :class:`DivergenceError` when the
+    sum diverges)."""
+    tail_host, head_host = np.ascontiguousarray(_numpy(tail)), np.ascontiguousarray(_numpy(head))
+    if weights.device.type == "cpu":
+        dist, pred, order = _acyclic_sweep(num_nodes, tail_host, head_host, _numpy(weights), _numpy(init),
+                                           sr.kernel_id, sr.beta)
+        if order.shape[0] == num_nodes:
+            return _AcyclicDistances.apply(weights, init, tail, head, sr, torch.from_numpy(dist),
+                                           torch.from_numpy(pred), order)
+    else:
+        depth = _depths(num_nodes, tail_host, head_host)
+        if num_nodes == 0 or depth[0] >= 0:
+            with torch.no_grad():
+                level_dist, level_pred = _level_sweep(tail, head, weights, init, sr, depth)
+            return _AcyclicDistances.apply(weights, init, tail, head, sr, level_dist, level_pred, depth)
+    return _relax(tail, head, weights, init, sr)[0]
 
 
 def total_score(g: GraphLike, semiring: SemiringLike = "log", backend: str = "native") -> Tensor:
