@@ -347,6 +347,22 @@ def test_committee_searches_with_the_mean_of_its_members_scores(tmp_path: Path) 
 
 
 # ---------------------------------------------------------------------- command line
+def test_cli_resume_trains_on_the_runs_own_corpus(tmp_path: Path) -> None:
+    corpus_folder = tmp_path / "corpus"
+    (corpus_folder / "train" / "mfc").mkdir(parents=True)
+    utts = corpus(8)
+    for u in utts:
+        write_mfc(corpus_folder / "train" / "mfc" / f"{u.utt_id}.mfc", u.features)
+    write_transcripts(corpus_folder / "train" / "transcripts.txt", [(u.utt_id, u.words) for u in utts])
+    tiny = ["--model", "ctc", "--channels", "16", "--context", "1", "--hidden", "0", "--stride", "2", "--dropout", "0",
+            "--batch-size", "4", "--valid-size", "0", "--device", "cpu", "--quiet"]
+    out = tmp_path / "run"
+    main(["train", "--out", str(out), "--corpus", str(corpus_folder), "--steps", "1", *tiny])
+    main(["train", "--out", str(out), "--resume", "--steps", "2", *tiny])  # no --corpus: the run's own
+    state = common.load_checkpoint(out / common.CHECKPOINT)
+    assert state["step"] == 2 and state["data"]["corpus"] == str(corpus_folder)
+
+
 @pytest.fixture(scope="module")
 def ctc_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ctc")

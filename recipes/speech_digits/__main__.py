@@ -78,6 +78,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         state = common.load_checkpoint(ckpt)
         model_config = ModelConfig.from_dict(state["model_config"])
         config = TrainConfig(**{**state["train_config"], "steps": args.steps})  # a resumed run may be extended
+        # ... on the data it started with, unless told otherwise
+        data = state.get("data", {})
+        args.corpus = args.corpus or (Path(data["corpus"]) if "corpus" in data else None)
+        args.segmenter = args.segmenter or data.get("segmenter", "")
     torch.manual_seed(config.seed)
     t0 = time.time()
     utterances, source = _training_data(args, model_config.kind)
@@ -143,8 +147,8 @@ def cmd_decode(args: argparse.Namespace) -> None:
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     e, t = EncoderConfig(), TrainConfig()
     p.add_argument("--model", choices=("ctc", "hybrid", "dtw"), default="ctc")
-    p.add_argument("--corpus", type=Path, default=None, help="corpus folder made by prepare "
-                                                            f"(default {corpus_dir(DEFAULT_ROOT, 0)})")
+    p.add_argument("--corpus", type=Path, default=None, help="corpus folder made by prepare (default: a resumed "
+                                                            f"run's own, else {corpus_dir(DEFAULT_ROOT, 0)})")
     p.add_argument("--segmenter", default="", help="dtw: hybrid checkpoint whose forced alignments cut the words")
     p.add_argument("--init", default="", help="checkpoint whose encoder starts this model's (same encoder options)")
     p.add_argument("--channels", type=int, default=e.channels)
