@@ -431,6 +431,24 @@ def _subset_hash(nodes: np.ndarray, levels: np.ndarray) -> np.int64:  # pragma: 
 
 
 @numba.njit(cache=True, nogil=True)
+def _insert_chained(keys, values, same_hash, slot, h, item):  # pragma: no cover - jitted
+    """Insert ``item`` (numbered from 0, so ``item + 1`` are in) under hash ``h``, whose lookup
+    ended at ``slot``. A new hash takes the slot (the table doubles first at half load); a
+    known one keeps its slot, which now points at ``item``, and ``same_hash[item]`` at the
+    items inserted under it before. Returns the table (a new one after growing)."""
+    if keys[slot] == -1:
+        if 2 * (item + 1) > keys.shape[0]:
+            keys, values = _rehash(keys, values)
+            slot = _hash_slot(keys, h)
+        keys[slot] = h
+        same_hash[item] = -1
+    else:
+        same_hash[item] = values[slot]
+    values[slot] = item
+    return keys, values
+
+
+@numba.njit(cache=True, nogil=True)
 def _determinize_kernel(off: np.ndarray, label: np.ndarray, dst: np.ndarray, arc_id: np.ndarray,
                         weights: np.ndarray, start_nodes: np.ndarray, start_res: np.ndarray,
                         start_off: np.ndarray, kernel_id: int, beta: float):  # pragma: no cover - jitted
@@ -540,15 +558,7 @@ def _determinize_kernel(off: np.ndarray, label: np.ndarray, dst: np.ndarray, arc
                 ent_level[num_entries:num_entries + n] = cand_level
                 num_entries += n
                 depth[num_states] = depth[head] + 1
-                if keys[slot] == -1:
-                    if 2 * (num_states + 1) > keys.shape[0]:
-                        keys, values = _rehash(keys, values)
-                        slot = _hash_slot(keys, h)
-                    keys[slot] = h
-                    same_hash[num_states] = -1
-                else:
-                    same_hash[num_states] = values[slot]
-                values[slot] = num_states
+                keys, values = _insert_chained(keys, values, same_hash, slot, h, num_states)
                 num_states += 1
                 state_off[num_states] = num_entries
             if num_arcs == arcs.shape[0]:
@@ -715,15 +725,7 @@ def _merge_kernel(order: np.ndarray, graph: np.ndarray, final_level: np.ndarray,
         if target == -1:
             target = num_classes
             representative[target] = q
-            if keys[slot] == -1:
-                if 2 * (num_classes + 1) > keys.shape[0]:
-                    keys, values = _rehash(keys, values)
-                    slot = _hash_slot(keys, h)
-                keys[slot] = h
-                same_hash[target] = -1
-            else:
-                same_hash[target] = values[slot]
-            values[slot] = target
+            keys, values = _insert_chained(keys, values, same_hash, slot, h, target)
             num_classes += 1
         state_class[q] = target
     return state_class, representative[:num_classes]
