@@ -318,6 +318,13 @@ def _best_paths(g: Graph, alpha: Tensor, pred: Tensor) -> Tuple[Tensor, Tensor, 
             torch.from_numpy(firsts).to(device), ends)
 
 
+def _share(score: Tensor, dist: Tensor, beta: float) -> Tensor:
+    """``exp(beta (score - dist))``: the share of a term ``score`` in a log-semiring distance
+    ``dist`` (its derivative); 0 where ``dist`` is -inf (an unreachable node: -inf - -inf,
+    and no change of a term makes it reachable)."""
+    return torch.where(dist > NEG_INF, torch.exp(beta * (score - dist)), torch.zeros_like(dist))
+
+
 def _posteriors(g: Graph, sr: Semiring, alpha: Tensor, total: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients of the per-graph totals w.r.t. arc, start and final weights (summed over
     graphs). Log semiring: the posterior probabilities ``exp(beta (alpha[src] + w +
@@ -333,16 +340,10 @@ def _posteriors(g: Graph, sr: Semiring, alpha: Tensor, total: Tensor) -> Tuple[T
 
         return counts(w, arcs), counts(start, firsts), counts(final, lasts)
     to_end, _ = _distances(g, sr, reverse=True, useful_only=True)
-    node_total = total[g.node_graph]
-    possible = node_total > NEG_INF
-
-    def probability(log_score: Tensor, finite: Tensor) -> Tensor:
-        # where there is no path the total is -inf, and so is every score: no gradient
-        return torch.exp(sr.beta * torch.where(finite, log_score, log_score.new_full((), NEG_INF)))
-
-    arc_grad = probability(alpha[g.src] + w + to_end[g.dst] - node_total[g.src], possible[g.src])
-    start_grad = probability(start + to_end - node_total, possible)
-    final_grad = probability(alpha + final - node_total, possible)
+    node_total = total[g.node_graph]  # -inf where there is no path: no gradient
+    arc_grad = _share(alpha[g.src] + w + to_end[g.dst], node_total[g.src], sr.beta)
+    start_grad = _share(start + to_end, node_total, sr.beta)
+    final_grad = _share(alpha + final, node_total, sr.beta)
     return arc_grad, start_grad, final_grad
 
 
@@ -378,13 +379,6 @@ def _level_adjoint(tail: Tensor, head: Tensor, coefficient: Tensor, grad: Tensor
         arcs = arc_order_d[arc_offsets[level]:arc_offsets[level + 1]]
         adjoint.index_add_(0, tail[arcs], coefficient[arcs] * adjoint[head[arcs]])
     return adjoint
-
-
-def _share(score: Tensor, dist: Tensor, beta: float) -> Tensor:
-    """``exp(beta (score - dist))``: the share of a term ``score`` in a log-semiring distance
-    ``dist`` (its derivative); 0 where ``dist`` is -inf (an unreachable node: -inf - -inf,
-    and no change of a term makes it reachable)."""
-    return torch.where(dist > NEG_INF, torch.exp(beta * (score - dist)), torch.zeros_like(dist))
 
 
 class _AcyclicDistances(torch.autograd.Function):
