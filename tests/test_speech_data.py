@@ -214,6 +214,51 @@ def test_voice_split_is_disjoint_and_stable() -> None:
 
 
 @needs_synth
+def test_generated_voices_join_training_only() -> None:
+    from recipes.speech_digits.synth import TEST_ESPEAK_ACCENTS, generated_variant, split_voices, utterance_spec
+
+    plain, _ = split_voices("train")
+    more, _ = split_voices("train", generated=3)
+    added = [v for v in more if v not in plain]
+    assert all(v.is_generated for v in added) and not any(v.is_generated for v in plain)
+    assert len(added) == 3 * len({v.name.split("+")[0] for v in plain})  # each generated variant in each accent
+    assert not any(v.name.split("+")[0] in TEST_ESPEAK_ACCENTS for v in added)
+    assert split_voices("test", generated=3) == split_voices("test")
+    with pytest.raises(ValueError, match="generated voices"):
+        split_voices("train", generated=-1)
+    # The test split and the seed's corpus without generated voices are unchanged.
+    test_specs = [utterance_spec(0, "test", i) for i in range(40)]
+    assert [utterance_spec(0, "test", i, generated=3) for i in range(40)] == test_specs
+    assert utterance_spec(0, "train", 9, generated=3) == utterance_spec(0, "train", 9, generated=3)
+    # Each generated variant is a function of (seed, index); the vocal tract scales vary between voices.
+    texts = [generated_variant(0, i) for i in range(30)]
+    assert texts == [generated_variant(0, i) for i in range(30)] and len(set(texts)) == 30
+    assert generated_variant(1, 0) != texts[0]
+    f1 = [int(next(line for line in t.splitlines() if line.startswith("formant 1 ")).split()[2]) for t in texts]
+    assert 70 <= min(f1) < 95 and 130 < max(f1) <= 165
+    keywords = {"language", "name", "pitch", "formant", "flutter", "roughness", "voicing", "breath", "echo"}
+    assert {line.split()[0] for t in texts for line in t.splitlines()} <= keywords
+
+
+@needs_synth
+def test_generated_voice_is_spoken_with_its_own_variant(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from recipes.speech_digits.synth import SynthesisError, Voice, synthesize, utterance_spec, write_generated_variants
+
+    spec = next(s for s in (utterance_spec(0, "train", i, generated=2) for i in range(100)) if s.voice.is_generated)
+    home = write_generated_variants(tmp_path / "corpus", seed=0, count=2)
+    variant = spec.voice.name.split("+")[1]
+    assert (home / "espeak-ng-data" / "voices" / "!v" / variant).read_text().startswith("language variant")
+    spoken = synthesize(spec, seed=0, espeak_home=home)
+    accent_only = synthesize(replace(spec, voice=Voice("espeak-ng", spec.voice.name.split("+")[0])), seed=0)
+    assert spoken.size > 8000 and np.abs(spoken).max() > 1000
+    assert spoken.shape != accent_only.shape or not np.allclose(spoken, accent_only)
+    with pytest.raises(SynthesisError, match="generated voice"):
+        synthesize(spec, seed=0)
+
+
+@needs_synth
 def test_prepare_tiny_corpus_is_deterministic_and_cached(tmp_path: Path) -> None:
     from recipes.speech_digits.synth import prepare, utterance_spec
 

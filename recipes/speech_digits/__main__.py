@@ -31,11 +31,11 @@ def _disk_usage(path: Path) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     for split in ("train", "test"):
-        espeak, flite = split_voices(split)
+        espeak, flite = split_voices(split, args.generated_voices)
         print(f"{split} voices: {len(espeak)} espeak-ng, {len(flite)} flite ({', '.join(v.name for v in flite)})")
     start = time.perf_counter()
     corpus = prepare(args.root, seed=args.seed, sizes={"train": args.train_size, "test": args.test_size},
-                     jobs=args.jobs, log=print)
+                     jobs=args.jobs, log=print, generated=args.generated_voices)
     elapsed = time.perf_counter() - start
     print(f"corpus {corpus}: {_disk_usage(corpus) / 2**20:.1f} MiB, prepared in {elapsed:.1f} s")
     for split in ("train", "test"):
@@ -207,6 +207,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--train-size", type=int, default=3000)
     p.add_argument("--test-size", type=int, default=500)
     p.add_argument("--jobs", type=int, default=None, help="parallel synthesis jobs (default: CPU count)")
+    p.add_argument("--generated-voices", type=int, default=0, metavar="N",
+                   help="N random espeak-ng voice variants join the training voices, in each training accent "
+                        "(a corpus of its own, ROOT/v1-seedS-genN; the test split is unchanged)")
     p.set_defaults(run=cmd_prepare)
 
     p = commands.add_parser("train", help="train a model (torchrun --nproc_per_node=N for data parallelism)")

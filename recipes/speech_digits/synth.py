@@ -7,7 +7,8 @@ so an interrupted run resumes where it stopped).
 
 Voices are split between train and test so the test measures generalisation to unseen voices: test
 voices use espeak-ng accents and voice variants that never occur in training (both held out at once), and
-a flite voice that training never hears.
+a flite voice that training never hears. Training can hear more speakers than espeak-ng installs:
+``generated`` random voice variants (:func:`generated_variant`), spoken in the training accents only.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ TEST_ESPEAK_ACCENTS = ("en-gb-scotland", "en-029")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 TEST_FLITE_VOICES = ("rms",)
 FLITE_SHARE = 0.25  # fraction of utterances spoken by flite
+GENERATED_PREFIX = "gen"  # generated espeak-ng variants are gen000, gen001, ...
+GENERATED_STREAM = 1000  # their random stream: [seed, GENERATED_STREAM, index], apart from the utterances'
+
 SNR_CHOICES_DB = (None, 40.0, 30.0, 20.0, 15.0, 10.0, 5.0)
 NOISE_COLOURS = ("white", "pink", "brown")
 
@@ -53,7 +57,12 @@ class SynthesisError(RuntimeError):
 @dataclass(frozen=True)
 class Voice:
     engine: str  # "espeak-ng" or "flite"
-    name: str  # espeak-ng: accent[+variant], e.g. "en-us+m3"; flite: voice name, e.g. "rms"
+    name: str  # espeak-ng: accent[+variant], e.g. "en-us+m3" or "en-us+gen017"; flite: voice name, e.g. "rms"
+
+    @property
+    def is_generated(self) -> bool:
+        """An espeak-ng voice whose variant is one of :func:`generated_variant`'s, not an installed one."""
+        return self.engine == "espeak-ng" and self.name.partition("+")[2].startswith(GENERATED_PREFIX)
 
     def __str__(self) -> str:
         return f"{self.engine}:{self.name}"
@@ -95,13 +104,18 @@ def require_tools(*tools: str) -> None:
 
 
 @lru_cache(maxsize=1)
-def espeak_variants() -> tuple[str, ...]:
-    """Names of the installed espeak-ng voice variants (files under espeak-ng-data/voices/!v), sorted."""
+def _espeak_data_dir() -> Path:
     require_tools("espeak-ng")
     version = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True, check=True).stdout
     if "Data at:" not in version:
         raise SynthesisError(f"cannot find espeak-ng's data directory in {version!r}")
-    variants_dir = Path(version.split("Data at:")[1].strip()) / "voices" / "!v"
+    return Path(version.split("Data at:")[1].strip())
+
+
+@lru_cache(maxsize=1)
+def espeak_variants() -> tuple[str, ...]:
+    """Names of the installed espeak-ng voice variants (files under espeak-ng-data/voices/!v), sorted."""
+    variants_dir = _espeak_data_dir() / "voices" / "!v"
     return tuple(sorted(p.name for p in variants_dir.iterdir() if p.is_file()))
 
 
@@ -110,23 +124,72 @@ def is_test_variant(variant: str) -> bool:
     return zlib.crc32(variant.encode()) % 4 == 0
 
 
-def split_voices(split: str) -> tuple[list[Voice], list[Voice]]:
-    """(espeak-ng voices, flite voices) of a split."""
+def generated_variant(seed: int, index: int) -> str:
+    """The espeak-ng variant file of generated voice ``index`` (a function of (seed, index) only).
+
+    A random speaker: the vocal tract scaled as a whole (formant frequencies x0.8 to x1.5, log-uniform:
+    from a long adult tract to a child's) with a little jitter per formant, random formant strengths and
+    widths, pitch base and range, flutter and roughness; one voice in six breathy with weak voicing, one
+    in five with an echo. Written in the syntax of espeak-ng's own variants (``voices/!v``)."""
+    rng = np.random.default_rng([seed, GENERATED_STREAM, index])
+    scale = float(np.exp(rng.uniform(np.log(0.8), np.log(1.5))))
+    lines = ["language variant", f"name {GENERATED_PREFIX}{index:03d}"]
+    base = float(np.exp(rng.uniform(np.log(60.0), np.log(260.0))))
+    lines.append(f"pitch {base:.0f} {base * rng.uniform(1.1, 1.8):.0f}")
+    for k in range(9):
+        frequency = 100 * scale * (rng.uniform(0.93, 1.07) if 1 <= k <= 5 else 1.0)
+        strength, width = (rng.uniform(60, 130), rng.uniform(80, 160)) if k <= 5 else (100, 100)
+        lines.append(f"formant {k} {frequency:.0f} {strength:.0f} {width:.0f}")
+    lines.append(f"flutter {rng.integers(0, 26)}")
+    lines.append(f"roughness {rng.integers(0, 5)}")
+    if rng.random() < 1 / 6:
+        breath = np.sort(rng.uniform(0, 80, size=6))[::-1]
+        lines += [f"voicing {rng.integers(10, 41)}", "breath " + " ".join(f"{b:.0f}" for b in breath)]
+    else:
+        lines.append(f"voicing {rng.integers(50, 101)}")
+    if rng.random() < 0.2:
+        lines.append(f"echo {rng.integers(50, 201)} {rng.integers(5, 31)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_generated_variants(corpus: Path, seed: int, count: int) -> Path:
+    """A private copy of espeak-ng's data with the ``count`` generated variants added; returns the folder
+    to pass as ``espeak-ng --path``."""
+    home = corpus / "espeak-ng"
+    data = home / "espeak-ng-data"
+    if not data.exists():
+        tmp = home / f".espeak-ng-data.{os.getpid()}.tmp"
+        shutil.copytree(_espeak_data_dir(), tmp)
+        os.replace(tmp, data)
+    for index in range(count):
+        path = data / "voices" / "!v" / f"{GENERATED_PREFIX}{index:03d}"
+        text = generated_variant(seed, index)
+        if not path.exists() or path.read_text() != text:
+            _atomic_write(path, lambda p, text=text: p.write_text(text))
+    return home
+
+
+def split_voices(split: str, generated: int = 0) -> tuple[list[Voice], list[Voice]]:
+    """(espeak-ng voices, flite voices) of a split; ``generated`` generated variants join the training
+    accents (never the test's)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if not 0 <= generated <= 1000:
+        raise ValueError(f"generated voices: 0 to 1000 (gen000 ... gen999), got {generated}")
     test = split == "test"
     accents = [a for a in ESPEAK_ACCENTS if (a in TEST_ESPEAK_ACCENTS) == test]
     variants = [v for v in espeak_variants() if is_test_variant(v) == test]
     names = [f"{a}+{v}" for a in accents for v in variants]
     if not test:
         names = list(accents) + names  # the accents' own default voices
+        names += [f"{a}+{GENERATED_PREFIX}{i:03d}" for a in accents for i in range(generated)]
     flite = [Voice("flite", v) for v in FLITE_VOICES if (v in TEST_FLITE_VOICES) == test]
     return [Voice("espeak-ng", n) for n in names], flite
 
 
-def utterance_spec(seed: int, split: str, index: int) -> UtteranceSpec:
-    """The ``index``-th utterance of ``split``: a function of (seed, split, index) only."""
-    espeak, flite = split_voices(split)
+def utterance_spec(seed: int, split: str, index: int, generated: int = 0) -> UtteranceSpec:
+    """The ``index``-th utterance of ``split``: a function of (seed, split, index, generated) only."""
+    espeak, flite = split_voices(split, generated)
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     words = tuple(DIGIT_WORDS[i] for i in rng.integers(0, len(DIGIT_WORDS), size=int(rng.integers(1, 8))))
     if rng.random() < FLITE_SHARE:
@@ -163,11 +226,15 @@ def _run(command: list[str], stdin: bytes | None = None) -> bytes:
     return result.stdout
 
 
-def _tts_wav(spec: UtteranceSpec, workdir: str) -> str:
-    """Write the unperturbed TTS output of ``spec`` to a WAV file in ``workdir``; return its path."""
+def _tts_wav(spec: UtteranceSpec, workdir: str, espeak_home: Path | None) -> str:
+    """Write the unperturbed TTS output of ``spec`` to a WAV file in ``workdir``; return its path.
+    ``espeak_home``: the data made by :func:`write_generated_variants`, for generated voices."""
     path = os.path.join(workdir, "tts.wav")
     if spec.voice.engine == "espeak-ng":
-        _run(["espeak-ng", "-v", spec.voice.name, "-s", str(int(spec.rate)), "-p", str(int(spec.pitch)),
+        if spec.voice.is_generated and espeak_home is None:
+            raise SynthesisError(f"{spec.voice} is a generated voice: pass the folder of write_generated_variants")
+        data = ["--path", str(espeak_home)] if spec.voice.is_generated else []
+        _run(["espeak-ng", *data, "-v", spec.voice.name, "-s", str(int(spec.rate)), "-p", str(int(spec.pitch)),
               "-g", str(spec.word_gap), "-w", path, spec.text])
     elif spec.voice.engine == "flite":
         _run(["flite", "-voice", spec.voice.name, "--setf", f"duration_stretch={spec.rate}",
@@ -197,10 +264,12 @@ def active_power(x: np.ndarray, sample_rate: int) -> float:
     return float(power[power >= power.max() * 1e-4].mean()) if power.max() > 0 else 0.0
 
 
-def synthesize(spec: UtteranceSpec, seed: int, sample_rate: int = 16000) -> np.ndarray:
-    """Samples (int16 scale, float64) of one utterance at ``sample_rate``."""
+def synthesize(spec: UtteranceSpec, seed: int, sample_rate: int = 16000,
+               espeak_home: Path | None = None) -> np.ndarray:
+    """Samples (int16 scale, float64) of one utterance at ``sample_rate`` (``espeak_home``: see
+    :func:`write_generated_variants`, needed for generated voices)."""
     with tempfile.TemporaryDirectory(prefix="digits-") as workdir:
-        tts = _tts_wav(spec, workdir)
+        tts = _tts_wav(spec, workdir, espeak_home)
         effects = ["speed", str(spec.speed), "tempo", str(spec.tempo)]
         if spec.reverb is not None:
             effects += ["reverb", str(spec.reverb)]
@@ -220,9 +289,9 @@ def synthesize(spec: UtteranceSpec, seed: int, sample_rate: int = 16000) -> np.n
     return np.clip(x * 32767.0, -32768.0, 32767.0)
 
 
-def corpus_dir(root: str | Path, seed: int) -> Path:
-    """Where the corpus for ``seed`` lives under ``root``."""
-    return Path(root) / f"v{CORPUS_VERSION}-seed{seed}"
+def corpus_dir(root: str | Path, seed: int, generated: int = 0) -> Path:
+    """Where the corpus for ``seed`` (with ``generated`` generated voice variants) lives under ``root``."""
+    return Path(root) / (f"v{CORPUS_VERSION}-seed{seed}" + (f"-gen{generated}" if generated else ""))
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -231,13 +300,14 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.replace(tmp, path)
 
 
-def _make_utterance(spec: UtteranceSpec, seed: int, split_dir: Path, config: MfccConfig) -> bool:
+def _make_utterance(spec: UtteranceSpec, seed: int, split_dir: Path, config: MfccConfig,
+                    espeak_home: Path | None) -> bool:
     """Synthesise one utterance and its features unless cached; True if it was made now."""
     wav = split_dir / "wav" / f"{spec.utt_id}.wav"
     mfc = split_dir / "mfc" / f"{spec.utt_id}.mfc"
     if wav.exists() and mfc.exists():
         return False
-    samples = synthesize(spec, seed, config.sample_rate)
+    samples = synthesize(spec, seed, config.sample_rate, espeak_home)
     _atomic_write(wav, lambda p: write_wav(p, samples, config.sample_rate))
     # Features from the int16 samples as stored, exactly what sphinx_fe would compute from the WAV.
     features = mfcc(np.rint(samples), config)
@@ -252,8 +322,10 @@ def prepare(
     jobs: int | None = None,
     config: MfccConfig = DEFAULT_CONFIG,
     log: Callable[[str], None] | None = None,
+    generated: int = 0,
 ) -> Path:
-    """Make (or complete from the cache) the corpus: for each split, ``sizes[split]`` utterances.
+    """Make (or complete from the cache) the corpus: for each split, ``sizes[split]`` utterances;
+    ``generated`` generated voice variants join the training voices (a corpus of its own).
 
     Writes ``<corpus>/<split>/wav/*.wav``, ``mfc/*.mfc`` (no CMN), ``transcripts.txt`` (Sphinx style,
     exactly the utterances asked for) and ``utterances.tsv`` (the parameters of each). Returns the corpus
@@ -262,22 +334,26 @@ def prepare(
     require_tools("espeak-ng", "flite", "sox")
     sizes = {"train": 3000, "test": 500} if sizes is None else sizes
     jobs = jobs or os.cpu_count() or 1
-    out = corpus_dir(root, seed)
+    out = corpus_dir(root, seed, generated)
+    espeak_home = write_generated_variants(out, seed, generated) if generated else None
     for split, size in sizes.items():
         start = time.perf_counter()
-        made = _prepare_split(out / split, [utterance_spec(seed, split, i) for i in range(size)], seed, jobs, config)
+        specs = [utterance_spec(seed, split, i, generated) for i in range(size)]
+        made = _prepare_split(out / split, specs, seed, jobs, config, espeak_home)
         if log is not None:
             log(f"{split}: {size} utterances ({made} synthesised now, {size - made} cached) "
                 f"in {time.perf_counter() - start:.1f} s with {jobs} jobs")
     return out
 
 
-def _prepare_split(split_dir: Path, specs: list[UtteranceSpec], seed: int, jobs: int, config: MfccConfig) -> int:
+def _prepare_split(split_dir: Path, specs: list[UtteranceSpec], seed: int, jobs: int, config: MfccConfig,
+                   espeak_home: Path | None) -> int:
     """Make the utterances of one split that are not cached, then its lists; return how many were made."""
     (split_dir / "wav").mkdir(parents=True, exist_ok=True)
     (split_dir / "mfc").mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        made = sum(pool.map(functools.partial(_make_utterance, seed=seed, split_dir=split_dir, config=config), specs))
+        made = sum(pool.map(functools.partial(_make_utterance, seed=seed, split_dir=split_dir, config=config,
+                                           espeak_home=espeak_home), specs))
     _atomic_write(split_dir / "transcripts.txt",
                   functools.partial(_write_transcript_file, specs=specs))
     _atomic_write(split_dir / "utterances.tsv", functools.partial(_write_table, specs=specs))
