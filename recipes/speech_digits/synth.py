@@ -45,7 +45,6 @@ TEST_FLITE_VOICES = ("rms",)
 FLITE_SHARE = 0.25  # fraction of utterances spoken by flite
 GENERATED_PREFIX = "gen"  # generated espeak-ng variants are gen000, gen001, ...
 GENERATED_STREAM = 1000  # their random stream: [seed, GENERATED_STREAM, index], apart from the utterances'
-
 SNR_CHOICES_DB = (None, 40.0, 30.0, 20.0, 15.0, 10.0, 5.0)
 NOISE_COLOURS = ("white", "pink", "brown")
 
@@ -62,7 +61,9 @@ class Voice:
     @property
     def is_generated(self) -> bool:
         """An espeak-ng voice whose variant is one of :func:`generated_variant`'s, not an installed one."""
-        return self.engine == "espeak-ng" and self.name.partition("+")[2].startswith(GENERATED_PREFIX)
+        variant = self.name.partition("+")[2]
+        return (self.engine == "espeak-ng" and variant.startswith(GENERATED_PREFIX)
+                and variant[len(GENERATED_PREFIX):].isdigit())
 
     def __str__(self) -> str:
         return f"{self.engine}:{self.name}"
