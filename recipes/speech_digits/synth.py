@@ -166,7 +166,7 @@ def write_generated_variants(corpus: Path, seed: int, count: int) -> Path:
         path = data / "voices" / "!v" / f"{GENERATED_PREFIX}{index:03d}"
         text = generated_variant(seed, index)
         if not path.exists() or path.read_text() != text:
-            _atomic_write(path, lambda p, text=text: p.write_text(text))
+            _atomic_write(path, functools.partial(Path.write_text, data=text))
     return home
 
 
