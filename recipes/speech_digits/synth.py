@@ -295,7 +295,7 @@ def corpus_dir(root: str | Path, seed: int, generated: int = 0) -> Path:
     return Path(root) / (f"v{CORPUS_VERSION}-seed{seed}" + (f"-gen{generated}" if generated else ""))
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(path)}.tmp")
     write(tmp)
     os.replace(tmp, path)
