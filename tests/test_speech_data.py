@@ -259,6 +259,41 @@ def test_generated_voice_is_spoken_with_its_own_variant(tmp_path: Path) -> None:
 
 
 @needs_synth
+def test_as_many_generated_voices_as_espeak_ng_can_list(tmp_path: Path) -> None:
+    """espeak-ng lists at most ~349 voices: past that, a voice dropped from its list is not found or, worse,
+    silently spoken with another. A generated voice must sound the same however many others are listed."""
+    import re
+    from dataclasses import replace
+
+    from recipes.speech_digits.synth import (
+        ESPEAK_ACCENTS,
+        TEST_ESPEAK_ACCENTS,
+        SynthesisError,
+        Voice,
+        synthesize,
+        utterance_spec,
+        write_generated_variants,
+    )
+
+    with pytest.raises(SynthesisError, match="at most") as too_many:
+        write_generated_variants(tmp_path / "corpus", seed=0, count=1000)
+    most = int(re.search(r"at most (\d+) generated", str(too_many.value)).group(1))
+    assert most >= 100  # the fifth session's corpus had 100
+    home = write_generated_variants(tmp_path / "corpus", seed=0, count=most)
+    one = write_generated_variants(tmp_path / "one", seed=0, count=1)
+    spec = replace(utterance_spec(0, "train", 0), rate=170.0, word_gap=0, reverb=None, snr_db=None)
+    accents = [a for a in ESPEAK_ACCENTS if a not in TEST_ESPEAK_ACCENTS]
+
+    def speak(voice: str, espeak_home: Path) -> np.ndarray:
+        return synthesize(replace(spec, voice=Voice("espeak-ng", voice)), seed=0, espeak_home=espeak_home)
+
+    last = [speak(f"{a}+gen{most - 1:03d}", home) for a in accents]
+    assert len({audio.tobytes() for audio in last}) == len(accents)  # each accent its own, none a fallback
+    for accent in accents:
+        assert np.array_equal(speak(f"{accent}+gen000", home), speak(f"{accent}+gen000", one)), accent
+
+
+@needs_synth
 def test_prepare_tiny_corpus_is_deterministic_and_cached(tmp_path: Path) -> None:
     from recipes.speech_digits.synth import prepare, utterance_spec
 

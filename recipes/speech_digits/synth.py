@@ -45,6 +45,9 @@ TEST_FLITE_VOICES = ("rms",)
 FLITE_SHARE = 0.25  # fraction of utterances spoken by flite
 GENERATED_PREFIX = "gen"  # generated espeak-ng variants are gen000, gen001, ...
 GENERATED_STREAM = 1000  # their random stream: [seed, GENERATED_STREAM, index], apart from the utterances'
+# Voice files espeak-ng lists without overflowing its voice list (N_VOICES_LIST = 350, a compile-time
+# constant; measured: 347 language and variant files list cleanly, 348 overflow).
+ESPEAK_MAX_VOICES = 347
 SNR_CHOICES_DB = (None, 40.0, 30.0, 20.0, 15.0, 10.0, 5.0)
 NOISE_COLOURS = ("white", "pink", "brown")
 
@@ -61,9 +64,7 @@ class Voice:
     @property
     def is_generated(self) -> bool:
         """An espeak-ng voice whose variant is one of :func:`generated_variant`'s, not an installed one."""
-        variant = self.name.partition("+")[2]
-        return (self.engine == "espeak-ng" and variant.startswith(GENERATED_PREFIX)
-                and variant[len(GENERATED_PREFIX):].isdigit())
+        return self.engine == "espeak-ng" and is_generated_variant(self.name.partition("+")[2])
 
     def __str__(self) -> str:
         return f"{self.engine}:{self.name}"
@@ -125,6 +126,11 @@ def is_test_variant(variant: str) -> bool:
     return zlib.crc32(variant.encode()) % 4 == 0
 
 
+def is_generated_variant(variant: str) -> bool:
+    """A variant name written by :func:`write_generated_variants` (``gen`` and digits)."""
+    return variant.startswith(GENERATED_PREFIX) and variant[len(GENERATED_PREFIX):].isdigit()
+
+
 def generated_variant(seed: int, index: int) -> str:
     """The espeak-ng variant file of generated voice ``index`` (a function of (seed, index) only).
 
@@ -155,15 +161,32 @@ def generated_variant(seed: int, index: int) -> str:
 
 def write_generated_variants(corpus: Path, seed: int, count: int) -> Path:
     """A private copy of espeak-ng's data with the ``count`` generated variants added; returns the folder
-    to pass as ``espeak-ng --path``."""
+    to pass as ``espeak-ng --path``.
+
+    espeak-ng lists at most :data:`ESPEAK_MAX_VOICES` voice files (languages and variants); past that it
+    drops voices from the list, and a language that is dropped is either "not found" or silently spoken
+    with another voice. So the copy keeps only what the corpus speaks (the English languages and the
+    installed variants; no other language, no mbrola voice), and too many generated variants raise
+    SynthesisError."""
     home = corpus / "espeak-ng"
     data = home / "espeak-ng-data"
     if not data.exists():
         tmp = home / f".espeak-ng-data.{os.getpid()}.tmp"
         shutil.copytree(_espeak_data_dir(), tmp)
         os.replace(tmp, data)
+    # Pruned on every call, not only on copying: copies made before the pruning existed are mended too.
+    shutil.rmtree(data / "voices" / "mb", ignore_errors=True)
+    for path in (data / "lang").rglob("*"):
+        if path.is_file() and not path.name.lower().startswith("en"):
+            path.unlink()
+    variants = data / "voices" / "!v"
+    listed = sum(1 for p in (data / "lang").rglob("*") if p.is_file())
+    listed += sum(1 for p in variants.iterdir() if p.is_file() and not is_generated_variant(p.name))
+    if listed + count > ESPEAK_MAX_VOICES:
+        raise SynthesisError(f"espeak-ng lists at most {ESPEAK_MAX_VOICES} voices and {listed} are installed "
+                             f"English ones: at most {ESPEAK_MAX_VOICES - listed} generated voices, not {count}")
     for index in range(count):
-        path = data / "voices" / "!v" / f"{GENERATED_PREFIX}{index:03d}"
+        path = variants / f"{GENERATED_PREFIX}{index:03d}"
         text = generated_variant(seed, index)
         if not path.exists() or path.read_text() != text:
             _atomic_write(path, functools.partial(Path.write_text, data=text))
@@ -222,7 +245,8 @@ def utterance_spec(seed: int, split: str, index: int, generated: int = 0) -> Utt
 
 def _run(command: list[str], stdin: bytes | None = None) -> bytes:
     result = subprocess.run(command, input=stdin, capture_output=True)
-    if result.returncode != 0:
+    # espeak-ng's full voice list is only a warning, but it may have spoken another voice than asked for.
+    if result.returncode != 0 or b"N_VOICES_LIST" in result.stderr:
         raise SynthesisError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.decode()[-500:]}")
     return result.stdout
 
