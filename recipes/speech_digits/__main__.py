@@ -209,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--jobs", type=int, default=None, help="parallel synthesis jobs (default: CPU count)")
     p.add_argument("--generated-voices", type=int, default=0, metavar="N",
                    help="N random espeak-ng voice variants join the training voices, in each training accent "
-                        "(a corpus of its own, ROOT/v1-seedS-genN; the test split is unchanged)")
+                        "(a corpus of its own, ROOT/v1-seedS-genN; the test split is unchanged; at most 238 with "
+                        "espeak-ng 1.51's 109 English voices, since espeak-ng lists at most 347)")
     p.set_defaults(run=cmd_prepare)
 
     p = commands.add_parser("train", help="train a model (torchrun --nproc_per_node=N for data parallelism)")
