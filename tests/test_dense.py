@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from oracle import paths, plus
 from strategies import graphs
 
-from gtn_py import Graph, LabelError
+import gtn_py
+from gtn_py import Graph, LabelError, WeightError
 from gtn_py.ops import dense
 from gtn_py.ops.dense import dense_lattice, dense_score, intersect_dense, viterbi_align
 
@@ -226,6 +227,29 @@ def test_label_outside_emissions_raises():
     g = Graph.from_arcs(2, [0], [1], [5], start=[0], accept=[1])
     with pytest.raises(LabelError, match="arc 0: ilabel 5"):
         dense_score(g, torch.zeros(1, 2, 3))
+
+
+@backends
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_nan_or_plus_inf_emission_raises(use_kernels, bad, monkeypatch):
+    """A NaN that meets no finite score used to vanish in the max-shifted sums (a finite total for
+    NaN input). Every operation that reads emissions says where it is; beyond a sequence's
+    length nothing is read, so nothing is checked there."""
+    monkeypatch.setattr(dense, "_KERNELS", use_kernels)
+    g = Graph.from_arcs(2, [0, 0, 1], [0, 1, 1], [1, 2, 1], start=[0], accept=[1], dtype=torch.float64)
+    emissions = torch.randn(2, 5, 3, dtype=torch.float64)
+    emissions[1, 3, 1] = bad
+    operations = [lambda e: dense_score(g, e), lambda e: dense_score(g, e, semiring="tropical"),
+                  lambda e: viterbi_align(g, e), lambda e: dense_lattice(g, e),
+                  lambda e: gtn_py.ctc_loss(e.transpose(0, 1), torch.tensor([[1, 2], [2, 1]]), [5, 5], [2, 2])]
+    for operation in operations:
+        with pytest.raises(WeightError, match=r"emissions\[1, 3, 1\] is (nan|inf)"):
+            operation(emissions)
+    padded = dense_score(g, emissions, [5, 3])  # frame 3 of sequence 1 is past its length
+    assert torch.allclose(padded, dense_score(g, emissions.nan_to_num(posinf=0.0), [5, 3]))
+    unread = emissions.clone()
+    unread[1, 3, 1], unread[1, 3, 0] = 0.0, bad  # label 0 is read by no arc
+    assert torch.isfinite(dense_score(g, unread)).all()
 
 
 @pytest.mark.cuda

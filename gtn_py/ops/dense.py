@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from ..errors import DeviceMismatchError, DtypeMismatchError, InvalidGraphError, LabelError
+from ..errors import DeviceMismatchError, DtypeMismatchError, InvalidGraphError, LabelError, WeightError
 from ..graph import NEG_INF, Graph
 from ..k2 import k2_dense_score, use_k2
 from ..semiring import Semiring, get_semiring, segment_max
@@ -90,15 +90,35 @@ class _Layout:
         return _Layout(num_seqs, n, node_seq, src, dst, g.ilabel, arc_seq, columns, arc_column.reshape(-1),
                        _padded_arcs(dst, n), _padded_arcs(src, n), node_order, seq_offsets)
 
-    def emission_columns(self, emissions: Tensor) -> Tensor:
-        """``[T, P]``: the emissions the arcs read, frame by frame (differentiable)."""
+    def emission_columns(self, emissions: Tensor, lengths: Tensor) -> Tensor:
+        """``[T, P]``: the emissions the arcs read, frame by frame (differentiable).
+
+        Raises WeightError where one of them, within its sequence's length, is NaN or +inf: the
+        sweeps' max-shifted sums would drop a NaN that meets no finite score, and give a finite
+        total for it."""
         num_seqs, num_frames, num_labels = emissions.shape
         if self.columns.numel() == 0:  # no arcs: one column that padding slots can read
             return emissions.new_zeros(num_frames, 1)
         frames_major = emissions.transpose(0, 1)
         if frames_major.is_contiguous():  # e.g. CTC's [T, B, V] input: one gather of columns
-            return _GatherColumns.apply(frames_major.reshape(num_frames, num_seqs * num_labels), self.columns)
-        return emissions[self.columns // num_labels, :, self.columns % num_labels].t().contiguous()
+            read = _GatherColumns.apply(frames_major.reshape(num_frames, num_seqs * num_labels), self.columns)
+        else:
+            read = emissions[self.columns // num_labels, :, self.columns % num_labels].t().contiguous()
+        # One reduction in the common case: only NaN or +inf (or an overflow) make the sum so. On
+        # the CPU in numpy, single-threaded: a torch reduction would wake its thread pool.
+        values = read.detach()
+        total = float(values.numpy().sum() if values.device.type == "cpu" else values.sum())
+        if total != total or total == float("inf"):
+            bad = torch.isnan(values) | (values == float("inf"))
+            frames = torch.arange(num_frames, device=read.device)
+            bad &= frames[:, None] < lengths.index_select(0, self.columns // num_labels)[None, :]
+            found = bad.nonzero()
+            if found.numel():
+                t, p = found[0].tolist()
+                column = int(self.columns[p])
+                raise WeightError(f"emissions[{column // num_labels}, {t}, {column % num_labels}] is "
+                                  f"{float(read[t, p])}: emissions are log-scores, finite or -inf")
+        return read
 
 
 class _GatherColumns(torch.autograd.Function):
@@ -611,7 +631,7 @@ def dense_score(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = No
     sr = get_semiring(semiring)
     g, emissions, lens, single, _ = _prepare(graphs, emissions, lengths)
     lay = _Layout.of(g, emissions.shape[0], emissions.shape[2])
-    totals = _DenseScore.apply(g.weights, g.start_weights, g.final_weights, lay.emission_columns(emissions),
+    totals = _DenseScore.apply(g.weights, g.start_weights, g.final_weights, lay.emission_columns(emissions, lens),
                                lay, lens, sr)
     return totals[0] if single else totals
 
@@ -640,7 +660,7 @@ def dense_lattice(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
     with torch.no_grad():
         # Viterbi forward and backward scores: a node (arc) is kept when the best path through
         # it is possible and, with a beam, within ``beam`` of the sequence's best path.
-        columns = lay.emission_columns(emissions.detach())
+        columns = lay.emission_columns(emissions.detach(), lens)
         alpha, _ = _forward_sweep(lay, weights.detach(), start.detach(), columns, tropical)
         betas: List[Tensor] = []
         beta0 = _backward_sweep(lay, weights.detach(), final.detach(), columns, lens, tropical,
@@ -718,8 +738,9 @@ def viterbi_align(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
     lay = _Layout.of(g, num_seqs, emissions.shape[2])
     weights, start, final = g.weights, g.start_weights, g.final_weights
     with torch.no_grad():
-        alpha, slots = _forward_sweep(lay, weights.detach(), start.detach(), lay.emission_columns(emissions.detach()),
-                                      get_semiring("tropical"), backpointers=True)
+        columns = lay.emission_columns(emissions.detach(), lens)
+        alpha, slots = _forward_sweep(lay, weights.detach(), start.detach(), columns, get_semiring("tropical"),
+                                      backpointers=True)
         assert slots is not None
         arcs, first, last = _best_paths(lay, alpha, slots, final.detach(), lens)
     labels = torch.where(arcs >= 0, lay.ilabel[arcs.clamp(min=0)], arcs)
