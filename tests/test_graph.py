@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from oracle import relation, total
 
@@ -59,3 +60,43 @@ def test_to_dtype_and_detach():
     g = gtn_py.string_graph([1, 2], weights=[0.5, 0.25]).to(dtype=torch.float64)
     assert g.dtype == torch.float64 and g.start_weights.dtype == torch.float64
     assert not g.detach().requires_grad
+
+
+def _spoiled(shape, bad, sign=1.0):
+    t = torch.rand(*shape, dtype=torch.float64)
+    t.view(-1)[t.numel() // 2] = sign * bad
+    return t
+
+
+def _graph_builders():
+    from gtn_py.criteria import (
+        asg_transition_graph,
+        crf_log_partition,
+        crf_viterbi,
+        dtw_distance,
+        hmm_topology,
+        recognition_graph,
+        segmentation_graph,
+    )
+
+    k = torch.zeros(4, 4, dtype=torch.float64)
+    seg = segmentation_graph(3, 2, dtype=torch.float64)
+    return {
+        "dtw": lambda bad: dtw_distance(_spoiled((5, 4), bad, -1.0)),  # a distance of -inf is a weight of +inf
+        "crf unary": lambda bad: crf_log_partition(_spoiled((5, 4), bad), k),
+        "crf transitions": lambda bad: crf_log_partition(torch.rand(5, 4, dtype=torch.float64), _spoiled((4, 4), bad)),
+        "crf viterbi": lambda bad: crf_viterbi(_spoiled((5, 4), bad), k),
+        "hmm": lambda bad: hmm_topology(3, transition_scores=_spoiled((3, 3), bad)),
+        "asg": lambda bad: asg_transition_graph(_spoiled((4, 4), bad)),
+        "recognition": lambda bad: recognition_graph(seg, _spoiled((seg.num_arcs, 3), bad)),
+    }
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+@pytest.mark.parametrize("case", sorted(_graph_builders()))
+def test_graphs_built_from_scores_reject_nan_and_plus_inf(case, bad):
+    """The criteria build their graphs from a caller's tensors without Graph.validate; a NaN there
+    that meets no finite score used to vanish in the sweeps' max-shifted sums and give a finite
+    total (DTW, CRF) or -inf. Each constructor checks its weights."""
+    with pytest.raises(gtn_py.WeightError, match="NaN or \\+inf"):
+        _graph_builders()[case](bad)

@@ -48,7 +48,7 @@ def asg_transition_graph(transitions: Tensor) -> Graph:
     final = torch.zeros(num_labels + 1, dtype=transitions.dtype, device=device)
     start = torch.full_like(final, NEG_INF)
     start[0] = 0.0
-    return Graph._from_tensors(src, dst, ilabel, ilabel, weights, start, final)
+    return Graph._from_tensors(src, dst, ilabel, ilabel, weights, start, final).check_weights()
 
 
 def asg_target_graphs(targets: TargetsLike, target_lengths: LengthsLike, transitions: Tensor) -> Graph:

@@ -116,7 +116,8 @@ def _unroll(unary: Tensor, transitions: Tensor, lengths: Tensor | None, start_sc
     end = end_scores[final_tag] if end_scores is not None else unary.new_zeros(num_nodes)
     empty = (lens[node_seq] == 0) & (local == 0)  # an empty sequence: the empty tagging, score 0
     final = torch.where(last, end, torch.where(empty, unary.new_zeros(()), unary.new_full((), NEG_INF)))
-    g = Graph._from_tensors(src, dst, j + 1, j + 1, weights, start, final, node_graph=node_seq, num_graphs=num_seqs)
+    g = Graph._from_tensors(src, dst, j + 1, j + 1, weights, start, final, node_graph=node_seq,
+                            num_graphs=num_seqs).check_weights()
     return _Unrolled(g, b, t, i, j)
 
 

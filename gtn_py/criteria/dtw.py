@@ -119,7 +119,7 @@ def dtw_graph(distances: Tensor, template_lengths: Tensor | Sequence[int] | None
     final = torch.where(last, zero, neg_inf)
     g = Graph._from_tensors(src, dst, i + 1, olabel, weights, start, final,
                             node_graph=None if single else node_pair, num_graphs=1 if single else num_pairs)
-    return g
+    return g.check_weights()
 
 
 def dtw_distance(distances: Tensor, template_lengths: Tensor | Sequence[int] | None = None,

@@ -88,7 +88,7 @@ def hmm_topology(num_states: int, self_loops: bool = True, skips: bool = False,
     if skips and num_states >= 2:
         exit_index[num_states - 1] = 3 * (num_states - 2) + SKIP
     final = torch.where(exit_index >= 0, gather(scores, exit_index), scores.new_full((), NEG_INF))
-    return Graph._from_tensors(src, target + 1, labels, labels, weights, start, final)
+    return Graph._from_tensors(src, target + 1, labels, labels, weights, start, final).check_weights()
 
 
 def hmm_units(num_units: int, num_states: int, self_loops: bool = True, skips: bool = False,

@@ -117,7 +117,7 @@ def recognition_graph(seg: Graph, span_scores: Tensor, label_offset: int = 1,
     ilabel = seg.ilabel.repeat_interleave(num_classes) if keep_spans else classes
     g = seg.to(dtype=span_scores.dtype)
     return g._replace(src=seg.src.repeat_interleave(num_classes), dst=seg.dst.repeat_interleave(num_classes),
-                      ilabel=ilabel, olabel=classes, weights=weights)
+                      ilabel=ilabel, olabel=classes, weights=weights).check_weights()
 
 
 def _piece_counts(num_pieces: PieceCounts, device: torch.device | str | None) -> Tensor:

@@ -38,7 +38,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..errors import DeviceMismatchError, DtypeMismatchError, InvalidGraphError, LabelError, WeightError
-from ..graph import NEG_INF, Graph
+from ..graph import NEG_INF, Graph, has_nan_or_plus_inf
 from ..k2 import k2_dense_score, use_k2
 from ..semiring import Semiring, get_semiring, segment_max
 from .traverse import group_arcs
@@ -104,11 +104,8 @@ class _Layout:
             read = _GatherColumns.apply(frames_major.reshape(num_frames, num_seqs * num_labels), self.columns)
         else:
             read = emissions[self.columns // num_labels, :, self.columns % num_labels].t().contiguous()
-        # One reduction in the common case: only NaN or +inf (or an overflow) make the sum so. On
-        # the CPU in numpy, single-threaded: a torch reduction would wake its thread pool.
-        values = read.detach()
-        total = float(values.numpy().sum() if values.device.type == "cpu" else values.sum())
-        if total != total or total == float("inf"):
+        if has_nan_or_plus_inf(read):
+            values = read.detach()
             bad = torch.isnan(values) | (values == float("inf"))
             frames = torch.arange(num_frames, device=read.device)
             bad &= frames[:, None] < lengths.index_select(0, self.columns // num_labels)[None, :]
