@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gtn_py import Graph, LabelError
+from gtn_py import DtypeMismatchError, Graph, LabelError
 from gtn_py.criteria import (
     CTCLoss,
     ctc_decode,
@@ -122,6 +122,16 @@ def test_ctc_graph_shape():
     assert sizes == [7, 3]  # 2 S + 1 nodes
     with pytest.raises(LabelError):
         ctc_graph(torch.tensor([[1, 0]]), [2])  # the blank inside a target
+
+
+def test_wrong_dtypes_raise():
+    """Float targets were truncated to labels (1.5 read as 1); integer log-probabilities failed
+    deep inside with an untyped RuntimeError."""
+    log_probs = torch.randn(6, 1, 4).log_softmax(-1)
+    with pytest.raises(DtypeMismatchError, match="targets must be integer labels"):
+        ctc_loss(log_probs, torch.tensor([[1.5, 2.0]]), [6], [2])
+    with pytest.raises(DtypeMismatchError, match="log_probs must be floating point"):
+        ctc_loss(log_probs.long(), torch.tensor([[1, 2]]), [6], [2])
 
 
 def test_target_graph_with_alternatives():

@@ -25,7 +25,7 @@ from typing import List, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from ..errors import InvalidGraphError, LabelError
+from ..errors import DtypeMismatchError, InvalidGraphError, LabelError
 from ..graph import NEG_INF, Graph, gather
 from ..ops.dense import GraphsLike, LengthsLike, dense_score, viterbi_align
 from ..ops.traverse import group_arcs
@@ -122,6 +122,8 @@ def label_sequences(targets: TargetsLike, target_lengths: LengthsLike = None, *,
         lengths = torch.tensor([len(t) for t in seqs], dtype=torch.long)
         targets = torch.tensor([x for t in seqs for x in t], dtype=torch.long)
         target_lengths = lengths if target_lengths is None else target_lengths
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise DtypeMismatchError(f"targets must be integer labels, got {targets.dtype}")
     device = torch.device(device) if device is not None else targets.device
     targets = targets.to(device=device, dtype=torch.long)
     if target_lengths is None:
@@ -210,6 +212,8 @@ def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths: LengthsLike, tar
     then averaged over the batch). A target that cannot fit its input has loss ``+inf`` and zero
     gradient; ``zero_infinity=True`` makes that loss 0. ``backend="k2"`` intersects with k2.
     """
+    if not log_probs.dtype.is_floating_point:
+        raise DtypeMismatchError(f"log_probs must be floating point, got {log_probs.dtype}")
     unbatched = log_probs.dim() == 2
     if unbatched:
         log_probs = log_probs.unsqueeze(1)
