@@ -62,7 +62,8 @@ def has_nan_or_plus_inf(values: Tensor) -> bool:
     values = values.detach()
     if values.numel() == 0:
         return False
-    total = float(values.numpy().sum() if values.device.type == "cpu" else values.sum())
+    in_numpy = values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64)
+    total = float(values.numpy().sum() if in_numpy else values.sum())
     if total == total and total != float("inf"):
         return False
     return bool((torch.isnan(values) | (values == float("inf"))).any())
@@ -317,6 +318,7 @@ class Graph:
         (log-scores are finite or -inf). Cheap where all is well: one sum per tensor. Graphs built
         from a caller's scores (DTW, CRF, HMM, ASG, the recognition transformer) are checked so,
         since the sweeps' max-shifted sums would drop a NaN that meets no finite score."""
+        self._flush()
         for what, w in (("arc", self._weights), ("start weight of node", self._start),
                         ("final weight of node", self._final)):
             if has_nan_or_plus_inf(w):
