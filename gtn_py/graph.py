@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -63,7 +64,8 @@ def has_nan_or_plus_inf(values: Tensor) -> bool:
     if values.numel() == 0:
         return False
     in_numpy = values.device.type == "cpu" and values.dtype in (torch.float32, torch.float64)
-    total = float(values.numpy().sum() if in_numpy else values.sum())
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflow or inf - inf is looked at closer below
+        total = float(values.numpy().sum() if in_numpy else values.sum())
     if total == total and total != float("inf"):
         return False
     return bool((torch.isnan(values) | (values == float("inf"))).any())
