@@ -100,3 +100,17 @@ def test_graphs_built_from_scores_reject_nan_and_plus_inf(case, bad):
     total (DTW, CRF) or -inf. Each constructor checks its weights."""
     with pytest.raises(gtn_py.WeightError, match="NaN or \\+inf"):
         _graph_builders()[case](bad)
+
+
+def test_has_nan_or_plus_inf_is_exact():
+    """The one-sum fast path must not be fooled: -inf is fine, an overflowing sum is not +inf,
+    +inf beside -inf (a NaN sum) is found, and dtypes numpy lacks go through torch."""
+    from gtn_py.graph import has_nan_or_plus_inf
+
+    assert not has_nan_or_plus_inf(torch.tensor([1.0, -math.inf]))
+    assert not has_nan_or_plus_inf(torch.tensor([3e38, 3e38]))
+    assert has_nan_or_plus_inf(torch.tensor([math.inf, -math.inf]))
+    assert has_nan_or_plus_inf(torch.tensor([0.0, math.nan], dtype=torch.float64))
+    assert has_nan_or_plus_inf(torch.tensor([1.0, math.nan], dtype=torch.bfloat16))
+    assert not has_nan_or_plus_inf(torch.tensor([1.0, 2.0], dtype=torch.bfloat16))
+    assert not has_nan_or_plus_inf(torch.zeros(0))
