@@ -47,6 +47,7 @@ weights of both graphs; an impossible correct answer gives ``+inf`` and zero gra
 
 from __future__ import annotations
 
+import math
 from typing import Dict, List, NamedTuple, Sequence, Set, Tuple, Union
 
 import torch
@@ -319,6 +320,14 @@ def _contrast(correct: GraphsLike, all_answers: GraphsLike) -> Tuple[Tensor, Ten
     return f_correct, f_wrong, batched
 
 
+def _setting(name: str, value: float, positive: bool = False) -> float:
+    """A loss's margin, saturation or scale: finite (and > 0 where ``positive``), else ValueError
+    (a NaN margin made every loss NaN; a saturation of 0 made every loss 0)."""
+    if not math.isfinite(value) or (positive and value <= 0):
+        raise ValueError(f"{name} must be finite{' and > 0' if positive else ''}, got {value}")
+    return value
+
+
 def _gap(f_correct: Tensor, f_wrong: Tensor) -> Tensor:
     """``F(y) - F(ŷ)``, which is -inf (zero gradient) where there is no incorrect answer and
     +inf (zero gradient) where the correct answer is impossible."""
@@ -341,7 +350,7 @@ def hinge(correct: GraphsLike, all_answers: GraphsLike, margin: float = 1.0, cos
     """
     if cost is None:
         f_correct, f_wrong, batched = _contrast(correct, all_answers)
-        return _finish(torch.relu(margin + _gap(f_correct, f_wrong)), batched, reduction)
+        return _finish(torch.relu(_setting("margin", margin) + _gap(f_correct, f_wrong)), batched, reduction)
     c, a, batched = _pair(correct, all_answers)
     cost_graph, _ = _as_batch(cost)
     augmented = energy(compose(a, cost_graph))
@@ -357,6 +366,7 @@ def log_loss(correct: GraphsLike, all_answers: GraphsLike, reduction: str = "mea
 def lvq2(correct: GraphsLike, all_answers: GraphsLike, saturation: float = 1.0, reduction: str = "mean") -> Tensor:
     """``min(M, max(0, F(y) - F(ŷ)))`` with ``M = saturation`` (margin 0)."""
     f_correct, f_wrong, batched = _contrast(correct, all_answers)
+    saturation = _setting("saturation", saturation, positive=True)
     return _finish(torch.clamp(_gap(f_correct, f_wrong), min=0.0, max=saturation), batched, reduction)
 
 
@@ -377,14 +387,14 @@ def square_square(correct: GraphsLike, all_answers: GraphsLike, margin: float = 
                   reduction: str = "mean") -> Tensor:
     """``F(y)^2 + max(0, margin - F(ŷ))^2`` (margin ``margin``; for non-negative energies)."""
     f_correct, f_wrong, batched = _contrast(correct, all_answers)
-    push_up = torch.relu(margin - f_wrong)  # 0 where there is no incorrect answer (F(ŷ) = +inf)
+    push_up = torch.relu(_setting("margin", margin) - f_wrong)  # 0 where there is no incorrect answer (F(ŷ) = +inf)
     return _finish(_square(f_correct) + push_up ** 2, batched, reduction)
 
 
 def square_exp(correct: GraphsLike, all_answers: GraphsLike, beta: float = 1.0, reduction: str = "mean") -> Tensor:
     """``F(y)^2 + beta exp(-F(ŷ))`` (infinite margin; for non-negative energies)."""
     f_correct, f_wrong, batched = _contrast(correct, all_answers)
-    return _finish(_square(f_correct) + beta * torch.exp(-f_wrong), batched, reduction)
+    return _finish(_square(f_correct) + _setting("beta", beta, positive=True) * torch.exp(-f_wrong), batched, reduction)
 
 
 def mee(correct: GraphsLike, all_answers: GraphsLike, beta: float = 1.0, reduction: str = "mean") -> Tensor:

@@ -231,6 +231,21 @@ def test_mismatched_batches_raise() -> None:
         losses.perceptron([correct, correct], [all_answers])
 
 
+@pytest.mark.parametrize("call", [
+    lambda c, a: losses.hinge(c, a, margin=math.nan),
+    lambda c, a: losses.hinge(c, a, margin=math.inf),
+    lambda c, a: losses.lvq2(c, a, saturation=0.0),
+    lambda c, a: losses.lvq2(c, a, saturation=math.nan),
+    lambda c, a: losses.square_square(c, a, margin=math.nan),
+    lambda c, a: losses.square_exp(c, a, beta=-1.0),
+], ids=["hinge nan", "hinge inf", "lvq2 zero", "lvq2 nan", "square_square nan", "square_exp negative"])
+def test_bad_settings_raise(call: Callable[[Graph, Graph], object]) -> None:
+    """A NaN margin made every loss NaN and a saturation of 0 every loss 0, without a word."""
+    correct, all_answers = answers()
+    with pytest.raises(ValueError, match="must be finite"):
+        call(correct, all_answers)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda() -> None:
