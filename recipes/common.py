@@ -44,6 +44,7 @@ class World:
 
     rank: int = 0
     size: int = 1
+    owns_group: bool = False  # init_world joined the process group, so leave_world leaves it
 
     @property
     def main(self) -> bool:
@@ -65,9 +66,10 @@ def init_world(device: torch.device | str = "cpu") -> World:
     """Join torchrun's process group when launched by torchrun (gloo on CPU, nccl on CUDA)."""
     if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
         return World()
-    if not dist.is_initialized():
+    joined = not dist.is_initialized()
+    if joined:
         dist.init_process_group(backend="nccl" if torch.device(device).type == "cuda" else "gloo")
-    return World(dist.get_rank(), dist.get_world_size())
+    return World(dist.get_rank(), dist.get_world_size(), joined)
 
 
 def broadcast_parameters(model: nn.Module, world: World) -> None:
@@ -110,9 +112,14 @@ def sum_over_processes(values: list[float], world: World) -> list[float]:
     return t.tolist()
 
 
-def barrier(world: World) -> None:
+def leave_world(world: World) -> None:
+    """Wait for every process, then leave the process group if init_world joined it: a gloo group
+    left to the interpreter's exit sometimes aborted a process ("terminate called without an
+    active exception", SIGABRT) after its work was done."""
     if world.size > 1:
         dist.barrier()
+        if world.owns_group:
+            dist.destroy_process_group()
 
 
 # ---------------------------------------------------------------------- schedules

@@ -302,5 +302,5 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resum
     finally:
         bar.close()
         metrics.close()
-    common.barrier(world)
+    common.leave_world(world)
     return ckpt_path

@@ -195,5 +195,5 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utter
     finally:
         bar.close()
         metrics.close()
-    common.barrier(world)
+    common.leave_world(world)
     return ckpt_path
