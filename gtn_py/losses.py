@@ -349,8 +349,9 @@ def hinge(correct: GraphsLike, all_answers: GraphsLike, margin: float = 1.0, cos
     their cost as a margin (an answer the cost graph rejects is not a competitor).
     """
     if cost is None:
+        margin = _setting("margin", margin)
         f_correct, f_wrong, batched = _contrast(correct, all_answers)
-        return _finish(torch.relu(_setting("margin", margin) + _gap(f_correct, f_wrong)), batched, reduction)
+        return _finish(torch.relu(margin + _gap(f_correct, f_wrong)), batched, reduction)
     c, a, batched = _pair(correct, all_answers)
     cost_graph, _ = _as_batch(cost)
     augmented = energy(compose(a, cost_graph))
@@ -365,8 +366,8 @@ def log_loss(correct: GraphsLike, all_answers: GraphsLike, reduction: str = "mea
 
 def lvq2(correct: GraphsLike, all_answers: GraphsLike, saturation: float = 1.0, reduction: str = "mean") -> Tensor:
     """``min(M, max(0, F(y) - F(ŷ)))`` with ``M = saturation`` (margin 0)."""
-    f_correct, f_wrong, batched = _contrast(correct, all_answers)
     saturation = _setting("saturation", saturation, positive=True)
+    f_correct, f_wrong, batched = _contrast(correct, all_answers)
     return _finish(torch.clamp(_gap(f_correct, f_wrong), min=0.0, max=saturation), batched, reduction)
 
 
@@ -386,15 +387,17 @@ def _square(f: Tensor) -> Tensor:
 def square_square(correct: GraphsLike, all_answers: GraphsLike, margin: float = 1.0,
                   reduction: str = "mean") -> Tensor:
     """``F(y)^2 + max(0, margin - F(ŷ))^2`` (margin ``margin``; for non-negative energies)."""
+    margin = _setting("margin", margin)
     f_correct, f_wrong, batched = _contrast(correct, all_answers)
-    push_up = torch.relu(_setting("margin", margin) - f_wrong)  # 0 where there is no incorrect answer (F(ŷ) = +inf)
+    push_up = torch.relu(margin - f_wrong)  # 0 where there is no incorrect answer (F(ŷ) = +inf)
     return _finish(_square(f_correct) + push_up ** 2, batched, reduction)
 
 
 def square_exp(correct: GraphsLike, all_answers: GraphsLike, beta: float = 1.0, reduction: str = "mean") -> Tensor:
     """``F(y)^2 + beta exp(-F(ŷ))`` (infinite margin; for non-negative energies)."""
+    beta = _setting("beta", beta, positive=True)
     f_correct, f_wrong, batched = _contrast(correct, all_answers)
-    return _finish(_square(f_correct) + _setting("beta", beta, positive=True) * torch.exp(-f_wrong), batched, reduction)
+    return _finish(_square(f_correct) + beta * torch.exp(-f_wrong), batched, reduction)
 
 
 def mee(correct: GraphsLike, all_answers: GraphsLike, beta: float = 1.0, reduction: str = "mean") -> Tensor:
