@@ -196,6 +196,14 @@ def write_generated_variants(corpus: Path, seed: int, count: int) -> Path:
 def split_voices(split: str, generated: int = 0) -> tuple[list[Voice], list[Voice]]:
     """(espeak-ng voices, flite voices) of a split; ``generated`` generated variants join the training
     accents (never the test's)."""
+    espeak, flite = _split_voices(split, generated)
+    return list(espeak), list(flite)
+
+
+@functools.cache
+def _split_voices(split: str, generated: int) -> tuple[tuple[Voice, ...], tuple[Voice, ...]]:
+    """:func:`split_voices`, built once per (split, generated): every utterance spec draws from it
+    (building it took 2.5 ms with 200 generated voices, 80 % of a spec's cost)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not 0 <= generated <= 1000:
@@ -207,13 +215,13 @@ def split_voices(split: str, generated: int = 0) -> tuple[list[Voice], list[Voic
     if not test:
         names = list(accents) + names  # the accents' own default voices
         names += [f"{a}+{GENERATED_PREFIX}{i:03d}" for a in accents for i in range(generated)]
-    flite = [Voice("flite", v) for v in FLITE_VOICES if (v in TEST_FLITE_VOICES) == test]
-    return [Voice("espeak-ng", n) for n in names], flite
+    flite = tuple(Voice("flite", v) for v in FLITE_VOICES if (v in TEST_FLITE_VOICES) == test)
+    return tuple(Voice("espeak-ng", n) for n in names), flite
 
 
 def utterance_spec(seed: int, split: str, index: int, generated: int = 0) -> UtteranceSpec:
     """The ``index``-th utterance of ``split``: a function of (seed, split, index, generated) only."""
-    espeak, flite = split_voices(split, generated)
+    espeak, flite = _split_voices(split, generated)
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     words = tuple(DIGIT_WORDS[i] for i in rng.integers(0, len(DIGIT_WORDS), size=int(rng.integers(1, 8))))
     if rng.random() < FLITE_SHARE:
