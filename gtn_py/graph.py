@@ -56,6 +56,11 @@ class Arc:
     weight: float
 
 
+def nan_or_plus_inf(values: Tensor) -> Tensor:
+    """The mask of entries that are no log-score: NaN or +inf."""
+    return torch.isnan(values) | (values == float("inf"))
+
+
 def has_nan_or_plus_inf(values: Tensor) -> bool:
     """Whether ``values`` hold a NaN or +inf, in one reduction where they do not: their sum is NaN
     or +inf only then (or when it overflows, which costs a closer look). On the CPU in numpy,
@@ -68,7 +73,7 @@ def has_nan_or_plus_inf(values: Tensor) -> bool:
         total = float(values.numpy().sum() if in_numpy else values.sum())
     if total == total and total != float("inf"):
         return False
-    return bool((torch.isnan(values) | (values == float("inf"))).any())
+    return bool(nan_or_plus_inf(values).any())
 
 
 def gather(values: Tensor, index: Tensor, fill: float = 0.0) -> Tensor:
@@ -324,7 +329,7 @@ class Graph:
         for what, w in (("arc", self._weights), ("start weight of node", self._start),
                         ("final weight of node", self._final)):
             if has_nan_or_plus_inf(w):
-                bad = int((torch.isnan(w) | (w == float("inf"))).nonzero()[0, 0])
+                bad = int(nan_or_plus_inf(w).nonzero()[0, 0])
                 raise WeightError(f"{what} {bad}: weight {float(w[bad])} is NaN or +inf")
         return self
 

@@ -38,7 +38,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from ..errors import DeviceMismatchError, DtypeMismatchError, InvalidGraphError, LabelError, WeightError
-from ..graph import NEG_INF, Graph, has_nan_or_plus_inf
+from ..graph import NEG_INF, Graph, has_nan_or_plus_inf, nan_or_plus_inf
 from ..k2 import k2_dense_score, use_k2
 from ..semiring import Semiring, get_semiring, segment_max
 from .traverse import group_arcs
@@ -105,8 +105,7 @@ class _Layout:
         else:
             read = emissions[self.columns // num_labels, :, self.columns % num_labels].t().contiguous()
         if has_nan_or_plus_inf(read):
-            values = read.detach()
-            bad = torch.isnan(values) | (values == float("inf"))
+            bad = nan_or_plus_inf(read.detach())
             frames = torch.arange(num_frames, device=read.device)
             bad &= frames[:, None] < lengths.index_select(0, self.columns // num_labels)[None, :]
             found = bad.nonzero()
