@@ -394,7 +394,9 @@ def labelled_scores(path_graphs) -> list:
 def test_n_best_matches_enumeration_and_openfst(g, k):
     got = n_best(g, k)
     scores = [viterbi_score(p).item() for p in got]
-    assert scores == sorted(scores, reverse=True)
+    # Best first; ties may differ in the last bit, since a path graph sums its weights in another
+    # order than n_best did (found by hypothesis: -4.126 before -4.1259999999999994).
+    assert all(a >= b or close(a, b, 1e-9) for a, b in zip(scores, scores[1:]))
     # OpenFst is exact on cyclic graphs too
     theirs = path_scores_of(fst.shortestpath(to_openfst(g, "standard"), nshortest=k))
     assert all(close(a, b, 1e-5) for a, b in zip(scores, theirs)) and len(theirs) == len(scores)
