@@ -16,6 +16,7 @@ from recipes.speech_digits.frontend import (
     MfccConfig,
     cepstral_transform,
     frames,
+    frequency_mask,
     frequency_warp,
     mel_filterbank,
     mfcc,
@@ -133,6 +134,22 @@ def test_frequency_warp_approximates_a_scaled_spectrum(alpha: float) -> None:
     plain, scaled = cepstra(1.0), cepstra(alpha)
     assert np.abs(plain @ frequency_warp(alpha) - scaled).max() < np.abs(plain - scaled).max() / 3
 
+
+def test_frequency_mask_flattens_its_band_over_time() -> None:
+    """Cepstra of changing log mel energies, masked at filters 6-9: those filters (as recovered from the
+    masked cepstra) keep their mean and lose most of their change over time; filters far from the band
+    keep theirs. The 13 cepstra of 20 filters are a smooth spectrum, so the band's edges blur a little."""
+    np.testing.assert_allclose(frequency_mask(4, 0), np.eye(13), atol=1e-12)
+    transform = cepstral_transform()
+    rng = np.random.default_rng(0)
+    mel = rng.normal(size=(400, 20)) @ transform @ np.linalg.pinv(transform)  # energies the cepstra can hold
+    mel -= mel.mean(axis=0)
+    masked = (mel @ transform) @ frequency_mask(6, 4) @ np.linalg.pinv(transform)
+    change = masked.std(axis=0) / mel.std(axis=0)
+    assert change[6:10].max() < 0.4 and np.delete(change, range(5, 11)).min() > 0.95
+    np.testing.assert_allclose(masked.mean(axis=0), 0.0, atol=1e-12)
+    with pytest.raises(ValueError, match="outside"):
+        frequency_mask(18, 4)
 
 def test_mfcc_of_silence_is_finite() -> None:
     feats = mfcc(np.zeros(4000))

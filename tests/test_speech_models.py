@@ -19,7 +19,7 @@ from recipes import common
 from recipes.speech_digits.__main__ import main
 from recipes.speech_digits.data import DIGIT_WORDS, Utterance, write_transcripts
 from recipes.speech_digits.evaluate import Result, edit_distance, write_report
-from recipes.speech_digits.frontend import frequency_warp
+from recipes.speech_digits.frontend import frequency_mask, frequency_warp
 from recipes.speech_digits.hybrid import SILENCE, isolated_words, state_segments
 from recipes.speech_digits.mfc import write_mfc
 from recipes.speech_digits.models import (
@@ -285,6 +285,14 @@ def test_augmented_features_are_reproducible_perturbations() -> None:
     assert a.dtype == np.float32 and a.shape[1] == 13
     assert len(x) / 1.15 - 1 <= len(a) <= len(x) / 0.85 + 1
     assert not np.allclose(augment_features(x, np.random.default_rng(5))[:len(x) // 2], x[:len(x) // 2])
+    # A frequency mask is drawn after the other perturbations, so freq_mask = 0 perturbs as before and
+    # freq_mask > 0 is the same perturbation with one band masked.
+    masked = augment_features(x, np.random.default_rng([0, 1, 2]), freq_mask=5)
+    assert masked.shape == a.shape and not np.allclose(masked, a)
+    rng = np.random.default_rng([0, 1, 2])
+    augment_features(x, rng)
+    band = int(rng.integers(1, 6))
+    np.testing.assert_allclose(masked, a @ frequency_mask(int(rng.integers(0, 20 - band + 1)), band), atol=1e-5)
 
 
 def test_training_resumes_exactly(tmp_path: Path) -> None:

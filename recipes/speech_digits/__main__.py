@@ -20,7 +20,7 @@ from .data import Utterance, load_corpus, load_directory, load_labelled
 from .evaluate import Result, decode_features, evaluate_model, format_summary, write_report
 from .models import EncoderConfig, ModelConfig
 from .synth import corpus_dir, prepare, split_voices
-from .train import TrainConfig, load_model, train
+from .train import NUM_FILTERS, TrainConfig, load_model, train
 
 DEFAULT_ROOT = Path("data/speech_digits")
 
@@ -72,7 +72,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     model_config = ModelConfig(kind=args.model, encoder=encoder, options=options)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
                          seed=args.seed, valid_size=args.valid_size, valid_every=args.valid_every,
-                         checkpoint_every=args.checkpoint_every, augment=args.augment)
+                         checkpoint_every=args.checkpoint_every, augment=args.augment,
+                         freq_mask=args.freq_mask)
     ckpt = Path(args.out) / common.CHECKPOINT
     if args.resume and ckpt.exists():
         state = common.load_checkpoint(ckpt)
@@ -172,6 +173,16 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=t.checkpoint_every)
     p.add_argument("--augment", action="store_true", help="perturb training features (tempo, vocal tract "
                                                            "warp, cepstral gains, time masks)")
+    p.add_argument("--freq-mask", type=_mel_filters, default=t.freq_mask, metavar="FILTERS",
+                   help=f"with --augment, also hold one band of up to FILTERS of the {NUM_FILTERS} mel filters "
+                        "at its mean (SpecAugment's frequency mask; 0: none)")
+
+
+def _mel_filters(text: str) -> int:
+    filters = int(text)
+    if not 0 <= filters <= NUM_FILTERS:
+        raise argparse.ArgumentTypeError(f"a band of 0 to {NUM_FILTERS} mel filters, got {text}")
+    return filters
 
 
 def _factors(text: str) -> tuple[float, ...]:

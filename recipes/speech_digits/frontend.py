@@ -148,6 +148,21 @@ def frequency_warp(alpha: float | np.ndarray, config: MfccConfig = DEFAULT_CONFI
     return np.linalg.pinv(transform) @ resample @ transform
 
 
+def frequency_mask(start: int, width: int, config: MfccConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """``[num_cepstra, num_cepstra]`` matrix ``A`` such that ``cepstra @ A`` hide mel filters
+    ``start .. start + width - 1``: their log energies are recovered from the cepstra by least squares
+    (as in :func:`frequency_warp`) and set to zero, which for mean-normalised features is each filter's
+    utterance mean, so the band keeps its average level and loses its changes over time (SpecAugment's
+    frequency mask, for cepstra). 13 cepstra hold a smooth spectrum only, so the mask is soft: a band
+    of 4 filters keeps a fifth to a third of its changes. ``width = 0`` gives the identity."""
+    n = config.num_filters
+    if not (0 <= start and width >= 0 and start + width <= n):
+        raise ValueError(f"mask of filters {start}..{start + width - 1} lies outside 0..{n - 1}")
+    keep = np.ones(n)
+    keep[start:start + width] = 0.0
+    transform = cepstral_transform(config)
+    return np.linalg.pinv(transform) @ (keep[:, None] * transform)
+
 def frames(samples: np.ndarray, config: MfccConfig = DEFAULT_CONFIG) -> np.ndarray:
     """Pre-emphasised analysis frames ``[T, frame_size]`` with sphinx_fe's framing.
 

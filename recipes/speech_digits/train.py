@@ -19,7 +19,7 @@ from torch import nn
 
 from .. import common
 from .data import Utterance
-from .frontend import DEFAULT_CONFIG, frequency_warp
+from .frontend import DEFAULT_CONFIG, frequency_mask, frequency_warp
 from .models import Committee, FrameScorer, ModelConfig, Recognizer, build_model, make_batch
 
 NUM_FILTERS = DEFAULT_CONFIG.num_filters
@@ -39,6 +39,7 @@ class TrainConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     augment: bool = False       # perturb training features (see augment_features)
+    freq_mask: int = 0          # with augment: mask one band of up to this many mel filters
 
 
 def split_valid(utterances: Sequence[Utterance], valid_size: int) -> tuple[list[Utterance], list[Utterance]]:
@@ -64,13 +65,14 @@ def epoch_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int) -
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def augment_features(features: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def augment_features(features: np.ndarray, rng: np.random.Generator, freq_mask: int = 0) -> np.ndarray:
     """A perturbed copy of one utterance's features, to generalise to unseen voices and rates:
     a tempo change (frames resampled by linear interpolation, factor 0.85-1.15), a vocal tract
     warp of the spectrum (frequencies scaled by 0.8-1.45, unequally, :func:`frequency_warp`),
     a random gain per cepstral coefficient (a further spectral-envelope change), and one masked
     stretch of up to 10 frames (SpecAugment's time mask; features are mean-normalised, so zero is
-    the mean)."""
+    the mean); with ``freq_mask`` > 0 also one band of up to that many mel filters held at its mean
+    (SpecAugment's frequency mask, :func:`frequency_mask`)."""
     frames = len(features)
     length = max(1, int(round(frames / rng.uniform(0.85, 1.15))))
     position = np.linspace(0, frames - 1, length)
@@ -88,6 +90,9 @@ def augment_features(features: np.ndarray, rng: np.random.Generator) -> np.ndarr
     if width and length > 4 * width:
         start = int(rng.integers(0, length - width))
         out[start:start + width] = 0.0
+    if freq_mask > 0:  # drawn after the others, so that freq_mask = 0 perturbs as before
+        band = int(rng.integers(1, freq_mask + 1))
+        out = out @ frequency_mask(int(rng.integers(0, NUM_FILTERS - band + 1)), band)
     return out.astype(np.float32)
 
 
@@ -163,7 +168,7 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utter
             chosen = [train_set[i] for i in indices]
             features = [u.features for u in chosen]
             if config.augment:
-                features = [augment_features(f, np.random.default_rng([config.seed, step, int(i)]))
+                features = [augment_features(f, np.random.default_rng([config.seed, step, int(i)]), config.freq_mask)
                             for f, i in zip(features, indices)]
             batch = make_batch(features, [u.words for u in chosen], [u.utt_id for u in chosen], dev)
             lr = common.warmup_cosine(step, config.steps, config.lr, config.warmup)
