@@ -329,6 +329,26 @@ def test_cli_evaluate_and_decode(tmp_path, capsys):
     assert len(lines) == 7 and lines[0].startswith(str(tmp_path / "x.png"))
     # The PNG (inverted back) reads like the same image from the .npz.
     assert lines[0].split("\t")[1:] == lines[1].split("\t")[1:]
+    # --grid reads with other candidate cuts than the checkpoint's (and says so in evaluation.json).
+    cli(["decode", "--checkpoint", str(tmp_path / CHECKPOINT), "--grid", "3", str(tmp_path / "test.npz")])
+    fine = [(text, confidence.split()[0]) for _, text, confidence in
+            (line.split("\t") for line in capsys.readouterr().out.strip().splitlines())]
+    model, _ = load_model(tmp_path / CHECKPOINT)
+    images = [strings.image(i) for i in range(6)]
+
+    def reading() -> list[tuple[str, str]]:
+        with torch.no_grad():
+            return [(r.text, f"{r.confidence:.4f}") for r in read_batch(model, images)]
+
+    as_trained = reading()
+    model.config.cuts = CutConfig(grid=3)
+    assert fine == reading() != as_trained
+    cli(["evaluate", "--checkpoint", str(tmp_path / CHECKPOINT), "--data", str(tmp_path / "test.npz"), "--grid", "3"])
+    assert json.loads((tmp_path / "evaluation.json").read_text())["grid"] == 3
+    with pytest.raises(SystemExit):
+        cli(["decode", "--checkpoint", str(tmp_path / CHECKPOINT), "--grid", "0", str(tmp_path / "x.png")])
+    with pytest.raises(ValueError, match="grid"):
+        CutConfig(grid=0)
 
 
 def test_committee_reads_with_the_mean_of_its_members_scores(tmp_path, capsys, digits):

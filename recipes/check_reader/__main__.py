@@ -10,9 +10,11 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .. import common
 from .data import GeneratorConfig, load_strings, make_strings, read_png, save_strings
@@ -56,7 +58,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--channels", type=int, nargs=2, default=[8, 16], help="conv channels of the recogniser")
     p.add_argument("--hidden", type=int, default=64, help="hidden units of the recogniser")
-    p.add_argument("--grid", type=int, default=c.grid, help="spacing of the regular candidate cuts (px)")
+    p.add_argument("--grid", type=_positive_int, default=c.grid, help="spacing of the regular candidate cuts (px)")
     p.add_argument("--max-span", type=int, default=c.max_span, help="pieces per span at most")
     p.add_argument("--grammar", default="any", help="'any' or 'length:MIN-MAX' composed into the graph")
 
@@ -89,10 +91,29 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"checkpoint: {path}")
 
 
-def cmd_evaluate(args: argparse.Namespace) -> dict:
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a positive number of pixels, got {text}")
+    return value
+
+
+def _load_reader(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
+    """The reader of ``--checkpoint`` (a committee if repeated), with the reading options'
+    overrides of its grammar and of the spacing of its regular cuts applied."""
     model, state = load_model(args.checkpoint, args.device)
+    config: ModelConfig = model.config  # type: ignore[assignment]
     if args.grammar:
-        model.config.grammar = args.grammar  # type: ignore[union-attr]
+        config.grammar = args.grammar
+    if args.grid is not None:
+        if config.kind != "segmentation":
+            sys.exit("--grid sets the candidate cuts of segmentation readers; a CTC reader reads column windows")
+        config.cuts = replace(config.cuts, grid=args.grid)
+    return model, state
+
+
+def cmd_evaluate(args: argparse.Namespace) -> dict:
+    model, state = _load_reader(args)
     strings = load_strings(args.data)
     if any(not s for s in strings.labels):
         sys.exit(f"{args.data}: evaluate needs a label for every string")
@@ -101,7 +122,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     summary = result.summary()
     checkpoints = [str(c) for c in args.checkpoint]
     summary.update(data=str(args.data), checkpoint=" ".join(checkpoints), seconds=round(time.time() - t0, 1),
-                   criterion=state["train_config"]["criterion"], steps=state["step"])
+                   criterion=state["train_config"]["criterion"], steps=state["step"], grammar=model.config.grammar,
+                   grid=model.config.cuts.grid if model.config.kind == "segmentation" else None)
     print(format_summary(summary))
     out = Path(args.out) if args.out else Path(checkpoints[0]).parent / "evaluation.json"
     summary["examples"] = [{"label": t, "text": r.text, "confidence": r.confidence}
@@ -137,9 +159,7 @@ def _normalise_png(img: np.ndarray) -> np.ndarray:
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
-    model, _ = load_model(args.checkpoint, args.device)
-    if args.grammar:
-        model.config.grammar = args.grammar  # type: ignore[union-attr]
+    model, _ = _load_reader(args)
     names, images = _read_inputs(args.inputs)
     for start in range(0, len(images), args.batch_size):
         batch = images[start:start + args.batch_size]
@@ -176,13 +196,16 @@ def cmd_demo(args: argparse.Namespace) -> None:
                                      min_digits=4, max_digits=6, count=args.test_strings, data_seed=12345,
                                      out=str(data)))
     cmd_evaluate(argparse.Namespace(checkpoint=[str(out / CHECKPOINT)], data=str(data), out="", device="cpu",
-                                    batch_size=32, grammar="", candidates=1))
+                                    batch_size=32, grammar="", grid=None, candidates=1))
     print(f"demo total: {time.time() - t0:.0f} s; the run's report: python -m viz.report {out}")
 
 
 def _add_reading_options(p: argparse.ArgumentParser) -> None:
     """Options of the commands that read strings with a trained checkpoint (evaluate, decode)."""
     p.add_argument("--grammar", default="", help="override the checkpoint's grammar ('any', 'length:4-6')")
+    p.add_argument("--grid", type=_positive_int, default=None,
+                   help="override the spacing of the regular candidate cuts (px) the readers were trained with "
+                        "(a finer grid puts more true boundaries near a cut, at more spans to score)")
     p.add_argument("--candidates", type=int, default=1,
                    help="read the most probable of the K best Viterbi strings (1: the Viterbi path's string)")
     p.add_argument("--batch-size", type=int, default=32)

@@ -26,6 +26,11 @@ class CutConfig:
     max_span: int = 8      # a span covers at most this many pieces ...
     max_width: int = 28    # ... and at most this many pixels
 
+    def __post_init__(self) -> None:
+        for name in ("grid", "min_piece", "max_span", "max_width"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"CutConfig.{name} must be at least 1, got {getattr(self, name)}")
+
 
 def candidate_cuts(image: np.ndarray, config: CutConfig) -> np.ndarray:
     """Sorted x positions of the candidate cuts of a [28, W] image (first 0... last W region ends)."""
