@@ -351,6 +351,24 @@ def test_cli_evaluate_and_decode(tmp_path, capsys):
         CutConfig(grid=0)
 
 
+def test_init_starts_a_reader_from_another_runs_weights(tmp_path):
+    """--init with --pretrain-steps 0 fine-tunes a trained reader, here with other cuts: its weights
+    start as the first run's (a tiny learning rate keeps them there), and the run records where from."""
+    cli(["train", "--out", str(tmp_path / "a"), *TRAIN_ARGS])
+    first = tmp_path / "a" / CHECKPOINT
+    tuned = ["--pretrain-steps", "0", "--grid", "7", "--lr", "1e-9"]
+    cli(["train", "--out", str(tmp_path / "b"), *TRAIN_ARGS, *tuned, "--init", str(first)])
+    cli(["train", "--out", str(tmp_path / "c"), *TRAIN_ARGS, *tuned])
+    a, b, c = (torch.load(tmp_path / run / CHECKPOINT, weights_only=False) for run in "abc")
+    assert b["train_config"]["init"] == str(first) and b["model_config"]["cuts"]["grid"] == 7
+    for name in a["model"]:
+        torch.testing.assert_close(b["model"][name], a["model"][name], atol=1e-6, rtol=0)
+        assert not torch.allclose(c["model"][name], a["model"][name], atol=1e-6, rtol=0), name
+    cli(["train", "--out", str(tmp_path / "ctc"), *TRAIN_ARGS, "--criterion", "ctc"])
+    with pytest.raises(ValueError, match="ctc reader cannot start a segmentation reader"):
+        cli(["train", "--out", str(tmp_path / "d"), *TRAIN_ARGS, "--init", str(tmp_path / "ctc" / CHECKPOINT)])
+
+
 def test_committee_reads_with_the_mean_of_its_members_scores(tmp_path, capsys, digits):
     for seed in ("1", "2"):
         cli(["train", "--out", str(tmp_path / seed), *TRAIN_ARGS, "--seed", seed])

@@ -48,6 +48,8 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--digits", default="", help="digit-set .npz (images uint8 [N,28,28], labels); "
                                                  "default: the embedded MNIST sample")
     p.add_argument("--held-out", type=float, default=d.held_out, help="fraction of digits held out")
+    p.add_argument("--init", default="", help="checkpoint whose weights start this reader (same --channels and "
+                                               "--hidden; e.g. with --pretrain-steps 0 to fine-tune with other cuts)")
     p.add_argument("--min-digits", type=int, default=g.min_digits)
     p.add_argument("--max-digits", type=int, default=g.max_digits)
     p.add_argument("--distort", type=float, default=g.distort,
@@ -71,7 +73,7 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
     config = TrainConfig(criterion=args.criterion, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          pretrain_steps=args.pretrain_steps, pretrain_batch=args.pretrain_batch,
                          margin=args.margin, seed=args.seed, split_seed=args.split_seed, digits=args.digits,
-                         held_out=args.held_out,
+                         init=args.init, held_out=args.held_out,
                          generator=gen, valid_strings=args.valid_strings, valid_every=args.valid_every,
                          checkpoint_every=args.checkpoint_every)
     return model, config
@@ -114,6 +116,7 @@ def _load_reader(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     model, state = _load_reader(args)
+    config: ModelConfig = model.config  # type: ignore[assignment]
     strings = load_strings(args.data)
     if any(not s for s in strings.labels):
         sys.exit(f"{args.data}: evaluate needs a label for every string")
@@ -122,8 +125,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     summary = result.summary()
     checkpoints = [str(c) for c in args.checkpoint]
     summary.update(data=str(args.data), checkpoint=" ".join(checkpoints), seconds=round(time.time() - t0, 1),
-                   criterion=state["train_config"]["criterion"], steps=state["step"], grammar=model.config.grammar,
-                   grid=model.config.cuts.grid if model.config.kind == "segmentation" else None)
+                   criterion=state["train_config"]["criterion"], steps=state["step"], grammar=config.grammar,
+                   grid=config.cuts.grid if config.kind == "segmentation" else None)
     print(format_summary(summary))
     out = Path(args.out) if args.out else Path(checkpoints[0]).parent / "evaluation.json"
     summary["examples"] = [{"label": t, "text": r.text, "confidence": r.confidence}

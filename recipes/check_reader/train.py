@@ -59,6 +59,7 @@ class TrainConfig:
     seed: int = 0                   # initialisation and the strings drawn at each step
     split_seed: int = 0             # the digit split: readers trained from several seeds share it
     digits: str = ""                # digit-set .npz ('' = the embedded MNIST sample)
+    init: str = ""                  # checkpoint whose weights start this reader's (same recogniser size)
     held_out: float = 0.125         # fraction of digits kept out of training (split by digit)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     valid_strings: int = 200        # strings of held-out digits decoded at each validation
@@ -256,6 +257,13 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resum
     ckpt_path = out / CHECKPOINT
     torch.manual_seed(config.seed)
     model: Reader = build_reader(model_config).to(dev)  # type: ignore[assignment]
+    if config.init:
+        # Fine-tuning: another run's weights, read through this run's cuts, grammar and schedule.
+        state = common.load_checkpoint(config.init, dev)
+        if ModelConfig.from_dict(state["model_config"]).kind != model_config.kind:
+            raise ValueError(f"{config.init}: a {state['model_config']['kind']} reader cannot start a "
+                             f"{model_config.kind} reader")
+        model.load_state_dict(state["model"])
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     train_digits, held_digits = digit_split(config)
     metrics = common.MetricsLog(out / METRICS, enabled=world.main)
