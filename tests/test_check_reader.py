@@ -367,6 +367,8 @@ def test_init_starts_a_reader_from_another_runs_weights(tmp_path):
     cli(["train", "--out", str(tmp_path / "ctc"), *TRAIN_ARGS, "--criterion", "ctc"])
     with pytest.raises(ValueError, match="ctc reader cannot start a segmentation reader"):
         cli(["train", "--out", str(tmp_path / "d"), *TRAIN_ARGS, "--init", str(tmp_path / "ctc" / CHECKPOINT)])
+    with pytest.raises(SystemExit, match="CTC reader reads column windows"):
+        cli(["decode", "--checkpoint", str(tmp_path / "ctc" / CHECKPOINT), "--grid", "4", str(tmp_path / "x.png")])
 
 
 def test_committee_reads_with_the_mean_of_its_members_scores(tmp_path, capsys, digits):
@@ -386,6 +388,9 @@ def test_committee_reads_with_the_mean_of_its_members_scores(tmp_path, capsys, d
     cli(["train", "--out", str(tmp_path / "grid"), *TRAIN_ARGS, "--grid", "7"])
     with pytest.raises(ValueError, match="same cuts"):
         load_model([paths[0], tmp_path / "grid" / CHECKPOINT])
+    # Read with one grid, readers trained with other grids make a committee.
+    mixed, _ = load_model([paths[0], tmp_path / "grid" / CHECKPOINT], grid=4)
+    assert mixed.config.cuts == CutConfig(grid=4) and len(mixed.recogniser.members) == 2
 
 
 def test_metrics_by_hand():

@@ -10,7 +10,6 @@ import argparse
 import os
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -103,14 +102,12 @@ def _positive_int(text: str) -> int:
 def _load_reader(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
     """The reader of ``--checkpoint`` (a committee if repeated), with the reading options'
     overrides of its grammar and of the spacing of its regular cuts applied."""
-    model, state = load_model(args.checkpoint, args.device)
-    config: ModelConfig = model.config  # type: ignore[assignment]
+    try:
+        model, state = load_model(args.checkpoint, args.device, grid=args.grid)
+    except ValueError as error:
+        sys.exit(str(error))
     if args.grammar:
-        config.grammar = args.grammar
-    if args.grid is not None:
-        if config.kind != "segmentation":
-            sys.exit("--grid sets the candidate cuts of segmentation readers; a CTC reader reads column windows")
-        config.cuts = replace(config.cuts, grid=args.grid)
+        model.config.grammar = args.grammar  # type: ignore[union-attr]
     return model, state
 
 

@@ -84,16 +84,27 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return common.warmup_cosine(step, config.steps, config.lr, config.warmup)
 
 
-def load_model(path: str | Path | Sequence[str | Path], device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+def load_model(path: str | Path | Sequence[str | Path], device: torch.device | str = "cpu",
+               grid: int | None = None) -> tuple[nn.Module, dict]:
     """A reader from a checkpoint written by :func:`train`, and the checkpoint. Several checkpoints
     of segmentation readers with the same cuts make one reader whose recogniser is their
-    :class:`Committee` (the state returned is the first one's)."""
+    :class:`Committee` (the state returned is the first one's). ``grid`` reads with regular cuts
+    at that spacing instead of the checkpoints' (segmentation readers only)."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     states = [common.load_checkpoint(p, device) for p in paths]
-    first = ModelConfig.from_dict(states[0]["model_config"])
+
+    def reading_config(state: dict) -> ModelConfig:
+        config = ModelConfig.from_dict(state["model_config"])
+        if grid is not None:
+            if config.kind != "segmentation":
+                raise ValueError("a grid of cuts is for segmentation readers; a CTC reader reads column windows")
+            config.cuts = replace(config.cuts, grid=grid)
+        return config
+
+    first = reading_config(states[0])
     models: list[Reader] = []
     for p, state in zip(paths, states):
-        config = ModelConfig.from_dict(state["model_config"])
+        config = reading_config(state)
         model: Reader = build_reader(config).to(device)  # type: ignore[assignment]
         model.load_state_dict(state["model"])
         model.eval()
