@@ -163,6 +163,7 @@ def frequency_mask(start: int, width: int, config: MfccConfig = DEFAULT_CONFIG) 
     transform = cepstral_transform(config)
     return np.linalg.pinv(transform) @ (keep[:, None] * transform)
 
+
 def frames(samples: np.ndarray, config: MfccConfig = DEFAULT_CONFIG) -> np.ndarray:
     """Pre-emphasised analysis frames ``[T, frame_size]`` with sphinx_fe's framing.
 
