@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -344,7 +344,14 @@ def test_cli_evaluate_and_decode(tmp_path, capsys):
     model.config.cuts = CutConfig(grid=3)
     assert fine == reading() != as_trained
     cli(["evaluate", "--checkpoint", str(tmp_path / CHECKPOINT), "--data", str(tmp_path / "test.npz"), "--grid", "3"])
-    assert json.loads((tmp_path / "evaluation.json").read_text())["grid"] == 3
+    assert json.loads((tmp_path / "evaluation.json").read_text())["cuts"] == asdict(CutConfig(grid=3))
+    capsys.readouterr()
+    cli(["decode", "--checkpoint", str(tmp_path / CHECKPOINT), "--grid", "3", "--min-piece", "1",
+         str(tmp_path / "test.npz")])
+    finer = [(text, confidence.split()[0]) for _, text, confidence in
+             (line.split("\t") for line in capsys.readouterr().out.strip().splitlines())]
+    model.config.cuts = CutConfig(grid=3, min_piece=1)
+    assert finer == reading() != fine
     with pytest.raises(SystemExit):
         cli(["decode", "--checkpoint", str(tmp_path / CHECKPOINT), "--grid", "0", str(tmp_path / "x.png")])
     with pytest.raises(ValueError, match="grid"):
@@ -367,7 +374,7 @@ def test_init_starts_a_reader_from_another_runs_weights(tmp_path):
     cli(["train", "--out", str(tmp_path / "ctc"), *TRAIN_ARGS, "--criterion", "ctc"])
     with pytest.raises(ValueError, match="ctc reader cannot start a segmentation reader"):
         cli(["train", "--out", str(tmp_path / "d"), *TRAIN_ARGS, "--init", str(tmp_path / "ctc" / CHECKPOINT)])
-    with pytest.raises(SystemExit, match="CTC reader reads column windows"):
+    with pytest.raises(SystemExit, match="a CTC reader reads column windows"):
         cli(["decode", "--checkpoint", str(tmp_path / "ctc" / CHECKPOINT), "--grid", "4", str(tmp_path / "x.png")])
 
 
@@ -389,8 +396,8 @@ def test_committee_reads_with_the_mean_of_its_members_scores(tmp_path, capsys, d
     with pytest.raises(ValueError, match="same cuts"):
         load_model([paths[0], tmp_path / "grid" / CHECKPOINT])
     # Read with one grid, readers trained with other grids make a committee.
-    mixed, _ = load_model([paths[0], tmp_path / "grid" / CHECKPOINT], grid=4)
-    assert mixed.config.cuts == CutConfig(grid=4) and len(mixed.recogniser.members) == 2
+    mixed, _ = load_model([paths[0], tmp_path / "grid" / CHECKPOINT], cuts={"grid": 4, "min_piece": 1})
+    assert mixed.config.cuts == CutConfig(grid=4, min_piece=1) and len(mixed.recogniser.members) == 2
 
 
 def test_metrics_by_hand():

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels", type=int, nargs=2, default=[8, 16], help="conv channels of the recogniser")
     p.add_argument("--hidden", type=int, default=64, help="hidden units of the recogniser")
     p.add_argument("--grid", type=_positive_int, default=c.grid, help="spacing of the regular candidate cuts (px)")
+    p.add_argument("--min-piece", type=_positive_int, default=c.min_piece,
+                   help="narrowest piece between two cuts (px; a grid cut closer than this to a projection "
+                        "minimum is dropped)")
     p.add_argument("--max-span", type=int, default=c.max_span, help="pieces per span at most")
     p.add_argument("--grammar", default="any", help="'any' or 'length:MIN-MAX' composed into the graph")
 
@@ -68,7 +72,8 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
     gen = GeneratorConfig(min_digits=args.min_digits, max_digits=args.max_digits, distort=args.distort)
     model = ModelConfig(kind="ctc" if args.criterion == "ctc" else "segmentation",
                         channels=tuple(args.channels), hidden=args.hidden,
-                        cuts=CutConfig(grid=args.grid, max_span=args.max_span), grammar=args.grammar)
+                        cuts=CutConfig(grid=args.grid, min_piece=args.min_piece, max_span=args.max_span),
+                        grammar=args.grammar)
     config = TrainConfig(criterion=args.criterion, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          pretrain_steps=args.pretrain_steps, pretrain_batch=args.pretrain_batch,
                          margin=args.margin, seed=args.seed, split_seed=args.split_seed, digits=args.digits,
@@ -101,9 +106,11 @@ def _positive_int(text: str) -> int:
 
 def _load_reader(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
     """The reader of ``--checkpoint`` (a committee if repeated), with the reading options'
-    overrides of its grammar and of the spacing of its regular cuts applied."""
+    overrides of its grammar and of its cuts applied."""
     try:
-        model, state = load_model(args.checkpoint, args.device, grid=args.grid)
+        cuts = {name: value for name, value in (("grid", args.grid), ("min_piece", args.min_piece))
+                if value is not None}
+        model, state = load_model(args.checkpoint, args.device, cuts=cuts)
     except ValueError as error:
         sys.exit(str(error))
     if args.grammar:
@@ -123,7 +130,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     checkpoints = [str(c) for c in args.checkpoint]
     summary.update(data=str(args.data), checkpoint=" ".join(checkpoints), seconds=round(time.time() - t0, 1),
                    criterion=state["train_config"]["criterion"], steps=state["step"], grammar=config.grammar,
-                   grid=config.cuts.grid if config.kind == "segmentation" else None)
+                   cuts=asdict(config.cuts) if config.kind == "segmentation" else None)
     print(format_summary(summary))
     out = Path(args.out) if args.out else Path(checkpoints[0]).parent / "evaluation.json"
     summary["examples"] = [{"label": t, "text": r.text, "confidence": r.confidence}
@@ -196,7 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
                                      min_digits=4, max_digits=6, count=args.test_strings, data_seed=12345,
                                      out=str(data)))
     cmd_evaluate(argparse.Namespace(checkpoint=[str(out / CHECKPOINT)], data=str(data), out="", device="cpu",
-                                    batch_size=32, grammar="", grid=None, candidates=1))
+                                    batch_size=32, grammar="", grid=None, min_piece=None, candidates=1))
     print(f"demo total: {time.time() - t0:.0f} s; the run's report: python -m viz.report {out}")
 
 
@@ -206,6 +213,9 @@ def _add_reading_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", type=_positive_int, default=None,
                    help="override the spacing of the regular candidate cuts (px) the readers were trained with "
                         "(a finer grid puts more true boundaries near a cut, at more spans to score)")
+    p.add_argument("--min-piece", type=_positive_int, default=None,
+                   help="override the narrowest piece between two cuts (px; a grid cut closer than this to a "
+                        "projection minimum is dropped)")
     p.add_argument("--candidates", type=int, default=1,
                    help="read the most probable of the K best Viterbi strings (1: the Viterbi path's string)")
     p.add_argument("--batch-size", type=int, default=32)

@@ -21,7 +21,7 @@ loss is scaled so that the averaged gradient is the single-process one).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -85,20 +85,21 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 def load_model(path: str | Path | Sequence[str | Path], device: torch.device | str = "cpu",
-               grid: int | None = None) -> tuple[nn.Module, dict]:
+               cuts: Mapping[str, int] | None = None) -> tuple[nn.Module, dict]:
     """A reader from a checkpoint written by :func:`train`, and the checkpoint. Several checkpoints
     of segmentation readers with the same cuts make one reader whose recogniser is their
-    :class:`Committee` (the state returned is the first one's). ``grid`` reads with regular cuts
-    at that spacing instead of the checkpoints' (segmentation readers only)."""
+    :class:`Committee` (the state returned is the first one's). ``cuts`` reads with these
+    :class:`CutConfig` settings instead of the checkpoints' (e.g. ``{"grid": 4}``; segmentation
+    readers only), so readers trained with other cuts can make one committee."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     states = [common.load_checkpoint(p, device) for p in paths]
 
     def reading_config(state: dict) -> ModelConfig:
         config = ModelConfig.from_dict(state["model_config"])
-        if grid is not None:
+        if cuts:
             if config.kind != "segmentation":
-                raise ValueError("a grid of cuts is for segmentation readers; a CTC reader reads column windows")
-            config.cuts = replace(config.cuts, grid=grid)
+                raise ValueError("cuts are for segmentation readers; a CTC reader reads column windows")
+            config.cuts = replace(config.cuts, **cuts)
         return config
 
     first = reading_config(states[0])
