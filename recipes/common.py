@@ -16,7 +16,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -162,9 +162,43 @@ def restore(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer
             device: torch.device | str = "cpu") -> int:
     """Load a run's checkpoint into ``model`` and ``optimizer``; the step it was written at."""
     state = load_checkpoint(path, device)
+    if "optimizer" not in state:
+        raise ValueError(f"{path} holds averaged weights and no optimizer state: start a run from it "
+                         "with --init, not --resume")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return int(state["step"])
+
+
+def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
+    """The uniform average of the weights of several checkpoints of one model (a "model soup",
+    Wortsman et al. 2022). Runs fine-tuned from one ancestor usually lie in one basin of the loss,
+    where their average reads better than each of them; runs trained from different starts do
+    not, so average only relatives. Every checkpoint must have the first one's model config and
+    tensors; integer tensors (counters) must be equal. The optimizer state is dropped: the result
+    is for reading and for ``--init``, not for ``--resume``. ``averaged_from`` records the inputs."""
+    if len(paths) < 2:
+        raise ValueError("averaging needs at least two checkpoints")
+    states = [load_checkpoint(p) for p in paths]
+    first = states[0]
+    for path, state in zip(paths[1:], states[1:]):
+        if state["model_config"] != first["model_config"]:
+            raise ValueError(f"{path}: its model config differs from {paths[0]}'s")
+        shapes = {k: v.shape for k, v in state["model"].items()}
+        if shapes != {k: v.shape for k, v in first["model"].items()}:
+            raise ValueError(f"{path}: its tensors differ from {paths[0]}'s in names or shapes")
+    weights = {}
+    for name, tensor in first["model"].items():
+        if tensor.is_floating_point():
+            mean = torch.stack([s["model"][name].to(torch.float64) for s in states]).mean(0)
+            weights[name] = mean.to(tensor.dtype)
+        elif all(torch.equal(s["model"][name], tensor) for s in states[1:]):
+            weights[name] = tensor
+        else:
+            raise ValueError(f"{name}: integer tensors differ between the checkpoints, so they cannot be averaged")
+    out = {k: v for k, v in first.items() if k != "optimizer"}
+    out.update(model=weights, averaged_from=[str(p) for p in paths])
+    return out
 
 
 class MetricsLog:

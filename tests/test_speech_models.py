@@ -354,6 +354,37 @@ def test_committee_searches_with_the_mean_of_its_members_scores(tmp_path: Path) 
         load_model([paths[0], ctc])
 
 
+def test_average_makes_one_model_of_the_mean_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    utterances = corpus(8)
+    config = TrainConfig(steps=2, batch_size=4, lr=1e-2, warmup=1, valid_size=0)
+    hybrid = ModelConfig("hybrid", TINY, {"states": 2})
+    parent = train(tmp_path / "parent", hybrid, config, utterances, show_progress=False)
+    paths = [train(tmp_path / f"h{seed}", hybrid, TrainConfig(**{**config.__dict__, "seed": seed}), utterances,
+                   show_progress=False, init=parent) for seed in (1, 2)]
+    soup = tmp_path / "soup.pt"
+    main(["average", "--checkpoint", str(paths[0]), "--checkpoint", str(paths[1]), "--out", str(soup)])
+    assert "mean of 2" in capsys.readouterr().out
+    a, b = (common.load_checkpoint(p)["model"] for p in paths)
+    state = common.load_checkpoint(soup)
+    assert state["averaged_from"] == [str(p) for p in paths] and "optimizer" not in state
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    for name, value in state["model"].items():
+        torch.testing.assert_close(value, (a[name] + b[name]) / 2)
+    # the soup reads as a model of its own, and starts runs (--init) but cannot be resumed
+    model, _ = load_model(soup)
+    batch = make_batch([u.features for u in utterances], [u.words for u in utterances])
+    assert len(model.decode(batch)) == len(utterances)
+    train(tmp_path / "from_soup", hybrid, config, utterances, show_progress=False, init=soup)
+    with pytest.raises(ValueError, match="--init, not --resume"):
+        common.restore(soup, model, torch.optim.SGD(model.parameters(), lr=0.1))
+    # only checkpoints of one model config average
+    ctc = train(tmp_path / "ctc", ModelConfig("ctc", TINY), config, utterances, show_progress=False)
+    with pytest.raises(SystemExit, match="model config differs"):
+        main(["average", "--checkpoint", str(paths[0]), "--checkpoint", str(ctc), "--out", str(tmp_path / "x.pt")])
+    with pytest.raises(SystemExit, match="at least two"):
+        main(["average", "--checkpoint", str(paths[0]), "--out", str(tmp_path / "x.pt")])
+
+
 # ---------------------------------------------------------------------- command line
 def test_cli_resume_trains_on_the_runs_own_corpus(tmp_path: Path) -> None:
     corpus_folder = tmp_path / "corpus"

@@ -1,4 +1,4 @@
-"""python -m recipes.speech_digits {prepare,train,evaluate,decode} ...
+"""python -m recipes.speech_digits {prepare,train,evaluate,decode,average} ...
 
 Connected spoken digits recognised three ways through gtn_py graphs: word-level CTC, an HMM/NN
 hybrid and DTW templates (see README_RECIPES.md, "Speech digits").
@@ -208,6 +208,15 @@ def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:
     p.add_argument("--viz-count", type=int, default=4, help="utterances drawn in the report")
 
 
+def cmd_average(args: argparse.Namespace) -> None:
+    try:
+        state = common.average_checkpoints(args.checkpoint)
+    except ValueError as e:
+        sys.exit(f"average: {e}")
+    common.save_checkpoint(args.out, state)
+    print(f"written: {args.out} (the mean of {len(args.checkpoint)} checkpoints' weights)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m recipes.speech_digits", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -245,6 +254,13 @@ def main(argv: list[str] | None = None) -> None:
     _add_input_options(p, transcripts=False)
     p.add_argument("--viz", default="", help="folder for a report of the decoded alignments")
     p.set_defaults(run=cmd_decode)
+
+    p = commands.add_parser("average", help="average the weights of runs fine-tuned from one ancestor "
+                                            "(a model soup: one model, read at one model's cost)")
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="a checkpoint written by train (repeat it; all of one model config)")
+    p.add_argument("--out", required=True, type=Path, help="the averaged checkpoint (for evaluate, decode, --init)")
+    p.set_defaults(run=cmd_average)
 
     args = parser.parse_args(argv)
     common.set_threads(getattr(args, "threads", 0))
