@@ -26,8 +26,8 @@ speech-deps:
 	@command -v espeak-ng >/dev/null && command -v flite >/dev/null && command -v sox >/dev/null && command -v sphinx_fe >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng flite sox sphinxbase-utils >/dev/null; }
 
 lint: $(STAMP)
-	$(PY) -m ruff check gtn_py
-	$(PY) -m mypy gtn_py
+	$(PY) -m ruff check gtn_py recipes tests
+	$(PY) -m mypy gtn_py recipes
 
 # Tests run torch single-threaded: they are many small problems, for which OpenMP workers cost
 # more than they give (and tests that start several processes would oversubscribe the cores).

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -247,11 +247,16 @@ class Committee(FrameScorer):
     def losses(self, batch: Batch) -> Tensor:
         raise NotImplementedError("a committee decodes; train its members one by one")
 
+    @property
+    def first(self) -> FrameScorer:
+        """The member whose graphs are searched (all members share their outputs and frame rate)."""
+        return cast(FrameScorer, self.members[0])
+
     def decode_scores(self, scores: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
-        return self.members[0].decode_scores(scores, lengths)
+        return self.first.decode_scores(scores, lengths)
 
     def align_scores(self, batch: Batch, scores: Tensor, lengths: Tensor) -> list[list[tuple[str, int, int]]]:
-        return self.members[0].align_scores(batch, scores, lengths)
+        return self.first.align_scores(batch, scores, lengths)
 
 
 class CTCModel(FrameScorer):

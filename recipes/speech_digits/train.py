@@ -123,9 +123,10 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
         states.append(state)
     if len(models) == 1 and not warps:
         return models[0], states[0]
-    if not all(isinstance(m, FrameScorer) for m in models):
+    scorers = [m for m in models if isinstance(m, FrameScorer)]
+    if len(scorers) != len(models):
         raise ValueError(f"{', '.join(map(str, paths))}: a committee (or warps) needs CTC or hybrid models")
-    return Committee(models, warps or (1.0,)).eval(), states[0]
+    return Committee(scorers, warps or (1.0,)).eval(), states[0]
 
 
 def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utterances: Sequence[Utterance],
