@@ -102,10 +102,10 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
             config.cuts = replace(config.cuts, **cuts)
         return config
 
-    first = reading_config(states[0])
+    configs = [reading_config(state) for state in states]
+    first = configs[0]
     models: list[Reader] = []
-    for p, state in zip(paths, states):
-        config = reading_config(state)
+    for p, state, config in zip(paths, states, configs):
         model: Reader = build_reader(config).to(device)  # type: ignore[assignment]
         model.load_state_dict(state["model"])
         model.eval()
