@@ -18,7 +18,7 @@ import torch
 from recipes import common
 from recipes.speech_digits.__main__ import main
 from recipes.speech_digits.data import DIGIT_WORDS, Utterance, write_transcripts
-from recipes.speech_digits.evaluate import Result, edit_distance, write_report
+from recipes.speech_digits.evaluate import Result, align_words, edit_distance, write_report
 from recipes.speech_digits.frontend import frequency_mask, frequency_warp
 from recipes.speech_digits.hybrid import SILENCE, isolated_words, state_segments
 from recipes.speech_digits.mfc import write_mfc
@@ -75,9 +75,17 @@ def test_edit_distance_against_brute_force() -> None:
         s, d, i = edit_distance(ref, hyp)
         assert s + d + i == brute(ref, hyp)
         assert len(ref) - d + i == len(hyp)
+        pairs = align_words(ref, hyp)  # the alignment reads both sides in order
+        assert tuple(r for r, _ in pairs if r is not None) == ref and tuple(h for _, h in pairs if h is not None) == hyp
     assert edit_distance(("a", "b"), ("a", "c", "b")) == (0, 0, 1)
-    summary = Result(["u1", "u2"], [("one", "two"), ("three",)], [("one", "two"), ()]).summary()
+    assert align_words(("eight", "two", "oh"), ("six", "two")) == [("eight", "six"), ("two", "two"), ("oh", None)]
+    result = Result(["u1", "u2", "u3"], [("one", "two"), ("three",), ("eight", "two")],
+                    [("one", "two"), (), ("six", "two", "oh")])
+    summary = result.summary(["u1", "u2"])
     assert summary["wer"] == pytest.approx(100 / 3, abs=1e-3) and summary["ser"] == 50.0 and summary["deletions"] == 1
+    assert summary["utterances"] == 2 and result.summary()["utterances"] == 3 and result.summary()["words"] == 5
+    assert result.confusions() == [{"reference": r, "hypothesis": h, "count": 1}
+                                   for r, h in (("three", "-"), ("eight", "six"), ("-", "oh"))]
 
 
 def test_segments_merge_runs_and_scale_to_input_frames() -> None:
@@ -434,6 +442,25 @@ def test_decode_and_evaluate_a_two_utterance_directory(ctc_checkpoint: Path, tmp
     summary = json.loads(out.read_text())
     assert summary["utterances"] == 2 and summary["words"] == 3 and set(summary["hypotheses"]) == {"first", "second"}
     assert (tmp_path / "viz" / "index.html").exists() and (tmp_path / "viz" / "first.svg").exists()
+    assert sum(c["count"] for c in summary["confusions"]) == (summary["substitutions"] + summary["deletions"]
+                                                               + summary["insertions"])
+
+    # --by: error rates per value of a column of the utterances.tsv beside the transcripts
+    with pytest.raises(SystemExit, match="utterances.tsv"):
+        main(["evaluate", "--checkpoint", str(ctc_checkpoint), "--input", str(folder), "--transcripts",
+              str(tmp_path / "ref.txt"), "--out", str(out), "--by", "voice"])
+    (tmp_path / "utterances.tsv").write_text("utt_id\tvoice\tsnr_db\nfirst\tkal\t5.0\nsecond\trms\t5.0\n")
+    with pytest.raises(SystemExit, match="no such column"):
+        main(["evaluate", "--checkpoint", str(ctc_checkpoint), "--input", str(folder), "--transcripts",
+              str(tmp_path / "ref.txt"), "--out", str(out), "--by", "accent"])
+    main(["evaluate", "--checkpoint", str(ctc_checkpoint), "--input", str(folder), "--transcripts",
+          str(tmp_path / "ref.txt"), "--out", str(out), "--by", "voice"])
+    by = json.loads(out.read_text())["by"]
+    assert by["column"] == "voice" and list(by["groups"]) == ["kal", "rms"]
+    assert by["groups"]["kal"]["words"] == 2 and by["groups"]["rms"]["words"] == 1
+    assert sum(g["substitutions"] + g["deletions"] + g["insertions"] for g in by["groups"].values()) == (
+        summary["substitutions"] + summary["deletions"] + summary["insertions"])
+    assert "voice rms: WER" in capsys.readouterr().out
 
 
 def write_corpus(root: Path, utterances: list[Utterance]) -> Path:

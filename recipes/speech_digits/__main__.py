@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import csv
 import os
 import sys
 import time
@@ -102,7 +103,26 @@ def _inputs(args: argparse.Namespace) -> list[Utterance]:
     return [Utterance(utt, feats, ()) for utt, feats in load_directory(args.input)]
 
 
+def _groups(transcripts: str, column: str) -> dict[str, set[str]]:
+    """Utterance ids by their value in ``column`` of the ``utterances.tsv`` that ``prepare`` writes
+    beside each split's transcripts (voice, snr_db, noise, ...)."""
+    table = Path(transcripts).parent / "utterances.tsv"
+    if not table.exists():
+        sys.exit(f"--by {column}: no {table} beside the transcripts (prepare writes one per split)")
+    with open(table, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if not rows or column not in rows[0] or "utt_id" not in rows[0]:
+        sys.exit(f"--by {column}: {table} has no such column (it has: {', '.join(rows[0]) if rows else 'none'})")
+    groups: dict[str, set[str]] = collections.defaultdict(set)
+    for row in rows:
+        groups[row[column]].add(row["utt_id"])
+    return dict(sorted(groups.items()))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> dict:
+    if args.by and args.segmenter:
+        sys.exit("--by groups whole utterances; it does not apply to the isolated words of --segmenter")
+    groups = _groups(args.transcripts, args.by) if args.by else {}
     model, state = load_model(args.checkpoint, args.device, args.warps)
     utterances = _inputs(args)
     if args.segmenter:
@@ -122,6 +142,14 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         mark = "" if ref == hyp else "  *"
         print(f"{' '.join(hyp)} ({utt}){mark}")
     print(format_summary(summary))
+    summary["confusions"] = result.confusions()
+    print("most frequent errors (reference -> recognised, '-' none): "
+          + ", ".join(f"{c['reference']} -> {c['hypothesis']} {c['count']}" for c in summary["confusions"]))
+    if groups:
+        summary["by"] = {"column": args.by, "groups": {value: result.summary(ids) for value, ids in groups.items()}}
+        for value, part in summary["by"]["groups"].items():
+            if part["utterances"]:
+                print(f"  {args.by} {value}: {format_summary(part)}")
     default_name = "evaluation.json" if len(checkpoints) == 1 else "committee-evaluation.json"
     out = Path(args.out) if args.out else Path(checkpoints[0]).parent / default_name
     common.write_json(out, {**summary, "hypotheses": {u: " ".join(h) for u, h in zip(result.utt_ids,
@@ -248,6 +276,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--viz", action="store_true", help="draw alignments into viz/ beside the JSON results")
     p.add_argument("--segmenter", default="", help="hybrid checkpoint: evaluate on the isolated words its "
                                                    "forced alignment cuts out of the input (for dtw models)")
+    p.add_argument("--by", default="", metavar="COLUMN",
+                   help="also error rates per value of this column of the utterances.tsv beside the "
+                        "transcripts (e.g. voice, snr_db)")
     p.set_defaults(run=cmd_evaluate)
 
     p = commands.add_parser("decode", help="print the words recognised in each file of a folder")
