@@ -1,5 +1,6 @@
 """What every recipe's command line shares: progress bars, JSON-lines metrics, atomic checkpoints,
-learning-rate schedules, thread settings and torchrun data parallelism (gloo on CPU, nccl on CUDA).
+learning-rate schedules, thread settings, torchrun data parallelism (gloo on CPU, nccl on CUDA),
+and error counts (the alignment of a reading with its reference: words, or a string's digits).
 
 Data parallelism follows one rule that makes runs reproducible and resumable: step ``s`` of a run
 with seed ``k`` always works on the same *global* batch (drawn from ``(k, s)``), and process ``r`` of
@@ -11,6 +12,7 @@ the optimiser and the step, so ``--resume`` continues exactly where a run stoppe
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import os
@@ -134,6 +136,44 @@ def warmup_cosine(step: int, steps: int, lr: float, warmup: int, floor: float = 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+# ---------------------------------------------------------------------- error counts
+Pair = tuple[str | None, str | None]
+
+
+def align_words(ref: Sequence[str], hyp: Sequence[str]) -> list[Pair]:
+    """A minimum-cost word alignment (Levenshtein) as ``(reference word, hypothesis word)`` pairs,
+    matches included; ``None`` on the hypothesis side is a deletion, on the reference side an
+    insertion."""
+    # row[j] = (errors, pairs) of a best alignment of ref[:i] with hyp[:j], prev is row i - 1;
+    # ties keep the first found (a match or substitution, then a deletion, then an insertion).
+    prev: list[tuple[int, tuple[Pair, ...]]] = [(j, tuple((None, w) for w in hyp[:j])) for j in range(len(hyp) + 1)]
+    for i in range(1, len(ref) + 1):
+        row: list[tuple[int, tuple[Pair, ...]]] = [(i, tuple((w, None) for w in ref[:i]))]
+        for j in range(1, len(hyp) + 1):
+            diag = (prev[j - 1][0] + (ref[i - 1] != hyp[j - 1]), prev[j - 1][1] + ((ref[i - 1], hyp[j - 1]),))
+            up = (prev[j][0] + 1, prev[j][1] + ((ref[i - 1], None),))
+            left = (row[j - 1][0] + 1, row[j - 1][1] + ((None, hyp[j - 1]),))
+            row.append(min(diag, up, left, key=lambda c: c[0]))
+        prev = row
+    return list(prev[-1][1])
+
+
+def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> tuple[int, int, int]:
+    """``(substitutions, deletions, insertions)`` of :func:`align_words`' alignment."""
+    pairs = align_words(ref, hyp)
+    return (sum(r is not None and h is not None and r != h for r, h in pairs),
+            sum(h is None for _, h in pairs), sum(r is None for r, _ in pairs))
+
+
+def confusions(references: Iterable[Sequence[str]], hypotheses: Iterable[Sequence[str]],
+               top: int = 10) -> list[dict[str, Any]]:
+    """The ``top`` most frequent errors of :func:`align_words` over pairs of sequences:
+    ``{"reference", "hypothesis", "count"}``, "-" for the missing side of a deletion or insertion."""
+    counts = collections.Counter((r or "-", h or "-") for ref, hyp in zip(references, hypotheses)
+                                 for r, h in align_words(ref, hyp) if r != h)
+    return [{"reference": r, "hypothesis": h, "count": n} for (r, h), n in counts.most_common(top)]
 
 
 # ---------------------------------------------------------------------- files

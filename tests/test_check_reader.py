@@ -28,7 +28,7 @@ from recipes.check_reader.data import (
     split_digits,
     write_png,
 )
-from recipes.check_reader.evaluate import edit_distance, read_batch, reject_curve
+from recipes.check_reader.evaluate import read_batch, reject_curve
 from recipes.check_reader.model import ModelConfig, SegmentationReader, WindowReader, grammar_graph, target_graphs
 from recipes.check_reader.objectives import sequence_loss
 from recipes.check_reader.oversegment import CutConfig, batch_spans, span_crops, to_batch_tensor
@@ -44,6 +44,7 @@ from recipes.check_reader.train import (
     pretrain_loss,
     train,
 )
+from recipes.common import confusions, edit_distance
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(channels=(4, 8), hidden=16)
@@ -322,6 +323,13 @@ def test_cli_evaluate_and_decode(tmp_path, capsys):
     result = json.loads((tmp_path / "evaluation.json").read_text())
     assert result["strings"] == 6 and 0 <= result["string_accuracy"] <= 100
     assert len(result["examples"]) == 6
+    # The digit confusions count every edit of the digit error rate.
+    labels, texts = [e["label"] for e in result["examples"]], [e["text"] for e in result["examples"]]
+    every = confusions(labels, texts, top=1000)
+    edits = sum(sum(edit_distance(t, r)) for t, r in zip(labels, texts))
+    assert result["confusions"] == every[:10] and sum(c["count"] for c in every) == edits
+    assert "most frequent digit errors" in printed
+    assert result["digit_error_rate"] == pytest.approx(100 * edits / sum(len(e["label"]) for e in result["examples"]))
     strings = load_strings(tmp_path / "test.npz")
     write_png(tmp_path / "x.png", 255 - strings.image(0))  # dark ink on white paper
     cli(["decode", "--checkpoint", str(tmp_path / CHECKPOINT), str(tmp_path / "x.png"), str(tmp_path / "test.npz")])
@@ -401,10 +409,13 @@ def test_committee_reads_with_the_mean_of_its_members_scores(tmp_path, capsys, d
 
 
 def test_metrics_by_hand():
-    assert edit_distance("1234", "1234") == 0
-    assert edit_distance("1234", "124") == 1
-    assert edit_distance("", "12") == 2
-    assert edit_distance("9876", "1234") == 4
+    assert edit_distance("1234", "1234") == (0, 0, 0)
+    assert edit_distance("1234", "124") == (0, 1, 0)
+    assert edit_distance("", "12") == (0, 0, 2)
+    assert edit_distance("9876", "1234") == (4, 0, 0)
+    assert confusions(["9542", "2120", "144471"], ["0542", "8120", "1444791"]) == [
+        {"reference": "9", "hypothesis": "0", "count": 1}, {"reference": "2", "hypothesis": "8", "count": 1},
+        {"reference": "-", "hypothesis": "9", "count": 1}]
     confidence = np.array([0.9, 0.8, 0.8, 0.3])
     correct = np.array([True, False, True, False])
     curve = reject_curve(confidence, correct)

@@ -16,9 +16,10 @@ import pytest
 import torch
 
 from recipes import common
+from recipes.common import align_words, confusions, edit_distance
 from recipes.speech_digits.__main__ import main
 from recipes.speech_digits.data import DIGIT_WORDS, Utterance, write_transcripts
-from recipes.speech_digits.evaluate import Result, align_words, edit_distance, write_report
+from recipes.speech_digits.evaluate import Result, write_report
 from recipes.speech_digits.frontend import frequency_mask, frequency_warp
 from recipes.speech_digits.hybrid import SILENCE, isolated_words, state_segments
 from recipes.speech_digits.mfc import write_mfc
@@ -442,8 +443,9 @@ def test_decode_and_evaluate_a_two_utterance_directory(ctc_checkpoint: Path, tmp
     summary = json.loads(out.read_text())
     assert summary["utterances"] == 2 and summary["words"] == 3 and set(summary["hypotheses"]) == {"first", "second"}
     assert (tmp_path / "viz" / "index.html").exists() and (tmp_path / "viz" / "first.svg").exists()
-    assert sum(c["count"] for c in summary["confusions"]) == (summary["substitutions"] + summary["deletions"]
-                                                               + summary["insertions"])
+    every = confusions([u.words for u in utts], [tuple(summary["hypotheses"][u.utt_id].split()) for u in utts], 1000)
+    assert summary["confusions"] == every[:10]
+    assert sum(c["count"] for c in every) == summary["substitutions"] + summary["deletions"] + summary["insertions"]
 
     # --by: error rates per value of a column of the utterances.tsv beside the transcripts
     with pytest.raises(SystemExit, match="utterances.tsv"):

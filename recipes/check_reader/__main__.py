@@ -132,6 +132,9 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
                    criterion=state["train_config"]["criterion"], steps=state["step"], grammar=config.grammar,
                    cuts=asdict(config.cuts) if config.kind == "segmentation" else None)
     print(format_summary(summary))
+    summary["confusions"] = common.confusions(result.labels, [r.text for r in result.readings])
+    print("most frequent digit errors (true -> read, '-' none): "
+          + ", ".join(f"{c['reference']} -> {c['hypothesis']} {c['count']}" for c in summary["confusions"]))
     out = Path(args.out) if args.out else Path(checkpoints[0]).parent / "evaluation.json"
     summary["examples"] = [{"label": t, "text": r.text, "confidence": r.confidence}
                            for t, r in zip(result.labels, result.readings)]

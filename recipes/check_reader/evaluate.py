@@ -18,6 +18,7 @@ from gtn_py.criteria.ctc import ctc_greedy_decode
 from gtn_py.ops.compose import compose
 from gtn_py.ops.shortest import forward_score, n_best, viterbi_path
 
+from .. import common
 from .data import StringSet
 from .model import WindowReader, label_ids, label_text, target_graphs
 
@@ -102,15 +103,6 @@ def _read_ctc(model: WindowReader, images: list[np.ndarray]) -> list[Reading]:
 
 
 # ---------------------------------------------------------------------- metrics
-def edit_distance(a: str, b: str) -> int:
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
-
-
 def reject_curve(confidence: np.ndarray, correct: np.ndarray) -> list[dict]:
     """Percent correct / reject / error when accepting the most confident strings, at every
     distinct threshold (readings with equal confidence are accepted or rejected together)."""
@@ -139,7 +131,7 @@ class EvalResult:
     def summary(self) -> dict:
         correct = self.correct
         confidence = np.array([r.confidence for r in self.readings], np.float64)
-        errors = sum(edit_distance(r.text, t) for r, t in zip(self.readings, self.labels))
+        errors = sum(sum(common.edit_distance(t, r.text)) for r, t in zip(self.readings, self.labels))
         curve = reject_curve(confidence, correct)
         within = [row for row in curve if row["error"] <= 1.0]
         at_1pct = max(within, key=lambda row: row["correct"] - row["reject"] * 1e-9)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import html
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -12,35 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import common
 from .data import Utterance
 from .models import Recognizer, make_batch
-
-Pair = tuple[str | None, str | None]
-
-
-def align_words(ref: Sequence[str], hyp: Sequence[str]) -> list[Pair]:
-    """A minimum-cost word alignment (Levenshtein) as ``(reference word, hypothesis word)`` pairs,
-    matches included; ``None`` on the hypothesis side is a deletion, on the reference side an
-    insertion."""
-    # row[j] = (errors, pairs) of a best alignment of ref[:i] with hyp[:j], prev is row i - 1;
-    # ties keep the first found (a match or substitution, then a deletion, then an insertion).
-    prev: list[tuple[int, tuple[Pair, ...]]] = [(j, tuple((None, w) for w in hyp[:j])) for j in range(len(hyp) + 1)]
-    for i in range(1, len(ref) + 1):
-        row: list[tuple[int, tuple[Pair, ...]]] = [(i, tuple((w, None) for w in ref[:i]))]
-        for j in range(1, len(hyp) + 1):
-            diag = (prev[j - 1][0] + (ref[i - 1] != hyp[j - 1]), prev[j - 1][1] + ((ref[i - 1], hyp[j - 1]),))
-            up = (prev[j][0] + 1, prev[j][1] + ((ref[i - 1], None),))
-            left = (row[j - 1][0] + 1, row[j - 1][1] + ((None, hyp[j - 1]),))
-            row.append(min(diag, up, left, key=lambda c: c[0]))
-        prev = row
-    return list(prev[-1][1])
-
-
-def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> tuple[int, int, int]:
-    """``(substitutions, deletions, insertions)`` of :func:`align_words`' alignment."""
-    pairs = align_words(ref, hyp)
-    return (sum(r is not None and h is not None and r != h for r, h in pairs),
-            sum(h is None for _, h in pairs), sum(r is None for r, _ in pairs))
 
 
 @dataclass
@@ -55,7 +28,7 @@ class Result:
         for utt, ref, hyp in zip(self.utt_ids, self.references, self.hypotheses):
             if chosen is not None and utt not in chosen:
                 continue
-            s, d, n = edit_distance(ref, hyp)
+            s, d, n = common.edit_distance(ref, hyp)
             subs, dels, ins, words = subs + s, dels + d, ins + n, words + len(ref)
             wrong += (s + d + n) > 0
             utterances += 1
@@ -66,11 +39,7 @@ class Result:
                 "substitutions": subs, "deletions": dels, "insertions": ins}
 
     def confusions(self, top: int = 10) -> list[dict[str, Any]]:
-        """The most frequent word errors: ``{"reference", "hypothesis", "count"}``, "-" for the
-        missing side of a deletion or insertion."""
-        counts = collections.Counter((r or "-", h or "-") for ref, hyp in zip(self.references, self.hypotheses)
-                                     for r, h in align_words(ref, hyp) if r != h)
-        return [{"reference": r, "hypothesis": h, "count": c} for (r, h), c in counts.most_common(top)]
+        return common.confusions(self.references, self.hypotheses, top)
 
 
 def decode_features(model: Recognizer, features: Sequence[np.ndarray], batch_size: int = 32,
