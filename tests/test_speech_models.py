@@ -33,7 +33,7 @@ from recipes.speech_digits.models import (
     segments,
     word_ids,
 )
-from recipes.speech_digits.train import TrainConfig, augment_features, load_model, train
+from recipes.speech_digits.train import TrainConfig, augment_features, load_model, split_valid, train
 
 TINY = EncoderConfig(channels=16, context=1, hidden=0, stride=2, dropout=0.0)
 PATTERNS = np.random.default_rng(123).normal(scale=2.0, size=(len(DIGIT_WORDS) + 1, 13)).astype(np.float32)
@@ -409,6 +409,37 @@ def test_cli_resume_trains_on_the_runs_own_corpus(tmp_path: Path) -> None:
     main(["train", "--out", str(out), "--resume", "--steps", "2", *tiny])  # no --corpus: the run's own
     state = common.load_checkpoint(out / common.CHECKPOINT)
     assert state["step"] == 2 and state["data"]["corpus"] == str(corpus_folder)
+
+
+def test_valid_voices_validate_on_voices_held_out_of_training(tmp_path: Path) -> None:
+    utts = corpus(40)
+    voices = {u.utt_id: f"v{i % 8}" for i, u in enumerate(utts)}  # 8 voices of 5 utterances
+    train_set, valid = split_valid(utts, 4, valid_voices=2, voices=voices)
+    held_out = {voices[u.utt_id] for u in valid}
+    assert len(valid) == 4 and 1 <= len(held_out) <= 2 and len(train_set) == 30
+    assert not held_out & {voices[u.utt_id] for u in train_set}  # no validation voice is trained on
+    assert [u.utt_id for u in split_valid(utts, 4, 2, voices)[1]] == [u.utt_id for u in valid]  # fixed draw
+    default_train, default_valid = split_valid(utts, 4)  # without: validation voices are trained on
+    trained = {voices[u.utt_id] for u in default_train}
+    assert len(default_valid) == 4 and {voices[u.utt_id] for u in default_valid} <= trained
+    with pytest.raises(ValueError, match="8 voices"):
+        split_valid(utts, 4, valid_voices=8, voices=voices)
+    with pytest.raises(ValueError, match="voice of every"):
+        split_valid(utts, 4, valid_voices=2)
+
+    # the command line reads the voices from the corpus's utterances.tsv
+    folder = write_corpus(tmp_path / "corpus", corpus(8))
+    tiny = ["--model", "ctc", "--channels", "16", "--context", "1", "--hidden", "0", "--stride", "2", "--dropout", "0",
+            "--batch-size", "4", "--steps", "1", "--valid-size", "2", "--valid-every", "1", "--quiet"]
+    with pytest.raises(SystemExit, match="utterances.tsv"):
+        main(["train", "--out", str(tmp_path / "run"), "--corpus", str(folder), "--valid-voices", "1", *tiny])
+    rows = [f"utt{i}\tv{i % 4}" for i in range(8)]
+    (folder / "train" / "utterances.tsv").write_text("utt_id\tvoice\n" + "\n".join(rows) + "\n")
+    main(["train", "--out", str(tmp_path / "run"), "--corpus", str(folder), "--valid-voices", "1", *tiny])
+    state = common.load_checkpoint(tmp_path / "run" / common.CHECKPOINT)
+    assert state["train_config"]["valid_voices"] == 1
+    [valid_line] = [m for m in common.read_metrics(tmp_path / "run" / common.METRICS) if m.get("split") == "valid"]
+    assert valid_line["utterances"] == 2
 
 
 @pytest.fixture(scope="module")

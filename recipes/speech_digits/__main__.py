@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import csv
 import os
 import sys
 import time
@@ -16,8 +15,10 @@ from pathlib import Path
 
 import torch
 
+from gtn_py.errors import FormatError
+
 from .. import common
-from .data import Utterance, load_corpus, load_directory, load_labelled
+from .data import Utterance, load_corpus, load_directory, load_labelled, utterance_table
 from .evaluate import Result, decode_features, evaluate_model, format_summary, write_report
 from .models import EncoderConfig, ModelConfig
 from .synth import corpus_dir, prepare, split_voices
@@ -40,8 +41,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     elapsed = time.perf_counter() - start
     print(f"corpus {corpus}: {_disk_usage(corpus) / 2**20:.1f} MiB, prepared in {elapsed:.1f} s")
     for split in ("train", "test"):
-        table = (corpus / split / "utterances.tsv").read_text().splitlines()[1:]
-        voices = collections.Counter(line.split("\t")[1] for line in table)
+        table = utterance_table(corpus / split)
+        voices = collections.Counter(row["voice"] for row in table.values())
         engines = collections.Counter(v.split(":")[0] for v in voices.elements())
         print(f"{split}: {len(table)} utterances, {len(voices)} distinct voices, by engine {dict(engines)}")
 
@@ -74,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
                          seed=args.seed, valid_size=args.valid_size, valid_every=args.valid_every,
                          checkpoint_every=args.checkpoint_every, augment=args.augment,
-                         freq_mask=args.freq_mask)
+                         freq_mask=args.freq_mask, valid_voices=args.valid_voices)
     ckpt = Path(args.out) / common.CHECKPOINT
     if args.resume and ckpt.exists():
         state = common.load_checkpoint(ckpt)
@@ -91,8 +92,16 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"{len(utterances)} training utterances ({time.time() - t0:.0f} s to load)")
     if args.init:
         source["init"] = str(args.init)
+    voices = None
+    if config.valid_voices:
+        if model_config.kind == "dtw":
+            sys.exit("--valid-voices holds out whole utterances; dtw trains on isolated words")
+        try:
+            voices = {utt: row["voice"] for utt, row in utterance_table(Path(source["corpus"]) / "train").items()}
+        except (FormatError, KeyError) as e:
+            sys.exit(f"--valid-voices needs the voice of each training utterance: {e!r}")
     path = train(args.out, model_config, config, utterances, resume=args.resume, device=args.device,
-                 show_progress=not args.quiet, extra={"data": source}, init=args.init or None)
+                 show_progress=not args.quiet, extra={"data": source}, init=args.init or None, voices=voices)
     if _is_main_process():
         print(f"checkpoint: {path} ({time.time() - t0:.0f} s)")
 
@@ -104,18 +113,17 @@ def _inputs(args: argparse.Namespace) -> list[Utterance]:
 
 
 def _groups(transcripts: str, column: str) -> dict[str, set[str]]:
-    """Utterance ids by their value in ``column`` of the ``utterances.tsv`` that ``prepare`` writes
-    beside each split's transcripts (voice, snr_db, noise, ...)."""
-    table = Path(transcripts).parent / "utterances.tsv"
-    if not table.exists():
-        sys.exit(f"--by {column}: no {table} beside the transcripts (prepare writes one per split)")
-    with open(table, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if not rows or column not in rows[0] or "utt_id" not in rows[0]:
-        sys.exit(f"--by {column}: {table} has no such column (it has: {', '.join(rows[0]) if rows else 'none'})")
+    """Utterance ids by their value in ``column`` of the ``utterances.tsv`` beside the transcripts."""
+    try:
+        table = utterance_table(Path(transcripts).parent)
+    except FormatError as e:
+        sys.exit(f"--by {column}: {e}")
+    if table and column not in next(iter(table.values())):
+        sys.exit(f"--by {column}: the utterances.tsv beside {transcripts} has no such column "
+                 f"(it has: {', '.join(next(iter(table.values())))})")
     groups: dict[str, set[str]] = collections.defaultdict(set)
-    for row in rows:
-        groups[row[column]].add(row["utt_id"])
+    for utt, row in table.items():
+        groups[row[column]].add(utt)
     return dict(sorted(groups.items()))
 
 
@@ -197,6 +205,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=t.warmup)
     p.add_argument("--seed", type=int, default=t.seed)
     p.add_argument("--valid-size", type=int, default=t.valid_size)
+    p.add_argument("--valid-voices", type=int, default=t.valid_voices,
+                   help="hold every utterance of this many training voices out of training and validate "
+                        "on them (unseen voices, as the test split's; the same voices for every run on "
+                        "one corpus); 0: validate on utterances of the training voices")
     p.add_argument("--valid-every", type=int, default=t.valid_every)
     p.add_argument("--checkpoint-every", type=int, default=t.checkpoint_every)
     p.add_argument("--augment", action="store_true", help="perturb training features (tempo, vocal tract "

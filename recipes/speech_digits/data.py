@@ -5,6 +5,7 @@ Transcript files use the Sphinx convention, one utterance a line: ``one two thre
 
 from __future__ import annotations
 
+import csv
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -128,6 +129,20 @@ def load_labelled(
         raise FormatError(f"{len(missing)} transcribed utterances have no .wav/.mfc file, e.g. {missing[:3]}",
                           path=str(directory))
     return [Utterance(utt, load_features(files[utt], config), words) for utt, words in labelled.items()]
+
+
+def utterance_table(split_dir: str | Path) -> dict[str, dict[str, str]]:
+    """Utterance id -> its row of the ``utterances.tsv`` that synth.prepare writes into each split
+    (voice, rate, pitch, snr_db, noise, ...). Raises FormatError if the file is missing or has no
+    ``utt_id`` column."""
+    path = Path(split_dir) / "utterances.tsv"
+    if not path.exists():
+        raise FormatError("no utterances.tsv here (synth.prepare writes one per split)", path=str(path))
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if rows and "utt_id" not in rows[0]:
+        raise FormatError("no utt_id column", path=str(path))
+    return {row["utt_id"]: row for row in rows}
 
 
 def load_corpus(corpus: str | Path, split: str, config: MfccConfig = DEFAULT_CONFIG) -> list[Utterance]:

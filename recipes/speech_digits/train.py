@@ -8,7 +8,7 @@ process ``r`` of ``N`` takes utterances ``r, r + N, ...`` of each batch (recipes
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ class TrainConfig:
     clip: float = 5.0           # gradient norm clipping
     seed: int = 0
     valid_size: int = 150       # training utterances kept out for validation
+    valid_voices: int = 0       # > 0: validate on this many voices held out of training (split_valid)
     valid_every: int = 500
     checkpoint_every: int = 100
     log_every: int = 10
@@ -42,9 +43,23 @@ class TrainConfig:
     freq_mask: int = 0          # with augment: mask one band of up to this many mel filters
 
 
-def split_valid(utterances: Sequence[Utterance], valid_size: int) -> tuple[list[Utterance], list[Utterance]]:
-    """Training and validation utterances: every k-th utterance is for validation (the corpus's
-    utterances are independent draws, so this spreads voices over both)."""
+def split_valid(utterances: Sequence[Utterance], valid_size: int, valid_voices: int = 0,
+                voices: Mapping[str, str] | None = None) -> tuple[list[Utterance], list[Utterance]]:
+    """Training and validation utterances. By default every k-th utterance is for validation (the
+    corpus's utterances are independent draws, so this spreads voices over both). With
+    ``valid_voices`` > 0, every utterance of that many voices (``voices``: utterance id -> voice)
+    leaves training and up to ``valid_size`` of them validate: unseen voices, as in the test split.
+    The voices are drawn by a fixed seed, so every run on one corpus holds out the same ones."""
+    if valid_voices > 0:
+        if voices is None or any(u.utt_id not in voices for u in utterances):
+            raise ValueError("valid_voices needs the voice of every training utterance")
+        names = sorted({voices[u.utt_id] for u in utterances})
+        if valid_voices >= len(names):
+            raise ValueError(f"valid_voices={valid_voices}, but the training utterances have {len(names)} voices")
+        held_out = set(np.random.default_rng(0).choice(names, size=valid_voices, replace=False).tolist())
+        train_set = [u for u in utterances if voices[u.utt_id] not in held_out]
+        pool = [u for u in utterances if voices[u.utt_id] in held_out]
+        return train_set, pool[::max(1, len(pool) // max(1, valid_size))][:valid_size]
     if valid_size <= 0:
         return list(utterances), []
     k = max(2, len(utterances) // valid_size)
@@ -131,10 +146,12 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
 
 def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utterances: Sequence[Utterance],
           resume: bool = False, device: str = "cpu", show_progress: bool = True,
-          extra: dict[str, Any] | None = None, init: str | Path | None = None) -> Path:
+          extra: dict[str, Any] | None = None, init: str | Path | None = None,
+          voices: Mapping[str, str] | None = None) -> Path:
     """Train into ``out`` (checkpoint.pt, metrics.jsonl); returns the checkpoint path. ``extra``
     goes into the checkpoint (e.g. where the training data came from); ``init``: a checkpoint
-    whose encoder weights start this model's encoder (ignored when resuming)."""
+    whose encoder weights start this model's encoder (ignored when resuming); ``voices``:
+    utterance id -> voice, for ``config.valid_voices``."""
     from .evaluate import evaluate_model
 
     dev = common.process_device(device)  # under torchrun, cuda means this process's GPU
@@ -144,7 +161,7 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utter
     ckpt_path = out / common.CHECKPOINT
     torch.manual_seed(config.seed)
     model = build_model(model_config).to(dev)
-    train_set, valid_set = split_valid(utterances, config.valid_size)
+    train_set, valid_set = split_valid(utterances, config.valid_size, config.valid_voices, voices)
     model.prepare([u.features for u in train_set])  # feature statistics
     if init:
         # Start from another model's encoder (e.g. a trained hybrid's), same encoder settings.
