@@ -176,6 +176,11 @@ def confusions(references: Iterable[Sequence[str]], hypotheses: Iterable[Sequenc
     return [{"reference": r, "hypothesis": h, "count": n} for (r, h), n in counts.most_common(top)]
 
 
+def format_confusions(errors: Sequence[dict[str, Any]]) -> str:
+    """``eight -> six 12, oh -> - 9`` for :func:`confusions`' list; "none" for an empty one."""
+    return ", ".join(f"{e['reference']} -> {e['hypothesis']} {e['count']}" for e in errors) or "none"
+
+
 # ---------------------------------------------------------------------- files
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (a temporary file beside it, then a rename)."""

@@ -133,8 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
                    cuts=asdict(config.cuts) if config.kind == "segmentation" else None)
     print(format_summary(summary))
     summary["confusions"] = common.confusions(result.labels, [r.text for r in result.readings])
-    print("most frequent digit errors (true -> read, '-' none): "
-          + ", ".join(f"{c['reference']} -> {c['hypothesis']} {c['count']}" for c in summary["confusions"]))
+    print(f"most frequent digit errors (true -> read, '-' none): {common.format_confusions(summary['confusions'])}")
     out = Path(args.out) if args.out else Path(checkpoints[0]).parent / "evaluation.json"
     summary["examples"] = [{"label": t, "text": r.text, "confidence": r.confidence}
                            for t, r in zip(result.labels, result.readings)]

@@ -151,8 +151,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         print(f"{' '.join(hyp)} ({utt}){mark}")
     print(format_summary(summary))
     summary["confusions"] = result.confusions()
-    print("most frequent errors (reference -> recognised, '-' none): "
-          + ", ".join(f"{c['reference']} -> {c['hypothesis']} {c['count']}" for c in summary["confusions"]))
+    print(f"most frequent errors (reference -> recognised, '-' none): "
+          f"{common.format_confusions(summary['confusions'])}")
     if groups:
         summary["by"] = {"column": args.by, "groups": {value: result.summary(ids) for value, ids in groups.items()}}
         for value, part in summary["by"]["groups"].items():
