@@ -54,11 +54,14 @@ class World:
 
 
 def process_device(device: torch.device | str) -> torch.device:
-    """``device``, except that a bare ``cuda`` under torchrun means this process's GPU (LOCAL_RANK),
-    which also becomes the current CUDA device (nccl needs one GPU per process)."""
+    """``device`` with its index: a bare ``cuda`` means this process's GPU under torchrun
+    (LOCAL_RANK), else the current one; it also becomes the current CUDA device (nccl needs one
+    GPU per process)."""
     dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None and "LOCAL_RANK" in os.environ:
-        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if dev.type == "cuda" and dev.index is None:
+        # torch 2.11's set_device refuses a device without an index
+        local_rank = os.environ.get("LOCAL_RANK")
+        dev = torch.device("cuda", int(local_rank) if local_rank is not None else torch.cuda.current_device())
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     return dev

@@ -582,7 +582,9 @@ def test_cuda_path_distances_match_cpu(sr):
     grad = torch.rand(g.num_nodes, dtype=torch.float64)
     results = []
     for device in ("cpu", "cuda"):
-        w, i = weights.to(device).requires_grad_(), init.to(device).requires_grad_()
+        # detach: on the CPU, .to() returns the tensor itself, which must not become a leaf that
+        # requires grad (the CUDA copy would then be a non-leaf without .grad)
+        w, i = weights.detach().to(device).requires_grad_(), init.detach().to(device).requires_grad_()
         dist = shortest._path_distances(g.num_nodes, g.src.to(device), g.dst.to(device), w, i, sr)
         assert type(dist.grad_fn).__name__ == "_AcyclicDistancesBackward"
         dist.backward(grad.to(device))
