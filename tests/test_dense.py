@@ -265,3 +265,47 @@ def test_cuda_matches_cpu():
     assert torch.allclose(cpu, gpu.cpu())
     assert torch.allclose(torch.autograd.grad(cpu.sum(), emissions)[0],
                           torch.autograd.grad(gpu.sum(), gpu_e)[0].cpu())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_kernel_sweeps_match_cpu(dtype):
+    """CUDA's compiled sweeps (Triton) against the CPU's numba kernels and CUDA's tensor
+    formulation: totals and the gradients of emissions and of arc, start and final weights, on
+    cyclic graphs of uneven degree (one larger than a program's block of nodes, one without
+    arcs), -inf weights and emissions, lengths T, shorter and 0."""
+    gen = torch.Generator().manual_seed(3)
+    num_frames, num_labels = 30, 7
+    sizes = [(6, 14), (40, 300), (6000, 20000), (2, 0)]  # nodes, arcs
+    lengths = [num_frames, 11, num_frames - 1, 0]
+    leaves = []
+    for nodes, arcs in sizes:
+        src, dst = torch.randint(0, nodes, (arcs,), generator=gen), torch.randint(0, nodes, (arcs,), generator=gen)
+        weights = (torch.randn(arcs, generator=gen) * 0.3).to(dtype)
+        weights[::11] = NEG_INF
+        start, final = torch.randn(nodes, generator=gen).to(dtype), torch.randn(nodes, generator=gen).to(dtype)
+        start[nodes // 2:] = NEG_INF
+        final[: nodes // 3] = NEG_INF
+        leaves.append((src, dst, torch.randint(0, num_labels, (arcs,), generator=gen), weights, start, final))
+    emissions = torch.randn(len(sizes), num_frames, num_labels, generator=gen).to(dtype).log_softmax(-1)
+    emissions[0, 2, :3] = NEG_INF
+
+    def run(device: str, compiled: bool):
+        params = [[t.to(device).requires_grad_() for t in leaf[3:]] for leaf in leaves]
+        graphs = [Graph.from_arcs(nodes, src.to(device), dst.to(device), ilabel.to(device), weights=w,
+                                  start_weights=s, final_weights=f)
+                  for (nodes, _), (src, dst, ilabel, *_), (w, s, f) in zip(sizes, leaves, params)]
+        e = emissions.to(device).requires_grad_()
+        with kernels(compiled):
+            totals = dense_score(graphs, e, lengths)
+            flat = [p for group in params for p in group] + [e]
+            grads = torch.autograd.grad(totals.sum(), flat)
+        return [t.cpu() for t in (totals, *grads)]
+
+    tolerance = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-9, "atol": 1e-10}
+    cpu = run("cpu", True)
+    assert torch.isfinite(cpu[0][:3]).all()
+    for compiled in (True, False):
+        for mine, theirs in zip(run("cuda", compiled), cpu):
+            torch.testing.assert_close(mine, theirs, **tolerance)

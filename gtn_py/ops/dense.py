@@ -37,6 +37,13 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+try:  # Triton compiles the CUDA sweeps (torch's CUDA wheels bring it); without it they use tensor ops
+    import triton
+    import triton.language as tl
+    _TRITON = True
+except ImportError:  # pragma: no cover - depends on the install
+    _TRITON = False
+
 from ..errors import DeviceMismatchError, DtypeMismatchError, InvalidGraphError, LabelError, WeightError
 from ..graph import NEG_INF, Graph, has_nan_or_plus_inf, nan_or_plus_inf
 from ..k2 import k2_dense_score, use_k2
@@ -48,8 +55,8 @@ LengthsLike = Union[Tensor, Sequence[int], None]
 
 # Elements of one chunk of gathered emissions (frames x padded arcs): bounds the memory of a sweep.
 _CHUNK_ELEMENTS = 1 << 19
-# Log-semiring totals on the CPU use the numba kernels (tests turn this off to check the
-# tensor formulation, which CUDA uses, on the CPU too).
+# Log-semiring totals use compiled kernels: numba on the CPU, Triton on CUDA (tests turn this
+# off to check the tensor formulation, which the other semirings use, against them).
 _KERNELS = True
 # Frames x arcs from which the kernels run on several threads.
 _PARALLEL_WORK = 1 << 20
@@ -466,9 +473,17 @@ def _consts(like: Tensor) -> np.ndarray:
     return np.array([NEG_INF, 0.0], dtype=np.float32 if like.dtype == torch.float32 else np.float64)
 
 
+def _plain_log(semiring: Semiring) -> bool:
+    return semiring.name == "log" and getattr(semiring, "beta", 1.0) == 1.0
+
+
 def _use_kernels(lay: _Layout, columns: Tensor, semiring: Semiring) -> bool:
-    return _KERNELS and columns.device.type == "cpu" and semiring.name == "log" \
-        and getattr(semiring, "beta", 1.0) == 1.0
+    return _KERNELS and columns.device.type == "cpu" and _plain_log(semiring)
+
+
+def _use_triton(lay: _Layout, columns: Tensor, semiring: Semiring) -> bool:
+    return _KERNELS and _TRITON and columns.device.type == "cuda" and _plain_log(semiring) \
+        and max(lay.in_arc.shape[0], lay.out_arc.shape[0]) <= _TRITON_MAX_SLOTS
 
 
 def _arc_tables_np(lay: _Layout, table: Tensor, weights: Tensor, endpoint: Tensor) -> Tuple[np.ndarray, ...]:
@@ -524,6 +539,81 @@ def _kernel_grads(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, c
     return grad_w, grad_start, grad_final, grad_columns
 
 
+# ---------------------------------------------------------------------- CUDA kernel
+# On CUDA a frame is too small for a dozen tensor launches per frame to pay (they cost 100 times
+# torch's own CTC); one Triton program per sequence runs all its frames instead, its nodes a
+# block at a time, with a barrier between frames (frame t + 1 reads what frame t wrote). The
+# gradient's occupancies stay tensor operations over chunks of frames, which fill the GPU.
+_TRITON_MAX_SLOTS = 64   # in- or out-degree up to which a node's arcs are one tile (beyond: tensor ops)
+_TRITON_TILE = 4096      # elements (slots x nodes) one program handles at once
+
+if _TRITON:
+    @triton.jit
+    def _log_sweep_kernel(scores, slot_end, slot_weight, slot_column, columns, node_order, seq_offsets, lengths,
+                          num_nodes, num_slots, num_columns, REVERSE: tl.constexpr, SLOTS: tl.constexpr,
+                          BLOCK: tl.constexpr):  # pragma: no cover - compiled for CUDA
+        """Forward: ``scores[t + 1, n]`` = logsumexp over n's incoming slots of ``scores[t, src]
+        + w + columns[t, col]``, for t up to the sequence's length. REVERSE: ``scores[t, n]`` over
+        n's outgoing slots of ``scores[t + 1, dst] + ...``, from the length down. Slot tables are
+        ``[num_slots, num_nodes]``; padding slots read node 0 with weight -inf."""
+        seq = tl.program_id(0)
+        first = tl.load(seq_offsets + seq)
+        last = tl.load(seq_offsets + seq + 1)
+        length = tl.load(lengths + seq)
+        slots = tl.arange(0, SLOTS)[:, None]
+        for step in range(0, length):
+            if REVERSE:
+                t = length - 1 - step
+                read = t + 1
+                write = t
+            else:
+                t = step
+                read = t
+                write = t + 1
+            for chunk in range(first, last, BLOCK):
+                index = chunk + tl.arange(0, BLOCK)
+                live = index < last
+                node = tl.load(node_order + index, mask=live, other=0)
+                at = slots * num_nodes + node[None, :]
+                used = live[None, :] & (slots < num_slots)
+                end = tl.load(slot_end + at, mask=used, other=0)
+                column = tl.load(slot_column + at, mask=used, other=0)
+                value = tl.load(slot_weight + at, mask=used, other=float("-inf")) \
+                    + tl.load(columns + t * num_columns + column, mask=used, other=0.0) \
+                    + tl.load(scores + read * num_nodes + end, mask=used, other=float("-inf"), cache_modifier=".cg")
+                peak = tl.max(value, axis=0)
+                shift = tl.where(peak == float("-inf"), 0.0, peak)
+                total = tl.sum(tl.exp(value - shift[None, :]), axis=0)
+                out = tl.where(peak == float("-inf"), peak, shift + tl.log(total))
+                tl.store(scores + write * num_nodes + node, out, mask=live)
+            tl.debug_barrier()
+
+
+def _triton_sweep(lay: _Layout, weights: Tensor, init: Tensor, columns: Tensor, lengths: Tensor,
+                  reverse: bool) -> Tensor:
+    """Log-semiring forward (``init`` = start weights at row 0) or backward (``init`` = final
+    weights at each sequence's length) scores ``[T + 1, N]``; -inf beyond each length."""
+    table = lay.out_arc if reverse else lay.in_arc
+    end, weight, column = _arc_table(lay, table, weights.detach(), lay.dst if reverse else lay.src)
+    num_frames, num_nodes = columns.shape[0], lay.num_nodes
+    scores = columns.new_full((num_frames + 1, num_nodes), NEG_INF)
+    if reverse:
+        rows = lengths.index_select(0, lay.node_seq)
+        scores.view(-1).index_copy_(0, rows * num_nodes + torch.arange(num_nodes, device=rows.device), init.detach())
+    else:
+        scores[0] = init.detach()
+    if num_nodes == 0:
+        return scores
+    slots = triton.next_power_of_2(table.shape[0])
+    most_nodes = int((lay.seq_offsets[1:] - lay.seq_offsets[:-1]).max())
+    block = max(16, min(triton.next_power_of_2(most_nodes), _TRITON_TILE // slots))
+    _log_sweep_kernel[(lay.num_seqs,)](
+        scores, end.contiguous(), weight.contiguous(), column.contiguous(), columns.detach().contiguous(),
+        lay.node_order, lay.seq_offsets, lengths, num_nodes, table.shape[0], columns.shape[1],
+        REVERSE=reverse, SLOTS=slots, BLOCK=block, num_warps=8 if slots * block >= 2048 else 4)
+    return scores
+
+
 # ---------------------------------------------------------------------- fused total
 class _DenseScore(torch.autograd.Function):
     """Totals of the dense intersection from the emission columns, with the forward-backward gradient."""
@@ -534,6 +624,9 @@ class _DenseScore(torch.autograd.Function):
         tropical = semiring.name == "tropical"
         if _use_kernels(lay, columns, semiring):
             (alpha, totals), slots = _kernel_forward(lay, weights, start, final, columns, lengths), None
+        elif _use_triton(lay, columns, semiring):
+            alpha, slots = _triton_sweep(lay, weights, start, columns, lengths, reverse=False), None
+            totals = _totals(lay, alpha, final, lengths, semiring)
         else:
             alpha, slots = _forward_sweep(lay, weights, start, columns, semiring, backpointers=tropical)
             totals = _totals(lay, alpha, final, lengths, semiring)
@@ -581,7 +674,15 @@ def _forward_backward_grads(lay: _Layout, semiring: Semiring, weights: Tensor, s
         grad_w = grad_w + occ.sum(0)
         grad_columns[t0:t1].index_add_(1, lay.arc_column, occ)
 
-    beta0 = _backward_sweep(lay, weights, final, columns, lengths, semiring, visit)
+    if _use_triton(lay, columns, semiring):
+        beta = _triton_sweep(lay, weights, final, columns, lengths, reverse=True)
+        step = _chunk_frames(columns.shape[0], lay.src.numel())
+        for t0 in range(0, columns.shape[0], step):
+            t1 = min(t0 + step, columns.shape[0])
+            visit(t0, t1, beta[t0 + 1:t1 + 1])
+        beta0 = beta[0]
+    else:
+        beta0 = _backward_sweep(lay, weights, final, columns, lengths, semiring, visit)
     node_shift, node_grad = shift[lay.node_seq], grad_totals[lay.node_seq]
     grad_start = occupancy(start + beta0, node_shift, node_grad)
     grad_final = occupancy(_ending(lay, alpha, final, lengths), node_shift, node_grad)
