@@ -302,11 +302,13 @@ TRAIN_ARGS = ["--steps", "2", "--pretrain-steps", "2", "--pretrain-batch", "4",
 
 @pytest.mark.slow
 def test_two_process_gloo_run_matches_one_process(tmp_path):
+    # gloo on the CPU also where CUDA is there (two processes, one GPU)
     one = _run(["-m", "recipes.check_reader", "train", "--out", str(tmp_path / "one"), "--threads", "1",
-                *TRAIN_ARGS], timeout=300)
+                "--device", "cpu", *TRAIN_ARGS], timeout=300)
     assert one.returncode == 0, one.stderr
     two = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "recipes.check_reader",
-                "train", "--out", str(tmp_path / "two"), "--threads", "1", *TRAIN_ARGS], timeout=300)
+                "train", "--out", str(tmp_path / "two"), "--threads", "1", "--device", "cpu", *TRAIN_ARGS],
+               timeout=300)
     assert two.returncode == 0, two.stderr
     a = torch.load(tmp_path / "one" / CHECKPOINT, weights_only=False)["model"]
     b = torch.load(tmp_path / "two" / CHECKPOINT, weights_only=False)["model"]

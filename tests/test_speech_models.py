@@ -515,7 +515,8 @@ def test_two_process_gloo_run_matches_one_process(tmp_path: Path) -> None:
     data = write_corpus(tmp_path / "corpus", corpus(16))
     args = ["train", "--corpus", str(data), "--model", "hybrid", "--option", "states=2", "--steps", "2",
             "--batch-size", "4", "--channels", "8", "--context", "1", "--hidden", "0", "--stride", "2",
-            "--dropout", "0", "--valid-size", "0", "--threads", "1", "--quiet"]
+            "--dropout", "0", "--valid-size", "0", "--threads", "1", "--quiet",
+            "--device", "cpu"]  # gloo on the CPU also where CUDA is there (two processes, one GPU)
     env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
     for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])):
         run = subprocess.run([sys.executable, *launcher, "-m", "recipes.speech_digits", *args,

@@ -209,7 +209,7 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utter
             if step % config.log_every == 0 or step == config.steps:
                 metrics.write({"split": "train", **record})
             if world.main and valid_set and (step % config.valid_every == 0 or step == config.steps):
-                result = evaluate_model(model, valid_set, batch_size=32)
+                result = evaluate_model(model, valid_set, batch_size=32, device=dev)
                 metrics.write({"split": "valid", "step": step, "time": round(time.time() - t0, 1),
                                **result.summary()})
             if world.main and (step % config.checkpoint_every == 0 or step == config.steps):
