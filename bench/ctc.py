@@ -1,6 +1,6 @@
 """CTC forward+backward: gtn_py (general dense intersection) vs torch.nn.functional.ctc_loss vs k2.
 
-    python bench/ctc.py [--repeats 5] [--device cpu|cuda]
+    python bench/ctc.py [--repeats 5] [--device cpu|cuda] [--profile]
 
 Shapes (B, T, target length, V): (32, 500, 50, 30) and (32, 150, 35, 10001); log-probabilities
 ``[T, B, V]`` are a leaf that requires grad; reduction "sum". Times are medians over repeats after
@@ -74,6 +74,22 @@ def time_ms(name, shape, device, repeats):
     return 1000 * statistics.median(times)
 
 
+def profile(shape, device, steps=3):
+    """torch.profiler's table of gtn_py's steps: which operations and launches take the time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    args = inputs(shape, device)
+    step("gtn_py", *args)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(steps):
+            step("gtn_py", *args)
+            sync(device)
+    print(f"gtn_py, {steps} steps of B={shape[0]} T={shape[1]} S={shape[2]} V={shape[3]} on {device}")
+    print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=25))
+
+
 def status_kb(field):
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -123,9 +139,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--profile", action="store_true", help="profile gtn_py on the first shape instead")
     parser.add_argument("--probe", nargs=2, metavar=("IMPL", "SHAPE"), help=argparse.SUPPRESS)
     opts = parser.parse_args()
     device = torch.device(opts.device)
+    if opts.profile:
+        profile(SHAPES[0], device)
+        return
     if opts.probe:
         name, shape = opts.probe[0], tuple(int(x) for x in opts.probe[1].split(","))
         print(json.dumps({"bytes": peak_extra_bytes(name, shape, device)}))
