@@ -18,7 +18,8 @@ Two forms:
   start and final weights.
 
 The sweeps run over frames with a few tensor operations per frame on all graphs of the batch
-at once (a disjoint union; each node reads the emission row of its own sequence). Each node's
+at once (a disjoint union; each node reads the emission row of its own sequence); log-semiring
+totals use compiled kernels instead, numba on the CPU and Triton on CUDA. Each node's
 incoming (outgoing) arcs are padded to the largest in- (out-) degree, so a frame is a dense
 gather and a reduction, with no scatter; the emission gathers are done a chunk of frames at a
 time. Graphs whose degrees are very uneven (one node with thousands of arcs) pay for the
