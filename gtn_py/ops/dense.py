@@ -484,6 +484,7 @@ def _use_kernels(lay: _Layout, columns: Tensor, semiring: Semiring) -> bool:
 
 def _use_triton(lay: _Layout, columns: Tensor, semiring: Semiring) -> bool:
     return _KERNELS and _TRITON and columns.device.type == "cuda" and _plain_log(semiring) \
+        and columns.dtype in (torch.float32, torch.float64) \
         and max(lay.in_arc.shape[0], lay.out_arc.shape[0]) <= _TRITON_MAX_SLOTS
 
 
