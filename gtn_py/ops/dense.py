@@ -720,8 +720,8 @@ def dense_score(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = No
     Returns ``[B]`` (a 0-dim tensor for ``[T, V]`` emissions); ``-inf`` where no path fits.
     Differentiable w.r.t. the emissions and the graph's arc, start and final weights (the log
     semiring's gradient is the arc occupancy, the tropical one is the best path's indicator).
-    Memory: the forward scores ``[T + 1, N]`` are kept for the backward, and chunks of frames
-    bound the rest.
+    Memory: the forward scores ``[T + 1, N]`` are kept for the backward (on CUDA the backward
+    scores are held whole too), and chunks of frames bound the rest.
 
     ``backend="k2"`` computes the same totals and gradients with ``k2.intersect_dense``.
     """
