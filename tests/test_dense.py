@@ -292,11 +292,11 @@ def test_cuda_kernel_sweeps_match_cpu(dtype):
     emissions[0, 2, :3] = NEG_INF
 
     def run(device: str, compiled: bool):
-        params = [[t.to(device).requires_grad_() for t in leaf[3:]] for leaf in leaves]
+        params = [[t.detach().to(device).requires_grad_() for t in leaf[3:]] for leaf in leaves]
         graphs = [Graph.from_arcs(nodes, src.to(device), dst.to(device), ilabel.to(device), weights=w,
                                   start_weights=s, final_weights=f)
                   for (nodes, _), (src, dst, ilabel, *_), (w, s, f) in zip(sizes, leaves, params)]
-        e = emissions.to(device).requires_grad_()
+        e = emissions.detach().to(device).requires_grad_()  # fresh leaves: .to() on the CPU is the tensor itself
         with kernels(compiled):
             totals = dense_score(graphs, e, lengths)
             flat = [p for group in params for p in group] + [e]
