@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 
-.PHONY: demo test lint test-cuda test-k2 bench system-deps speech-deps clean
+.PHONY: demo test lint test-cuda test-k2 test-triton bench system-deps speech-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,21 @@ lint: $(STAMP)
 # more than they give (and tests that start several processes would oversubscribe the cores).
 test: $(STAMP) system-deps speech-deps lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider tests
+	$(MAKE) --no-print-directory test-triton
 	OMP_NUM_THREADS=1 bash tools/k2_env.sh test
+
+# The CUDA kernels (Triton) checked without a GPU: Triton's interpreter runs their code on the CPU
+# against the numba kernels (tests/test_dense.py, "interpreted"). Triton, and a numpy its
+# interpreter works with (< 2.4), go into a folder beside the venv's packages rather than into
+# it, so that the CPU venv keeps its numpy and gtn_py there does not import Triton.
+TRITON_SITE := $(VENV)/triton-site
+$(TRITON_SITE)/.ready: $(STAMP)
+	$(PY) -m pip install -q --target $(TRITON_SITE) --no-deps triton==3.6.0 numpy==2.2.6
+	touch $@
+
+test-triton: $(STAMP) $(TRITON_SITE)/.ready
+	TRITON_INTERPRET=1 PYTHONPATH=$(TRITON_SITE) OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider \
+		-W ignore::DeprecationWarning -W ignore::RuntimeWarning tests/test_dense.py -k interpreted
 
 # k2 interop tests (tests/k2_interop), in their own Python 3.10 + torch 1.13.1 + k2 1.23.4 venv, which
 # tools/k2_env.sh builds once outside the repository, in ${XDG_CACHE_HOME:-~/.cache}/gtn_py/k2-py310.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 
 import pytest
 import torch
@@ -267,14 +268,10 @@ def test_cuda_matches_cpu():
                           torch.autograd.grad(gpu.sum(), gpu_e)[0].cpu())
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_kernel_sweeps_match_cpu(dtype):
-    """CUDA's compiled sweeps (Triton) against the CPU's numba kernels and CUDA's tensor
-    formulation: totals and the gradients of emissions and of arc, start and final weights, on
-    cyclic graphs of uneven degree (one larger than a program's block of nodes, one without
-    arcs), -inf weights and emissions, lengths T, shorter and 0."""
+def _kernel_case(dtype: torch.dtype):
+    """Totals and gradients (of arc, start and final weights and emissions) on cyclic graphs of
+    uneven degree (one larger than a Triton program's block of nodes, one without arcs), with
+    -inf weights and emissions, lengths T, shorter and 0: ``run(device, compiled)``."""
     gen = torch.Generator().manual_seed(3)
     num_frames, num_labels = 30, 7
     sizes = [(6, 14), (40, 300), (6000, 20000), (2, 0)]  # nodes, arcs
@@ -303,9 +300,54 @@ def test_cuda_kernel_sweeps_match_cpu(dtype):
             grads = torch.autograd.grad(totals.sum(), flat)
         return [t.cpu() for t in (totals, *grads)]
 
-    tolerance = {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-9, "atol": 1e-10}
+    return run
+
+
+def _kernel_tolerance(dtype: torch.dtype) -> dict:
+    return {"rtol": 1e-4, "atol": 1e-5} if dtype == torch.float32 else {"rtol": 1e-9, "atol": 1e-10}
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_kernel_sweeps_match_cpu(dtype):
+    """CUDA's compiled kernels (Triton) against the CPU's numba kernels and CUDA's tensor
+    formulation (:func:`_kernel_case`)."""
+    run = _kernel_case(dtype)
     cpu = run("cpu", True)
     assert torch.isfinite(cpu[0][:3]).all()
     for compiled in (True, False):
         for mine, theirs in zip(run("cuda", compiled), cpu):
-            torch.testing.assert_close(mine, theirs, **tolerance)
+            torch.testing.assert_close(mine, theirs, **_kernel_tolerance(dtype))
+
+
+@pytest.mark.skipif(not (dense._TRITON and os.environ.get("TRITON_INTERPRET") == "1"),
+                    reason="checks the Triton kernels without a GPU: needs triton and TRITON_INTERPRET=1 "
+                           "(make test-triton)")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_triton_kernels_interpreted_match_numba(dtype, monkeypatch):
+    """The CUDA kernels' code run by Triton's interpreter on the CPU against the numba kernels
+    (:func:`_kernel_case`): what CI can check of them without a GPU (not races or compilation)."""
+    run = _kernel_case(dtype)
+    numba_results = run("cpu", True)
+    monkeypatch.setattr(dense, "_TRITON_ON_CPU", True)
+    assert dense._kernel_backend(dense._Layout.of(Graph.batch([gtn_py.ctc_graph([[1, 2]])]), 1, 3),
+                                 torch.zeros(1, 1, dtype=dtype), dense.get_semiring("log")) == "triton"
+    for mine, theirs in zip(run("cpu", True), numba_results):
+        torch.testing.assert_close(mine, theirs, **_kernel_tolerance(dtype))
+    # CTC with an impossible target (6 labels, 2 of them repeats, in 7 frames): +inf, zero gradient.
+    log_probs = torch.randn(7, 3, 5, generator=torch.Generator().manual_seed(4), dtype=dtype).log_softmax(-1)
+    targets, lengths = torch.tensor([[1, 2, 2, 3, 3, 4], [1, 2, 3, 0, 0, 0], [4, 4, 0, 0, 0, 0]]), [6, 3, 2]
+
+    def ctc(triton_on_cpu: bool):
+        monkeypatch.setattr(dense, "_TRITON_ON_CPU", triton_on_cpu)
+        x = log_probs.clone().requires_grad_()
+        losses = gtn_py.ctc_loss(x, targets, [7, 7, 5], lengths, reduction="none")
+        zeroed = gtn_py.ctc_loss(x, targets, [7, 7, 5], lengths, reduction="sum", zero_infinity=True)
+        return losses, torch.autograd.grad(zeroed, x)[0]
+
+    (triton_losses, triton_grad), (numba_losses, numba_grad) = ctc(True), ctc(False)
+    assert math.isinf(triton_losses[0]) and torch.isfinite(triton_losses[1:]).all()
+    torch.testing.assert_close(triton_losses, numba_losses, **_kernel_tolerance(dtype))
+    torch.testing.assert_close(triton_grad, numba_grad, **_kernel_tolerance(dtype))
+    assert torch.isfinite(triton_grad).all() and triton_grad.abs().sum() > 0

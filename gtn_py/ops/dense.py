@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-try:  # Triton compiles the CUDA sweeps (torch's CUDA wheels bring it); without it they use tensor ops
+try:  # Triton compiles the CUDA kernels (torch's CUDA wheels bring it); without it they use tensor ops
     import triton
     import triton.language as tl
     _TRITON = True
@@ -61,6 +61,9 @@ _CHUNK_ELEMENTS = 1 << 19
 _KERNELS = True
 # Frames x arcs from which the kernels run on several threads.
 _PARALLEL_WORK = 1 << 20
+# Run the Triton kernels on the CPU instead of numba's: for checking them without a GPU, under
+# Triton's interpreter (TRITON_INTERPRET=1 before gtn_py is imported).
+_TRITON_ON_CPU = False
 
 
 # ---------------------------------------------------------------------- problem layout
@@ -86,6 +89,7 @@ class _Layout:
     out_arc: Tensor       # [Dout, N] outgoing arcs of each node, -1 = padding
     node_order: Tensor    # [N] nodes sorted by sequence
     seq_offsets: Tensor   # [B + 1] sequence b's nodes are node_order[seq_offsets[b]:seq_offsets[b + 1]]
+    most_seq_nodes: int   # nodes of the largest sequence (sizes the CUDA kernels' blocks)
 
     @staticmethod
     def of(g: Graph, num_seqs: int, num_labels: int) -> _Layout:
@@ -95,8 +99,9 @@ class _Layout:
         arc_seq = node_seq.index_select(0, src)
         columns, arc_column = torch.unique(arc_seq * num_labels + g.ilabel, return_inverse=True)
         node_order, seq_offsets = group_arcs(node_seq, num_seqs)
+        most_seq_nodes = int((seq_offsets[1:] - seq_offsets[:-1]).max()) if num_seqs else 0
         return _Layout(num_seqs, n, node_seq, src, dst, g.ilabel, arc_seq, columns, arc_column.reshape(-1),
-                       _padded_arcs(dst, n), _padded_arcs(src, n), node_order, seq_offsets)
+                       _padded_arcs(dst, n), _padded_arcs(src, n), node_order, seq_offsets, most_seq_nodes)
 
     def emission_columns(self, emissions: Tensor, lengths: Tensor) -> Tensor:
         """``[T, P]``: the emissions the arcs read, frame by frame (differentiable).
@@ -478,14 +483,16 @@ def _plain_log(semiring: Semiring) -> bool:
     return semiring.name == "log" and getattr(semiring, "beta", 1.0) == 1.0
 
 
-def _use_kernels(lay: _Layout, columns: Tensor, semiring: Semiring) -> bool:
-    return _KERNELS and columns.device.type == "cpu" and _plain_log(semiring)
-
-
-def _use_triton(lay: _Layout, columns: Tensor, semiring: Semiring) -> bool:
-    return _KERNELS and _TRITON and columns.device.type == "cuda" and _plain_log(semiring) \
-        and columns.dtype in (torch.float32, torch.float64) \
-        and max(lay.in_arc.shape[0], lay.out_arc.shape[0]) <= _TRITON_MAX_SLOTS
+def _kernel_backend(lay: _Layout, columns: Tensor, semiring: Semiring) -> str | None:
+    """Which compiled kernels compute these totals and gradients: "numba" (CPU), "triton"
+    (CUDA, or the CPU under Triton's interpreter when ``_TRITON_ON_CPU``), or None (tensor sweeps)."""
+    if not (_KERNELS and _plain_log(semiring)):
+        return None
+    triton_device = "cpu" if _TRITON_ON_CPU else "cuda"
+    if _TRITON and columns.device.type == triton_device and columns.dtype in (torch.float32, torch.float64) \
+            and max(lay.in_arc.shape[0], lay.out_arc.shape[0]) <= _TRITON_MAX_SLOTS:
+        return "triton"
+    return "numba" if columns.device.type == "cpu" else None
 
 
 def _arc_tables_np(lay: _Layout, table: Tensor, weights: Tensor, endpoint: Tensor) -> Tuple[np.ndarray, ...]:
@@ -514,11 +521,17 @@ def _zeros(*shape: int, like: Tensor) -> Tensor:
     return like.new_zeros(shape) if dtype is None else torch.from_numpy(np.zeros(shape, dtype=dtype))
 
 
-def _kernel_forward(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor,
+def _kernel_forward(backend: str, lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor,
                     lengths: Tensor) -> Tuple[Tensor, Tensor]:
-    """Forward scores ``[T + 1, N]`` and totals ``[B]``."""
-    alpha = columns.new_empty(columns.shape[0] + 1, lay.num_nodes)
+    """Forward scores ``[T + 1, N]`` (-inf past each sequence's length) and totals ``[B]``."""
     totals = columns.new_empty(lay.num_seqs)
+    if backend == "triton":
+        alpha = columns.new_full((columns.shape[0] + 1, lay.num_nodes), NEG_INF)
+        _triton_launch(_forward_log_kernel_cuda, lay, lay.in_arc, columns, lengths, alpha, totals, lay.in_arc,
+                       lay.src, weights.detach().contiguous(), lay.arc_column, columns.detach().contiguous(),
+                       start.detach().contiguous(), final.detach().contiguous())
+        return alpha, totals
+    alpha = columns.new_empty(columns.shape[0] + 1, lay.num_nodes)
     _, in_src, in_weight, in_column = _arc_tables_np(lay, lay.in_arc, weights, lay.src)
     _run_over_sequences(_forward_log_kernel, lay.num_seqs, columns.shape[0] * lay.src.shape[0],
                         in_src, in_weight, in_column, _np(columns), _np(start), _np(final), _np(lay.node_order),
@@ -526,13 +539,19 @@ def _kernel_forward(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor,
     return alpha, totals
 
 
-def _kernel_grads(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor, lengths: Tensor,
-                  alpha: Tensor, totals: Tensor, grad_totals: Tensor) -> Tuple[Tensor, ...]:
+def _kernel_grads(backend: str, lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor,
+                  lengths: Tensor, alpha: Tensor, totals: Tensor, grad_totals: Tensor) -> Tuple[Tensor, ...]:
     shift = torch.where(torch.isfinite(totals), totals, torch.zeros_like(totals))
     grads = [_zeros(*t.shape, like=t) for t in (weights, start, final, columns)]
     grad_w, grad_start, grad_final, grad_columns = grads
-    out_arc, out_dst, out_weight, out_column = _arc_tables_np(lay, lay.out_arc, weights, lay.dst)
     beta = columns.new_empty(2, lay.num_nodes)
+    if backend == "triton":
+        _triton_launch(_backward_log_kernel_cuda, lay, lay.out_arc, columns, lengths, beta, grad_w, grad_columns,
+                       grad_start, grad_final, lay.out_arc, lay.dst, weights.detach().contiguous(), lay.arc_column,
+                       columns.detach().contiguous(), start.detach().contiguous(), final.detach().contiguous(),
+                       alpha, shift, grad_totals.contiguous())
+        return grad_w, grad_start, grad_final, grad_columns
+    out_arc, out_dst, out_weight, out_column = _arc_tables_np(lay, lay.out_arc, weights, lay.dst)
     _run_over_sequences(_backward_log_kernel, lay.num_seqs, columns.shape[0] * lay.src.shape[0],
                         out_arc, out_dst, out_weight, out_column, _np(columns), _np(start), _np(final),
                         _np(alpha), _np(shift), _np(grad_totals), _np(lay.node_order), _np(lay.seq_offsets),
@@ -541,79 +560,146 @@ def _kernel_grads(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, c
     return grad_w, grad_start, grad_final, grad_columns
 
 
-# ---------------------------------------------------------------------- CUDA kernel
+# ---------------------------------------------------------------------- CUDA kernels
 # On CUDA a frame is too small for a dozen tensor launches per frame to pay (they cost 100 times
-# torch's own CTC); one Triton program per sequence runs all its frames instead, its nodes a
-# block at a time, with a barrier between frames (frame t + 1 reads what frame t wrote). The
-# gradient's occupancies stay tensor operations over chunks of frames, which fill the GPU.
+# torch's own CTC). As on the CPU, one compiled program per sequence runs all its frames: the
+# forward kernel writes the forward scores and the total, the backward kernel the backward
+# scores (two rows that alternate) and every gradient, the arc occupancies added atomically
+# (arcs of one sequence share emission columns). A program takes its nodes a block at a time,
+# each node's arcs one tile, with a barrier between frames (frame t + 1 reads what frame t wrote).
 _TRITON_MAX_SLOTS = 64   # in- or out-degree up to which a node's arcs are one tile (beyond: tensor ops)
 _TRITON_TILE = 4096      # elements (slots x nodes) one program handles at once
 
 if _TRITON:
     @triton.jit
-    def _log_sweep_kernel(scores, slot_end, slot_weight, slot_column, columns, node_order, seq_offsets, lengths,
-                          num_nodes, num_slots, num_columns, REVERSE: tl.constexpr, SLOTS: tl.constexpr,
-                          BLOCK: tl.constexpr):  # pragma: no cover - compiled for CUDA
-        """Forward: ``scores[t + 1, n]`` = logsumexp over n's incoming slots of ``scores[t, src]
-        + w + columns[t, col]``, for t up to the sequence's length. REVERSE: ``scores[t, n]`` over
-        n's outgoing slots of ``scores[t + 1, dst] + ...``, from the length down. Slot tables are
-        ``[num_slots, num_nodes]``; padding slots read node 0 with weight -inf."""
+    def _slot_scores(table, arc_end, arc_weight, arc_column, columns_t, scores, node, live, num_nodes, num_slots,
+                     SLOTS: tl.constexpr):  # pragma: no cover - compiled for CUDA
+        """For a block of nodes: their arcs ``[SLOTS, BLOCK]`` from the padded ``table`` (padding
+        reads arc 0 and is masked by ``used``), the arcs' emission columns, and their scores:
+        weight + emission at this frame + ``scores`` at the arc's other end."""
+        slots = tl.arange(0, SLOTS)[:, None]
+        arc = tl.load(table + slots * num_nodes + node[None, :], mask=live[None, :] & (slots < num_slots), other=-1)
+        used = arc >= 0
+        arc = tl.where(used, arc, 0)
+        column = tl.load(arc_column + arc, mask=used, other=0)
+        end = tl.load(arc_end + arc, mask=used, other=0)
+        value = tl.load(arc_weight + arc, mask=used, other=float("-inf")) \
+            + tl.load(columns_t + column, mask=used, other=0.0) \
+            + tl.load(scores + end, mask=used, other=float("-inf"), cache_modifier=".cg")
+        return arc, column, used, value
+
+    @triton.jit
+    def _log_plus_slots(value):  # pragma: no cover - compiled for CUDA
+        """logsumexp over the slots (axis 0), exact at -inf."""
+        peak = tl.max(value, axis=0)
+        shift = tl.where(peak == float("-inf"), 0.0, peak)
+        total = tl.sum(tl.exp(value - shift[None, :]), axis=0)
+        return tl.where(peak == float("-inf"), peak, shift + tl.log(total))
+
+    @triton.jit
+    def _forward_log_kernel_cuda(alpha, totals, table, arc_src, arc_weight, arc_column, columns, start, final,
+                                 node_order, seq_offsets, lengths, num_nodes, num_slots, num_columns,
+                                 SLOTS: tl.constexpr, BLOCK: tl.constexpr):  # pragma: no cover - compiled for CUDA
+        """:func:`_forward_log_kernel` for one sequence per program: ``alpha[0] = start``, then
+        ``alpha[t + 1, n]`` = logsumexp over n's incoming arcs of ``alpha[t, src] + w + columns[t,
+        col]`` up to the sequence's length, then its total."""
         seq = tl.program_id(0)
         first = tl.load(seq_offsets + seq)
         last = tl.load(seq_offsets + seq + 1)
         length = tl.load(lengths + seq)
-        slots = tl.arange(0, SLOTS)[:, None]
-        for step in range(0, length):
-            if REVERSE:
-                t = length - 1 - step
-                read = t + 1
-                write = t
-            else:
-                t = step
-                read = t
-                write = t + 1
+        for chunk in range(first, last, BLOCK):
+            index = chunk + tl.arange(0, BLOCK)
+            live = index < last
+            node = tl.load(node_order + index, mask=live, other=0)
+            tl.store(alpha + node, tl.load(start + node, mask=live), mask=live)
+        tl.debug_barrier()
+        for t in range(0, length):
             for chunk in range(first, last, BLOCK):
                 index = chunk + tl.arange(0, BLOCK)
                 live = index < last
                 node = tl.load(node_order + index, mask=live, other=0)
-                at = slots * num_nodes + node[None, :]
-                used = live[None, :] & (slots < num_slots)
-                end = tl.load(slot_end + at, mask=used, other=0)
-                column = tl.load(slot_column + at, mask=used, other=0)
-                value = tl.load(slot_weight + at, mask=used, other=float("-inf")) \
-                    + tl.load(columns + t * num_columns + column, mask=used, other=0.0) \
-                    + tl.load(scores + read * num_nodes + end, mask=used, other=float("-inf"), cache_modifier=".cg")
-                peak = tl.max(value, axis=0)
-                shift = tl.where(peak == float("-inf"), 0.0, peak)
-                total = tl.sum(tl.exp(value - shift[None, :]), axis=0)
-                out = tl.where(peak == float("-inf"), peak, shift + tl.log(total))
-                tl.store(scores + write * num_nodes + node, out, mask=live)
+                arc, column, used, value = _slot_scores(table, arc_src, arc_weight, arc_column,
+                                                        columns + t * num_columns, alpha + t * num_nodes, node, live,
+                                                        num_nodes, num_slots, SLOTS)
+                tl.store(alpha + (t + 1) * num_nodes + node, _log_plus_slots(value), mask=live)
             tl.debug_barrier()
+        # The total: logsumexp over the nodes of alpha[length] + final, in two passes (max, then sum).
+        best = tl.full([BLOCK], float("-inf"), alpha.dtype.element_ty)
+        for chunk in range(first, last, BLOCK):
+            index = chunk + tl.arange(0, BLOCK)
+            live = index < last
+            node = tl.load(node_order + index, mask=live, other=0)
+            ending = tl.load(alpha + length * num_nodes + node, mask=live, other=float("-inf"), cache_modifier=".cg") \
+                + tl.load(final + node, mask=live, other=float("-inf"))
+            best = tl.maximum(best, ending)
+        peak = tl.max(best, axis=0)
+        shift = tl.where(peak == float("-inf"), 0.0, peak)
+        acc = tl.zeros([BLOCK], alpha.dtype.element_ty)
+        for chunk in range(first, last, BLOCK):
+            index = chunk + tl.arange(0, BLOCK)
+            live = index < last
+            node = tl.load(node_order + index, mask=live, other=0)
+            ending = tl.load(alpha + length * num_nodes + node, mask=live, other=float("-inf"), cache_modifier=".cg") \
+                + tl.load(final + node, mask=live, other=float("-inf"))
+            acc += tl.exp(ending - shift)
+        tl.store(totals + seq, tl.where(peak == float("-inf"), peak, shift + tl.log(tl.sum(acc, axis=0))))
+
+    @triton.jit
+    def _backward_log_kernel_cuda(beta, grad_w, grad_columns, grad_start, grad_final, table, arc_dst, arc_weight,
+                                  arc_column, columns, start, final, alpha, shift, grad_totals,
+                                  node_order, seq_offsets, lengths, num_nodes, num_slots, num_columns,
+                                  SLOTS: tl.constexpr, BLOCK: tl.constexpr):  # pragma: no cover - compiled for CUDA
+        """:func:`_backward_log_kernel` for one sequence per program: backward scores from the
+        final weights at the sequence's length down to frame 0 (rows ``t % 2`` of ``beta``), and
+        the gradients: each arc's occupancy ``exp(alpha[t, src] + w + e + beta[t + 1, dst] -
+        total)`` times the incoming gradient, added to its weight's and its emission column's."""
+        seq = tl.program_id(0)
+        first = tl.load(seq_offsets + seq)
+        last = tl.load(seq_offsets + seq + 1)
+        length = tl.load(lengths + seq)
+        total = tl.load(shift + seq)
+        incoming = tl.load(grad_totals + seq)
+        for chunk in range(first, last, BLOCK):
+            index = chunk + tl.arange(0, BLOCK)
+            live = index < last
+            node = tl.load(node_order + index, mask=live, other=0)
+            last_weight = tl.load(final + node, mask=live, other=float("-inf"))
+            tl.store(beta + (length % 2) * num_nodes + node, last_weight, mask=live)
+            ending = tl.load(alpha + length * num_nodes + node, mask=live, other=float("-inf")) + last_weight
+            tl.store(grad_final + node, tl.exp(ending - total) * incoming, mask=live)
+        tl.debug_barrier()
+        for step in range(0, length):
+            t = length - 1 - step
+            for chunk in range(first, last, BLOCK):
+                index = chunk + tl.arange(0, BLOCK)
+                live = index < last
+                node = tl.load(node_order + index, mask=live, other=0)
+                arc, column, used, value = _slot_scores(table, arc_dst, arc_weight, arc_column,
+                                                        columns + t * num_columns, beta + ((t + 1) % 2) * num_nodes,
+                                                        node, live, num_nodes, num_slots, SLOTS)
+                tl.store(beta + (t % 2) * num_nodes + node, _log_plus_slots(value), mask=live)
+                here = tl.load(alpha + t * num_nodes + node, mask=live, other=float("-inf"))
+                occupancy = tl.exp(here[None, :] + value - total) * incoming
+                hit = used & (occupancy != 0.0)
+                tl.atomic_add(grad_w + arc, occupancy, mask=hit, sem="relaxed")
+                tl.atomic_add(grad_columns + t * num_columns + column, occupancy, mask=hit, sem="relaxed")
+            tl.debug_barrier()
+        for chunk in range(first, last, BLOCK):
+            index = chunk + tl.arange(0, BLOCK)
+            live = index < last
+            node = tl.load(node_order + index, mask=live, other=0)
+            through = tl.load(start + node, mask=live, other=float("-inf")) \
+                + tl.load(beta + node, mask=live, other=float("-inf"), cache_modifier=".cg")
+            tl.store(grad_start + node, tl.exp(through - total) * incoming, mask=live)
 
 
-def _triton_sweep(lay: _Layout, weights: Tensor, init: Tensor, columns: Tensor, lengths: Tensor,
-                  reverse: bool) -> Tensor:
-    """Log-semiring forward (``init`` = start weights at row 0) or backward (``init`` = final
-    weights at each sequence's length) scores ``[T + 1, N]``; -inf beyond each length."""
-    table = lay.out_arc if reverse else lay.in_arc
-    end, weight, column = _arc_table(lay, table, weights.detach(), lay.dst if reverse else lay.src)
-    num_frames, num_nodes = columns.shape[0], lay.num_nodes
-    scores = columns.new_full((num_frames + 1, num_nodes), NEG_INF)
-    if reverse:
-        rows = lengths.index_select(0, lay.node_seq)
-        scores.view(-1).index_copy_(0, rows * num_nodes + torch.arange(num_nodes, device=rows.device), init.detach())
-    else:
-        scores[0] = init.detach()
-    if num_nodes == 0:
-        return scores
+def _triton_launch(kernel: Any, lay: _Layout, table: Tensor, columns: Tensor, lengths: Tensor, *args: Tensor) -> None:
+    """``kernel(*args, ..., columns, ...)`` with one program per sequence, its nodes in blocks of
+    a ``_TRITON_TILE`` of ``table``'s arc slots (the layout's integer tables appended)."""
     slots = triton.next_power_of_2(table.shape[0])
-    most_nodes = int((lay.seq_offsets[1:] - lay.seq_offsets[:-1]).max())
-    block = max(16, min(triton.next_power_of_2(most_nodes), _TRITON_TILE // slots))
-    _log_sweep_kernel[(lay.num_seqs,)](
-        scores, end.contiguous(), weight.contiguous(), column.contiguous(), columns.detach().contiguous(),
-        lay.node_order, lay.seq_offsets, lengths, num_nodes, table.shape[0], columns.shape[1],
-        REVERSE=reverse, SLOTS=slots, BLOCK=block, num_warps=8 if slots * block >= 2048 else 4)
-    return scores
+    block = max(16, min(triton.next_power_of_2(max(lay.most_seq_nodes, 1)), _TRITON_TILE // slots))
+    kernel[(lay.num_seqs,)](*args, lay.node_order, lay.seq_offsets, lengths, lay.num_nodes, table.shape[0],
+                            columns.shape[1], SLOTS=slots, BLOCK=block, num_warps=8 if slots * block >= 2048 else 4)
 
 
 # ---------------------------------------------------------------------- fused total
@@ -624,15 +710,13 @@ class _DenseScore(torch.autograd.Function):
     def forward(ctx: Any, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor,
                 lay: _Layout, lengths: Tensor, semiring: Semiring) -> Tensor:
         tropical = semiring.name == "tropical"
-        if _use_kernels(lay, columns, semiring):
-            (alpha, totals), slots = _kernel_forward(lay, weights, start, final, columns, lengths), None
-        elif _use_triton(lay, columns, semiring):
-            alpha, slots = _triton_sweep(lay, weights, start, columns, lengths, reverse=False), None
-            totals = _totals(lay, alpha, final, lengths, semiring)
+        backend = _kernel_backend(lay, columns, semiring)
+        if backend:
+            (alpha, totals), slots = _kernel_forward(backend, lay, weights, start, final, columns, lengths), None
         else:
             alpha, slots = _forward_sweep(lay, weights, start, columns, semiring, backpointers=tropical)
             totals = _totals(lay, alpha, final, lengths, semiring)
-        ctx.lay, ctx.semiring = lay, semiring
+        ctx.lay, ctx.semiring, ctx.backend = lay, semiring, backend
         ctx.save_for_backward(weights, start, final, columns, lengths, alpha, totals,
                               *(() if slots is None else (slots,)))
         return totals
@@ -641,8 +725,8 @@ class _DenseScore(torch.autograd.Function):
     def backward(ctx: Any, grad_totals: Tensor) -> Tuple[Tensor | None, ...]:
         weights, start, final, columns, lengths, alpha, totals, *rest = ctx.saved_tensors
         lay: _Layout = ctx.lay
-        if _use_kernels(lay, columns, ctx.semiring):
-            grads = _kernel_grads(lay, weights, start, final, columns, lengths, alpha, totals, grad_totals)
+        if ctx.backend:
+            grads = _kernel_grads(ctx.backend, lay, weights, start, final, columns, lengths, alpha, totals, grad_totals)
         elif ctx.semiring.name == "tropical":
             grads = _viterbi_grads(lay, rest[0], weights, start, final, columns, lengths, alpha, grad_totals)
         else:
@@ -676,15 +760,7 @@ def _forward_backward_grads(lay: _Layout, semiring: Semiring, weights: Tensor, s
         grad_w = grad_w + occ.sum(0)
         grad_columns[t0:t1].index_add_(1, lay.arc_column, occ)
 
-    if _use_triton(lay, columns, semiring):
-        beta = _triton_sweep(lay, weights, final, columns, lengths, reverse=True)
-        step = _chunk_frames(columns.shape[0], lay.src.numel())
-        for t0 in range(0, columns.shape[0], step):
-            t1 = min(t0 + step, columns.shape[0])
-            visit(t0, t1, beta[t0 + 1:t1 + 1])
-        beta0 = beta[0]
-    else:
-        beta0 = _backward_sweep(lay, weights, final, columns, lengths, semiring, visit)
+    beta0 = _backward_sweep(lay, weights, final, columns, lengths, semiring, visit)
     node_shift, node_grad = shift[lay.node_seq], grad_totals[lay.node_seq]
     grad_start = occupancy(start + beta0, node_shift, node_grad)
     grad_final = occupancy(_ending(lay, alpha, final, lengths), node_shift, node_grad)
@@ -720,8 +796,8 @@ def dense_score(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = No
     Returns ``[B]`` (a 0-dim tensor for ``[T, V]`` emissions); ``-inf`` where no path fits.
     Differentiable w.r.t. the emissions and the graph's arc, start and final weights (the log
     semiring's gradient is the arc occupancy, the tropical one is the best path's indicator).
-    Memory: the forward scores ``[T + 1, N]`` are kept for the backward (on CUDA the backward
-    scores are held whole too), and chunks of frames bound the rest.
+    Memory: the forward scores ``[T + 1, N]`` are kept for the backward, and chunks of frames
+    (or the compiled kernels' two rows of backward scores) bound the rest.
 
     ``backend="k2"`` computes the same totals and gradients with ``k2.intersect_dense``.
     """
