@@ -183,7 +183,9 @@ def test_single_sequence_and_shared_graph():
     assert int(align.arcs.max()) < g.num_arcs  # ids of the graph given, not of its replicas
 
 
-def test_viterbi_align_matches_best_path():
+@backends
+def test_viterbi_align_matches_best_path(use_kernels, monkeypatch):
+    monkeypatch.setattr(dense, "_KERNELS", use_kernels)
     torch.manual_seed(3)
     g = Graph.from_arcs(3, [0, 0, 1, 1, 2, 0], [1, 0, 2, 1, 2, 2], [0, 1, 2, 0, 1, 2],
                         weights=torch.randn(6, dtype=torch.float64), start=[0], accept=[2], dtype=torch.float64)
@@ -207,7 +209,9 @@ def test_viterbi_align_matches_best_path():
     assert float(grad.sum()) == sum(lengths)
 
 
-def test_beam_prunes_to_the_best_paths():
+@backends
+def test_beam_prunes_to_the_best_paths(use_kernels, monkeypatch):
+    monkeypatch.setattr(dense, "_KERNELS", use_kernels)
     torch.manual_seed(4)
     g = Graph.from_arcs(2, [0, 0, 1, 1], [0, 1, 1, 0], [0, 1, 2, 1], start=[0], accept=[0, 1], dtype=torch.float64)
     emissions = torch.randn(1, 8, 3, dtype=torch.float64) * 3
@@ -222,6 +226,33 @@ def test_beam_prunes_to_the_best_paths():
     lat = full
     want = g.weights[lat.arc_map] + emissions[0, lat.frame, g.ilabel[lat.arc_map]]
     assert torch.allclose(lat.graph.weights, want)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_viterbi_kernels_match_tensor_sweeps(dtype):
+    """The CPU's compiled Viterbi (forward with best slots, backtracking) against the tensor
+    formulation on a batch of random cyclic graphs: the same paths, scores and gradients."""
+    gen = torch.Generator().manual_seed(5)
+    graphs = []
+    for nodes, arcs in [(5, 12), (30, 200), (300, 1500)]:
+        src, dst = torch.randint(0, nodes, (arcs,), generator=gen), torch.randint(0, nodes, (arcs,), generator=gen)
+        weights = torch.randn(arcs, generator=gen, dtype=dtype)
+        weights[::7] = NEG_INF
+        graphs.append(Graph.from_arcs(nodes, src, dst, torch.randint(0, 6, (arcs,), generator=gen), weights=weights,
+                                      start=[0, 1], accept=list(range(nodes // 2)), dtype=dtype))
+    emissions = torch.randn(3, 40, 6, generator=gen, dtype=dtype).log_softmax(-1)
+    lengths = [40, 17, 33]
+    results = []
+    for compiled in (True, False):
+        with kernels(compiled):
+            e = emissions.clone().requires_grad_()
+            align = viterbi_align(graphs, e, lengths)
+            total = dense_score(graphs, e, lengths, semiring="tropical")
+            results.append((align.arcs, align.scores.detach(), total.detach(), torch.autograd.grad(total.sum(), e)[0]))
+    assert torch.isfinite(results[0][2]).all()
+    assert torch.equal(results[0][0], results[1][0])
+    for mine, theirs in zip(results[0][1:], results[1][1:]):
+        torch.testing.assert_close(mine, theirs)
 
 
 def test_label_outside_emissions_raises():
@@ -271,7 +302,8 @@ def test_cuda_matches_cpu():
 def _kernel_case(dtype: torch.dtype):
     """Totals and gradients (of arc, start and final weights and emissions) on cyclic graphs of
     uneven degree (one larger than a Triton program's block of nodes, one without arcs), with
-    -inf weights and emissions, lengths T, shorter and 0: ``run(device, compiled)``."""
+    -inf weights and emissions, lengths T, shorter and 0: ``run(device, compiled, semiring)``
+    (tropical: the Viterbi alignment's arcs too)."""
     gen = torch.Generator().manual_seed(3)
     num_frames, num_labels = 30, 7
     sizes = [(6, 14), (40, 300), (6000, 20000), (2, 0)]  # nodes, arcs
@@ -288,17 +320,18 @@ def _kernel_case(dtype: torch.dtype):
     emissions = torch.randn(len(sizes), num_frames, num_labels, generator=gen).to(dtype).log_softmax(-1)
     emissions[0, 2, :3] = NEG_INF
 
-    def run(device: str, compiled: bool):
+    def run(device: str, compiled: bool, semiring: str = "log"):
         params = [[t.detach().to(device).requires_grad_() for t in leaf[3:]] for leaf in leaves]
         graphs = [Graph.from_arcs(nodes, src.to(device), dst.to(device), ilabel.to(device), weights=w,
                                   start_weights=s, final_weights=f)
                   for (nodes, _), (src, dst, ilabel, *_), (w, s, f) in zip(sizes, leaves, params)]
         e = emissions.detach().to(device).requires_grad_()  # fresh leaves: .to() on the CPU is the tensor itself
         with kernels(compiled):
-            totals = dense_score(graphs, e, lengths)
+            totals = dense_score(graphs, e, lengths, semiring)
             flat = [p for group in params for p in group] + [e]
-            grads = torch.autograd.grad(totals.sum(), flat)
-        return [t.cpu() for t in (totals, *grads)]
+            grads = torch.autograd.grad(totals.sum(), flat, allow_unused=True)
+            alignment = [viterbi_align(graphs, e, lengths).arcs] if semiring == "tropical" else []
+        return [t.cpu() for t in (totals, *grads, *alignment) if t is not None]
 
     return run
 
@@ -310,14 +343,15 @@ def _kernel_tolerance(dtype: torch.dtype) -> dict:
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_cuda_kernel_sweeps_match_cpu(dtype):
+@pytest.mark.parametrize("semiring", ["log", "tropical"])
+def test_cuda_kernel_sweeps_match_cpu(dtype, semiring):
     """CUDA's compiled kernels (Triton) against the CPU's numba kernels and CUDA's tensor
     formulation (:func:`_kernel_case`)."""
     run = _kernel_case(dtype)
-    cpu = run("cpu", True)
+    cpu = run("cpu", True, semiring)
     assert torch.isfinite(cpu[0][:3]).all()
     for compiled in (True, False):
-        for mine, theirs in zip(run("cuda", compiled), cpu):
+        for mine, theirs in zip(run("cuda", compiled, semiring), cpu, strict=True):
             torch.testing.assert_close(mine, theirs, **_kernel_tolerance(dtype))
 
 
@@ -329,12 +363,13 @@ def test_triton_kernels_interpreted_match_numba(dtype, monkeypatch):
     """The CUDA kernels' code run by Triton's interpreter on the CPU against the numba kernels
     (:func:`_kernel_case`): what CI can check of them without a GPU (not races or compilation)."""
     run = _kernel_case(dtype)
-    numba_results = run("cpu", True)
+    numba_results = {semiring: run("cpu", True, semiring) for semiring in ("log", "tropical")}
     monkeypatch.setattr(dense, "_TRITON_ON_CPU", True)
     assert dense._kernel_backend(dense._Layout.of(Graph.batch([gtn_py.ctc_graph([[1, 2]])]), 1, 3),
                                  torch.zeros(1, 1, dtype=dtype), dense.get_semiring("log")) == "triton"
-    for mine, theirs in zip(run("cpu", True), numba_results):
-        torch.testing.assert_close(mine, theirs, **_kernel_tolerance(dtype))
+    for semiring, theirs_all in numba_results.items():
+        for mine, theirs in zip(run("cpu", True, semiring), theirs_all, strict=True):
+            torch.testing.assert_close(mine, theirs, **_kernel_tolerance(dtype))
     # CTC with an impossible target (6 labels, 2 of them repeats, in 7 frames): +inf, zero gradient.
     log_probs = torch.randn(7, 3, 5, generator=torch.Generator().manual_seed(4), dtype=dtype).log_softmax(-1)
     targets, lengths = torch.tensor([[1, 2, 2, 3, 3, 4], [1, 2, 3, 0, 0, 0], [4, 4, 0, 0, 0, 0]]), [6, 3, 2]
@@ -347,7 +382,7 @@ def test_triton_kernels_interpreted_match_numba(dtype, monkeypatch):
         return losses, torch.autograd.grad(zeroed, x)[0]
 
     (triton_losses, triton_grad), (numba_losses, numba_grad) = ctc(True), ctc(False)
-    assert math.isinf(triton_losses[0]) and torch.isfinite(triton_losses[1:]).all()
+    assert math.isinf(float(triton_losses[0].detach())) and torch.isfinite(triton_losses[1:]).all()
     torch.testing.assert_close(triton_losses, numba_losses, **_kernel_tolerance(dtype))
     torch.testing.assert_close(triton_grad, numba_grad, **_kernel_tolerance(dtype))
     assert torch.isfinite(triton_grad).all() and triton_grad.abs().sum() > 0

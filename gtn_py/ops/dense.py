@@ -326,7 +326,8 @@ def _best_nodes(lay: _Layout, ending: Tensor) -> Tensor:
     return torch.where(pick < lay.num_nodes, pick, torch.full_like(pick, -1))
 
 
-def _backtrack(lay: _Layout, slots: Tensor, last: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor]:
+def _backtrack(lay: _Layout, slots: Tensor, last: Tensor, lengths: Tensor, backend: str | None
+               ) -> Tuple[Tensor, Tensor]:
     """Follow the argmax slots back from ``last`` (per sequence): the arcs of the best path
     ``[B, T]`` (-1 beyond each length and where no path exists) and the first node ``[B]``."""
     num_frames = slots.shape[0]
@@ -334,6 +335,16 @@ def _backtrack(lay: _Layout, slots: Tensor, last: Tensor, lengths: Tensor) -> Tu
     node = last
     if lay.src.numel() == 0:  # no arcs: only length-0 sequences have a path, and it has no arcs
         return arcs, node
+    if backend == "numba":
+        first = torch.empty_like(last)
+        _backtrack_kernel(_np(lay.in_arc), _np(lay.src), _np(slots), _np(last), _np(lengths), arcs.numpy(),
+                          first.numpy())
+        return arcs, first
+    if backend == "triton":
+        first = torch.empty_like(last)
+        _backtrack_kernel_cuda[(lay.num_seqs,)](arcs, first, lay.in_arc, lay.src, slots, last, lengths, lay.num_nodes,
+                                                num_frames)
+        return arcs, first
     for t in range(num_frames - 1, -1, -1):
         active = (t < lengths) & (node >= 0)
         at = node.clamp(min=0)
@@ -347,7 +358,7 @@ def _best_paths(lay: _Layout, alpha: Tensor, slots: Tensor, final: Tensor, lengt
                 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Arcs ``[B, T]``, first and last node ``[B]`` (-1: no path) of each sequence's best path."""
     last = _best_nodes(lay, _ending(lay, alpha, final, lengths))
-    arcs, first = _backtrack(lay, slots, last, lengths)
+    arcs, first = _backtrack(lay, slots, last, lengths, _kernel_backend(lay, alpha, get_semiring("tropical")))
     return arcs, first, last
 
 
@@ -357,14 +368,16 @@ def _best_paths(lay: _Layout, alpha: Tensor, slots: Tensor, final: Tensor, lengt
 # (the torch formulation above serves CUDA, other semirings, and checks these kernels in the
 # tests). The kernels release the GIL; _run_over_sequences spreads the sequences over threads.
 @numba.njit(cache=True, nogil=True)
-def _forward_log_kernel(seqs, in_src, in_weight, in_column, columns, start, final, node_order, seq_offsets,
-                        lengths, alpha, totals, consts):  # pragma: no cover - jitted
+def _forward_kernel(seqs, tropical, in_src, in_weight, in_column, columns, start, final, node_order, seq_offsets,
+                    lengths, alpha, totals, slots, consts):  # pragma: no cover - jitted
     """Forward scores ``alpha`` [T + 1, N] and each sequence's total (forward score times final
-    weight at its length, summed over its nodes)."""
+    weight at its length, summed over its nodes; ``tropical``: maximised), and, where ``slots``
+    has rows, the best incoming slot of each node at each frame (the first on ties)."""
     # consts = [-inf, 0] in the weights' dtype: float32 inputs get float32 exp/log, not float64
     neg_inf, zero = consts[0], consts[1]
     num_slots = in_src.shape[1]
     num_frames = columns.shape[0]
+    keep_slots = slots.shape[0] > 0
     for b in seqs:
         values = np.empty(num_slots, alpha.dtype)
         nodes = node_order[seq_offsets[b]:seq_offsets[b + 1]]
@@ -379,6 +392,7 @@ def _forward_log_kernel(seqs, in_src, in_weight, in_column, columns, start, fina
             for n in nodes:
                 n = np.uint64(n)  # unsigned indices: no negative-index wraparound checks
                 peak = neg_inf
+                best = 0
                 count = 0
                 for d in range(num_slots):
                     s = in_src[n, d]
@@ -386,10 +400,14 @@ def _forward_log_kernel(seqs, in_src, in_weight, in_column, columns, start, fina
                         break
                     v = alpha_t[np.uint64(s)] + in_weight[n, d] + columns_t[np.uint64(in_column[n, d])]
                     values[d] = v
-                    peak = max(peak, v)
+                    if v > peak:
+                        peak = v
+                        best = d
                     count += 1
-                if peak == neg_inf:
-                    alpha_next[n] = neg_inf
+                if keep_slots:
+                    slots[t, n] = best
+                if tropical or peak == neg_inf:
+                    alpha_next[n] = peak
                     continue
                 acc = zero
                 for d in range(count):
@@ -399,8 +417,8 @@ def _forward_log_kernel(seqs, in_src, in_weight, in_column, columns, start, fina
         peak = neg_inf
         for n in nodes:
             peak = max(peak, alpha[length, n] + final[n])
-        if peak == neg_inf:
-            totals[b] = neg_inf
+        if tropical or peak == neg_inf:
+            totals[b] = peak
             continue
         acc = zero
         for n in nodes:
@@ -459,6 +477,19 @@ def _backward_log_kernel(seqs, out_arc, out_dst, out_weight, out_column, columns
             grad_start[n] = np.exp(start[n] + beta[row, n] - total) * g
 
 
+@numba.njit(cache=True, nogil=True)
+def _backtrack_kernel(in_arc, src, slots, last, lengths, arcs, first):  # pragma: no cover - jitted
+    """:func:`_backtrack` sequence by sequence: from ``last`` back over the best incoming slots."""
+    for b in range(last.shape[0]):
+        node = last[b]
+        if node >= 0:
+            for t in range(lengths[b] - 1, -1, -1):
+                arc = in_arc[slots[t, node], node]
+                arcs[b, t] = arc
+                node = src[arc]
+        first[b] = node
+
+
 def _run_over_sequences(kernel: Callable[..., None], num_seqs: int, work: int, *args: Any) -> None:
     """``kernel(seqs, *args)`` over all sequences: in one call for small problems (``work`` =
     frames x arcs), else over chunks of sequences on ``torch.get_num_threads()`` threads. Chunks
@@ -484,15 +515,16 @@ def _plain_log(semiring: Semiring) -> bool:
 
 
 def _kernel_backend(lay: _Layout, columns: Tensor, semiring: Semiring) -> str | None:
-    """Which compiled kernels compute these totals and gradients: "numba" (CPU), "triton"
-    (CUDA, or the CPU under Triton's interpreter when ``_TRITON_ON_CPU``), or None (tensor sweeps)."""
-    if not (_KERNELS and _plain_log(semiring)):
+    """Which compiled kernels compute these forward scores and totals (log or tropical; and the
+    log semiring's gradients, the tropical best paths): "numba" (CPU), "triton" (CUDA, or the CPU
+    under Triton's interpreter when ``_TRITON_ON_CPU``), or None (tensor sweeps)."""
+    if not (_KERNELS and (_plain_log(semiring) or semiring.name == "tropical")):
         return None
     triton_device = "cpu" if _TRITON_ON_CPU else "cuda"
     if _TRITON and columns.device.type == triton_device and columns.dtype in (torch.float32, torch.float64) \
             and max(lay.in_arc.shape[0], lay.out_arc.shape[0]) <= _TRITON_MAX_SLOTS:
         return "triton"
-    return "numba" if columns.device.type == "cpu" else None
+    return "numba" if columns.device.type == "cpu" and _numpy_dtype(columns) is not None else None
 
 
 def _arc_tables_np(lay: _Layout, table: Tensor, weights: Tensor, endpoint: Tensor) -> Tuple[np.ndarray, ...]:
@@ -521,22 +553,33 @@ def _zeros(*shape: int, like: Tensor) -> Tensor:
     return like.new_zeros(shape) if dtype is None else torch.from_numpy(np.zeros(shape, dtype=dtype))
 
 
-def _kernel_forward(backend: str, lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor,
-                    lengths: Tensor) -> Tuple[Tensor, Tensor]:
-    """Forward scores ``[T + 1, N]`` (-inf past each sequence's length) and totals ``[B]``."""
+def _forward(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor, lengths: Tensor,
+             semiring: Semiring, backpointers: bool = False) -> Tuple[Tensor, Tensor, Tensor | None]:
+    """Forward scores ``[T + 1, N]`` (-inf past each sequence's length), totals ``[B]`` and, for
+    the tropical semiring with ``backpointers``, the best incoming slots ``[T, N]``: by the
+    compiled kernels where :func:`_kernel_backend` names them, else by the tensor sweeps."""
+    backend = _kernel_backend(lay, columns, semiring)
+    if backend is None:
+        alpha, slots = _forward_sweep(lay, weights, start, columns, semiring, backpointers)
+        return alpha, _totals(lay, alpha, final, lengths, semiring), slots
     totals = columns.new_empty(lay.num_seqs)
+    tropical = semiring.name == "tropical"
+    slots = torch.empty((columns.shape[0], lay.num_nodes) if tropical and backpointers else (0, 0), dtype=torch.long,
+                        device=columns.device)
     if backend == "triton":
         alpha = columns.new_full((columns.shape[0] + 1, lay.num_nodes), NEG_INF)
-        _triton_launch(_forward_log_kernel_cuda, lay, lay.in_arc, columns, lengths, alpha, totals, lay.in_arc,
+        _triton_launch(_forward_kernel_cuda, lay, lay.in_arc, columns, lengths, alpha, totals, slots, lay.in_arc,
                        lay.src, weights.detach().contiguous(), lay.arc_column, columns.detach().contiguous(),
-                       start.detach().contiguous(), final.detach().contiguous())
-        return alpha, totals
+                       start.detach().contiguous(), final.detach().contiguous(), TROPICAL=tropical,
+                       KEEP_SLOTS=tropical and backpointers)
+        return alpha, totals, slots if tropical and backpointers else None
     alpha = columns.new_empty(columns.shape[0] + 1, lay.num_nodes)
     _, in_src, in_weight, in_column = _arc_tables_np(lay, lay.in_arc, weights, lay.src)
-    _run_over_sequences(_forward_log_kernel, lay.num_seqs, columns.shape[0] * lay.src.shape[0],
-                        in_src, in_weight, in_column, _np(columns), _np(start), _np(final), _np(lay.node_order),
-                        _np(lay.seq_offsets), _np(lengths), alpha.numpy(), totals.numpy(), _consts(columns))
-    return alpha, totals
+    _run_over_sequences(_forward_kernel, lay.num_seqs, columns.shape[0] * lay.src.shape[0],
+                        tropical, in_src, in_weight, in_column, _np(columns), _np(start), _np(final),
+                        _np(lay.node_order), _np(lay.seq_offsets), _np(lengths), alpha.numpy(), totals.numpy(),
+                        slots.numpy(), _consts(columns))
+    return alpha, totals, slots if tropical and backpointers else None
 
 
 def _kernel_grads(backend: str, lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor,
@@ -597,12 +640,14 @@ if _TRITON:
         return tl.where(peak == float("-inf"), peak, shift + tl.log(total))
 
     @triton.jit
-    def _forward_log_kernel_cuda(alpha, totals, table, arc_src, arc_weight, arc_column, columns, start, final,
-                                 node_order, seq_offsets, lengths, num_nodes, num_slots, num_columns,
-                                 SLOTS: tl.constexpr, BLOCK: tl.constexpr):  # pragma: no cover - compiled for CUDA
-        """:func:`_forward_log_kernel` for one sequence per program: ``alpha[0] = start``, then
-        ``alpha[t + 1, n]`` = logsumexp over n's incoming arcs of ``alpha[t, src] + w + columns[t,
-        col]`` up to the sequence's length, then its total."""
+    def _forward_kernel_cuda(alpha, totals, slots, table, arc_src, arc_weight, arc_column, columns, start, final,
+                             node_order, seq_offsets, lengths, num_nodes, num_slots, num_columns,
+                             TROPICAL: tl.constexpr, KEEP_SLOTS: tl.constexpr, SLOTS: tl.constexpr,
+                             BLOCK: tl.constexpr):  # pragma: no cover - compiled for CUDA
+        """:func:`_forward_kernel` for one sequence per program: ``alpha[0] = start``, then
+        ``alpha[t + 1, n]`` = logsumexp (TROPICAL: max, and with KEEP_SLOTS the first best slot
+        into ``slots[t, n]``) over n's incoming arcs of ``alpha[t, src] + w + columns[t, col]``
+        up to the sequence's length, then its total."""
         seq = tl.program_id(0)
         first = tl.load(seq_offsets + seq)
         last = tl.load(seq_offsets + seq + 1)
@@ -621,9 +666,16 @@ if _TRITON:
                 arc, column, used, value = _slot_scores(table, arc_src, arc_weight, arc_column,
                                                         columns + t * num_columns, alpha + t * num_nodes, node, live,
                                                         num_nodes, num_slots, SLOTS)
-                tl.store(alpha + (t + 1) * num_nodes + node, _log_plus_slots(value), mask=live)
+                if TROPICAL:
+                    score = tl.max(value, axis=0)
+                    if KEEP_SLOTS:
+                        tl.store(slots + t * num_nodes + node, tl.argmax(value, axis=0, tie_break_left=True),
+                                 mask=live)
+                else:
+                    score = _log_plus_slots(value)
+                tl.store(alpha + (t + 1) * num_nodes + node, score, mask=live)
             tl.debug_barrier()
-        # The total: logsumexp over the nodes of alpha[length] + final, in two passes (max, then sum).
+        # The total over the nodes of alpha[length] + final: max, then (log) the sum below it.
         best = tl.full([BLOCK], float("-inf"), alpha.dtype.element_ty)
         for chunk in range(first, last, BLOCK):
             index = chunk + tl.arange(0, BLOCK)
@@ -633,16 +685,19 @@ if _TRITON:
                 + tl.load(final + node, mask=live, other=float("-inf"))
             best = tl.maximum(best, ending)
         peak = tl.max(best, axis=0)
-        shift = tl.where(peak == float("-inf"), 0.0, peak)
-        acc = tl.zeros([BLOCK], alpha.dtype.element_ty)
-        for chunk in range(first, last, BLOCK):
-            index = chunk + tl.arange(0, BLOCK)
-            live = index < last
-            node = tl.load(node_order + index, mask=live, other=0)
-            ending = tl.load(alpha + length * num_nodes + node, mask=live, other=float("-inf"), cache_modifier=".cg") \
-                + tl.load(final + node, mask=live, other=float("-inf"))
-            acc += tl.exp(ending - shift)
-        tl.store(totals + seq, tl.where(peak == float("-inf"), peak, shift + tl.log(tl.sum(acc, axis=0))))
+        if TROPICAL:
+            tl.store(totals + seq, peak)
+        else:
+            shift = tl.where(peak == float("-inf"), 0.0, peak)
+            acc = tl.zeros([BLOCK], alpha.dtype.element_ty)
+            for chunk in range(first, last, BLOCK):
+                index = chunk + tl.arange(0, BLOCK)
+                live = index < last
+                node = tl.load(node_order + index, mask=live, other=0)
+                ending = tl.load(alpha + length * num_nodes + node, mask=live, other=float("-inf"),
+                                 cache_modifier=".cg") + tl.load(final + node, mask=live, other=float("-inf"))
+                acc += tl.exp(ending - shift)
+            tl.store(totals + seq, tl.where(peak == float("-inf"), peak, shift + tl.log(tl.sum(acc, axis=0))))
 
     @triton.jit
     def _backward_log_kernel_cuda(beta, grad_w, grad_columns, grad_start, grad_final, table, arc_dst, arc_weight,
@@ -693,13 +748,31 @@ if _TRITON:
             tl.store(grad_start + node, tl.exp(through - total) * incoming, mask=live)
 
 
-def _triton_launch(kernel: Any, lay: _Layout, table: Tensor, columns: Tensor, lengths: Tensor, *args: Tensor) -> None:
-    """``kernel(*args, ..., columns, ...)`` with one program per sequence, its nodes in blocks of
-    a ``_TRITON_TILE`` of ``table``'s arc slots (the layout's integer tables appended)."""
+if _TRITON:
+    @triton.jit
+    def _backtrack_kernel_cuda(arcs, first, in_arc, src, slots, last, lengths, num_nodes,
+                               num_frames):  # pragma: no cover - compiled for CUDA
+        """:func:`_backtrack_kernel` for one sequence per program (a scalar walk over its frames)."""
+        seq = tl.program_id(0)
+        node = tl.load(last + seq)
+        steps = tl.where(node >= 0, tl.load(lengths + seq), 0)
+        for step in range(0, steps):
+            t = steps - 1 - step
+            arc = tl.load(in_arc + tl.load(slots + t * num_nodes + node) * num_nodes + node)
+            tl.store(arcs + seq * num_frames + t, arc)
+            node = tl.load(src + arc)
+        tl.store(first + seq, node)
+
+
+def _triton_launch(kernel: Any, lay: _Layout, table: Tensor, columns: Tensor, lengths: Tensor, *args: Tensor,
+                   **flags: bool) -> None:
+    """``kernel(*args, ..., **flags)`` with one program per sequence, its nodes in blocks of a
+    ``_TRITON_TILE`` of ``table``'s arc slots (the layout's integer tables and sizes appended)."""
     slots = triton.next_power_of_2(table.shape[0])
     block = max(16, min(triton.next_power_of_2(max(lay.most_seq_nodes, 1)), _TRITON_TILE // slots))
     kernel[(lay.num_seqs,)](*args, lay.node_order, lay.seq_offsets, lengths, lay.num_nodes, table.shape[0],
-                            columns.shape[1], SLOTS=slots, BLOCK=block, num_warps=8 if slots * block >= 2048 else 4)
+                            columns.shape[1], **flags, SLOTS=slots, BLOCK=block,
+                            num_warps=8 if slots * block >= 2048 else 4)
 
 
 # ---------------------------------------------------------------------- fused total
@@ -709,14 +782,9 @@ class _DenseScore(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor,
                 lay: _Layout, lengths: Tensor, semiring: Semiring) -> Tensor:
-        tropical = semiring.name == "tropical"
-        backend = _kernel_backend(lay, columns, semiring)
-        if backend:
-            (alpha, totals), slots = _kernel_forward(backend, lay, weights, start, final, columns, lengths), None
-        else:
-            alpha, slots = _forward_sweep(lay, weights, start, columns, semiring, backpointers=tropical)
-            totals = _totals(lay, alpha, final, lengths, semiring)
-        ctx.lay, ctx.semiring, ctx.backend = lay, semiring, backend
+        alpha, totals, slots = _forward(lay, weights, start, final, columns, lengths, semiring,
+                                        backpointers=semiring.name == "tropical")
+        ctx.lay, ctx.semiring = lay, semiring
         ctx.save_for_backward(weights, start, final, columns, lengths, alpha, totals,
                               *(() if slots is None else (slots,)))
         return totals
@@ -725,10 +793,11 @@ class _DenseScore(torch.autograd.Function):
     def backward(ctx: Any, grad_totals: Tensor) -> Tuple[Tensor | None, ...]:
         weights, start, final, columns, lengths, alpha, totals, *rest = ctx.saved_tensors
         lay: _Layout = ctx.lay
-        if ctx.backend:
-            grads = _kernel_grads(ctx.backend, lay, weights, start, final, columns, lengths, alpha, totals, grad_totals)
-        elif ctx.semiring.name == "tropical":
+        backend = _kernel_backend(lay, columns, ctx.semiring)
+        if ctx.semiring.name == "tropical":
             grads = _viterbi_grads(lay, rest[0], weights, start, final, columns, lengths, alpha, grad_totals)
+        elif backend:
+            grads = _kernel_grads(backend, lay, weights, start, final, columns, lengths, alpha, totals, grad_totals)
         else:
             grads = _forward_backward_grads(lay, ctx.semiring, weights, start, final, columns, lengths,
                                             alpha, totals, grad_totals)
@@ -836,12 +905,11 @@ def dense_lattice(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
         # Viterbi forward and backward scores: a node (arc) is kept when the best path through
         # it is possible and, with a beam, within ``beam`` of the sequence's best path.
         columns = lay.emission_columns(emissions.detach(), lens)
-        alpha, _ = _forward_sweep(lay, weights.detach(), start.detach(), columns, tropical)
+        alpha, best, _ = _forward(lay, weights.detach(), start.detach(), final.detach(), columns, lens, tropical)
         betas: List[Tensor] = []
         beta0 = _backward_sweep(lay, weights.detach(), final.detach(), columns, lens, tropical,
                                 lambda t0, t1, b: betas.insert(0, b))
         beta = torch.cat([beta0[None]] + betas)
-        best = _totals(lay, alpha, final.detach(), lens, tropical)
         floor = best - beam if beam is not None else torch.full_like(best, NEG_INF)
         node_floor = floor[lay.node_seq]
         through = alpha + beta                                  # [T + 1, N]
@@ -914,8 +982,8 @@ def viterbi_align(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
     weights, start, final = g.weights, g.start_weights, g.final_weights
     with torch.no_grad():
         columns = lay.emission_columns(emissions.detach(), lens)
-        alpha, slots = _forward_sweep(lay, weights.detach(), start.detach(), columns, get_semiring("tropical"),
-                                      backpointers=True)
+        alpha, _, slots = _forward(lay, weights.detach(), start.detach(), final.detach(), columns, lens,
+                                   get_semiring("tropical"), backpointers=True)
         assert slots is not None
         arcs, first, last = _best_paths(lay, alpha, slots, final.detach(), lens)
     labels = torch.where(arcs >= 0, lay.ilabel[arcs.clamp(min=0)], arcs)
