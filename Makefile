@@ -59,6 +59,7 @@ test-k2:
 bench: $(STAMP)
 	$(PY) bench/graph_ops.py
 	$(PY) bench/ctc.py
+	$(PY) bench/align.py
 	$(PY) bench/k2_scores.py
 
 # CUDA cases only (on a machine with a GPU).
