@@ -342,8 +342,9 @@ def _backtrack(lay: _Layout, slots: Tensor, last: Tensor, lengths: Tensor, backe
         return arcs, first
     if backend == "triton":
         first = torch.empty_like(last)
-        _backtrack_kernel_cuda[(lay.num_seqs,)](arcs, first, lay.in_arc, lay.src, slots, last, lengths, lay.num_nodes,
-                                                num_frames)
+        if lay.num_seqs:
+            _backtrack_kernel_cuda[(lay.num_seqs,)](arcs, first, lay.in_arc, lay.src.contiguous(), slots,
+                                                    last.contiguous(), lengths, lay.num_nodes, num_frames)
         return arcs, first
     for t in range(num_frames - 1, -1, -1):
         active = (t < lengths) & (node >= 0)
@@ -568,9 +569,8 @@ def _forward(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, column
                         device=columns.device)
     if backend == "triton":
         alpha = columns.new_full((columns.shape[0] + 1, lay.num_nodes), NEG_INF)
-        _triton_launch(_forward_kernel_cuda, lay, lay.in_arc, columns, lengths, alpha, totals, slots, lay.in_arc,
-                       lay.src, weights.detach().contiguous(), lay.arc_column, columns.detach().contiguous(),
-                       start.detach().contiguous(), final.detach().contiguous(), TROPICAL=tropical,
+        _triton_launch(_forward_kernel_cuda, lay, lay.in_arc, columns.shape[1], lengths, alpha, totals, slots,
+                       lay.in_arc, lay.src, weights, lay.arc_column, columns, start, final, TROPICAL=tropical,
                        KEEP_SLOTS=tropical and backpointers)
         return alpha, totals, slots if tropical and backpointers else None
     alpha = columns.new_empty(columns.shape[0] + 1, lay.num_nodes)
@@ -589,10 +589,9 @@ def _kernel_grads(backend: str, lay: _Layout, weights: Tensor, start: Tensor, fi
     grad_w, grad_start, grad_final, grad_columns = grads
     beta = columns.new_empty(2, lay.num_nodes)
     if backend == "triton":
-        _triton_launch(_backward_log_kernel_cuda, lay, lay.out_arc, columns, lengths, beta, grad_w, grad_columns,
-                       grad_start, grad_final, lay.out_arc, lay.dst, weights.detach().contiguous(), lay.arc_column,
-                       columns.detach().contiguous(), start.detach().contiguous(), final.detach().contiguous(),
-                       alpha, shift, grad_totals.contiguous())
+        _triton_launch(_backward_log_kernel_cuda, lay, lay.out_arc, columns.shape[1], lengths, beta, grad_w,
+                       grad_columns, grad_start, grad_final, lay.out_arc, lay.dst, weights, lay.arc_column, columns,
+                       start, final, alpha, shift, grad_totals)
         return grad_w, grad_start, grad_final, grad_columns
     out_arc, out_dst, out_weight, out_column = _arc_tables_np(lay, lay.out_arc, weights, lay.dst)
     _run_over_sequences(_backward_log_kernel, lay.num_seqs, columns.shape[0] * lay.src.shape[0],
@@ -764,14 +763,17 @@ if _TRITON:
         tl.store(first + seq, node)
 
 
-def _triton_launch(kernel: Any, lay: _Layout, table: Tensor, columns: Tensor, lengths: Tensor, *args: Tensor,
+def _triton_launch(kernel: Any, lay: _Layout, table: Tensor, num_columns: int, lengths: Tensor, *args: Tensor,
                    **flags: bool) -> None:
-    """``kernel(*args, ..., **flags)`` with one program per sequence, its nodes in blocks of a
-    ``_TRITON_TILE`` of ``table``'s arc slots (the layout's integer tables and sizes appended)."""
+    """``kernel(*args, layout tables and sizes, **flags)``, one program per sequence, its nodes in
+    blocks of a ``_TRITON_TILE`` of ``table``'s arc slots. The kernels index raw memory, so the
+    tensors go in detached and contiguous (outputs are fresh, hence contiguous already)."""
+    if lay.num_seqs == 0:
+        return
     slots = triton.next_power_of_2(table.shape[0])
     block = max(16, min(triton.next_power_of_2(max(lay.most_seq_nodes, 1)), _TRITON_TILE // slots))
-    kernel[(lay.num_seqs,)](*args, lay.node_order, lay.seq_offsets, lengths, lay.num_nodes, table.shape[0],
-                            columns.shape[1], **flags, SLOTS=slots, BLOCK=block,
+    kernel[(lay.num_seqs,)](*(a.detach().contiguous() for a in args), lay.node_order, lay.seq_offsets, lengths,
+                            lay.num_nodes, table.shape[0], num_columns, **flags, SLOTS=slots, BLOCK=block,
                             num_warps=8 if slots * block >= 2048 else 4)
 
 
