@@ -37,7 +37,8 @@ test: $(STAMP) system-deps speech-deps lint
 	OMP_NUM_THREADS=1 bash tools/k2_env.sh test
 
 # The CUDA kernels (Triton) checked without a GPU: Triton's interpreter runs their code on the CPU
-# against the numba kernels (tests/test_dense.py, "interpreted"). Triton, and a numpy its
+# against the numba kernels (tests/test_dense.py, "interpreted"), and Triton compiles them for
+# Hopper and Ampere GPUs with its own ptxas ("compile_for_cuda"). Triton, and a numpy its
 # interpreter works with (< 2.4), go into a folder beside the venv's packages rather than into
 # it, so that the CPU venv keeps its numpy and gtn_py there does not import Triton.
 TRITON_SITE := $(VENV)/triton-site
@@ -48,6 +49,8 @@ $(TRITON_SITE)/.ready: $(STAMP)
 test-triton: $(STAMP) $(TRITON_SITE)/.ready
 	TRITON_INTERPRET=1 PYTHONPATH=$(TRITON_SITE) OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider \
 		-W ignore::DeprecationWarning -W ignore::RuntimeWarning tests/test_dense.py -k interpreted
+	PYTHONPATH=$(TRITON_SITE) OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider tests/test_dense.py \
+		-k compile_for_cuda
 
 # k2 interop tests (tests/k2_interop), in their own Python 3.10 + torch 1.13.1 + k2 1.23.4 venv, which
 # tools/k2_env.sh builds once outside the repository, in ${XDG_CACHE_HOME:-~/.cache}/gtn_py/k2-py310.

@@ -255,6 +255,38 @@ def test_viterbi_kernels_match_tensor_sweeps(dtype):
         torch.testing.assert_close(mine, theirs)
 
 
+_FLOAT_POINTERS = {"alpha", "totals", "arc_weight", "columns", "start", "final", "beta", "grad_w", "grad_columns",
+                   "grad_start", "grad_final", "shift", "grad_totals"}
+_SIZES = {"num_nodes", "num_slots", "num_columns", "num_frames"}
+
+
+@pytest.mark.skipif(not dense._TRITON or os.environ.get("TRITON_INTERPRET") == "1",
+                    reason="compiles the Triton kernels for CUDA without a GPU: needs triton, not its interpreter "
+                           "(make test-triton)")
+@pytest.mark.parametrize("target", [(90, "Hopper"), (80, "Ampere")], ids=lambda t: t[1] if isinstance(t, tuple) else t)
+@pytest.mark.parametrize("dtype", ["fp32", "fp64"])
+def test_triton_kernels_compile_for_cuda(target, dtype):
+    """Every Triton kernel, in every variant the launches use, compiles to a CUDA binary (Triton's
+    own ptxas, no GPU needed): what the interpreter cannot check (types, atomics, lowering)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    def build(kernel, warps=4, **constexprs):
+        types = {name: "constexpr" if name in constexprs else "i32" if name in _SIZES
+                 else f"*{dtype}" if name in _FLOAT_POINTERS else "*i64" for name in kernel.arg_names}
+        source = ASTSource(fn=kernel, signature=types, constexprs=constexprs)
+        compiled = triton.compile(source, target=GPUTarget("cuda", target[0], 32), options={"num_warps": warps})
+        assert compiled.asm["cubin"]
+
+    for tropical, keep in [(False, False), (True, False), (True, True)]:
+        build(dense._forward_kernel_cuda, TROPICAL=tropical, KEEP_SLOTS=keep, SLOTS=4, BLOCK=1024, warps=8)
+    build(dense._forward_kernel_cuda, TROPICAL=False, KEEP_SLOTS=False, SLOTS=64, BLOCK=16)
+    build(dense._backward_log_kernel_cuda, SLOTS=4, BLOCK=1024, warps=8)
+    build(dense._backward_log_kernel_cuda, SLOTS=64, BLOCK=16)
+    build(dense._backtrack_kernel_cuda)
+
+
 def test_label_outside_emissions_raises():
     g = Graph.from_arcs(2, [0], [1], [5], start=[0], accept=[1])
     with pytest.raises(LabelError, match="arc 0: ilabel 5"):
