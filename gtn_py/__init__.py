@@ -48,6 +48,7 @@ from .ops.shortest import (
     arc_posteriors,
     forward_score,
     n_best,
+    prune,
     sample,
     shortest_distance,
     total_score,

@@ -557,15 +557,17 @@ def check_compatible(*graphs: Graph) -> None:
         raise DtypeMismatchError(f"graphs have different weight dtypes: {sorted(map(str, dtypes))}")
 
 
-def subgraph(g: Graph, nodes: Tensor, keep_batch: bool = True) -> Graph:
-    """The graph induced by ``nodes`` (in that order): the arcs between kept nodes, renumbered.
+def subgraph(g: Graph, nodes: Tensor, keep_batch: bool = True, arcs: Tensor | None = None) -> Graph:
+    """The graph induced by ``nodes`` (in that order): the arcs between kept nodes (of those
+    ``arcs``, a boolean mask, allows), renumbered.
 
     Differentiable: weights are gathered from ``g``.
     """
     g._flush()
     remap = torch.full((g.num_nodes,), -1, dtype=torch.long, device=g.device)
     remap[nodes] = torch.arange(nodes.shape[0], device=g.device)
-    arcs = ((remap[g._src] >= 0) & (remap[g._dst] >= 0)).nonzero().reshape(-1)
+    between = (remap[g._src] >= 0) & (remap[g._dst] >= 0)
+    arcs = (between if arcs is None else between & arcs).nonzero().reshape(-1)
     node_graph = None
     num_graphs = 1
     if keep_batch and g._node_graph is not None:

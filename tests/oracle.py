@@ -32,6 +32,12 @@ def plus(values: List[float], semiring: str) -> float:
 
 def paths(g: Graph, max_arcs: int = 12) -> Iterator[Tuple[List[int], float]]:
     """Every successful path (list of arc indices) with at most ``max_arcs`` arcs, and its score."""
+    for _, path, _, score in paths_with_ends(g, max_arcs):
+        yield path, score
+
+
+def paths_with_ends(g: Graph, max_arcs: int = 12) -> Iterator[Tuple[int, List[int], int, float]]:
+    """Every successful path with at most ``max_arcs`` arcs as (first node, arcs, last node, score)."""
     src, dst = g.src.tolist(), g.dst.tolist()
     w = g.weights.detach().tolist()
     start, final = g.start_weights.detach().tolist(), g.final_weights.detach().tolist()
@@ -39,19 +45,19 @@ def paths(g: Graph, max_arcs: int = 12) -> Iterator[Tuple[List[int], float]]:
     for a, s in enumerate(src):
         out_arcs[s].append(a)
 
-    def walk(node: int, path: List[int], score: float) -> Iterator[Tuple[List[int], float]]:
+    def walk(first: int, node: int, path: List[int], score: float) -> Iterator[Tuple[int, List[int], int, float]]:
         if final[node] > NEG_INF:
-            yield list(path), score + final[node]
+            yield first, list(path), node, score + final[node]
         if len(path) == max_arcs:
             return
         for a in out_arcs[node]:
             path.append(a)
-            yield from walk(dst[a], path, score + w[a])
+            yield from walk(first, dst[a], path, score + w[a])
             path.pop()
 
     for node, sw in enumerate(start):
         if sw > NEG_INF:
-            yield from walk(node, [], sw)
+            yield from walk(node, node, [], sw)
 
 
 def strings_of(g: Graph, path: List[int]) -> Strings:

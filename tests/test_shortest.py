@@ -7,15 +7,16 @@ import pywrapfst as fst
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from oracle import node_distances, paths, relation, strings_of, total
+from oracle import logsumexp, node_distances, paths, paths_with_ends, relation, strings_of, total
 from strategies import graphs
 
 import gtn_py.ops.shortest as shortest
-from gtn_py import TROPICAL, DivergenceError, Graph, LogSemiring, gather, is_acyclic, topological_order
+from gtn_py import TROPICAL, DivergenceError, Graph, LogSemiring, equal, gather, is_acyclic, topological_order
 from gtn_py.ops.shortest import (
     arc_posteriors,
     forward_score,
     n_best,
+    prune,
     sample,
     shortest_distance,
     total_score,
@@ -567,6 +568,9 @@ def test_cuda_matches_cpu(semiring):
         assert w.grad.device.type == "cuda"
         assert torch.allclose(viterbi_score(viterbi_path(gpu)).cpu(), viterbi_score(g))
         assert [p.device.type for p in n_best(gpu, 2) + sample(gpu, 2)] == ["cuda"] * 4
+        for options in ({"beam": 0.5}, {"min_posterior": 0.01}):
+            pruned = prune(gpu, **options)
+            assert pruned.device.type == "cuda" and equal(pruned.to("cpu"), prune(g, **options), tol=1e-9)
 
 
 @cuda
@@ -592,3 +596,98 @@ def test_cuda_path_distances_match_cpu(sr):
         results.append([t.cpu() for t in (dist, w.grad, i.grad)])
     for on_cpu, on_cuda in zip(*results):
         assert torch.allclose(on_cuda, on_cpu, rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------------- pruning
+def expected_prune(g: Graph, beam, min_posterior) -> Graph:
+    """prune by enumeration: mark the arcs, start and final weights on the good paths (within
+    the beam of the best; posterior probability at least min_posterior), keep the arcs and
+    weights marked, then the nodes still on a successful path (in order)."""
+    scored = list(paths_with_ends(g))
+    keep_arc, keep_start, keep_final = [True] * g.num_arcs, [True] * g.num_nodes, [True] * g.num_nodes
+    if beam is not None:
+        best = max((score for *_, score in scored), default=NEG_INF)
+        good = [(first, arcs, last) for first, arcs, last, score in scored if score >= best - beam - 1e-9]
+        arcs_on = {a for _, arcs, _ in good for a in arcs}
+        keep_arc = [k and a in arcs_on for a, k in enumerate(keep_arc)]
+        keep_start = [k and any(first == n for first, _, _ in good) for n, k in enumerate(keep_start)]
+        keep_final = [k and any(last == n for _, _, last in good) for n, k in enumerate(keep_final)]
+    if min_posterior is not None:
+        z = logsumexp([score for *_, score in scored])
+        arc_post, start_post, final_post = [0.0] * g.num_arcs, [0.0] * g.num_nodes, [0.0] * g.num_nodes
+        for first, arcs, last, score in scored:
+            share = math.exp(score - z)
+            start_post[first] += share
+            final_post[last] += share
+            for a in arcs:
+                arc_post[a] += share
+        keep_arc = [k and p >= min_posterior - 1e-9 for k, p in zip(keep_arc, arc_post)]
+        keep_start = [k and p >= min_posterior - 1e-9 for k, p in zip(keep_start, start_post)]
+        keep_final = [k and p >= min_posterior - 1e-9 for k, p in zip(keep_final, final_post)]
+    start = [s if k else NEG_INF for s, k in zip(g.start_weights.tolist(), keep_start)]
+    final = [f if k else NEG_INF for f, k in zip(g.final_weights.tolist(), keep_final)]
+    arcs = [a for a in range(g.num_arcs) if keep_arc[a]]
+    marked = Graph.from_arcs(g.num_nodes, g.src[arcs], g.dst[arcs], g.ilabel[arcs], g.olabel[arcs], g.weights[arcs],
+                             start_weights=start, final_weights=final, dtype=g.dtype)
+    on_path = {n for first, arcs_, last, _ in paths_with_ends(marked)
+               for n in [first, last] + [int(marked.src[a]) for a in arcs_]}
+    nodes = sorted(on_path)
+    renumber = {n: i for i, n in enumerate(nodes)}
+    kept = [a for a in range(marked.num_arcs) if int(marked.src[a]) in on_path and int(marked.dst[a]) in on_path]
+    return Graph.from_arcs(len(nodes), [renumber[int(marked.src[a])] for a in kept],
+                           [renumber[int(marked.dst[a])] for a in kept], marked.ilabel[kept], marked.olabel[kept],
+                           marked.weights[kept], start_weights=[start[n] for n in nodes],
+                           final_weights=[final[n] for n in nodes], dtype=g.dtype)
+
+
+def same_graph(got: Graph, want: Graph) -> None:
+    assert got.num_nodes == want.num_nodes and got.num_arcs == want.num_arcs
+    for name in ("src", "dst", "ilabel", "olabel", "weights", "start_weights", "final_weights"):
+        assert torch.equal(getattr(got, name).detach(), getattr(want, name).detach()), name
+
+
+# Beams off the 0.001 grid of the strategies' weights, so no path sits on a beam's edge.
+@given(graphs(max_nodes=6, max_arcs=10), st.sampled_from([None, 0.0, 0.3337, 1.2345, 100.0]),
+       st.sampled_from([None, 0.0501, 0.3337, 1.0]))
+def test_prune_matches_enumeration(g, beam, min_posterior):
+    if beam is None and min_posterior is None:
+        beam = 0.7771
+    same_graph(prune(g, beam, min_posterior=min_posterior), expected_prune(g, beam, min_posterior))
+
+
+@given(graphs(max_nodes=6, max_arcs=12, acyclic=False, num_labels=2), st.sampled_from([0.3337, 1.2345, 100.0]))
+def test_prune_matches_openfst(g, beam):
+    """OpenFst's Prune on the same machine (its super-start state's epsilon arcs carry the start
+    weights), cyclic graphs included: the same states and arcs are kept."""
+    f = to_openfst(g, "standard")
+    theirs = fst.prune(f, weight=beam)
+    ours = prune(g, beam)
+    kept_starts = int((ours.start_weights > NEG_INF).sum())
+    assert theirs.num_states() == (ours.num_nodes + 1 if ours.num_nodes else 0)
+    assert sum(theirs.num_arcs(s) for s in theirs.states()) == ours.num_arcs + kept_starts
+
+
+def test_prune_keeps_the_best_path_and_gradients():
+    """Beam 0 keeps exactly the best path (ties aside); the result's weights are gathers of the
+    input's, so gradients reach the kept arcs (gradcheck) and only them."""
+    g = Graph.from_arcs(4, [0, 0, 1, 2, 1, 0], [1, 2, 3, 3, 2, 3], [1, 2, 3, 1, 2, 3],
+                        weights=[0.5, 0.2, 0.1, 0.3, -1.0, -0.4], start=[0], accept=[3], dtype=torch.float64)
+    best = viterbi_path(g)
+    pruned = prune(g, 0.0)
+    assert pruned.num_arcs == best.num_arcs == 2 and math.isclose(float(viterbi_score(pruned)), float(viterbi_score(g)))
+    w = g.weights.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda w: forward_score(prune(g.with_weights(w), 0.45)), (w,))
+    forward_score(prune(g.with_weights(w), 0.0)).backward()
+    assert w.grad.tolist() == [1.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_prune_batches_float32_and_errors():
+    good = Graph.from_arcs(3, [0, 0, 1], [1, 2, 2], [1, 2, 1], weights=[0.0, -3.0, 0.0], start=[0], accept=[2])
+    no_path = Graph.from_arcs(2, [0], [1], [1], start=[0])
+    batch = prune([good, no_path, good], 1.0)
+    assert batch.num_graphs == 3 and [h.num_arcs for h in batch.unbatch()] == [2, 0, 2]
+    assert batch.dtype == torch.float32
+    assert prune(good, min_posterior=0.5).num_arcs == 2
+    for bad in ({}, {"beam": -1.0}, {"beam": float("nan")}, {"min_posterior": 0.0}, {"min_posterior": 1.5}):
+        with pytest.raises(ValueError):
+            prune(good, **bad)

@@ -32,6 +32,7 @@ gradients, an empty best path (a graph with no nodes), no n-best entries and emp
 from __future__ import annotations
 
 import heapq
+import math
 from typing import List, Sequence, Tuple, Union
 
 import numba
@@ -40,7 +41,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DivergenceError
-from ..graph import NEG_INF, Graph, gather
+from ..graph import NEG_INF, Graph, gather, subgraph
 from ..k2 import k2_total_score, use_k2
 from ..semiring import LOG, TROPICAL, Semiring, TropicalSemiring, get_semiring, kernel_plus, segment_max
 from .traverse import csr_arcs, useful_nodes
@@ -325,6 +326,22 @@ def _share(score: Tensor, dist: Tensor, beta: float) -> Tensor:
     return torch.where(dist > NEG_INF, torch.exp(beta * (score - dist)), torch.zeros_like(dist))
 
 
+def _path_shares(g: Graph, sr: Semiring, alpha: Tensor, total: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """For every arc, start and final weight: the total of the successful paths through it
+    (tropical: the best of them) minus its graph's total, ``<= 0``; -inf where the graph
+    has no path (-inf - -inf, and no change of a term makes it reachable). Log semiring:
+    ``exp(beta * share)`` is the posterior probability."""
+    w, start, final = g.weights.detach(), g.start_weights.detach(), g.final_weights.detach()
+    to_end, _ = _distances(g, sr, reverse=True, useful_only=True)
+    node_total = total[g.node_graph]
+
+    def share(score: Tensor, dist: Tensor) -> Tensor:
+        return torch.where(dist > NEG_INF, score - dist, dist)
+
+    return (share(alpha[g.src] + w + to_end[g.dst], node_total[g.src]), share(start + to_end, node_total),
+            share(alpha + final, node_total))
+
+
 def _posteriors(g: Graph, sr: Semiring, alpha: Tensor, total: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """Gradients of the per-graph totals w.r.t. arc, start and final weights (summed over
     graphs). Log semiring: the posterior probabilities ``exp(beta (alpha[src] + w +
@@ -339,12 +356,8 @@ def _posteriors(g: Graph, sr: Semiring, alpha: Tensor, total: Tensor) -> Tuple[T
             return torch.zeros_like(like).index_add_(0, index, like.new_ones(index.shape))
 
         return counts(w, arcs), counts(start, firsts), counts(final, lasts)
-    to_end, _ = _distances(g, sr, reverse=True, useful_only=True)
-    node_total = total[g.node_graph]  # -inf where there is no path: no gradient
-    arc_grad = _share(alpha[g.src] + w + to_end[g.dst], node_total[g.src], sr.beta)
-    start_grad = _share(start + to_end, node_total, sr.beta)
-    final_grad = _share(alpha + final, node_total, sr.beta)
-    return arc_grad, start_grad, final_grad
+    arc_share, start_share, final_share = _path_shares(g, sr, alpha, total)
+    return torch.exp(sr.beta * arc_share), torch.exp(sr.beta * start_share), torch.exp(sr.beta * final_share)
 
 
 class _TotalScore(torch.autograd.Function):
@@ -483,6 +496,49 @@ def arc_posteriors(g: GraphLike) -> Tensor:
     graph, _ = _as_graph(g)
     alpha, _ = _distances(graph, LOG, reverse=False, useful_only=True)
     return _posteriors(graph, LOG, alpha, _totals(graph, LOG, alpha))[0]
+
+
+def prune(g: GraphLike, beam: float | None = None, *, min_posterior: float | None = None) -> Graph:
+    """Keep only what lies on good paths, per graph (a list or batch gives a batch).
+
+    ``beam``: the arcs and nodes on some successful path whose score is within ``beam`` of
+    its graph's best path, and the start (final) weights that begin (end) such a path:
+    OpenFst's ``Prune`` with weight threshold ``beam``. ``min_posterior``: the arcs, start and
+    final weights whose posterior probability (log semiring, as :func:`arc_posteriors`) is at
+    least that, then the nodes still on a successful path. Both: what passes both.
+    Comparisons allow for rounding (a relative ``sqrt(eps)`` of the graph's total), so the
+    best path always stays, even with ``beam=0``. A graph without a path becomes empty.
+
+    Node and arc order are kept and the weights are gathers of ``g``'s (differentiable), as in
+    :func:`~gtn_py.ops.structure.connect`. As with OpenFst, the result can still hold a path
+    worse than the beam, made of arcs that each lie on a good path.
+    """
+    graph, _ = _as_graph(g)
+    if beam is None and min_posterior is None:
+        raise ValueError("prune needs a beam, a min_posterior or both")
+    if beam is not None and not beam >= 0:
+        raise ValueError(f"beam must be >= 0, got {beam}")
+    if min_posterior is not None and not 0 < min_posterior <= 1:
+        raise ValueError(f"min_posterior must be in (0, 1], got {min_posterior}")
+    keep = [torch.ones_like(t, dtype=torch.bool) for t in (graph.weights, graph.start_weights, graph.final_weights)]
+    slack_per_total = torch.finfo(graph.dtype).eps ** 0.5
+    for sr, floor in ((TROPICAL, beam), (LOG, None if min_posterior is None else math.log(min_posterior))):
+        if floor is None:
+            continue
+        if sr is TROPICAL:
+            floor = -floor
+        alpha, _ = _distances(graph, sr, reverse=False, useful_only=True)
+        total = _totals(graph, sr, alpha)
+        slack = (slack_per_total * (1 + total.abs()))[graph.node_graph]
+        shares = _path_shares(graph, sr, alpha, total)
+        for kept, share, node_slack in zip(keep, shares, (slack[graph.src], slack, slack)):
+            kept &= share >= floor - node_slack
+    arcs, start_kept, final_kept = keep
+    neg_inf = graph.weights.new_full((), NEG_INF)
+    masked = graph.with_weights(graph.weights, torch.where(final_kept, graph.final_weights, neg_inf),
+                                torch.where(start_kept, graph.start_weights, neg_inf))
+    thinned = subgraph(masked, torch.arange(graph.num_nodes, device=graph.device), arcs=arcs)
+    return subgraph(thinned, torch.from_numpy(np.flatnonzero(useful_nodes(thinned))).to(graph.device))
 
 
 # ---------------------------------------------------------------------- paths as graphs
