@@ -498,6 +498,19 @@ def arc_posteriors(g: GraphLike) -> Tensor:
     return _posteriors(graph, LOG, alpha, _totals(graph, LOG, alpha))[0]
 
 
+def _best_path_share(g: Graph, alpha: Tensor, pred: Tensor, shares: Tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """Per graph, the least tropical share (:func:`_path_shares`) of the arcs, start and final
+    weight of its best path: 0 but for rounding (the shares of its weights are sums in other
+    orders than the total), so measuring a beam from it keeps the best path at beam 0."""
+    arc_share, start_share, final_share = shares
+    arcs, _, firsts, lasts = _best_paths(g, alpha, pred)
+    least = arc_share.new_zeros(g.num_graphs).scatter_reduce(0, g.node_graph[g.src[arcs]], arc_share[arcs],
+                                                             reduce="amin", include_self=True)
+    found = (lasts >= 0).nonzero().reshape(-1)
+    ends = torch.minimum(start_share[firsts[found]], final_share[lasts[found]])
+    return least.index_put((found,), torch.minimum(least[found], ends))
+
+
 def prune(g: GraphLike, beam: float | None = None, *, min_posterior: float | None = None) -> Graph:
     """Keep only what lies on good paths, per graph (a list or batch gives a batch).
 
@@ -506,8 +519,9 @@ def prune(g: GraphLike, beam: float | None = None, *, min_posterior: float | Non
     OpenFst's ``Prune`` with weight threshold ``beam``. ``min_posterior``: the arcs, start and
     final weights whose posterior probability (log semiring, as :func:`arc_posteriors`) is at
     least that, then the nodes still on a successful path. Both: what passes both.
-    Comparisons allow for rounding (a relative ``sqrt(eps)`` of the graph's total), so the
-    best path always stays, even with ``beam=0``. A graph without a path becomes empty.
+    The beam is measured from the best path's own scores, so that it always stays, even with
+    ``beam=0`` (in float32 a total of a long path carries rounding). A graph without a path
+    becomes empty.
 
     Node and arc order are kept and the weights are gathers of ``g``'s (differentiable), as in
     :func:`~gtn_py.ops.structure.connect`. As with OpenFst, the result can still hold a path
@@ -521,18 +535,19 @@ def prune(g: GraphLike, beam: float | None = None, *, min_posterior: float | Non
     if min_posterior is not None and not 0 < min_posterior <= 1:
         raise ValueError(f"min_posterior must be in (0, 1], got {min_posterior}")
     keep = [torch.ones_like(t, dtype=torch.bool) for t in (graph.weights, graph.start_weights, graph.final_weights)]
-    slack_per_total = torch.finfo(graph.dtype).eps ** 0.5
-    for sr, floor in ((TROPICAL, beam), (LOG, None if min_posterior is None else math.log(min_posterior))):
-        if floor is None:
+    for sr, bound in ((TROPICAL, beam), (LOG, min_posterior)):
+        if bound is None:
             continue
-        if sr is TROPICAL:
-            floor = -floor
-        alpha, _ = _distances(graph, sr, reverse=False, useful_only=True)
+        alpha, pred = _distances(graph, sr, reverse=False, useful_only=True)
         total = _totals(graph, sr, alpha)
-        slack = (slack_per_total * (1 + total.abs()))[graph.node_graph]
         shares = _path_shares(graph, sr, alpha, total)
-        for kept, share, node_slack in zip(keep, shares, (slack[graph.src], slack, slack)):
-            kept &= share >= floor - node_slack
+        if sr is TROPICAL:
+            floor = _best_path_share(graph, alpha, pred, shares) - bound
+        else:
+            floor = math.log(bound) - 8 * torch.finfo(graph.dtype).eps * (1 + total.abs())
+        node_floor = floor[graph.node_graph]
+        for kept, share, share_floor in zip(keep, shares, (node_floor[graph.src], node_floor, node_floor)):
+            kept &= share >= share_floor
     arcs, start_kept, final_kept = keep
     neg_inf = graph.weights.new_full((), NEG_INF)
     masked = graph.with_weights(graph.weights, torch.where(final_kept, graph.final_weights, neg_inf),
