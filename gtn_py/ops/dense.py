@@ -18,8 +18,9 @@ Two forms:
   start and final weights.
 
 The sweeps run over frames with a few tensor operations per frame on all graphs of the batch
-at once (a disjoint union; each node reads the emission row of its own sequence); log-semiring
-totals use compiled kernels instead, numba on the CPU and Triton on CUDA. Each node's
+at once (a disjoint union; each node reads the emission row of its own sequence); the log
+(temperature 1) and tropical semirings use compiled kernels instead, numba on the CPU and Triton
+on CUDA: forward scores and totals, the log semiring's gradients, Viterbi backtracking. Each node's
 incoming (outgoing) arcs are padded to the largest in- (out-) degree, so a frame is a dense
 gather and a reduction, with no scatter; the emission gathers are done a chunk of frames at a
 time. Graphs whose degrees are very uneven (one node with thousands of arcs) pay for the
@@ -56,7 +57,7 @@ LengthsLike = Union[Tensor, Sequence[int], None]
 
 # Elements of one chunk of gathered emissions (frames x padded arcs): bounds the memory of a sweep.
 _CHUNK_ELEMENTS = 1 << 19
-# Log-semiring totals use compiled kernels: numba on the CPU, Triton on CUDA (tests turn this
+# Log and tropical sweeps use compiled kernels: numba on the CPU, Triton on CUDA (tests turn this
 # off to check the tensor formulation, which the other semirings use, against them).
 _KERNELS = True
 # Frames x arcs from which the kernels run on several threads.
@@ -364,10 +365,10 @@ def _best_paths(lay: _Layout, alpha: Tensor, slots: Tensor, final: Tensor, lengt
 
 
 # ---------------------------------------------------------------------- CPU kernels
-# On the CPU the log-semiring sweeps run as numba kernels over the sequences listed in ``seqs``:
+# On the CPU the log and tropical sweeps run as numba kernels over the sequences listed in ``seqs``:
 # a frame of a few thousand states is too small for tensor operations to pay for their dispatch
-# (the torch formulation above serves CUDA, other semirings, and checks these kernels in the
-# tests). The kernels release the GIL; _run_over_sequences spreads the sequences over threads.
+# (the torch formulation above serves other semirings, CUDA without Triton, and checks these
+# kernels in the tests). The kernels release the GIL; _run_over_sequences spreads the sequences over threads.
 @numba.njit(cache=True, nogil=True)
 def _forward_kernel(seqs, tropical, in_src, in_weight, in_column, columns, start, final, node_order, seq_offsets,
                     lengths, alpha, totals, slots, consts):  # pragma: no cover - jitted
