@@ -632,6 +632,20 @@ if _TRITON:
         return arc, column, used, value
 
     @triton.jit
+    def _block_nodes(node_order, chunk, last, BLOCK: tl.constexpr):  # pragma: no cover - compiled for CUDA
+        """The nodes ``node_order[chunk:chunk + BLOCK]`` of a sequence ending at ``last``, and
+        which of the block's lanes hold one."""
+        index = chunk + tl.arange(0, BLOCK)
+        live = index < last
+        return tl.load(node_order + index, mask=live, other=0), live
+
+    @triton.jit
+    def _ending_scores(alpha, final, length, num_nodes, node, live):  # pragma: no cover - compiled for CUDA
+        """``alpha[length, node] + final[node]`` for a block of nodes (-inf on dead lanes)."""
+        return tl.load(alpha + length * num_nodes + node, mask=live, other=float("-inf"), cache_modifier=".cg") \
+            + tl.load(final + node, mask=live, other=float("-inf"))
+
+    @triton.jit
     def _log_plus_slots(value):  # pragma: no cover - compiled for CUDA
         """logsumexp over the slots (axis 0), exact at -inf."""
         peak = tl.max(value, axis=0)
@@ -653,16 +667,12 @@ if _TRITON:
         last = tl.load(seq_offsets + seq + 1)
         length = tl.load(lengths + seq)
         for chunk in range(first, last, BLOCK):
-            index = chunk + tl.arange(0, BLOCK)
-            live = index < last
-            node = tl.load(node_order + index, mask=live, other=0)
+            node, live = _block_nodes(node_order, chunk, last, BLOCK)
             tl.store(alpha + node, tl.load(start + node, mask=live), mask=live)
         tl.debug_barrier()
         for t in range(0, length):
             for chunk in range(first, last, BLOCK):
-                index = chunk + tl.arange(0, BLOCK)
-                live = index < last
-                node = tl.load(node_order + index, mask=live, other=0)
+                node, live = _block_nodes(node_order, chunk, last, BLOCK)
                 arc, column, used, value = _slot_scores(table, arc_src, arc_weight, arc_column,
                                                         columns + t * num_columns, alpha + t * num_nodes, node, live,
                                                         num_nodes, num_slots, SLOTS)
@@ -678,12 +688,8 @@ if _TRITON:
         # The total over the nodes of alpha[length] + final: max, then (log) the sum below it.
         best = tl.full([BLOCK], float("-inf"), alpha.dtype.element_ty)
         for chunk in range(first, last, BLOCK):
-            index = chunk + tl.arange(0, BLOCK)
-            live = index < last
-            node = tl.load(node_order + index, mask=live, other=0)
-            ending = tl.load(alpha + length * num_nodes + node, mask=live, other=float("-inf"), cache_modifier=".cg") \
-                + tl.load(final + node, mask=live, other=float("-inf"))
-            best = tl.maximum(best, ending)
+            node, live = _block_nodes(node_order, chunk, last, BLOCK)
+            best = tl.maximum(best, _ending_scores(alpha, final, length, num_nodes, node, live))
         peak = tl.max(best, axis=0)
         if TROPICAL:
             tl.store(totals + seq, peak)
@@ -691,12 +697,8 @@ if _TRITON:
             shift = tl.where(peak == float("-inf"), 0.0, peak)
             acc = tl.zeros([BLOCK], alpha.dtype.element_ty)
             for chunk in range(first, last, BLOCK):
-                index = chunk + tl.arange(0, BLOCK)
-                live = index < last
-                node = tl.load(node_order + index, mask=live, other=0)
-                ending = tl.load(alpha + length * num_nodes + node, mask=live, other=float("-inf"),
-                                 cache_modifier=".cg") + tl.load(final + node, mask=live, other=float("-inf"))
-                acc += tl.exp(ending - shift)
+                node, live = _block_nodes(node_order, chunk, last, BLOCK)
+                acc += tl.exp(_ending_scores(alpha, final, length, num_nodes, node, live) - shift)
             tl.store(totals + seq, tl.where(peak == float("-inf"), peak, shift + tl.log(tl.sum(acc, axis=0))))
 
     @triton.jit
@@ -715,9 +717,7 @@ if _TRITON:
         total = tl.load(shift + seq)
         incoming = tl.load(grad_totals + seq)
         for chunk in range(first, last, BLOCK):
-            index = chunk + tl.arange(0, BLOCK)
-            live = index < last
-            node = tl.load(node_order + index, mask=live, other=0)
+            node, live = _block_nodes(node_order, chunk, last, BLOCK)
             last_weight = tl.load(final + node, mask=live, other=float("-inf"))
             tl.store(beta + (length % 2) * num_nodes + node, last_weight, mask=live)
             ending = tl.load(alpha + length * num_nodes + node, mask=live, other=float("-inf")) + last_weight
@@ -726,9 +726,7 @@ if _TRITON:
         for step in range(0, length):
             t = length - 1 - step
             for chunk in range(first, last, BLOCK):
-                index = chunk + tl.arange(0, BLOCK)
-                live = index < last
-                node = tl.load(node_order + index, mask=live, other=0)
+                node, live = _block_nodes(node_order, chunk, last, BLOCK)
                 arc, column, used, value = _slot_scores(table, arc_dst, arc_weight, arc_column,
                                                         columns + t * num_columns, beta + ((t + 1) % 2) * num_nodes,
                                                         node, live, num_nodes, num_slots, SLOTS)
@@ -740,9 +738,7 @@ if _TRITON:
                 tl.atomic_add(grad_columns + t * num_columns + column, occupancy, mask=hit, sem="relaxed")
             tl.debug_barrier()
         for chunk in range(first, last, BLOCK):
-            index = chunk + tl.arange(0, BLOCK)
-            live = index < last
-            node = tl.load(node_order + index, mask=live, other=0)
+            node, live = _block_nodes(node_order, chunk, last, BLOCK)
             through = tl.load(start + node, mask=live, other=float("-inf")) \
                 + tl.load(beta + node, mask=live, other=float("-inf"), cache_modifier=".cg")
             tl.store(grad_start + node, tl.exp(through - total) * incoming, mask=live)
