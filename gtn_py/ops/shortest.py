@@ -44,6 +44,7 @@ from ..errors import DivergenceError
 from ..graph import NEG_INF, Graph, gather, subgraph
 from ..k2 import k2_total_score, use_k2
 from ..semiring import LOG, TROPICAL, Semiring, TropicalSemiring, get_semiring, kernel_plus, segment_max
+from .structure import connect
 from .traverse import csr_arcs, useful_nodes
 
 GraphLike = Union[Graph, Sequence[Graph]]
@@ -552,8 +553,7 @@ def prune(g: GraphLike, beam: float | None = None, *, min_posterior: float | Non
     neg_inf = graph.weights.new_full((), NEG_INF)
     masked = graph.with_weights(graph.weights, torch.where(final_kept, graph.final_weights, neg_inf),
                                 torch.where(start_kept, graph.start_weights, neg_inf))
-    thinned = subgraph(masked, torch.arange(graph.num_nodes, device=graph.device), arcs=arcs)
-    return subgraph(thinned, torch.from_numpy(np.flatnonzero(useful_nodes(thinned))).to(graph.device))
+    return connect(subgraph(masked, torch.arange(graph.num_nodes, device=graph.device), arcs=arcs))
 
 
 # ---------------------------------------------------------------------- paths as graphs
