@@ -433,11 +433,17 @@ def _backward_log_kernel(seqs, out_arc, out_dst, out_weight, out_column, columns
                          grad_totals, node_order, seq_offsets, lengths, grad_w, grad_columns, grad_start,
                          grad_final, beta, consts):  # pragma: no cover - jitted
     """Backward scores (two rows of ``beta`` [2, N] alternate) with the arc occupancies
-    ``exp(alpha[t, src] + w + e + beta[t + 1, dst] - total)`` summed into the gradients."""
+    ``exp(alpha[t, src] + w + e + beta[t + 1, dst] - total)`` summed into the gradients.
+
+    The occupancies are taken first, and a node's backward score from their sum, its posterior:
+    ``beta[t, n] = log(sum of its arcs' occupancies) - alpha[t, n] + total``. No occupancy
+    exceeds 1, so no running maximum is needed, and one exp per arc gives both the score and the
+    gradient. A node whose posterior underflows gets beta -inf; every arc into it has an occupancy
+    below that posterior, so the gradients lose only what is below the dtype's smallest number.
+    A node not reached from the start (alpha -inf) has no occupancy and needs no backward score."""
     neg_inf, zero = consts[0], consts[1]
     num_slots = out_arc.shape[1]
     for b in seqs:
-        values = np.empty(num_slots, alpha.dtype)
         nodes = node_order[seq_offsets[b]:seq_offsets[b + 1]]
         length, total, g = lengths[b], shift[b], grad_totals[b]
         row = length % 2
@@ -450,31 +456,21 @@ def _backward_log_kernel(seqs, out_arc, out_dst, out_weight, out_column, columns
             beta_t, beta_next = beta[row], beta[nxt]
             for n in nodes:
                 n = np.uint64(n)  # unsigned indices: no negative-index wraparound checks
-                peak = neg_inf
-                count = 0
-                for d in range(num_slots):
-                    a = out_arc[n, d]
-                    if a < 0:
-                        break
-                    v = out_weight[n, d] + columns_t[np.uint64(out_column[n, d])] \
-                        + beta_next[np.uint64(out_dst[n, d])]
-                    values[d] = v
-                    peak = max(peak, v)
-                    count += 1
-                if peak == neg_inf:
-                    beta_t[n] = neg_inf
-                    continue
-                acc = zero
-                # occupancy of slot d = exp(alpha[t, n] + peak - total) * exp(values[d] - peak)
-                scale = np.exp(alpha_t[n] + peak - total) * g
-                for d in range(count):
-                    e = np.exp(values[d] - peak)
-                    acc += e
-                    if scale != zero:
-                        occupancy = scale * e
-                        grad_w[np.uint64(out_arc[n, d])] += occupancy
-                        grad_columns_t[np.uint64(out_column[n, d])] += occupancy
-                beta_t[n] = peak + np.log(acc)
+                base = alpha_t[n] - total
+                posterior = zero
+                if base != neg_inf:
+                    for d in range(num_slots):
+                        a = out_arc[n, d]
+                        if a < 0:
+                            break
+                        column = np.uint64(out_column[n, d])
+                        occupancy = np.exp(base + out_weight[n, d] + columns_t[column]
+                                           + beta_next[np.uint64(out_dst[n, d])])
+                        if occupancy != zero:
+                            posterior += occupancy
+                            grad_w[np.uint64(a)] += occupancy * g
+                            grad_columns_t[column] += occupancy * g
+                beta_t[n] = np.log(posterior) - base if posterior != zero else neg_inf
         for n in nodes:
             grad_start[n] = np.exp(start[n] + beta[row, n] - total) * g
 
@@ -707,9 +703,10 @@ if _TRITON:
                                   node_order, seq_offsets, lengths, num_nodes, num_slots, num_columns,
                                   SLOTS: tl.constexpr, BLOCK: tl.constexpr):  # pragma: no cover - compiled for CUDA
         """:func:`_backward_log_kernel` for one sequence per program: backward scores from the
-        final weights at the sequence's length down to frame 0 (rows ``t % 2`` of ``beta``), and
-        the gradients: each arc's occupancy ``exp(alpha[t, src] + w + e + beta[t + 1, dst] -
-        total)`` times the incoming gradient, added to its weight's and its emission column's."""
+        final weights at the sequence's length down to frame 0 (rows ``t % 2`` of ``beta``, each
+        from its node's posterior, as there), and the gradients: each arc's occupancy
+        ``exp(alpha[t, src] + w + e + beta[t + 1, dst] - total)`` times the incoming gradient,
+        added to its weight's and its emission column's."""
         seq = tl.program_id(0)
         first = tl.load(seq_offsets + seq)
         last = tl.load(seq_offsets + seq + 1)
@@ -730,9 +727,12 @@ if _TRITON:
                 arc, column, used, value = _slot_scores(table, arc_dst, arc_weight, arc_column,
                                                         columns + t * num_columns, beta + ((t + 1) % 2) * num_nodes,
                                                         node, live, num_nodes, num_slots, SLOTS)
-                tl.store(beta + (t % 2) * num_nodes + node, _log_plus_slots(value), mask=live)
-                here = tl.load(alpha + t * num_nodes + node, mask=live, other=float("-inf"))
-                occupancy = tl.exp(here[None, :] + value - total) * incoming
+                base = tl.load(alpha + t * num_nodes + node, mask=live, other=float("-inf")) - total
+                occupancy = tl.exp(base[None, :] + value)  # at most 1: the arc's posterior
+                posterior = tl.sum(occupancy, axis=0)
+                tl.store(beta + (t % 2) * num_nodes + node,
+                         tl.where(posterior > 0.0, tl.log(posterior) - base, float("-inf")), mask=live)
+                occupancy = occupancy * incoming
                 hit = used & (occupancy != 0.0)
                 tl.atomic_add(grad_w + arc, occupancy, mask=hit, sem="relaxed")
                 tl.atomic_add(grad_columns + t * num_columns + column, occupancy, mask=hit, sem="relaxed")
