@@ -7,6 +7,8 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gtn_py import DtypeMismatchError, Graph, LabelError
 from gtn_py.criteria import (
@@ -18,6 +20,7 @@ from gtn_py.criteria import (
     ctc_greedy_decode,
     ctc_loss,
     ctc_topology,
+    label_sequences,
     viterbi_decode,
 )
 from gtn_py.ops import dense
@@ -113,6 +116,44 @@ def test_float32_accurate_at_2000_frames():
     grad_err = float((g_mine.double() - g64).abs().max())
     grad_err_torch = float((g_torch32.double() - g64).abs().max())
     assert grad_err < max(1e-3, 2 * grad_err_torch)
+
+
+def _arc_set(g, node_name):
+    """A graph's arcs, start and final weights as sets keyed by ``node_name(node)``."""
+    name = [node_name(n) for n in range(g.num_nodes)]
+    arcs = {(name[int(s)], name[int(d)], int(i), int(o), float(w))
+            for s, d, i, o, w in zip(g.src, g.dst, g.ilabel, g.olabel, g.weights)}
+    ends = {(name[n], float(g.start_weights[n]), float(g.final_weights[n])) for n in range(g.num_nodes)}
+    return arcs, ends, sorted(name)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 3), max_size=6), min_size=1, max_size=4), st.sampled_from([0, 4]))
+def test_ctc_graph_is_the_expansion_of_the_label_sequence(targets, blank):
+    """The closed-form CTC graphs against the general expansion of the linear acceptors, node for
+    node (blank state of linear node q = node 2q, label state of arc i = node 2i + 1)."""
+    got = ctc_graph(targets, blank=blank)
+    want = ctc_expand(label_sequences(targets), blank)
+    assert got.num_graphs == want.num_graphs == len(targets)
+    assert torch.equal(torch.bincount(got.node_graph, minlength=len(targets)),
+                       torch.bincount(want.node_graph, minlength=len(targets)))
+    offsets = [0]
+    for t in targets:
+        offsets.append(offsets[-1] + 2 * len(t) + 1)
+
+    def natural(n):
+        b = int(want.node_graph[n])
+        k = n - offsets[b]
+        size = len(targets[b]) + 1
+        return (b, 2 * k if k < size else 2 * (k - size) + 1)
+
+    def own(n):
+        b = int(got.node_graph[n])
+        return (b, n - offsets[b])
+
+    assert _arc_set(got, own) == _arc_set(want, natural)
+    # grouped by source node, as documented
+    assert bool((got.src[1:] >= got.src[:-1]).all())
 
 
 def test_ctc_graph_shape():
