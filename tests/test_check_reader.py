@@ -18,6 +18,8 @@ from gtn_py.ops.shortest import forward_score, n_best
 from recipes.check_reader.__main__ import main as cli
 from recipes.check_reader.data import (
     GeneratorConfig,
+    _bilinear,
+    deformation,
     distort_digit,
     load_digits,
     load_strings,
@@ -29,7 +31,14 @@ from recipes.check_reader.data import (
     write_png,
 )
 from recipes.check_reader.evaluate import read_batch, reject_curve
-from recipes.check_reader.model import ModelConfig, SegmentationReader, WindowReader, grammar_graph, target_graphs
+from recipes.check_reader.model import (
+    ModelConfig,
+    SegmentationReader,
+    Views,
+    WindowReader,
+    grammar_graph,
+    target_graphs,
+)
 from recipes.check_reader.objectives import sequence_loss
 from recipes.check_reader.oversegment import CutConfig, batch_spans, span_crops, to_batch_tensor
 from recipes.check_reader.train import (
@@ -408,6 +417,33 @@ def test_committee_reads_with_the_mean_of_its_members_scores(tmp_path, capsys, d
     # Read with one grid, readers trained with other grids make a committee.
     mixed, _ = load_model([paths[0], tmp_path / "grid" / CHECKPOINT], cuts={"grid": 4, "min_piece": 1})
     assert mixed.config.cuts == CutConfig(grid=4, min_piece=1) and len(mixed.recogniser.members) == 2
+
+
+def test_views_read_each_crop_as_given_and_as_training_would_deform_it(tmp_path, capsys, digits):
+    """Test-time augmentation: view 0 is the crop itself, the others sample it where the training
+    deformation of the same random draws would, and the span scores are the views' mean."""
+    crops = torch.from_numpy(digits[1].images[:6, None].astype(np.float32) / 255.0)
+    scorer = torch.nn.Flatten()  # "scores" that are the pixels, to see what each view read
+    views = Views(scorer, 3, strength=1.0, seed=5)
+    seen = torch.nn.functional.grid_sample(crops.repeat(3, 1, 1, 1), views.grids.repeat_interleave(6, 0),
+                                           align_corners=True).reshape(3, 6, -1)
+    torch.testing.assert_close(seen[0], crops.reshape(6, -1))
+    rng = np.random.default_rng(5)
+    for k in (1, 2):
+        src_y, src_x = deformation(rng, 28, 28, 1.0)
+        for i in range(6):
+            want = _bilinear(crops[i, 0].numpy(), src_y, src_x)
+            np.testing.assert_allclose(seen[k, i].reshape(28, 28).numpy(), want, atol=1e-5)
+    torch.testing.assert_close(views(crops), seen.mean(0))
+    torch.testing.assert_close(Views(scorer, 1)(crops), scorer(crops))
+    with pytest.raises(ValueError, match="at least 1"):
+        Views(scorer, 0)
+    # evaluate --views: the reading records them
+    cli(["train", "--out", str(tmp_path), *TRAIN_ARGS])
+    cli(["make-data", "--out", str(tmp_path / "test.npz"), "--count", "4", "--min-digits", "2", "--max-digits", "3"])
+    cli(["evaluate", "--checkpoint", str(tmp_path / CHECKPOINT), "--data", str(tmp_path / "test.npz"), "--views", "3",
+         "--out", str(tmp_path / "views.json")])
+    assert json.loads((tmp_path / "views.json").read_text())["views"] == 3
 
 
 def test_metrics_by_hand():

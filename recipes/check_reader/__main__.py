@@ -19,7 +19,7 @@ import torch
 from .. import common
 from .data import GeneratorConfig, load_strings, make_strings, read_png, save_strings
 from .evaluate import evaluate_strings, format_summary, read_batch
-from .model import ModelConfig
+from .model import ModelConfig, SegmentationReader, Views, WindowReader
 from .oversegment import CutConfig
 from .train import CHECKPOINT, TrainConfig, digit_split, load_model, train
 
@@ -115,6 +115,9 @@ def _load_reader(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
         sys.exit(str(error))
     if args.grammar:
         model.config.grammar = args.grammar  # type: ignore[union-attr]
+    if args.views > 1:
+        reader: SegmentationReader | WindowReader = model  # type: ignore[assignment]
+        reader.recogniser = Views(reader.recogniser, args.views, args.view_strength)
     return model, state
 
 
@@ -130,6 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     checkpoints = [str(c) for c in args.checkpoint]
     summary.update(data=str(args.data), checkpoint=" ".join(checkpoints), seconds=round(time.time() - t0, 1),
                    criterion=state["train_config"]["criterion"], steps=state["step"], grammar=config.grammar,
+                   views=args.views, view_strength=args.view_strength,
                    cuts=asdict(config.cuts) if config.kind == "segmentation" else None)
     print(format_summary(summary))
     summary["confusions"] = common.confusions(result.labels, [r.text for r in result.readings])
@@ -205,7 +209,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
                                      min_digits=4, max_digits=6, count=args.test_strings, data_seed=12345,
                                      out=str(data)))
     cmd_evaluate(argparse.Namespace(checkpoint=[str(out / CHECKPOINT)], data=str(data), out="", device="cpu",
-                                    batch_size=32, grammar="", grid=None, min_piece=None, candidates=1))
+                                    batch_size=32, grammar="", grid=None, min_piece=None, candidates=1,
+                                    views=1, view_strength=1.0))
     print(f"demo total: {time.time() - t0:.0f} s; the run's report: python -m viz.report {out}")
 
 
@@ -220,6 +225,10 @@ def _add_reading_options(p: argparse.ArgumentParser) -> None:
                         "projection minimum is dropped)")
     p.add_argument("--candidates", type=int, default=1,
                    help="read the most probable of the K best Viterbi strings (1: the Viterbi path's string)")
+    p.add_argument("--views", type=_positive_int, default=1,
+                   help="score every span crop as given and under VIEWS - 1 fixed random deformations (the "
+                        "training augmentation's), averaged: test-time augmentation at VIEWS times the cost")
+    p.add_argument("--view-strength", type=float, default=1.0, help="strength of those deformations (as --distort)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)

@@ -118,25 +118,33 @@ def _upsampling(size: int) -> np.ndarray:
     return _resize(np.eye(4), size, 4)
 
 
-def distort_digit(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
-    """A random smooth deformation of a digit image (training augmentation, after Simard et al.
-    2003): an affine map about the centre (rotation up to 10 degrees, shear up to 0.25, x and y
-    scales within +-10%, each times ``strength``) plus an elastic displacement field (random
-    offsets of 1.2 * ``strength`` pixels standard deviation on a 4x4 grid, bilinearly interpolated),
-    sampled bilinearly and rounded (uint8, the shape of ``image``)."""
-    h, w = image.shape
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    dy, dx = ys - (h - 1) / 2, xs - (w - 1) / 2
+def deformation(rng: np.random.Generator, height: int, width: int,
+                strength: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A random smooth deformation (after Simard et al. 2003) as the positions ``(y, x)``
+    ``[height, width]`` each output pixel samples: an affine map about the centre (rotation up
+    to 10 degrees, shear up to 0.25, x and y scales within +-10%, each times ``strength``) plus
+    an elastic displacement field (random offsets of 1.2 * ``strength`` pixels standard
+    deviation on a 4x4 grid, bilinearly interpolated)."""
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    dy, dx = ys - (height - 1) / 2, xs - (width - 1) / 2
     angle = np.radians(10.0) * strength * rng.uniform(-1, 1)
     shear = 0.25 * strength * rng.uniform(-1, 1)
     scale_x, scale_y = np.exp(0.1 * strength * rng.uniform(-1, 1, 2))
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     forward = rotation @ np.array([[1.0, shear], [0.0, 1.0]]) @ np.diag([scale_x, scale_y])  # (x, y) -> (x, y)
     inverse = np.linalg.inv(forward)
-    rows, cols = _upsampling(h), _upsampling(w)
+    rows, cols = _upsampling(height), _upsampling(width)
     field = [rows @ rng.normal(0.0, 1.2 * strength, (4, 4)) @ cols.T for _ in range(2)]
-    src_x = inverse[0, 0] * dx + inverse[0, 1] * dy + (w - 1) / 2 + field[0]
-    src_y = inverse[1, 0] * dx + inverse[1, 1] * dy + (h - 1) / 2 + field[1]
+    src_x = inverse[0, 0] * dx + inverse[0, 1] * dy + (width - 1) / 2 + field[0]
+    src_y = inverse[1, 0] * dx + inverse[1, 1] * dy + (height - 1) / 2 + field[1]
+    return src_y, src_x
+
+
+def distort_digit(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """A digit image under a random :func:`deformation` (training augmentation), sampled
+    bilinearly and rounded (uint8, the shape of ``image``)."""
+    height, width = image.shape
+    src_y, src_x = deformation(rng, height, width, strength)
     return np.rint(_bilinear(image.astype(np.float32), src_y, src_x)).clip(0, 255).astype(np.uint8)
 
 

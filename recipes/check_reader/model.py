@@ -20,6 +20,7 @@ from gtn_py import Graph, string_graph
 from gtn_py.criteria.segmentation import recognition_graph, segmentation_graph
 from gtn_py.ops.compose import compose
 
+from .data import deformation
 from .oversegment import CROP, CutConfig, Spans, batch_spans, span_crops, to_batch_tensor
 
 NUM_DIGITS = 10
@@ -71,6 +72,33 @@ class Committee(nn.Module):
 
     def forward(self, crops: Tensor) -> Tensor:
         return torch.stack([m(crops) for m in self.members]).mean(0)
+
+
+class Views(nn.Module):
+    """A recogniser that reads each crop as given and under ``count - 1`` fixed random
+    deformations (the law of the training augmentation, :func:`~.data.deformation`, at
+    ``strength``), its span scores averaged: test-time augmentation, a committee of views.
+    The deformations are drawn once from ``seed``, so a reading is reproducible."""
+
+    grids: Tensor
+
+    def __init__(self, recogniser: nn.Module, count: int, strength: float = 1.0, seed: int = 0):
+        super().__init__()
+        if count < 1:
+            raise ValueError(f"views: need at least 1 (the crop as given), got {count}")
+        self.recogniser = recogniser
+        rng = np.random.default_rng(seed)
+        ys, xs = np.mgrid[0:CROP, 0:CROP].astype(np.float32)
+        positions = [(ys, xs)] + [deformation(rng, CROP, CROP, strength) for _ in range(count - 1)]
+        # grid_sample's sampling positions [count, 28, 28, (x, y)], scaled to [-1, 1] (pixel centres at the ends).
+        grids = np.stack([np.stack([x, y], axis=-1) for y, x in positions]).astype(np.float32)
+        self.register_buffer("grids", torch.from_numpy(grids) * (2.0 / (CROP - 1)) - 1.0, persistent=False)
+
+    def forward(self, crops: Tensor) -> Tensor:
+        num_crops = crops.shape[0]
+        views = [F.grid_sample(crops, grid.expand(num_crops, -1, -1, -1), align_corners=True)
+                 for grid in self.grids.to(crops.dtype)]
+        return self.recogniser(torch.cat(views)).reshape(len(views), num_crops, -1).mean(0)
 
 
 def label_ids(text: str) -> list[int]:
