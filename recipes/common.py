@@ -211,11 +211,21 @@ def restore(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer
     """Load a run's checkpoint into ``model`` and ``optimizer``; the step it was written at."""
     state = load_checkpoint(path, device)
     if "optimizer" not in state:
-        raise ValueError(f"{path} holds averaged weights and no optimizer state: start a run from it "
-                         "with --init, not --resume")
+        raise ValueError(f"{path} holds weights only (an average or a reading copy), no optimizer state: "
+                         "start a run from it with --init, not --resume")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return int(state["step"])
+
+
+def reading_copy(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's weights in float16 with its configs and step, without the optimizer state:
+    a quarter of the size, small enough to keep in the repository. It reads (``evaluate``,
+    ``decode``; the weights are cast back on loading) and starts runs (``--init``), but does
+    not ``--resume``. Readings differ from the full checkpoint's by float16's rounding."""
+    out = {k: v for k, v in state.items() if k != "optimizer"}
+    out["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
+    return out
 
 
 def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:

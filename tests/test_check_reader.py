@@ -446,6 +446,25 @@ def test_views_read_each_crop_as_given_and_as_training_would_deform_it(tmp_path,
     assert json.loads((tmp_path / "views.json").read_text())["views"] == 3
 
 
+def test_export_writes_a_float16_reading_copy(tmp_path, capsys):
+    cli(["train", "--out", str(tmp_path / "run"), *TRAIN_ARGS])
+    full = tmp_path / "run" / CHECKPOINT
+    cli(["export", "--checkpoint", str(full), "--out", str(tmp_path / "copy.pt")])
+    copy = torch.load(tmp_path / "copy.pt", weights_only=False)
+    assert "optimizer" not in copy and all(v.dtype == torch.float16 for v in copy["model"].values())
+    original, _ = load_model(full)
+    reader, _ = load_model(tmp_path / "copy.pt")
+    strings = sample_strings(load_digits(), 3, np.random.default_rng(2), GeneratorConfig(max_digits=3))
+    images = [s.image for s in strings]
+    with torch.no_grad():
+        torch.testing.assert_close(reader(images).span_scores, original(images).span_scores, rtol=0, atol=0.05)
+    cli(["train", "--out", str(tmp_path / "init"), *TRAIN_ARGS, "--init", str(tmp_path / "copy.pt")])
+    (tmp_path / "resume").mkdir()
+    (tmp_path / "resume" / CHECKPOINT).write_bytes((tmp_path / "copy.pt").read_bytes())
+    with pytest.raises(ValueError, match="weights only"):
+        cli(["train", "--out", str(tmp_path / "resume"), *TRAIN_ARGS, "--resume"])
+
+
 def test_metrics_by_hand():
     assert edit_distance("1234", "1234") == (0, 0, 0)
     assert edit_distance("1234", "124") == (0, 1, 0)

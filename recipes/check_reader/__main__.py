@@ -1,4 +1,4 @@
-"""python -m recipes.check_reader {train,evaluate,decode,make-data,demo} ...
+"""python -m recipes.check_reader {train,evaluate,decode,export,make-data,demo} ...
 
 Reads handwritten digit strings by segmentation with a graph transformer network (LeCun,
 Bottou, Bengio, Haffner 1998), trained end to end through the segmentation graph.
@@ -181,6 +181,11 @@ def cmd_decode(args: argparse.Namespace) -> None:
             print(f"{name}\t{r.text}\t{r.confidence:.4f}{flag}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    common.save_checkpoint(args.out, common.reading_copy(common.load_checkpoint(args.checkpoint)))
+    print(f"written: {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB, float16 weights for reading and --init)")
+
+
 def cmd_make_data(args: argparse.Namespace) -> None:
     config = TrainConfig(split_seed=args.split_seed, digits=args.digits, held_out=args.held_out)
     train_digits, held = digit_split(config)
@@ -259,6 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.0, help="mark readings below this confidence")
     _add_reading_options(p)
     p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("export", help="a reading copy of a checkpoint: float16 weights, no optimizer state")
+    p.add_argument("--checkpoint", required=True, help="checkpoint written by train")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("make-data", help="write a string set .npz from the digit set")
     p.add_argument("--out", required=True)
