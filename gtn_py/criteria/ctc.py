@@ -183,8 +183,8 @@ def ctc_graph(targets: TargetsLike, target_lengths: LengthsLike = None, blank: i
     the first frame), and the last two nodes are final.
 
     The same graph as ``ctc_expand(label_sequences(...))``, with its nodes in this order, built
-    in closed form: a dozen tensor operations fewer than the general expansion, which matters
-    on CUDA, where a CTC loss is bound by launching its small operations."""
+    in closed form: about 30 tensor operations and 3 host syncs fewer than the general
+    expansion, which matters on CUDA, where a CTC loss is bound by launching small operations."""
     labels, lengths, seq, pos = _parse_targets(targets, target_lengths, device)
     device = labels.device
     bad = (labels == blank).nonzero()
