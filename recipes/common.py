@@ -220,7 +220,7 @@ def restore(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer
 
 def reading_copy(state: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's weights in float16 with its configs and step, without the optimizer state:
-    a quarter of the size, small enough to keep in the repository. It reads (``evaluate``,
+    a sixth of the size (Adam keeps two more copies), small enough to keep in the repository. It reads (``evaluate``,
     ``decode``; the weights are cast back on loading) and starts runs (``--init``), but does
     not ``--resume``. Readings differ from the full checkpoint's by float16's rounding."""
     out = {k: v for k, v in state.items() if k != "optimizer"}

@@ -97,7 +97,7 @@ class Views(nn.Module):
     def forward(self, crops: Tensor) -> Tensor:
         num_crops = crops.shape[0]
         views = [F.grid_sample(crops, grid.expand(num_crops, -1, -1, -1), align_corners=True)
-                 for grid in self.grids.to(crops.dtype)]
+                 for grid in self.grids.to(crops)]  # the crops' dtype and device
         return self.recogniser(torch.cat(views)).reshape(len(views), num_crops, -1).mean(0)
 
 
