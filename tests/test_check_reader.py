@@ -166,6 +166,19 @@ def test_span_crops_by_hand():
         x0, x1 = int(spans.x0[k]), int(spans.x1[k])
         want = image[:, x0:x1].astype(np.float32).sum() / 255.0
         assert crops[k].sum().item() == pytest.approx(want, rel=1e-5)
+    # With context, channel 0 is the span alone and channel 1 its window with every column's ink.
+    both = span_crops(to_batch_tensor([image]), spans, context=True)
+    assert both.shape == (len(spans.x0), 2, 28, 28)
+    torch.testing.assert_close(both[:, :1], crops)
+    for k in range(len(spans.x0)):
+        x0, x1 = int(spans.x0[k]), int(spans.x1[k])
+        if x1 - x0 <= 28:
+            left = x0 - (28 - (x1 - x0)) // 2
+            window = image[:, max(0, left):max(0, left + 28)].astype(np.float32) / 255.0
+            assert both[k, 1].sum().item() == pytest.approx(window.sum(), rel=1e-5)
+            shown = [c for c in range(28) if 0 <= left + c < image.shape[1]]
+            np.testing.assert_allclose(both[k, 1][:, shown].numpy(), image[:, [left + c for c in shown]] / 255.0,
+                                       rtol=1e-6)
 
 
 # ---------------------------------------------------------------------- training
@@ -417,6 +430,16 @@ def test_committee_reads_with_the_mean_of_its_members_scores(tmp_path, capsys, d
     # Read with one grid, readers trained with other grids make a committee.
     mixed, _ = load_model([paths[0], tmp_path / "grid" / CHECKPOINT], cuts={"grid": 4, "min_piece": 1})
     assert mixed.config.cuts == CutConfig(grid=4, min_piece=1) and len(mixed.recogniser.members) == 2
+    # A reader that sees the spans' surroundings reads beside one that does not, each its own channels.
+    cli(["train", "--out", str(tmp_path / "context"), *TRAIN_ARGS, "--context"])
+    seeing = tmp_path / "context" / CHECKPOINT
+    both, _ = load_model([paths[0], seeing])
+    assert both.config.context and not load_model(paths[0])[0].config.context
+    with torch.no_grad():
+        want = (members[0](images).span_scores + load_model(seeing)[0](images).span_scores) / 2
+        torch.testing.assert_close(both(images).span_scores, want)
+    with pytest.raises(SystemExit, match="segmentation readers"):
+        cli(["train", "--out", str(tmp_path / "ctc"), *TRAIN_ARGS, "--criterion", "ctc", "--context"])
 
 
 def test_views_read_each_crop_as_given_and_as_training_would_deform_it(tmp_path, capsys, digits):

@@ -60,6 +60,9 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
     p.add_argument("--channels", type=int, nargs=2, default=[8, 16], help="conv channels of the recogniser")
     p.add_argument("--hidden", type=int, default=64, help="hidden units of the recogniser")
+    p.add_argument("--context", action="store_true",
+                   help="the recogniser also sees each span's window with the neighbouring ink left in "
+                        "(a second input channel; segmentation readers)")
     p.add_argument("--grid", type=_positive_int, default=c.grid, help="spacing of the regular candidate cuts (px)")
     p.add_argument("--min-piece", type=_positive_int, default=c.min_piece,
                    help="narrowest piece between two cuts (px; a grid cut closer than this to a projection "
@@ -73,7 +76,9 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
     model = ModelConfig(kind="ctc" if args.criterion == "ctc" else "segmentation",
                         channels=tuple(args.channels), hidden=args.hidden,
                         cuts=CutConfig(grid=args.grid, min_piece=args.min_piece, max_span=args.max_span),
-                        grammar=args.grammar)
+                        grammar=args.grammar, context=args.context)
+    if args.context and model.kind == "ctc":
+        sys.exit("--context is for segmentation readers: the CTC baseline's windows already hold the neighbours")
     config = TrainConfig(criterion=args.criterion, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          pretrain_steps=args.pretrain_steps, pretrain_batch=args.pretrain_batch,
                          margin=args.margin, seed=args.seed, split_seed=args.split_seed, digits=args.digits,

@@ -34,6 +34,7 @@ class ModelConfig:
     cuts: CutConfig = field(default_factory=CutConfig)
     ctc_stride: int = 4             # column step of the CTC baseline's windows
     grammar: str = "any"            # "any" or "length:MIN-MAX" (digits per string)
+    context: bool = False           # the recogniser also sees the window around each span unmasked
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -47,19 +48,24 @@ class ModelConfig:
 
 
 class Recogniser(nn.Module):
-    """LeNet-style: two conv+pool stages and two dense layers; ``[S, 1, 28, 28] -> [S, C]``."""
+    """LeNet-style: two conv+pool stages and two dense layers; ``[S, K, 28, 28] -> [S, C]``.
+    It reads the first ``inputs`` channels of the crops (1: the span alone; 2: and its
+    surroundings, see :func:`~.oversegment.span_crops`), so readers of either kind can read
+    the same crops in one committee."""
 
-    def __init__(self, num_classes: int, channels: tuple[int, int] = (16, 32), hidden: int = 128):
+    def __init__(self, num_classes: int, channels: tuple[int, int] = (16, 32), hidden: int = 128,
+                 inputs: int = 1):
         super().__init__()
         c1, c2 = channels
+        self.inputs = inputs
         self.features = nn.Sequential(
-            nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(inputs, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(c1, c2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2))
         self.classify = nn.Sequential(nn.Flatten(), nn.Linear(c2 * 7 * 7, hidden), nn.ReLU(),
                                       nn.Linear(hidden, num_classes))
 
     def forward(self, crops: Tensor) -> Tensor:
-        return self.classify(self.features(crops))
+        return self.classify(self.features(crops[:, :self.inputs]))
 
 
 class Committee(nn.Module):
@@ -142,7 +148,8 @@ class SegmentationReader(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.recogniser: nn.Module = Recogniser(NUM_DIGITS, config.channels, config.hidden)  # or a Committee
+        self.recogniser: nn.Module = Recogniser(NUM_DIGITS, config.channels, config.hidden,
+                                                inputs=2 if config.context else 1)  # or a Committee
 
     @property
     def device(self) -> torch.device:
@@ -150,7 +157,7 @@ class SegmentationReader(nn.Module):
 
     def forward(self, images: list[np.ndarray]) -> Interpretation:
         spans = batch_spans(images, self.config.cuts)
-        crops = span_crops(to_batch_tensor(images, self.device), spans)
+        crops = span_crops(to_batch_tensor(images, self.device), spans, self.config.context)
         scores = self.recogniser(crops)
         seg = segmentation_graph(spans.num_pieces.tolist(), self.config.cuts.max_span, spans.keep,
                                  device=self.device)

@@ -92,11 +92,13 @@ def batch_spans(images: list[np.ndarray], config: CutConfig) -> Spans:
     return Spans(cuts, num_pieces, keep, image[keep], begin[keep], end[keep], x0[keep], x1[keep])
 
 
-def span_crops(batch: Tensor, spans: Spans) -> Tensor:
+def span_crops(batch: Tensor, spans: Spans, context: bool = False) -> Tensor:
     """The crop of every span centred in a 28x28 window: ``[S, 1, 28, 28]`` float in [0, 1].
 
     ``batch`` is ``[B, 28, Wmax]`` (uint8 or float, any device). Spans wider than the window
-    are squeezed to fit (nearest column). One gather for the whole batch.
+    are squeezed to fit (nearest column). One gather for the whole batch. With ``context``, a
+    second channel holds the same window with the ink outside the span left in (the
+    neighbours' strokes, where the span's own ink is cut off or overlapped): ``[S, 2, 28, 28]``.
     """
     device = batch.device
     x0, x1, img = spans.x0.to(device), spans.x1.to(device), spans.image.to(device)
@@ -107,13 +109,15 @@ def span_crops(batch: Tensor, spans: Spans) -> Tensor:
     # Columns inside a narrow span's window map one to one; wide spans are sampled evenly.
     source = torch.where(fits[:, None], x0[:, None] + col[None, :] - offset[:, None],
                          x0[:, None] + (col[None, :] * width[:, None]) // CROP)
-    valid = (source >= x0[:, None]) & (source < x1[:, None])
+    inside = (source >= x0[:, None]) & (source < x1[:, None])
+    in_image = (source >= 0) & (source < batch.shape[2])
     source = source.clamp(0, batch.shape[2] - 1)
     columns = batch.transpose(1, 2).reshape(-1, batch.shape[1])      # [B * Wmax, 28]: one row per column
     flat = (img[:, None] * batch.shape[2] + source).reshape(-1)
-    pixels = columns.index_select(0, flat).reshape(-1, CROP, batch.shape[1]).to(torch.float32)
-    pixels = pixels * (valid[:, :, None] / 255.0)
-    return pixels.transpose(1, 2).unsqueeze(1).contiguous()           # [S, 1, 28 rows, 28 cols]
+    pixels = columns.index_select(0, flat).reshape(-1, CROP, batch.shape[1]).to(torch.float32) / 255.0
+    masks = [inside, in_image] if context else [inside]
+    channels = [pixels * mask[:, :, None] for mask in masks]
+    return torch.stack(channels, 1).transpose(2, 3).contiguous()      # [S, 1 or 2, 28 rows, 28 cols]
 
 
 def to_batch_tensor(images: list[np.ndarray], device: torch.device | str = "cpu") -> Tensor:

@@ -114,6 +114,8 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
             raise ValueError(f"{p}: a committee needs segmentation readers with the same cuts as {paths[0]}")
     if len(models) > 1:
         models[0].recogniser = Committee([m.recogniser for m in models])
+        # Crops with the surroundings when some member reads them; the others read the span alone.
+        first.context = any(config.context for config in configs)
     return models[0], states[0]
 
 
@@ -172,7 +174,8 @@ def pretrain_examples(model: Reader, samples: list[StringSample], rngs: list[np.
     chosen = torch.from_numpy(np.concatenate(chosen_parts))
     targets = np.concatenate(per_image)
     subset = replace(spans, image=spans.image[chosen], x0=spans.x0[chosen], x1=spans.x1[chosen])
-    return span_crops(batch, subset), torch.from_numpy(targets[chosen.numpy()]).to(model.device)
+    return (span_crops(batch, subset, model.config.context),
+            torch.from_numpy(targets[chosen.numpy()]).to(model.device))
 
 
 def pretrain_loss(model: Reader, crops: Tensor, targets: Tensor,
