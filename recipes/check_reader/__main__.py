@@ -203,14 +203,14 @@ def cmd_make_data(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> None:
     """A short training run on the embedded digits (pretraining of the recogniser on isolated
-    digits, then global training through the graph), then the evaluation table on fresh strings
-    of 4-6 held-out digits."""
+    digits, then global training through the graph; the recogniser sees the spans' surroundings,
+    ``--context``), then the evaluation table on fresh strings of 4-6 held-out digits."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     train_args = build_parser().parse_args(
         ["train", "--out", str(out), "--steps", str(args.steps), "--pretrain-steps", str(args.pretrain_steps),
-         "--valid-every", str(args.steps),
+         "--valid-every", str(args.steps), "--context",
          "--valid-strings", "100", *(["--quiet"] if args.quiet else [])])
     cmd_train(train_args)
     print(f"training: {time.time() - t0:.0f} s")
