@@ -7,6 +7,12 @@ with seed ``k`` always works on the same *global* batch (drawn from ``(k, s)``),
 ``N`` takes items ``r, r + N, ...`` of it; each process scales its loss so that the averaged
 gradient (:func:`average_gradients`) equals the single-process one. A checkpoint holds the model,
 the optimiser and the step, so ``--resume`` continues exactly where a run stopped.
+
+Checkpoints hold only tensors, numbers, strings and plain containers (configs as dicts) and are
+read with ``torch.load(weights_only=True)``: a checkpoint file from elsewhere can hold weights,
+never code that loading would run. Bad input to a command (a missing or unreadable file, an
+option out of range) raises :class:`InputError`; :func:`run_command` prints it as one line
+``error: ...`` and exits with status 2.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ import collections
 import json
 import math
 import os
+import pickle
+import re
 import sys
 import time
-from collections.abc import Iterable, Sequence
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,8 +36,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from gtn_py.errors import GraphError
+
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
+
+
+class InputError(GraphError, ValueError):
+    """Bad input to a recipe command: a missing or unreadable file, data that is not what the
+    command reads, an option it does not know. The message says what to do in the user's terms."""
 
 
 # ---------------------------------------------------------------------- processes and threads
@@ -193,8 +209,27 @@ def write_json(path: str | Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _check_plain(value: Any, where: str = "state") -> None:
+    """Refuse (TypeError) what ``torch.load(weights_only=True)`` would not read back: anything
+    but tensors, numbers, strings, None and dicts, lists and tuples of them."""
+    if isinstance(value, (torch.Tensor, str, bytes, int, float, bool, type(None), torch.Size, torch.dtype)):
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_plain(key, f"{where} key")
+            _check_plain(item, f"{where}[{key!r}]")
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    else:
+        raise TypeError(f"{where} is a {type(value).__name__}: a checkpoint holds only tensors, numbers, strings "
+                        "and dicts/lists of them (store configs as dicts), so that it loads with weights_only=True")
+
+
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """``torch.save`` atomically: a reader (or a run killed mid-write) never sees a partial file."""
+    """``torch.save`` atomically: a reader (or a run killed mid-write) never sees a partial file.
+    The state must hold plain values only (see :func:`load_checkpoint`)."""
+    _check_plain(state)
     path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
     torch.save(state, tmp)
@@ -202,8 +237,30 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """A checkpoint written by :func:`save_checkpoint` (it holds configs as plain dicts)."""
-    return torch.load(path, map_location=device, weights_only=False)
+    """A checkpoint written by :func:`save_checkpoint`, read with ``weights_only=True``: tensors,
+    numbers, strings and containers only, so a file from elsewhere cannot run code on loading.
+    Raises :class:`InputError` for a missing file, a file that is not a checkpoint, and one that
+    holds other objects (refused unread)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such checkpoint file" if not path.exists() else f"{path}: not a file")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message names what it refused: "... Unsupported global: GLOBAL io.open was not ..."
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if refused:
+            raise InputError(f"{path}: refused: loading it would call {refused.group(1)}; a checkpoint holds only "
+                             "tensors, numbers, strings and containers of them") from None
+        found = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
+        raise InputError(f"{path}: not a checkpoint ({found.group(1).strip() if found else 'unreadable pickle'})") \
+            from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as error:
+        detail = ": ".join(part for part in (type(error).__name__, str(error).strip()[:200]) if part)
+        raise InputError(f"{path}: not a checkpoint written by torch.save ({detail})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise InputError(f"{path}: not a checkpoint written by a recipe's train (no 'model' weights)")
+    return state
 
 
 def restore(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -211,7 +268,7 @@ def restore(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer
     """Load a run's checkpoint into ``model`` and ``optimizer``; the step it was written at."""
     state = load_checkpoint(path, device)
     if "optimizer" not in state:
-        raise ValueError(f"{path} holds weights only (an average or a reading copy), no optimizer state: "
+        raise InputError(f"{path} holds weights only (an average or a reading copy), no optimizer state: "
                          "start a run from it with --init, not --resume")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
@@ -236,15 +293,15 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
     tensors; integer tensors (counters) must be equal. The optimizer state is dropped: the result
     is for reading and for ``--init``, not for ``--resume``. ``averaged_from`` records the inputs."""
     if len(paths) < 2:
-        raise ValueError("averaging needs at least two checkpoints")
+        raise InputError("averaging needs at least two checkpoints")
     states = [load_checkpoint(p) for p in paths]
     first = states[0]
     for path, state in zip(paths[1:], states[1:]):
         if state["model_config"] != first["model_config"]:
-            raise ValueError(f"{path}: its model config differs from {paths[0]}'s")
+            raise InputError(f"{path}: its model config differs from {paths[0]}'s")
         shapes = {k: v.shape for k, v in state["model"].items()}
         if shapes != {k: v.shape for k, v in first["model"].items()}:
-            raise ValueError(f"{path}: its tensors differ from {paths[0]}'s in names or shapes")
+            raise InputError(f"{path}: its tensors differ from {paths[0]}'s in names or shapes")
     weights = {}
     for name, tensor in first["model"].items():
         if tensor.is_floating_point():
@@ -253,7 +310,7 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
         elif all(torch.equal(s["model"][name], tensor) for s in states[1:]):
             weights[name] = tensor
         else:
-            raise ValueError(f"{name}: integer tensors differ between the checkpoints, so they cannot be averaged")
+            raise InputError(f"{name}: integer tensors differ between the checkpoints, so they cannot be averaged")
     out = {k: v for k, v in first.items() if k != "optimizer"}
     out.update(model=weights, averaged_from=[str(p) for p in paths])
     return out
@@ -290,6 +347,59 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads per process (0: auto)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Write each option's default into its ``--help`` line, in ``parser`` and its sub-commands
+    (argparse's ArgumentDefaultsHelpFormatter skips options without help text). Flags and
+    options whose default is empty or None (meaning "not given") are left as they are."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                show_defaults(sub)
+            continue
+        if not action.option_strings or action.help == argparse.SUPPRESS or "%(default)" in (action.help or ""):
+            continue
+        default = action.default
+        if default is None or default is False or default is argparse.SUPPRESS or default in ("", [], ()):
+            continue
+        action.help = f"{action.help} (default: %(default)s)" if action.help else "default: %(default)s"
+    return parser
+
+
+USER_ERRORS = (GraphError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+class CommandRefused(SystemExit):
+    """How :func:`run_command` stops on bad input: exit status 2, the message (already printed on
+    stderr) kept as the exception's text for callers of a command's ``main()``."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def run_command(command: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> Any:
+    """Run a command; bad input (a :class:`~gtn_py.errors.GraphError`, such as :class:`InputError`,
+    or a file that cannot be opened) is printed as one line ``error: ...`` on stderr and exits with
+    status 2, without a traceback: it is the user's to fix, not a bug."""
+    try:
+        return command(args)
+    except BrokenPipeError:
+        # The reader of our output went away (`| head`): stop quietly, as a shell tool does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None
+    except USER_ERRORS as error:
+        if isinstance(error, OSError) and error.filename is not None:
+            message = f"{error.filename}: {error.strerror or error}"
+        else:
+            message = str(error)
+        sys.stderr.write(f"error: {message}\n")
+        sys.stderr.flush()
+        raise CommandRefused(message) from None
 
 
 # ---------------------------------------------------------------------- progress

@@ -15,6 +15,7 @@ import torch
 
 from gtn_py.ops.compose import compose
 from gtn_py.ops.shortest import forward_score, n_best
+from recipes.check_reader.__main__ import DEFAULT_THRESHOLD
 from recipes.check_reader.__main__ import main as cli
 from recipes.check_reader.data import (
     GeneratorConfig,
@@ -24,6 +25,7 @@ from recipes.check_reader.data import (
     load_digits,
     load_strings,
     make_strings,
+    page_to_string,
     read_png,
     sample_strings,
     save_strings,
@@ -312,6 +314,17 @@ def test_ctc_baseline_trains_and_decodes(tmp_path, digits):
     assert all(np.isfinite(r["loss"]) for r in records if r["split"] == "train")
 
 
+def cli_error(capsys, argv: list[str]) -> str:
+    """The one-line message of a command that refuses its input (exit status 2, no traceback)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        cli(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
 def _run(args: list[str], **kw) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, **kw)
@@ -359,13 +372,16 @@ def test_cli_evaluate_and_decode(tmp_path, capsys):
     cli(["decode", "--checkpoint", str(tmp_path / CHECKPOINT), str(tmp_path / "x.png"), str(tmp_path / "test.npz")])
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 7 and lines[0].startswith(str(tmp_path / "x.png"))
-    # The PNG (inverted back) reads like the same image from the .npz.
-    assert lines[0].split("\t")[1:] == lines[1].split("\t")[1:]
+    model, _ = load_model(tmp_path / CHECKPOINT)
+    # The PNG reads as the image page_to_string makes of it (inverted back, cropped to the ink).
+    with torch.no_grad():
+        (png,) = read_batch(model, [page_to_string(strings.image(0))])
+    flag = "  REJECT" if png.confidence < DEFAULT_THRESHOLD else ""
+    assert lines[0].split("\t")[1:] == [png.text, f"{png.confidence:.4f}{flag}"]
     # --grid reads with other candidate cuts than the checkpoint's (and says so in evaluation.json).
     cli(["decode", "--checkpoint", str(tmp_path / CHECKPOINT), "--grid", "3", str(tmp_path / "test.npz")])
     fine = [(text, confidence.split()[0]) for _, text, confidence in
             (line.split("\t") for line in capsys.readouterr().out.strip().splitlines())]
-    model, _ = load_model(tmp_path / CHECKPOINT)
     images = [strings.image(i) for i in range(6)]
 
     def reading() -> list[tuple[str, str]]:
@@ -390,7 +406,7 @@ def test_cli_evaluate_and_decode(tmp_path, capsys):
         CutConfig(grid=0)
 
 
-def test_init_starts_a_reader_from_another_runs_weights(tmp_path):
+def test_init_starts_a_reader_from_another_runs_weights(tmp_path, capsys):
     """--init with --pretrain-steps 0 fine-tunes a trained reader, here with other cuts: its weights
     start as the first run's (a tiny learning rate keeps them there), and the run records where from."""
     cli(["train", "--out", str(tmp_path / "a"), *TRAIN_ARGS])
@@ -404,10 +420,10 @@ def test_init_starts_a_reader_from_another_runs_weights(tmp_path):
         torch.testing.assert_close(b["model"][name], a["model"][name], atol=1e-6, rtol=0)
         assert not torch.allclose(c["model"][name], a["model"][name], atol=1e-6, rtol=0), name
     cli(["train", "--out", str(tmp_path / "ctc"), *TRAIN_ARGS, "--criterion", "ctc"])
-    with pytest.raises(ValueError, match="ctc reader cannot start a segmentation reader"):
-        cli(["train", "--out", str(tmp_path / "d"), *TRAIN_ARGS, "--init", str(tmp_path / "ctc" / CHECKPOINT)])
-    with pytest.raises(SystemExit, match="a CTC reader reads column windows"):
-        cli(["decode", "--checkpoint", str(tmp_path / "ctc" / CHECKPOINT), "--grid", "4", str(tmp_path / "x.png")])
+    assert "ctc reader cannot start a segmentation reader" in cli_error(
+        capsys, ["train", "--out", str(tmp_path / "d"), *TRAIN_ARGS, "--init", str(tmp_path / "ctc" / CHECKPOINT)])
+    assert "a CTC reader reads column windows" in cli_error(
+        capsys, ["decode", "--checkpoint", str(tmp_path / "ctc" / CHECKPOINT), "--grid", "4", str(tmp_path / "x.png")])
 
 
 def test_committee_reads_with_the_mean_of_its_members_scores(tmp_path, capsys, digits):
@@ -438,8 +454,8 @@ def test_committee_reads_with_the_mean_of_its_members_scores(tmp_path, capsys, d
     with torch.no_grad():
         want = (members[0](images).span_scores + load_model(seeing)[0](images).span_scores) / 2
         torch.testing.assert_close(both(images).span_scores, want)
-    with pytest.raises(SystemExit, match="segmentation readers"):
-        cli(["train", "--out", str(tmp_path / "ctc"), *TRAIN_ARGS, "--criterion", "ctc", "--context"])
+    assert "--context is for segmentation readers" in cli_error(
+        capsys, ["train", "--out", str(tmp_path / "ctc"), *TRAIN_ARGS, "--criterion", "ctc", "--context"])
 
 
 def test_views_read_each_crop_as_given_and_as_training_would_deform_it(tmp_path, capsys, digits):
@@ -484,8 +500,8 @@ def test_export_writes_a_float16_reading_copy(tmp_path, capsys):
     cli(["train", "--out", str(tmp_path / "init"), *TRAIN_ARGS, "--init", str(tmp_path / "copy.pt")])
     (tmp_path / "resume").mkdir()
     (tmp_path / "resume" / CHECKPOINT).write_bytes((tmp_path / "copy.pt").read_bytes())
-    with pytest.raises(ValueError, match="weights only"):
-        cli(["train", "--out", str(tmp_path / "resume"), *TRAIN_ARGS, "--resume"])
+    assert "holds weights only" in cli_error(capsys, ["train", "--out", str(tmp_path / "resume"), *TRAIN_ARGS,
+                                                      "--resume"])
 
 
 def test_metrics_by_hand():

@@ -20,6 +20,7 @@ import torch
 
 from gtn_py import Graph
 from gtn_py.io import draw
+from recipes import common
 
 Symbols = Union[Dict[int, str], None]
 Built = Tuple[Graph, Symbols, Symbols]
@@ -136,9 +137,9 @@ def build_gallery(out: str | Path, entries: list[Entry] | None = None) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m viz.gallery", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="out/gallery")
-    args = parser.parse_args(argv)
-    print(build_gallery(args.out))
+    parser.add_argument("--out", default="out/gallery", help="folder for the SVG files and index.html")
+    args = common.show_defaults(parser).parse_args(argv)
+    common.run_command(lambda a: print(build_gallery(a.out)), args)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recipes import common
 from recipes.check_reader.data import GeneratorConfig, make_strings, write_png
 from recipes.check_reader.evaluate import Reading, read_batch, reject_curve
 from recipes.check_reader.model import SegmentationReader
@@ -42,10 +43,22 @@ def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
     valid: list[dict] = []
     path = run / METRICS
     if path.exists():
-        for line in path.read_text().splitlines():
-            record = json.loads(line)
-            (valid if record.get("split") == "valid" else train).append(record)
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            if line.strip():
+                record = _json(path, line, number)
+                (valid if record.get("split") == "valid" else train).append(record)
     return train, valid
+
+
+def _json(path: Path, text: str, line: int | None = None) -> dict:
+    """A JSON object from ``text`` (of ``path``, at ``line``), or an InputError naming where it is not one."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise common.InputError(f"{path}:{f'{line}:' if line else ''} not JSON ({error})") from None
+    if not isinstance(record, dict):
+        raise common.InputError(f"{path}:{f'{line}:' if line else ''} expected a JSON object")
+    return record
 
 
 def curves_figure(train: list[dict], valid: list[dict]) -> str:
@@ -142,9 +155,13 @@ text-align:right}.graph{overflow:auto;max-height:520px;padding:6px}.graph svg{ma
 
 def build_report(run: str | Path, out: str | Path | None = None, examples: int = 6, seed: int = 7) -> Path:
     run = Path(run)
+    if not run.is_dir():
+        raise common.InputError(f"{run}: no such run folder (`python -m recipes.check_reader train --out RUN` "
+                                "writes one)")
     out = Path(out) if out else run / "report.html"
     train, valid = read_metrics(run)
-    evaluation = json.loads((run / "evaluation.json").read_text()) if (run / "evaluation.json").exists() else {}
+    evaluation_path = run / "evaluation.json"
+    evaluation = _json(evaluation_path, evaluation_path.read_text()) if evaluation_path.exists() else {}
     model, state = load_model(run / CHECKPOINT)
     config = TrainConfig.from_dict(state["train_config"])
     _, held = digit_split(config)
@@ -175,9 +192,10 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="a run folder written by `python -m recipes.check_reader train --out`")
     parser.add_argument("--out", default="", help="HTML file (default RUN/report.html)")
-    parser.add_argument("--examples", type=int, default=6)
-    args = parser.parse_args(argv)
-    print(build_report(args.run, args.out or None, args.examples))
+    parser.add_argument("--examples", type=int, choices=range(1, 101), default=6, metavar="1..100",
+                        help="strings of held-out digits drawn")
+    args = common.show_defaults(parser).parse_args(argv)
+    common.run_command(lambda a: print(build_report(a.run, a.out or None, a.examples)), args)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,14 +16,20 @@ import numpy as np
 import torch
 
 from .. import common
-from .data import GeneratorConfig, load_strings, make_strings, read_png, save_strings
-from .evaluate import evaluate_strings, format_summary, read_batch
-from .model import ModelConfig, SegmentationReader, Views, WindowReader
+from ..common import InputError
+from .data import GeneratorConfig, load_strings, make_strings, page_to_string, read_png, save_strings
+from .evaluate import Reading, evaluate_strings, format_summary, read_batch
+from .model import ModelConfig, SegmentationReader, Views, WindowReader, grammar_lengths
 from .oversegment import CutConfig
 from .train import CHECKPOINT, TrainConfig, digit_split, load_model, train
 
 CRITERIA = ("nll", "perceptron", "hinge", "ctc")
 PRETRAIN_STEPS = 1000
+# decode's default --threshold: the confidence at which the committed committee (the eight context
+# readers, README_RECIPES.md) reads the validation strings with at most 1 % of them wrong.
+DEFAULT_THRESHOLD = 0.0
+EVALUATION = "evaluation.json"
+DEFAULT_EVALUATION = Path("out") / "check_reader" / EVALUATION
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -33,13 +38,14 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
                    help="nll: discriminative forward; perceptron/hinge: discriminative Viterbi; "
                         "ctc: the column-window CTC baseline (default %(default)s)")
     p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch, strings per step")
+    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, help="global batch, strings per step")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--pretrain-steps", type=int, default=PRETRAIN_STEPS,
                    help="cross-entropy steps of the recogniser alone on the spans of training strings "
                         "(well-formed digits vs mis-segmented garbage) before the global training; 0: none "
                         "(default %(default)s)")
-    p.add_argument("--pretrain-batch", type=int, default=d.pretrain_batch, help="strings per pretraining step")
+    p.add_argument("--pretrain-batch", type=_positive_int, default=d.pretrain_batch,
+                   help="strings per pretraining step")
     p.add_argument("--margin", type=float, default=d.margin, help="hinge margin")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of the initialisation and the strings drawn")
     p.add_argument("--split-seed", type=int, default=d.split_seed,
@@ -50,16 +56,16 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--held-out", type=float, default=d.held_out, help="fraction of digits held out")
     p.add_argument("--init", default="", help="checkpoint whose weights start this reader (same --channels and "
                                                "--hidden; e.g. with --pretrain-steps 0 to fine-tune with other cuts)")
-    p.add_argument("--min-digits", type=int, default=g.min_digits)
-    p.add_argument("--max-digits", type=int, default=g.max_digits)
+    p.add_argument("--min-digits", type=_positive_int, default=g.min_digits)
+    p.add_argument("--max-digits", type=_positive_int, default=g.max_digits)
     p.add_argument("--distort", type=float, default=g.distort,
                    help="strength of the random deformation of training digits (0: none, 1: rotation up to "
                         "10 degrees, shear 0.25, scales +-10%%, elastic offsets of 1.2 px)")
-    p.add_argument("--valid-every", type=int, default=d.valid_every)
-    p.add_argument("--valid-strings", type=int, default=d.valid_strings)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--channels", type=int, nargs=2, default=[8, 16], help="conv channels of the recogniser")
-    p.add_argument("--hidden", type=int, default=64, help="hidden units of the recogniser")
+    p.add_argument("--valid-every", type=_positive_int, default=d.valid_every)
+    p.add_argument("--valid-strings", type=_positive_int, default=d.valid_strings)
+    p.add_argument("--checkpoint-every", type=_positive_int, default=d.checkpoint_every)
+    p.add_argument("--channels", type=_positive_int, nargs=2, default=[8, 16], help="conv channels of the recogniser")
+    p.add_argument("--hidden", type=_positive_int, default=64, help="hidden units of the recogniser")
     p.add_argument("--context", action="store_true",
                    help="the recogniser also sees each span's window with the neighbouring ink left in "
                         "(a second input channel; segmentation readers)")
@@ -67,18 +73,21 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-piece", type=_positive_int, default=c.min_piece,
                    help="narrowest piece between two cuts (px; a grid cut closer than this to a projection "
                         "minimum is dropped)")
-    p.add_argument("--max-span", type=int, default=c.max_span, help="pieces per span at most")
-    p.add_argument("--grammar", default="any", help="'any' or 'length:MIN-MAX' composed into the graph")
+    p.add_argument("--max-span", type=_positive_int, default=c.max_span, help="pieces per span at most")
+    p.add_argument("--grammar", type=_grammar, default="any", help="'any' or 'length:MIN-MAX' composed into the graph")
 
 
 def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+    if args.min_digits > args.max_digits:
+        raise InputError(f"--min-digits {args.min_digits} is more than --max-digits {args.max_digits}")
     gen = GeneratorConfig(min_digits=args.min_digits, max_digits=args.max_digits, distort=args.distort)
     model = ModelConfig(kind="ctc" if args.criterion == "ctc" else "segmentation",
                         channels=tuple(args.channels), hidden=args.hidden,
                         cuts=CutConfig(grid=args.grid, min_piece=args.min_piece, max_span=args.max_span),
                         grammar=args.grammar, context=args.context)
     if args.context and model.kind == "ctc":
-        sys.exit("--context is for segmentation readers: the CTC baseline's windows already hold the neighbours")
+        raise InputError("--context is for segmentation readers: the CTC baseline's windows already hold the "
+                         "neighbours")
     config = TrainConfig(criterion=args.criterion, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          pretrain_steps=args.pretrain_steps, pretrain_batch=args.pretrain_batch,
                          margin=args.margin, seed=args.seed, split_seed=args.split_seed, digits=args.digits,
@@ -105,19 +114,26 @@ def cmd_train(args: argparse.Namespace) -> None:
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
-        raise argparse.ArgumentTypeError(f"a positive number of pixels, got {text}")
+        raise argparse.ArgumentTypeError(f"need a positive number, got {text}")
     return value
+
+
+def _grammar(text: str) -> str:
+    """A grammar spec, checked ('' stands for the checkpoint's own)."""
+    try:
+        if text:
+            grammar_lengths(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def _load_reader(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
     """The reader of ``--checkpoint`` (a committee if repeated), with the reading options'
     overrides of its grammar and of its cuts applied."""
-    try:
-        cuts = {name: value for name, value in (("grid", args.grid), ("min_piece", args.min_piece))
-                if value is not None}
-        model, state = load_model(args.checkpoint, args.device, cuts=cuts)
-    except ValueError as error:
-        sys.exit(str(error))
+    cuts = {name: value for name, value in (("grid", args.grid), ("min_piece", args.min_piece))
+            if value is not None}
+    model, state = load_model(args.checkpoint, args.device, cuts=cuts)
     if args.grammar:
         model.config.grammar = args.grammar  # type: ignore[union-attr]
     if args.views > 1:
@@ -131,9 +147,11 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     config: ModelConfig = model.config  # type: ignore[assignment]
     strings = load_strings(args.data)
     if any(not s for s in strings.labels):
-        sys.exit(f"{args.data}: evaluate needs a label for every string")
+        raise InputError(f"{args.data}: evaluate needs a label for every string (decode reads unlabelled ones)")
+    out = Path(args.out) if args.out else _default_evaluation(Path(args.checkpoint[0]))
+    out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    result = evaluate_strings(model, strings, args.batch_size, args.candidates)
+    result = evaluate_strings(model, strings, args.batch_size, args.candidates, show_progress=not args.quiet)
     summary = result.summary()
     checkpoints = [str(c) for c in args.checkpoint]
     summary.update(data=str(args.data), checkpoint=" ".join(checkpoints), seconds=round(time.time() - t0, 1),
@@ -143,7 +161,6 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     print(format_summary(summary))
     summary["confusions"] = common.confusions(result.labels, [r.text for r in result.readings])
     print(f"most frequent digit errors (true -> read, '-' none): {common.format_confusions(summary['confusions'])}")
-    out = Path(args.out) if args.out else Path(checkpoints[0]).parent / "evaluation.json"
     summary["examples"] = [{"label": t, "text": r.text, "confidence": r.confidence}
                            for t, r in zip(result.labels, result.readings)]
     common.write_json(out, summary)
@@ -151,39 +168,66 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _read_inputs(paths: list[str]) -> tuple[list[str], list[np.ndarray]]:
-    names, images = [], []
-    for p in paths:
-        if p.endswith(".npz"):
+def _default_evaluation(checkpoint: Path) -> Path:
+    """Beside the checkpoint of a training run (its folder has the run's metrics, and viz.report
+    reads both), else out/check_reader/evaluation.json: never into the committed readers' folder."""
+    run = checkpoint.parent
+    return run / EVALUATION if (run / common.METRICS).is_file() else DEFAULT_EVALUATION
+
+
+def _input_files(paths: list[str]) -> list[Path]:
+    """The files to read: each path, a folder standing for its .npz and .png files (sorted)."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.suffix.lower() in (".npz", ".png") and f.is_file())
+            if not found:
+                raise InputError(f"{p}: no .png or .npz files in this folder")
+            files += found
+        elif not p.exists():
+            raise InputError(f"{p}: no such file or folder")
+        else:
+            files.append(p)
+    return files
+
+
+def _read_inputs(paths: list[str]) -> tuple[list[str], list[np.ndarray | None]]:
+    """Names and images (28 rows, white ink on black) of the strings to read: every string of
+    each .npz string set, and each PNG as :func:`~.data.page_to_string` makes it (None: no ink)."""
+    names: list[str] = []
+    images: list[np.ndarray | None] = []
+    for p in _input_files(paths):
+        if p.suffix.lower() == ".npz":
             strings = load_strings(p)
             names += [f"{p}[{i}]" for i in range(len(strings))]
             images += [strings.image(i) for i in range(len(strings))]
+        elif p.suffix.lower() == ".png":
+            names.append(str(p))
+            images.append(page_to_string(read_png(p)))
         else:
-            names.append(p)
-            images.append(_normalise_png(read_png(p)))
+            raise InputError(f"{p}: decode reads .npz string sets and .png images")
     return names, images
-
-
-def _normalise_png(img: np.ndarray) -> np.ndarray:
-    """Dark ink on light paper is inverted; any height is scaled to 28 pixels."""
-    from .data import HEIGHT, _resize
-
-    if img.mean() > 127:
-        img = 255 - img
-    if img.shape[0] != HEIGHT:
-        width = max(1, round(img.shape[1] * HEIGHT / img.shape[0]))
-        img = np.clip(_resize(img.astype(np.float32), HEIGHT, width), 0, 255).astype(np.uint8)
-    return img
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
     model, _ = _load_reader(args)
     names, images = _read_inputs(args.inputs)
-    for start in range(0, len(images), args.batch_size):
-        batch = images[start:start + args.batch_size]
-        for name, r in zip(names[start:start + len(batch)], read_batch(model, batch, args.candidates)):
-            flag = "" if r.confidence >= args.threshold else "  REJECT"
-            print(f"{name}\t{r.text}\t{r.confidence:.4f}{flag}")
+    bar = common.Progress(len(images), enabled=not args.quiet, unit="string")
+    try:
+        for start in range(0, len(images), args.batch_size):
+            batch = images[start:start + args.batch_size]
+            inked = [image for image in batch if image is not None]
+            read = iter(read_batch(model, inked, args.candidates) if inked else [])
+            for name, image in zip(names[start:start + len(batch)], batch):
+                if image is None:
+                    print(f"{name}\t\t{0.0:.4f}  REJECT: no ink")
+                    continue
+                r: Reading = next(read)
+                flag = "" if r.confidence >= args.threshold else "  REJECT"
+                print(f"{name}\t{r.text}\t{r.confidence:.4f}{flag}")
+            bar.update(start + len(batch))
+    finally:
+        bar.close()
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -192,6 +236,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_make_data(args: argparse.Namespace) -> None:
+    if args.min_digits > args.max_digits:
+        raise InputError(f"--min-digits {args.min_digits} is more than --max-digits {args.max_digits}")
     config = TrainConfig(split_seed=args.split_seed, digits=args.digits, held_out=args.held_out)
     train_digits, held = digit_split(config)
     digits = held if args.split == "held-out" else train_digits
@@ -218,30 +264,32 @@ def cmd_demo(args: argparse.Namespace) -> None:
     cmd_make_data(argparse.Namespace(split_seed=0, digits="", held_out=TrainConfig().held_out, split="held-out",
                                      min_digits=4, max_digits=6, count=args.test_strings, data_seed=12345,
                                      out=str(data)))
-    cmd_evaluate(argparse.Namespace(checkpoint=[str(out / CHECKPOINT)], data=str(data), out="", device="cpu",
-                                    batch_size=32, grammar="", grid=None, min_piece=None, candidates=1,
-                                    views=1, view_strength=1.0))
+    cmd_evaluate(argparse.Namespace(checkpoint=[str(out / CHECKPOINT)], data=str(data), out=str(out / EVALUATION),
+                                    device="cpu", batch_size=32, grammar="", grid=None, min_piece=None, candidates=1,
+                                    views=1, view_strength=1.0, quiet=args.quiet))
     print(f"demo total: {time.time() - t0:.0f} s; the run's report: python -m viz.report {out}")
 
 
 def _add_reading_options(p: argparse.ArgumentParser) -> None:
     """Options of the commands that read strings with a trained checkpoint (evaluate, decode)."""
-    p.add_argument("--grammar", default="", help="override the checkpoint's grammar ('any', 'length:4-6')")
+    p.add_argument("--grammar", type=_grammar, default="",
+                   help="override the checkpoint's grammar ('any', 'length:4-6')")
     p.add_argument("--grid", type=_positive_int, default=None,
                    help="override the spacing of the regular candidate cuts (px) the readers were trained with "
                         "(a finer grid puts more true boundaries near a cut, at more spans to score)")
     p.add_argument("--min-piece", type=_positive_int, default=None,
                    help="override the narrowest piece between two cuts (px; a grid cut closer than this to a "
                         "projection minimum is dropped)")
-    p.add_argument("--candidates", type=int, default=1,
+    p.add_argument("--candidates", type=_positive_int, default=1,
                    help="read the most probable of the K best Viterbi strings (1: the Viterbi path's string)")
     p.add_argument("--views", type=_positive_int, default=1,
                    help="score every span crop as given and under VIEWS - 1 fixed random deformations (the "
                         "training augmentation's), averaged: test-time augmentation at VIEWS times the cost")
     p.add_argument("--view-strength", type=float, default=1.0, help="strength of those deformations (as --distort)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="strings read at once")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,15 +306,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, action="append",
                    help="checkpoint written by train; repeated: segmentation readers read as a committee")
     p.add_argument("--data", required=True, help=".npz: images uint8 [N,28,W], widths [N], labels")
-    p.add_argument("--out", default="", help="JSON results (default: evaluation.json beside the checkpoint)")
+    p.add_argument("--out", default="",
+                   help="JSON results (default: evaluation.json in the run folder of a train checkpoint, where "
+                        f"viz.report finds it, else {DEFAULT_EVALUATION})")
     _add_reading_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("decode", help="print the strings read from images with their confidences")
     p.add_argument("--checkpoint", required=True, action="append",
                    help="checkpoint written by train; repeated: segmentation readers read as a committee")
-    p.add_argument("inputs", nargs="+", help=".npz string sets or PNG images")
-    p.add_argument("--threshold", type=float, default=0.0, help="mark readings below this confidence")
+    p.add_argument("inputs", nargs="+",
+                   help=".npz string sets, PNG images of one string each (any size and margins, dark ink on light "
+                        "paper or light on dark, transparency as paper) or folders of them; prints 'NAME TEXT "
+                        "CONFIDENCE', with REJECT after readings below --threshold and 'REJECT: no ink' for a "
+                        "blank image")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD,
+                   help="mark readings below this confidence REJECT (the default is where the committed "
+                        "committee reads validation strings with 1 %% of them wrong; 0: reject none)")
     _add_reading_options(p)
     p.set_defaults(func=cmd_decode)
 
@@ -277,10 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("make-data", help="write a string set .npz from the digit set")
     p.add_argument("--out", required=True)
-    p.add_argument("--count", type=int, default=1000)
+    p.add_argument("--count", type=_positive_int, default=1000)
     p.add_argument("--split", choices=("held-out", "train"), default="held-out")
-    p.add_argument("--min-digits", type=int, default=4)
-    p.add_argument("--max-digits", type=int, default=6)
+    p.add_argument("--min-digits", type=_positive_int, default=4)
+    p.add_argument("--max-digits", type=_positive_int, default=6)
     p.add_argument("--data-seed", type=int, default=12345)
     p.add_argument("--split-seed", type=int, default=0, help="seed of the digit split (as in train)")
     p.add_argument("--digits", default="")
@@ -301,9 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = common.show_defaults(build_parser()).parse_args(argv)
     common.set_threads(getattr(args, "threads", 0))
-    args.func(args)
+    common.run_command(args.func, args)
 
 
 if __name__ == "__main__":

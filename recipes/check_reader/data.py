@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import functools
 import struct
+import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numba
 import numpy as np
+
+from ..common import InputError
 
 HEIGHT = 28
 DEFAULT_DIGITS = Path(__file__).parent / "data" / "mnist_digits_8k.npz"
@@ -37,13 +40,16 @@ class DigitSet:
 def load_digits(path: str | Path | None = None) -> DigitSet:
     """Load a digit set (default: the embedded MNIST sample) and check its form."""
     path = Path(path) if path is not None else DEFAULT_DIGITS
-    with np.load(path) as data:
-        images, labels = data["images"], data["labels"]
+    with _open_npz(path, "a digit set (images uint8 [N, 28, 28], labels)") as data:
+        images, labels = _member(data, path, "images"), _member(data, path, "labels")
     if images.ndim != 3 or images.shape[1:] != (HEIGHT, HEIGHT) or images.dtype != np.uint8:
-        raise ValueError(f"{path}: images must be uint8 [N, 28, 28], got {images.dtype} {images.shape}")
+        raise InputError(f"{path}: images must be uint8 [N, 28, 28], got {images.dtype} {images.shape}")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.size != images.shape[0] or labels.size == 0:
+        raise InputError(f"{path}: labels must be [N] integer digits 0-9 matching the images, got {labels.dtype} "
+                         f"{labels.shape} for {images.shape[0]} images")
     labels = labels.astype(np.int64).reshape(-1)
-    if labels.shape[0] != images.shape[0] or labels.min() < 0 or labels.max() > 9:
-        raise ValueError(f"{path}: labels must be [N] digits 0-9 matching the images")
+    if labels.min() < 0 or labels.max() > 9:
+        raise InputError(f"{path}: labels must be digits 0-9, got {labels.min()}..{labels.max()}")
     return DigitSet(images, labels)
 
 
@@ -232,31 +238,63 @@ def save_strings(strings: StringSet, path: str | Path) -> None:
                         labels=np.array(strings.labels, dtype=str))
 
 
+def _open_npz(path: Path, what: str) -> np.lib.npyio.NpzFile:
+    """``np.load`` of an .npz that must be ``what`` (pickled members refused), with an
+    :class:`InputError` naming the file for a missing or unreadable one."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (expected {what})" if not path.exists() else f"{path}: not a file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path}: not an .npz file ({error})") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise InputError(f"{path}: a single array, not an .npz archive of {what}")
+    return data
+
+
+def _member(data: np.lib.npyio.NpzFile, path: Path, name: str) -> np.ndarray:
+    if name not in data.files:
+        raise InputError(f"{path}: no '{name}' array (it has: {', '.join(data.files) or 'none'})")
+    try:
+        return data[name]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise InputError(f"{path}: its '{name}' array cannot be read ({error})") from None
+
+
 def load_strings(path: str | Path) -> StringSet:
-    """Read a string set; ``labels`` is optional (decode needs none)."""
-    with np.load(path) as data:
-        images = data["images"]
-        if images.ndim != 3 or images.shape[1] != HEIGHT:
-            raise ValueError(f"{path}: images must be uint8 [N, 28, W], got {images.shape}")
-        widths = data["widths"].astype(np.int64) if "widths" in data else np.full(len(images), images.shape[2])
-        labels = [str(s) for s in data["labels"]] if "labels" in data else [""] * len(images)
+    """Read a string set; ``labels`` is optional (decode needs none). Raises :class:`InputError`
+    for a missing file or one that is not a string set (``make-data`` writes them)."""
+    path = Path(path)
+    what = "a string set .npz: images uint8 [N, 28, W], widths, labels; `make-data` writes one"
+    with _open_npz(path, what) as data:
+        images = _member(data, path, "images")
+        if images.ndim != 3 or images.shape[1] != HEIGHT or images.shape[0] == 0 or images.shape[2] == 0:
+            raise InputError(f"{path}: images must be uint8 [N, 28, W] with N, W > 0, got {images.shape}")
+        widths = (_member(data, path, "widths") if "widths" in data.files
+                  else np.full(len(images), images.shape[2]))
+        labels_array = _member(data, path, "labels") if "labels" in data.files else np.full(len(images), "")
     if images.dtype != np.uint8:
-        raise ValueError(f"{path}: images must be uint8, got {images.dtype}")
-    if len(widths) != len(images) or len(labels) != len(images):
-        raise ValueError(f"{path}: images, widths and labels must have one entry per string")
+        raise InputError(f"{path}: images must be uint8, got {images.dtype}")
+    if not np.issubdtype(widths.dtype, np.integer) or widths.shape != (len(images),):
+        raise InputError(f"{path}: widths must be [N] integers, one per image, got {widths.dtype} {widths.shape}")
+    widths = widths.astype(np.int64)
+    labels = [str(s) for s in labels_array.reshape(-1)]
+    if len(labels) != len(images):
+        raise InputError(f"{path}: images, widths and labels must have one entry per string")
     if widths.min() < 1 or widths.max() > images.shape[2]:
-        raise ValueError(f"{path}: widths must be in 1..{images.shape[2]}")
+        raise InputError(f"{path}: widths must be in 1..{images.shape[2]}")
     for i, s in enumerate(labels):
         if not all(ch in "0123456789" for ch in s):
-            raise ValueError(f"{path}: label {i} ({s!r}) is not a string of digits")
+            raise InputError(f"{path}: label {i} ({s[:40]!r}) is not a string of digits")
     return StringSet(images, widths, labels)
 
 
 # ---------------------------------------------------------------------- PNG (no dependency)
 def write_png(path_or_none: str | Path | None, image: np.ndarray) -> bytes:
-    """Encode a uint8 grayscale [H, W] or RGB [H, W, 3] image as PNG (and write it if a path is given)."""
+    """Encode a uint8 image as PNG (and write it if a path is given): grey [H, W], or [H, W, C]
+    with C = 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA)."""
     image = np.ascontiguousarray(image, dtype=np.uint8)
-    colour = 2 if image.ndim == 3 else 0
+    colour = {1: 0, 2: 4, 3: 2, 4: 6}[image.shape[2]] if image.ndim == 3 else 0
     h, w = image.shape[:2]
     raw = b"".join(b"\x00" + image[y].tobytes() for y in range(h))
 
@@ -297,34 +335,96 @@ def _unfilter(raw: np.ndarray, bpp: int) -> np.ndarray:  # pragma: no cover - ji
     return out
 
 
+MAX_PNG_PIXELS = 1 << 26  # 67 megapixels: a page scanned at 600 dpi is 35; more is refused before decompressing
+
+
 def read_png_rgb(path: str | Path) -> np.ndarray:
-    """Decode an 8-bit, non-interlaced PNG to uint8 ``[H, W, C]`` (C = 1, 2, 3 or 4 as stored)."""
-    data = Path(path).read_bytes()
+    """Decode an 8-bit, non-interlaced PNG to uint8 ``[H, W, C]`` (C = 1, 2, 3 or 4 as stored).
+    Raises :class:`InputError` for a missing file, a file that is not such a PNG, or a corrupt one."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such image file" if not path.exists() else f"{path}: not a file")
+    data = path.read_bytes()
     if data[:8] != b"\x89PNG\r\n\x1a\n":
-        raise ValueError(f"{path}: not a PNG file")
-    pos, idat, header = 8, b"", None
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    if header is None:
-        raise ValueError(f"{path}: PNG has no IHDR")
-    w, h, depth, colour, _, _, interlace = header
-    channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(colour)
-    if depth != 8 or channels is None or interlace:
-        raise ValueError(f"{path}: only 8-bit, non-interlaced grey/RGB(A) PNGs are supported")
-    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * channels)
-    return _unfilter(raw.astype(np.int64), channels).reshape(h, w, channels).astype(np.uint8)
+        raise InputError(f"{path}: not a PNG file")
+    try:
+        pos, idat, header = 8, b"", None
+        while pos < len(data):
+            (length,) = struct.unpack(">I", data[pos:pos + 4])
+            kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+            if kind == b"IHDR":
+                header = struct.unpack(">IIBBBBB", body)
+            elif kind == b"IDAT":
+                idat += body
+            pos += 12 + length
+        if header is None:
+            raise InputError(f"{path}: PNG has no IHDR")
+        w, h, depth, colour, _, _, interlace = header
+        channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(colour)
+        if depth != 8 or channels is None or interlace:
+            raise InputError(f"{path}: only 8-bit, non-interlaced grey/RGB(A) PNGs are supported "
+                             f"(this one: {depth}-bit, colour type {colour}{', interlaced' if interlace else ''})")
+        if not 0 < w * h <= MAX_PNG_PIXELS:
+            raise InputError(f"{path}: {w}x{h} pixels; at most {MAX_PNG_PIXELS} are read")
+        expected = h * (1 + w * channels)
+        raw = zlib.decompressobj().decompress(idat, expected)
+        if len(raw) != expected:
+            raise InputError(f"{path}: truncated PNG ({len(raw)} of {expected} bytes of pixels)")
+        rows = np.frombuffer(raw, np.uint8).reshape(h, 1 + w * channels)
+    except (struct.error, zlib.error) as error:
+        raise InputError(f"{path}: corrupt PNG ({error})") from None
+    return _unfilter(rows.astype(np.int64), channels).reshape(h, w, channels).astype(np.uint8)
 
 
 def read_png(path: str | Path) -> np.ndarray:
-    """Decode an 8-bit, non-interlaced PNG to a grayscale uint8 [H, W] array (colour is averaged,
-    alpha composited on black)."""
+    """Decode an 8-bit, non-interlaced PNG to a grayscale uint8 [H, W] array (colour is averaged;
+    transparent pixels are paper: alpha is composited onto white)."""
     pixels = read_png_rgb(path).astype(np.float64)
     if pixels.shape[2] in (2, 4):
-        pixels = pixels[..., :-1] * pixels[..., -1:] / 255.0
+        alpha = pixels[..., -1:] / 255.0
+        pixels = pixels[..., :-1] * alpha + 255.0 * (1.0 - alpha)
     return np.clip(pixels.mean(axis=2).round(), 0, 255).astype(np.uint8)
+
+
+INK_CONTRAST = 48       # grey levels between paper and the strongest ink below which a page is blank
+INK_HEIGHTS = (21, 26)  # rows of ink of 90 % of the generated strings (5th and 95th percentiles) ...
+INK_HEIGHT = 23         # ... and of the median one
+
+
+def page_to_string(page: np.ndarray) -> np.ndarray | None:
+    """A grey image of one written string (uint8 ``[H, W]``, dark ink on light paper or light on
+    dark, any size, with any margins) as the readers read strings: white ink on black, cropped to
+    the ink, scaled so the ink is :data:`INK_HEIGHT` rows high (unless its height is already
+    among :data:`INK_HEIGHTS`), centred in 28 rows with 2 blank columns each side, as
+    :func:`make_strings` writes them. The paper's level (the median pixel)
+    becomes 0 and the strongest ink 255. ``None`` for a page without ink (its strongest
+    pixel within :data:`INK_CONTRAST` grey levels of the paper)."""
+    img = page.astype(np.float32)
+    paper = float(np.median(img))
+    if paper > 127:  # dark ink on light paper
+        img, paper = 255.0 - img, 255.0 - paper
+    ink = np.clip(img - paper, 0.0, None)
+    peak = float(ink.max()) if ink.size else 0.0
+    if peak < INK_CONTRAST:
+        return None
+    ink *= 255.0 / peak
+    # The ink's box: pixels of a quarter of the strongest ink or more (the paper's noise stays out).
+    rows = np.flatnonzero(ink.max(axis=1) >= 64)
+    cols = np.flatnonzero(ink.max(axis=0) >= 64)
+    ink = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    height = ink.shape[0]
+    if not INK_HEIGHTS[0] <= height <= INK_HEIGHTS[1]:
+        scale = INK_HEIGHT / height
+        width = max(1, round(ink.shape[1] * scale))
+        factor = int(1 / scale)
+        if factor >= 2:
+            # Average blocks of pixels before a large reduction, so that thin strokes are not skipped.
+            h, w = height // factor * factor, ink.shape[1] // factor * factor
+            ink = ink[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+        ink = _resize(ink, INK_HEIGHT, width)
+        ink *= 255.0 / max(1.0, float(ink.max()))
+        height = INK_HEIGHT
+    top = (HEIGHT - height) // 2
+    out = np.zeros((HEIGHT, ink.shape[1] + 4), np.float32)
+    out[top:top + height, 2:2 + ink.shape[1]] = ink
+    return np.clip(out.round(), 0, 255).astype(np.uint8)

@@ -145,13 +145,20 @@ class EvalResult:
                 "reject_table": table}
 
 
-def evaluate_strings(model: nn.Module, strings: StringSet, batch_size: int = 32, candidates: int = 1) -> EvalResult:
+def evaluate_strings(model: nn.Module, strings: StringSet, batch_size: int = 32, candidates: int = 1,
+                     show_progress: bool = False) -> EvalResult:
+    """Read every string of ``strings`` (with a progress bar on stderr if ``show_progress``)."""
     was_training = model.training
     model.eval()
     readings: list[Reading] = []
-    for start in range(0, len(strings), batch_size):
-        idx = range(start, min(len(strings), start + batch_size))
-        readings += read_batch(model, [strings.image(i) for i in idx], candidates)
+    bar = common.Progress(len(strings), enabled=show_progress, unit="string")
+    try:
+        for start in range(0, len(strings), batch_size):
+            idx = range(start, min(len(strings), start + batch_size))
+            readings += read_batch(model, [strings.image(i) for i in idx], candidates)
+            bar.update(len(readings))
+    finally:
+        bar.close()
     model.train(was_training)
     return EvalResult(list(strings.labels), readings)
 

@@ -20,6 +20,7 @@ from gtn_py import Graph, string_graph
 from gtn_py.criteria.segmentation import recognition_graph, segmentation_graph
 from gtn_py.ops.compose import compose
 
+from ..common import InputError
 from .data import deformation
 from .oversegment import CROP, CutConfig, Spans, batch_spans, span_crops, to_batch_tensor
 
@@ -116,15 +117,29 @@ def label_text(labels: list[int]) -> str:
     return "".join(str(label - 1) for label in labels if label > 0)
 
 
-def grammar_graph(spec: str, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Graph | None:
-    """An acceptor over digit labels: ``"any"`` (no grammar, None) or ``"length:MIN-MAX"``."""
+MAX_GRAMMAR_LENGTH = 1000  # digits per string a length grammar may ask for (its graph has 10 arcs per digit)
+
+
+def grammar_lengths(spec: str) -> tuple[int, int] | None:
+    """``(MIN, MAX)`` of a grammar ``"length:MIN-MAX"``, None for ``"any"``; :class:`InputError`
+    for anything else."""
     if spec == "any":
         return None
-    if not spec.startswith("length:"):
-        raise ValueError(f"unknown grammar {spec!r}: use 'any' or 'length:MIN-MAX'")
-    lo, hi = (int(x) for x in spec[len("length:"):].split("-"))
-    if not 1 <= lo <= hi:
-        raise ValueError(f"grammar {spec!r}: need 1 <= MIN <= MAX")
+    parts = spec[len("length:"):].split("-") if spec.startswith("length:") else []
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise InputError(f"unknown grammar {spec!r}: use 'any' or 'length:MIN-MAX' (e.g. length:4-6)")
+    lo, hi = int(parts[0]), int(parts[1])
+    if not 1 <= lo <= hi <= MAX_GRAMMAR_LENGTH:
+        raise InputError(f"grammar {spec!r}: need 1 <= MIN <= MAX <= {MAX_GRAMMAR_LENGTH}")
+    return lo, hi
+
+
+def grammar_graph(spec: str, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Graph | None:
+    """An acceptor over digit labels: ``"any"`` (no grammar, None) or ``"length:MIN-MAX"``."""
+    lengths = grammar_lengths(spec)
+    if lengths is None:
+        return None
+    lo, hi = lengths
     src = torch.arange(hi).repeat_interleave(NUM_DIGITS)
     labels = torch.arange(1, NUM_DIGITS + 1).repeat(hi)
     return Graph.from_arcs(hi + 1, src, src + 1, labels, start=[0], accept=list(range(lo, hi + 1)),

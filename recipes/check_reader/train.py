@@ -94,29 +94,54 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     states = [common.load_checkpoint(p, device) for p in paths]
 
-    def reading_config(state: dict) -> ModelConfig:
-        config = ModelConfig.from_dict(state["model_config"])
+    def reading_config(p: str | Path, state: dict) -> ModelConfig:
+        config = reader_config(p, state)
         if cuts:
             if config.kind != "segmentation":
-                raise ValueError("cuts are for segmentation readers; a CTC reader reads column windows")
+                raise common.InputError(f"{p}: cuts (--grid, --min-piece) are for segmentation readers; "
+                                        "a CTC reader reads column windows")
             config.cuts = replace(config.cuts, **cuts)
         return config
 
-    configs = [reading_config(state) for state in states]
+    configs = [reading_config(p, state) for p, state in zip(paths, states)]
     first = configs[0]
     models: list[Reader] = []
     for p, state, config in zip(paths, states, configs):
         model: Reader = build_reader(config).to(device)  # type: ignore[assignment]
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise common.InputError(f"{p}: its weights do not fit its own model config "
+                                    f"({_one_line(error)})") from None
         model.eval()
         models.append(model)
         if len(paths) > 1 and (config.kind != "segmentation" or config.cuts != first.cuts):
-            raise ValueError(f"{p}: a committee needs segmentation readers with the same cuts as {paths[0]}")
+            raise common.InputError(f"{p}: a committee needs segmentation readers with the same cuts as {paths[0]}")
     if len(models) > 1:
         models[0].recogniser = Committee([m.recogniser for m in models])
         # Crops with the surroundings when some member reads them; the others read the span alone.
         first.context = any(config.context for config in configs)
     return models[0], states[0]
+
+
+def _one_line(error: BaseException) -> str:
+    """torch's multi-line message as one line, shortened."""
+    return " ".join(str(error).split())[:300]
+
+
+def reader_config(path: str | Path, state: dict) -> ModelConfig:
+    """The :class:`ModelConfig` of a check reader's checkpoint; :class:`~recipes.common.InputError`
+    for a checkpoint of something else (a speech model, say)."""
+    try:
+        config = ModelConfig.from_dict(state["model_config"])
+        TrainConfig.from_dict(state["train_config"])
+        int(state["step"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise common.InputError(f"{path}: not a check reader's checkpoint ({type(error).__name__}: {error})") \
+            from None
+    if config.kind not in ("segmentation", "ctc"):
+        raise common.InputError(f"{path}: not a check reader's checkpoint (model kind {config.kind!r})")
+    return config
 
 
 # ---------------------------------------------------------------------- pretraining
@@ -275,10 +300,14 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resum
     if config.init:
         # Fine-tuning: another run's weights, read through this run's cuts, grammar and schedule.
         state = common.load_checkpoint(config.init, dev)
-        if ModelConfig.from_dict(state["model_config"]).kind != model_config.kind:
-            raise ValueError(f"{config.init}: a {state['model_config']['kind']} reader cannot start a "
-                             f"{model_config.kind} reader")
-        model.load_state_dict(state["model"])
+        if reader_config(config.init, state).kind != model_config.kind:
+            raise common.InputError(f"{config.init}: a {state['model_config']['kind']} reader cannot start a "
+                                    f"{model_config.kind} reader")
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise common.InputError(f"--init {config.init}: its weights do not fit this reader (--channels, "
+                                    f"--hidden, --context must be the same; {_one_line(error)})") from None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     train_digits, held_digits = digit_split(config)
     metrics = common.MetricsLog(out / METRICS, enabled=world.main)

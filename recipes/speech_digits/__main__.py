@@ -18,13 +18,50 @@ import torch
 from gtn_py.errors import FormatError
 
 from .. import common
+from ..common import InputError
 from .data import Utterance, load_corpus, load_directory, load_labelled, utterance_table
 from .evaluate import Result, decode_features, evaluate_model, format_summary, write_report
 from .models import EncoderConfig, ModelConfig
 from .synth import corpus_dir, prepare, split_voices
+from .templates import LOSSES
 from .train import NUM_FILTERS, TrainConfig, load_model, train
 
 DEFAULT_ROOT = Path("data/speech_digits")
+# What --option sets for each model (read by hybrid.HybridModel and templates.TemplateModel): a
+# value's type, or the values it may take.
+MODEL_OPTIONS: dict[str, dict[str, type | tuple[str, ...]]] = {
+    "ctc": {},
+    "hybrid": {"states": int, "criterion": ("mmi", "ml"), "transitions": ("learned", "fixed")},
+    "dtw": {"loss": LOSSES, "margin": float, "dim": int, "frames": int},
+}
+
+
+def model_options(kind: str, pairs: list[str]) -> dict[str, str]:
+    """The ``--option KEY=VALUE`` settings of a ``kind`` model, each checked against
+    :data:`MODEL_OPTIONS` (an unknown key would be silently ignored by the model)."""
+    known = MODEL_OPTIONS[kind]
+    valid = ", ".join(known) or "none"
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--option {pair!r}: expected KEY=VALUE (--model {kind} keys: {valid})")
+        if key not in known:
+            raise InputError(f"--option {key}: not a setting of --model {kind} (its keys: {valid})")
+        kind_of_value = known[key]
+        if isinstance(kind_of_value, tuple):
+            if value not in kind_of_value:
+                raise InputError(f"--option {key}={value}: must be one of {', '.join(kind_of_value)}")
+        else:
+            try:
+                number = kind_of_value(value)
+            except ValueError:
+                raise InputError(f"--option {key}={value}: must be a number ({kind_of_value.__name__})") from None
+            if not (number >= 1 if kind_of_value is int else 0 <= number < float("inf")):
+                wanted = "a positive integer" if kind_of_value is int else "finite and >= 0"
+                raise InputError(f"--option {key}={value}: must be {wanted}")
+        options[key] = value
+    return options
 
 
 def _disk_usage(path: Path) -> int:
@@ -54,13 +91,16 @@ def _is_main_process() -> bool:
 def _training_data(args: argparse.Namespace, kind: str) -> tuple[list[Utterance], dict]:
     """The training utterances (isolated words cut by a hybrid's forced alignment for DTW)."""
     corpus = args.corpus or corpus_dir(DEFAULT_ROOT, 0)
+    if not (Path(corpus) / "train" / "transcripts.txt").is_file():
+        raise InputError(f"{corpus}: no prepared corpus here: run `python -m recipes.speech_digits prepare` first "
+                         "(or name one with --corpus)")
     utterances = load_corpus(corpus, "train")
     source = {"corpus": str(corpus)}
     if kind == "dtw":
         from .hybrid import isolated_words
 
         if not args.segmenter:
-            sys.exit("train --model dtw needs --segmenter CHECKPOINT (a trained hybrid) to cut isolated words")
+            raise InputError("train --model dtw needs --segmenter CHECKPOINT (a trained hybrid) to cut isolated words")
         segmenter, _ = load_model(args.segmenter, args.device)
         utterances = isolated_words(segmenter, utterances, device=args.device)
         source["segmenter"] = str(args.segmenter)
@@ -70,7 +110,7 @@ def _training_data(args: argparse.Namespace, kind: str) -> tuple[list[Utterance]
 def cmd_train(args: argparse.Namespace) -> None:
     encoder = EncoderConfig(channels=args.channels, context=args.context, hidden=args.hidden, layers=args.layers,
                             stride=args.stride, dropout=args.dropout, variance_norm=args.variance_norm)
-    options = dict(kv.split("=", 1) for kv in args.option)
+    options = model_options(args.model, args.option)
     model_config = ModelConfig(kind=args.model, encoder=encoder, options=options)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
                          seed=args.seed, valid_size=args.valid_size, valid_every=args.valid_every,
@@ -95,11 +135,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     voices = None
     if config.valid_voices:
         if model_config.kind == "dtw":
-            sys.exit("--valid-voices holds out whole utterances; dtw trains on isolated words")
+            raise InputError("--valid-voices holds out whole utterances; dtw trains on isolated words")
         try:
             voices = {utt: row["voice"] for utt, row in utterance_table(Path(source["corpus"]) / "train").items()}
         except (FormatError, KeyError) as e:
-            sys.exit(f"--valid-voices needs the voice of each training utterance: {e!r}")
+            raise InputError(f"--valid-voices needs the voice of each training utterance: {e}") from None
     path = train(args.out, model_config, config, utterances, resume=args.resume, device=args.device,
                  show_progress=not args.quiet, extra={"data": source}, init=args.init or None, voices=voices)
     if _is_main_process():
@@ -117,9 +157,9 @@ def _groups(transcripts: str, column: str) -> dict[str, set[str]]:
     try:
         table = utterance_table(Path(transcripts).parent)
     except FormatError as e:
-        sys.exit(f"--by {column}: {e}")
+        raise InputError(f"--by {column}: {e}") from None
     if table and column not in next(iter(table.values())):
-        sys.exit(f"--by {column}: the utterances.tsv beside {transcripts} has no such column "
+        raise InputError(f"--by {column}: the utterances.tsv beside {transcripts} has no such column "
                  f"(it has: {', '.join(next(iter(table.values())))})")
     groups: dict[str, set[str]] = collections.defaultdict(set)
     for utt, row in table.items():
@@ -129,7 +169,7 @@ def _groups(transcripts: str, column: str) -> dict[str, set[str]]:
 
 def cmd_evaluate(args: argparse.Namespace) -> dict:
     if args.by and args.segmenter:
-        sys.exit("--by groups whole utterances; it does not apply to the isolated words of --segmenter")
+        raise InputError("--by groups whole utterances; it does not apply to the isolated words of --segmenter")
     groups = _groups(args.transcripts, args.by) if args.by else {}
     model, state = load_model(args.checkpoint, args.device, args.warps)
     utterances = _inputs(args)
@@ -197,8 +237,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variance-norm", action="store_true",
                    help="divide each utterance's features by their own standard deviation (per coefficient)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="model-specific setting (hybrid: states=3, transitions=learned|fixed; "
-                        "dtw: templates=2, length=12, loss=nll|lvq2)")
+                   help="model-specific setting, repeated for several (hybrid: states=3, criterion=mmi|ml, "
+                        f"transitions=learned|fixed; dtw: loss={'|'.join(LOSSES)}, margin=1.0, dim=16, frames=10)")
     p.add_argument("--steps", type=int, default=t.steps)
     p.add_argument("--batch-size", type=int, default=t.batch_size, help="global batch (utterances per step)")
     p.add_argument("--lr", type=float, default=t.lr)
@@ -249,10 +289,7 @@ def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:
 
 
 def cmd_average(args: argparse.Namespace) -> None:
-    try:
-        state = common.average_checkpoints(args.checkpoint)
-    except ValueError as e:
-        sys.exit(f"average: {e}")
+    state = common.average_checkpoints(args.checkpoint)
     common.save_checkpoint(args.out, state)
     print(f"written: {args.out} (the mean of {len(args.checkpoint)} checkpoints' weights)")
 
@@ -305,9 +342,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, type=Path, help="the averaged checkpoint (for evaluate, decode, --init)")
     p.set_defaults(run=cmd_average)
 
-    args = parser.parse_args(argv)
+    args = common.show_defaults(parser).parse_args(argv)
     common.set_threads(getattr(args, "threads", 0))
-    args.run(args)
+    common.run_command(args.run, args)
 
 
 if __name__ == "__main__":
