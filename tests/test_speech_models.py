@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from recipes import common
-from recipes.common import align_words, confusions, edit_distance
+from recipes.common import InputError, align_words, confusions, edit_distance
 from recipes.speech_digits.__main__ import main
 from recipes.speech_digits.data import DIGIT_WORDS, Utterance, write_transcripts
 from recipes.speech_digits.evaluate import Result, write_report
@@ -25,10 +25,12 @@ from recipes.speech_digits.hybrid import SILENCE, isolated_words, state_segments
 from recipes.speech_digits.mfc import write_mfc
 from recipes.speech_digits.models import (
     NUM_WORDS,
+    WORD_ID,
     Committee,
     EncoderConfig,
     ModelConfig,
     build_model,
+    frame_label_prior,
     make_batch,
     segments,
     word_ids,
@@ -249,6 +251,40 @@ def steps_lower_loss(kind: str, options: dict | None = None, steps: int = 8, lr:
 
 def test_ctc_steps_lower_the_loss() -> None:
     steps_lower_loss("ctc")
+
+
+def test_ctc_output_starts_at_the_prior_of_its_frame_labels() -> None:
+    utterances = corpus(6)
+    model = build_model(ModelConfig("ctc", TINY))
+    model.prepare([u.features for u in utterances], [u.words for u in utterances])
+    frames = sum((len(u.features) - 1) // TINY.stride + 1 for u in utterances)
+    prior = frame_label_prior([u.words for u in utterances], frames)
+    words = sum(len(u.words) for u in utterances)
+    assert float(prior.sum()) == pytest.approx(1.0)
+    assert float(prior[0]) == pytest.approx((frames - words - NUM_WORDS) / frames)
+    assert float(prior[WORD_ID[utterances[0].words[0]]]) > 1 / frames
+    torch.testing.assert_close(model.output.bias.softmax(-1), prior)
+    with pytest.raises(InputError, match="cannot hold"):
+        frame_label_prior([("one", "two")] * 10, 20)
+
+
+def test_ctc_trains_from_scratch_out_of_the_all_blank_output(tmp_path: Path) -> None:
+    """``train --model ctc`` with its default encoder (a BiGRU) and learning rate. With a uniform
+    output at the start, the first steps made the GRU's output constant and every frame blank for
+    good (the loss stuck near 3 nats per word); started at the prior of the frame labels, a few
+    steps read most of the utterances."""
+    utterances = corpus(32)
+    config = TrainConfig(steps=40, warmup=10, valid_size=0, checkpoint_every=40)
+    path = train(tmp_path, ModelConfig("ctc"), config, utterances, show_progress=False)
+    losses = [m["loss"] for m in common.read_metrics(tmp_path / common.METRICS)]
+    assert losses[-1] < 0.2 * losses[0]
+    model, _ = load_model(path)
+    batch = make_batch([u.features for u in utterances], [u.words for u in utterances])
+    with torch.no_grad():
+        log_probs, lengths = model(batch)
+    frames = torch.arange(log_probs.shape[1])[None, :] < lengths[:, None]
+    assert float((log_probs.argmax(-1)[frames] == 0).float().mean()) < 0.95
+    assert sum(h == u.words for h, u in zip(model.decode(batch), utterances)) >= len(utterances) // 2
 
 
 def test_hybrid_steps_lower_the_loss() -> None:

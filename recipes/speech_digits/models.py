@@ -27,6 +27,7 @@ from gtn_py.criteria.ctc import ctc_decode, ctc_expand, ctc_loss, label_sequence
 from gtn_py.graph import Graph
 from gtn_py.ops.dense import viterbi_align
 
+from ..common import InputError
 from .data import DIGIT_WORDS
 from .frontend import frequency_warp
 
@@ -176,8 +177,9 @@ class Recognizer(nn.Module, abc.ABC):
     config: ModelConfig
     encoder: Encoder
 
-    def prepare(self, features: Sequence[np.ndarray]) -> None:
-        """Set what comes from the training data before training (the feature statistics)."""
+    def prepare(self, features: Sequence[np.ndarray], transcripts: Sequence[Sequence[str]] | None = None) -> None:
+        """Set what comes from the training data before training: the feature statistics (and
+        what a model reads from the ``transcripts``, where it has a use for them)."""
         self.encoder.set_normalisation(features)
 
     @abc.abstractmethod
@@ -259,6 +261,22 @@ class Committee(FrameScorer):
         return self.first.align_scores(batch, scores, lengths)
 
 
+def frame_label_prior(transcripts: Sequence[Sequence[str]], frames: int) -> Tensor:
+    """The share of CTC's output frames that each label takes when every word is one frame and
+    the other ``frames`` are blank: ``[12]``, blank first, each word by its count (plus one, so
+    that no word starts at zero)."""
+    counts = torch.ones(NUM_WORDS + 1)
+    for words in transcripts:
+        for w in words:
+            counts[WORD_ID[w]] += 1
+    spoken = float(counts[1:].sum())
+    if frames <= spoken:
+        raise InputError(f"the training utterances' {frames} output frames cannot hold their {spoken:.0f} words "
+                         "(CTC needs a frame per word): transcripts and features do not match")
+    counts[0] = frames - spoken
+    return counts / frames
+
+
 class CTCModel(FrameScorer):
     """Word-level CTC: 12 outputs per frame (blank and the 11 digit words), trained with
     gtn_py's CTC (dense intersection of each transcript's CTC graph) and decoded through the CTC
@@ -269,6 +287,19 @@ class CTCModel(FrameScorer):
         self.config = config
         self.encoder = Encoder(config.encoder)
         self.output = nn.Linear(self.encoder.dim, NUM_WORDS + 1)
+
+    def prepare(self, features: Sequence[np.ndarray], transcripts: Sequence[Sequence[str]] | None = None) -> None:
+        """The feature statistics, and with the ``transcripts`` the output bias at the log prior
+        of CTC's frame labels (:func:`frame_label_prior`). Started from a uniform output (blank at
+        1/12), CTC's first gradients are mostly "more blank on every frame", tens of nats per word;
+        the encoder meets them by making its output constant (the GRU's gates saturate), after
+        which no gradient reaches it: the all-blank plateau. Started at the prior, the bias alone
+        holds the blank frames and the gradients that reach the encoder are about which word."""
+        super().prepare(features, transcripts)
+        if transcripts is not None:
+            frames = self.encoder.output_lengths(torch.tensor([len(f) for f in features]))
+            with torch.no_grad():
+                self.output.bias.copy_(frame_label_prior(transcripts, int(frames.sum())).log())
 
     def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Log-probabilities ``[B, T', 12]`` and their lengths."""

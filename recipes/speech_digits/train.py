@@ -162,7 +162,7 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utter
     torch.manual_seed(config.seed)
     model = build_model(model_config).to(dev)
     train_set, valid_set = split_valid(utterances, config.valid_size, config.valid_voices, voices)
-    model.prepare([u.features for u in train_set])  # feature statistics
+    model.prepare([u.features for u in train_set], [u.words for u in train_set])  # feature statistics, priors
     if init:
         # Start from another model's encoder (e.g. a trained hybrid's), same encoder settings.
         encoder = {k[len("encoder."):]: v for k, v in common.load_checkpoint(init, dev)["model"].items()
