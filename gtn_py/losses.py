@@ -48,12 +48,12 @@ weights of both graphs; an impossible correct answer gives ``+inf`` and zero gra
 from __future__ import annotations
 
 import math
-from typing import Dict, List, NamedTuple, Sequence, Set, Tuple, Union
+from typing import Dict, Iterable, List, NamedTuple, Sequence, Set, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .errors import InvalidGraphError, LabelError
+from .errors import InvalidGraphError, LabelError, WeightError
 from .graph import EPSILON, NEG_INF, Graph
 from .ops.compose import compose, determinize
 from .ops.shortest import total_score, viterbi_path
@@ -81,15 +81,20 @@ def reduce_losses(losses: Tensor, reduction: str = "mean") -> Tensor:
     if reduction == "sum":
         return losses.sum()
     if reduction == "mean":
+        if losses.numel() == 0:  # torch's mean would be NaN
+            raise InvalidGraphError("reduction='mean' over an empty batch is undefined; use 'sum' (0) or 'none'")
         return losses.mean()
-    raise ValueError(f"reduction must be 'none', 'mean' or 'sum', not {reduction!r}")
+    raise InvalidGraphError(f"reduction must be 'none', 'mean' or 'sum', not {reduction!r}")
 
 
 def _as_batch(graphs: GraphsLike) -> Tuple[Graph, bool]:
     """One (batch) graph, and whether results keep a batch dimension."""
     if isinstance(graphs, Graph):
         return graphs, graphs.is_batch
-    return Graph.batch(list(graphs)), True
+    items = list(graphs) if isinstance(graphs, Iterable) else [graphs]
+    if not all(isinstance(g, Graph) for g in items):
+        raise InvalidGraphError(f"expected a Graph or a list of Graphs, got {type(graphs).__name__}")
+    return Graph.batch(items), True
 
 
 def _pair(correct: GraphsLike, all_answers: GraphsLike) -> Tuple[Graph, Graph, bool]:
@@ -106,7 +111,7 @@ def _finish(losses: Tensor, batched: bool, reduction: str) -> Tensor:
 
 def free_energy(graphs: GraphsLike, beta: float = 1.0) -> Tensor:
     """``-1/beta log sum_paths exp(beta score)`` per graph (``+inf`` where there is no path)."""
-    return -total_score(graphs, LogSemiring(beta))
+    return -total_score(graphs, LogSemiring(_setting("beta", beta, positive=True)))
 
 
 def energy(graphs: GraphsLike) -> Tensor:
@@ -321,10 +326,14 @@ def _contrast(correct: GraphsLike, all_answers: GraphsLike) -> Tuple[Tensor, Ten
 
 
 def _setting(name: str, value: float, positive: bool = False) -> float:
-    """A loss's margin, saturation or scale: finite (and > 0 where ``positive``), else ValueError
+    """A loss's margin, saturation or scale: finite (and > 0 where ``positive``), else WeightError
     (a NaN margin made every loss NaN; a saturation of 0 made every loss 0)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise WeightError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(value) or (positive and value <= 0):
-        raise ValueError(f"{name} must be finite{' and > 0' if positive else ''}, got {value}")
+        raise WeightError(f"{name} must be finite{' and > 0' if positive else ''}, got {value}")
     return value
 
 

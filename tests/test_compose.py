@@ -392,3 +392,20 @@ def test_determinize_shares_states_with_equal_residuals():
     out = determinize(g, "log")
     assert (out.num_nodes, out.num_arcs) == (3, 3)
     assert out.weights.tolist() == pytest.approx([math.log(math.exp(-1.0) + math.exp(-2.0)), 0.5, 0.25])
+
+
+@given(graphs(max_nodes=6, max_arcs=10, num_labels=3), graphs(max_nodes=6, max_arcs=10, num_labels=3),
+       st.sampled_from([2**62, 2**62 + 7, 2**63 - 1]), st.booleans())
+@settings(max_examples=30)
+def test_labels_near_the_int64_limit(g1, g2, top, reverse):
+    """Arcs were sorted by ``src * (max label + 1) + label``, which overflows int64 for labels
+    near 2**62 (wrong matches, wrong scores) and raised OverflowError near 2**63. Composition
+    only compares labels, so renaming them (0, epsilon, kept) leaves the scores as they are."""
+    def rename(g: Graph) -> Graph:
+        def big(labels: torch.Tensor) -> torch.Tensor:
+            return torch.where(labels > 0, top - labels if reverse else top - 3 + labels, labels)
+        return g._replace(ilabel=big(g.ilabel), olabel=big(g.olabel))
+    for semiring in SEMIRINGS:
+        want = total_score(compose(g1, g2), semiring)
+        got = total_score(compose(rename(g1), rename(g2)), semiring)
+        assert torch.allclose(got, want, atol=1e-9), (semiring, got, want)

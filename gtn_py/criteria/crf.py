@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from ..errors import InvalidGraphError, LabelError
 from ..graph import NEG_INF, Graph
 from ..losses import nll, reduce_losses
+from ..ops.dense import _whole_numbers
 from ..ops.shortest import arc_posteriors, forward_score, viterbi_path, viterbi_score
 
 __all__ = ["crf_graph", "crf_log_partition", "crf_marginals", "crf_viterbi", "crf_nll", "LinearChainCRF",
@@ -47,7 +48,7 @@ def _lengths(unary: Tensor, lengths: Tensor | None) -> Tensor:
     num_seqs, num_positions, _ = unary.shape
     if lengths is None:
         return torch.full((num_seqs,), num_positions, dtype=torch.long, device=unary.device)
-    lens = torch.as_tensor(lengths, device=unary.device).to(torch.long).reshape(-1)
+    lens = _whole_numbers(lengths, "lengths", unary.device)
     if lens.shape[0] != num_seqs:
         raise InvalidGraphError(f"{lens.shape[0]} lengths for {num_seqs} sequences")
     bad = ((lens < 0) | (lens > num_positions)).nonzero()

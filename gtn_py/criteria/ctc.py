@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..errors import DtypeMismatchError, InvalidGraphError, LabelError
 from ..graph import NEG_INF, Graph, gather
-from ..ops.dense import GraphsLike, LengthsLike, dense_score, viterbi_align
+from ..ops.dense import GraphsLike, LengthsLike, _dense_score, _frame_counts, _whole_numbers, viterbi_align
 from ..ops.traverse import group_arcs
 
 TargetsLike = Union[Tensor, Sequence[Sequence[int]]]
@@ -50,6 +50,8 @@ def ctc_expand(graphs: GraphsLike, blank: int = 0) -> Graph:
     Every arc reads a frame, so label 0 is not epsilon here (remove epsilons first); an arc
     labelled ``blank`` raises :class:`LabelError`. Works on batches (nodes stay grouped by graph).
     """
+    if isinstance(blank, bool) or not isinstance(blank, int) or blank < 0:
+        raise LabelError(f"blank must be a class index >= 0, got {blank!r}")
     g = graphs if isinstance(graphs, Graph) else Graph.batch(list(graphs))
     num_nodes, num_arcs, device = g.num_nodes, g.num_arcs, g.device
     src, dst, ilabel, olabel = g.src, g.dst, g.ilabel, g.olabel
@@ -113,12 +115,20 @@ def _repeat_ids(counts: Tensor) -> Tensor:
     return torch.bincount(ends, minlength=total + 1)[:total].cumsum(0)
 
 
-def _parse_targets(targets: TargetsLike, target_lengths: LengthsLike,
-                   device: torch.device | str | None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+def _parse_targets(targets: TargetsLike, target_lengths: LengthsLike, device: torch.device | str | None,
+                   blank: int | None = None, num_classes: int | None = None
+                   ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     """``targets`` as :func:`label_sequences` takes them, checked: the labels of all sequences
-    concatenated, each sequence's length, and each label's sequence and position in it."""
-    if not isinstance(targets, Tensor):
-        seqs = [list(map(int, t)) for t in targets]
+    concatenated, each sequence's length, and each label's sequence and position in it. Labels
+    must be >= 0, and where given, not ``blank`` and below ``num_classes``; the messages name
+    the entry of ``targets`` as the caller wrote it."""
+    nested = not isinstance(targets, Tensor)
+    if nested:
+        try:
+            seqs = [[int(x) for x in t] for t in targets]
+        except (TypeError, ValueError) as error:
+            raise InvalidGraphError("targets must be a tensor (padded [B, S] or concatenated 1-D) or a list "
+                                    f"of label lists: {error}") from None
         lengths = torch.tensor([len(t) for t in seqs], dtype=torch.long)
         targets = torch.tensor([x for t in seqs for x in t], dtype=torch.long)
         target_lengths = lengths if target_lengths is None else target_lengths
@@ -130,29 +140,46 @@ def _parse_targets(targets: TargetsLike, target_lengths: LengthsLike,
         if targets.dim() != 2:
             raise InvalidGraphError("concatenated 1-D targets need target_lengths")
         target_lengths = [targets.shape[1]] * targets.shape[0]
-    lengths = torch.as_tensor(target_lengths, device=device).to(torch.long).reshape(-1)
+    if targets.dim() > 2:
+        raise InvalidGraphError(f"targets must be padded [B, S] or concatenated 1-D, got {tuple(targets.shape)}")
+    lengths = _whole_numbers(target_lengths, "target_lengths", device)
     if bool((lengths < 0).any()):
-        raise InvalidGraphError(f"negative target length in {lengths.tolist()}")
+        b = int((lengths < 0).nonzero()[0, 0])
+        raise InvalidGraphError(f"target_lengths[{b}] = {int(lengths[b])} is negative")
     num_seqs = lengths.shape[0]
     seq = _repeat_ids(lengths)  # sequence b, lengths[b] times
     starts = torch.cumsum(lengths, 0) - lengths
     pos = torch.arange(seq.shape[0], device=device) - starts.index_select(0, seq)
     if targets.dim() == 2:
         if targets.shape[0] != num_seqs:
-            raise InvalidGraphError(f"{targets.shape[0]} target rows for {num_seqs} target lengths")
+            raise InvalidGraphError(f"{targets.shape[0]} target rows for {num_seqs} target_lengths")
         if num_seqs and int(lengths.max()) > targets.shape[1]:
-            raise InvalidGraphError(f"a target length ({int(lengths.max())}) exceeds the padded width "
-                                    f"{targets.shape[1]}")
+            b = int(lengths.argmax())
+            raise InvalidGraphError(f"target_lengths[{b}] = {int(lengths[b])} exceeds the padded width "
+                                    f"S = {targets.shape[1]} of targets")
         labels = targets.reshape(-1).index_select(0, seq * targets.shape[1] + pos)
     else:
         if seq.shape[0] > targets.numel():
-            raise InvalidGraphError(f"target lengths sum to {seq.shape[0]} but only {targets.numel()} "
-                                    "targets are given")
+            raise InvalidGraphError(f"target_lengths sum to {seq.shape[0]} but the concatenated targets hold "
+                                    f"{targets.numel()} labels")
         labels = targets.reshape(-1)[: seq.shape[0]]
-    bad = (labels < 0).nonzero()
-    if bad.numel():
-        i = int(bad[0, 0])
-        raise LabelError(f"target {int(seq[i])}, position {int(pos[i])}: label {int(labels[i])} is negative")
+    # One check (one host sync on CUDA) for every way a label can be wrong.
+    bad = labels < 0
+    if blank is not None:
+        bad = bad | (labels == blank)
+    if num_classes is not None:
+        bad = bad | (labels >= num_classes)
+    found = bad.nonzero()
+    if found.numel():
+        i = int(found[0, 0])
+        b, k, label = int(seq[i]), int(pos[i]), int(labels[i])
+        where = f"targets[{b}][{k}]" if nested else f"targets[{b}, {k}]" if targets.dim() == 2 else f"targets[{i}]"
+        if label == blank:
+            raise LabelError(f"{where} = {label} is the blank (blank = {blank}); targets must not contain it")
+        if num_classes is not None:
+            raise LabelError(f"{where} = {label} is outside the {num_classes} classes of log_probs "
+                             f"(0..{num_classes - 1})")
+        raise LabelError(f"{where} = {label} is negative: targets are class indices")
     return labels, lengths, seq, pos
 
 
@@ -185,12 +212,16 @@ def ctc_graph(targets: TargetsLike, target_lengths: LengthsLike = None, blank: i
     The same graph as ``ctc_expand(label_sequences(...))``, with its nodes in this order, built
     in closed form: about 30 tensor operations and 3 host syncs fewer than the general
     expansion, which matters on CUDA, where a CTC loss is bound by launching small operations."""
-    labels, lengths, seq, pos = _parse_targets(targets, target_lengths, device)
+    return _ctc_graph(targets, target_lengths, blank, dtype, device)
+
+
+def _ctc_graph(targets: TargetsLike, target_lengths: LengthsLike, blank: int, dtype: torch.dtype,
+               device: torch.device | str | None, num_classes: int | None = None) -> Graph:
+    """:func:`ctc_graph`, the labels also checked to be below ``num_classes`` where given."""
+    if isinstance(blank, bool) or not isinstance(blank, int) or blank < 0:
+        raise LabelError(f"blank must be a class index >= 0, got {blank!r}")
+    labels, lengths, seq, pos = _parse_targets(targets, target_lengths, device, blank, num_classes)
     device = labels.device
-    bad = (labels == blank).nonzero()
-    if bad.numel():
-        i = int(bad[0, 0])
-        raise LabelError(f"target {int(seq[i])}, position {int(pos[i])}: label {blank} is the CTC blank")
     sizes = 2 * lengths + 1
     node_seq = _repeat_ids(sizes)
     num_nodes = node_seq.shape[0]
@@ -222,7 +253,12 @@ def ctc_topology(num_labels: int, blank: int = 0, *, dtype: torch.dtype = torch.
                  device: torch.device | str = "cpu") -> Graph:
     """The CTC topology over ``num_labels`` classes: a transducer from frame labels to their
     collapsed transcription (output epsilon on blanks and repeats), ``num_labels`` nodes.
-    Compose it with a grammar over labels, or use :func:`ctc_expand` on the grammar directly."""
+    Compose it with an epsilon-free grammar over labels (``remove_epsilon`` it first), or use
+    :func:`ctc_expand` on the grammar directly, which checks this. In a dense intersection
+    every arc reads a frame, so the input-epsilon arcs that a grammar's epsilon arcs put into
+    the composition (label 0) would read blank frames; composition itself cannot tell them
+    from the topology's blank arcs, which are ``0:0`` arcs too when ``blank = 0``."""
+    _check_classes(blank, num_labels, "the topology")
     labels = torch.tensor([c for c in range(num_labels) if c != blank], dtype=torch.long, device=device)
     zeros = torch.zeros_like(labels)
     loop = Graph.from_arcs(1, zeros, zeros, labels, labels, start=[0], accept=[0], dtype=dtype, device=device)
@@ -235,15 +271,30 @@ def _reduce(losses: Tensor, reduction: str, divisors: Tensor | None) -> Tensor:
     if reduction == "sum":
         return losses.sum()
     if reduction == "mean":
+        if losses.numel() == 0:  # torch's mean would be NaN
+            raise InvalidGraphError("reduction='mean' over an empty batch is undefined; use 'sum' (0) or 'none'")
         if divisors is not None:
             losses = losses / divisors.clamp(min=1).to(losses.dtype)
         return losses.mean()
-    raise ValueError(f"reduction must be 'none', 'mean' or 'sum', not {reduction!r}")
+    raise InvalidGraphError(f"reduction must be 'none', 'mean' or 'sum', not {reduction!r}")
+
+
+def _check_classes(blank: int, num_classes: int, what: str = "log_probs") -> None:
+    """``blank`` must be one of the ``num_classes`` columns of ``what``."""
+    if isinstance(blank, bool) or not isinstance(blank, int):
+        raise LabelError(f"blank must be an int class index, got {blank!r}")
+    if not 0 <= blank < num_classes:
+        raise LabelError(f"blank = {blank} is outside the {num_classes} classes of {what} (0..{num_classes - 1})")
 
 
 def _losses(log_probs: Tensor, graphs: Graph, input_lengths: LengthsLike, zero_infinity: bool,
-            backend: str) -> Tensor:
-    losses = -dense_score(graphs, log_probs.transpose(0, 1), input_lengths, backend=backend)
+            backend: str, labels_checked: bool = False) -> Tensor:
+    if not isinstance(log_probs, Tensor) or not log_probs.dtype.is_floating_point:
+        raise DtypeMismatchError("log_probs must be a floating-point tensor [T, B, V]")
+    if log_probs.dim() != 3:
+        raise InvalidGraphError(f"log_probs must be [T, B, V], got {tuple(log_probs.shape)}")
+    losses = -_dense_score(graphs, log_probs.transpose(0, 1), input_lengths, "log", backend,
+                           lengths_name="input_lengths", labels_checked=labels_checked)
     if zero_infinity:
         losses = torch.where(torch.isinf(losses), torch.zeros_like(losses), losses)
     return losses
@@ -255,23 +306,40 @@ def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths: LengthsLike, tar
     """Drop-in for ``torch.nn.functional.ctc_loss``, computed by dense intersection.
 
     ``log_probs``: ``[T, B, V]`` (or ``[T, V]`` unbatched); ``targets``: padded ``[B, S]`` or
-    concatenated 1-D; ``input_lengths``, ``target_lengths``: ``[B]``. ``reduction``: ``"none"``
-    (``[B]``), ``"sum"``, or ``"mean"`` (each loss divided by its target length clamped to >= 1,
-    then averaged over the batch). A target that cannot fit its input has loss ``+inf`` and zero
-    gradient; ``zero_infinity=True`` makes that loss 0. ``backend="k2"`` intersects with k2.
+    concatenated 1-D (``[S]`` unbatched), class indices in ``[0, V)`` other than ``blank``;
+    ``input_lengths``, ``target_lengths``: ``[B]`` tensors or lists of whole numbers, the input
+    lengths at most ``T``, the target lengths at most ``S`` for padded targets. ``reduction``:
+    ``"none"`` (``[B]``), ``"sum"``, or ``"mean"`` (each loss divided by its target length
+    clamped to >= 1, then averaged over the batch; undefined, so an error, for an empty batch,
+    where torch refuses every reduction). A target that cannot fit its input has loss ``+inf``
+    and zero gradient; ``zero_infinity=True`` makes that loss 0. ``backend="k2"`` intersects
+    with k2. Bad arguments raise a :class:`~gtn_py.GraphError` naming the argument and entry
+    (e.g. ``targets[1, 3] = 7 is outside the 5 classes of log_probs (0..4)``).
+
+    Float16 and bfloat16 ``log_probs`` are summed in float32 and the loss is float32, as under
+    torch's autocast (torch's own ``ctc_loss`` has no half-precision kernel; autocast runs it in
+    float32); the gradient comes back in the dtype of ``log_probs``. A NaN or +inf in
+    ``log_probs`` within an input length raises :class:`~gtn_py.WeightError`.
     """
-    if not log_probs.dtype.is_floating_point:
-        raise DtypeMismatchError(f"log_probs must be floating point, got {log_probs.dtype}")
+    if not isinstance(log_probs, Tensor) or not log_probs.dtype.is_floating_point:
+        raise DtypeMismatchError(f"log_probs must be floating point, got "
+                                 f"{log_probs.dtype if isinstance(log_probs, Tensor) else type(log_probs).__name__}")
     unbatched = log_probs.dim() == 2
     if unbatched:
         log_probs = log_probs.unsqueeze(1)
-        targets = targets.reshape(1, -1)
+        targets = torch.as_tensor(targets).reshape(1, -1)
     if log_probs.dim() != 3:
         raise InvalidGraphError(f"log_probs must be [T, B, V] or [T, V], got {tuple(log_probs.shape)}")
+    num_seqs, num_classes = log_probs.shape[1], log_probs.shape[2]
+    _check_classes(blank, num_classes)
     device = log_probs.device
-    lengths = torch.as_tensor(target_lengths, device=device).to(torch.long).reshape(-1)
-    graphs = ctc_graph(targets, lengths, blank, dtype=log_probs.dtype, device=device)
-    losses = _losses(log_probs, graphs, torch.as_tensor(input_lengths).reshape(-1), zero_infinity, backend)
+    lengths = _whole_numbers(target_lengths, "target_lengths", device)
+    if lengths.shape[0] != num_seqs:
+        raise InvalidGraphError(f"{lengths.shape[0]} target_lengths for a batch of {num_seqs} in log_probs")
+    # The graphs hold zeros: float32 for half-precision inputs, which are summed in float32.
+    dtype = torch.float32 if log_probs.dtype in (torch.float16, torch.bfloat16) else log_probs.dtype
+    graphs = _ctc_graph(targets, lengths, blank, dtype, device, num_classes)
+    losses = _losses(log_probs, graphs, input_lengths, zero_infinity, backend, labels_checked=True)
     out = _reduce(losses, reduction, lengths)
     return out[0] if unbatched and reduction == "none" else out
 
@@ -297,16 +365,28 @@ def ctc_graph_loss(log_probs: Tensor, target_graphs: GraphsLike, input_lengths: 
     sequence's loss is minus the log of the total over every label sequence the graph accepts
     (weighted by the graph, differentiably). ``log_probs`` are ``[T, B, V]`` as in
     :func:`ctc_loss`; ``"mean"`` averages over the batch."""
-    graphs = ctc_expand(target_graphs, blank)
-    return _reduce(_losses(log_probs, graphs, input_lengths, zero_infinity, backend), reduction, None)
+    targets = target_graphs if isinstance(target_graphs, Graph) else Graph.batch(list(target_graphs))
+    checked = isinstance(log_probs, Tensor) and log_probs.dim() == 3
+    if checked:
+        num_classes = log_probs.shape[2]
+        _check_classes(blank, num_classes)
+        bad = (targets.ilabel >= num_classes).nonzero()
+        if bad.numel():
+            a = int(bad[0, 0])
+            raise LabelError(f"target graph arc {a}: label {int(targets.ilabel[a])} is outside the {num_classes} "
+                             f"classes of log_probs (0..{num_classes - 1})")
+    graphs = ctc_expand(targets, blank)
+    return _reduce(_losses(log_probs, graphs, input_lengths, zero_infinity, backend, labels_checked=checked),
+                   reduction, None)
 
 
 def ctc_greedy_decode(emissions: Tensor, lengths: LengthsLike = None, blank: int = 0) -> List[List[int]]:
     """Best label per frame, repeats merged, blanks removed. ``emissions``: ``[B, T, V]``."""
+    _check_emissions(emissions, blank)
     best = emissions.argmax(-1)
     num_seqs, num_frames = best.shape
     lens = torch.full((num_seqs,), num_frames, dtype=torch.long) if lengths is None \
-        else torch.as_tensor(lengths).to(torch.long).reshape(-1)
+        else _frame_counts(lengths, num_seqs, num_frames, "lengths", torch.device("cpu"))
     frames = torch.arange(num_frames, device=best.device)
     previous = torch.cat([best.new_full((num_seqs, 1), -1), best[:, :-1]], 1)
     keep = (best != blank) & (best != previous) & (frames[None, :] < lens.to(best.device)[:, None])
@@ -316,7 +396,8 @@ def ctc_greedy_decode(emissions: Tensor, lengths: LengthsLike = None, blank: int
 
 def viterbi_decode(decoding_graph: GraphsLike, emissions: Tensor, lengths: LengthsLike = None) -> List[List[int]]:
     """Output labels (epsilons dropped) along the best path of each sequence through a decoding
-    graph, e.g. ``ctc_topology(V) @ grammar`` or ``ctc_expand(grammar)``. ``emissions``: ``[B, T, V]``."""
+    graph, e.g. ``ctc_topology(V) @ grammar`` or ``ctc_expand(grammar)`` for an epsilon-free
+    grammar. ``emissions``: ``[B, T, V]``."""
     alignment = viterbi_align(decoding_graph, emissions, lengths)
     g = decoding_graph if isinstance(decoding_graph, Graph) else Graph.batch(list(decoding_graph))
     arcs = alignment.arcs if alignment.arcs.dim() == 2 else alignment.arcs[None]
@@ -331,4 +412,13 @@ def ctc_decode(emissions: Tensor, lengths: LengthsLike = None, grammar: GraphsLi
     e.g. a lexicon mapping letters to words: the output labels are returned)."""
     if grammar is None:
         return ctc_greedy_decode(emissions, lengths, blank)
+    _check_emissions(emissions, blank)
     return viterbi_decode(ctc_expand(grammar, blank), emissions, lengths)
+
+
+def _check_emissions(emissions: Tensor, blank: int) -> None:
+    """Decoders' emissions: floating point ``[B, T, V]`` with ``blank`` among the ``V`` classes."""
+    if not isinstance(emissions, Tensor) or not emissions.dtype.is_floating_point or emissions.dim() != 3:
+        got = tuple(emissions.shape) if isinstance(emissions, Tensor) else type(emissions).__name__
+        raise InvalidGraphError(f"emissions must be a floating-point tensor [B, T, V], got {got}")
+    _check_classes(blank, emissions.shape[2], "emissions")

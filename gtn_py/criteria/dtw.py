@@ -28,7 +28,7 @@ from typing import List, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..errors import InvalidGraphError, LabelError
+from ..errors import InvalidGraphError, LabelError, WeightError
 from ..graph import NEG_INF, Graph
 from ..ops.shortest import total_score, viterbi_path
 from ..semiring import TROPICAL, LogSemiring
@@ -129,8 +129,8 @@ def dtw_distance(distances: Tensor, template_lengths: Tensor | Sequence[int] | N
     alignments of the accumulated distance (``gamma = 0``), or soft-DTW, ``-gamma log sum
     exp(-cost / gamma)`` over alignments (``gamma > 0``, smooth). ``+inf`` where no alignment
     fits (e.g. an empty sequence). Differentiable w.r.t. ``distances``."""
-    if gamma < 0:
-        raise ValueError(f"gamma must be >= 0, got {gamma}")
+    if not 0 <= gamma < float("inf"):  # also NaN
+        raise WeightError(f"gamma must be a finite temperature >= 0, got {gamma}")
     g = dtw_graph(distances, template_lengths, input_lengths, steps=steps, step_weights=step_weights)
     return -total_score(g, TROPICAL if gamma == 0 else LogSemiring(1.0 / gamma))
 
@@ -152,6 +152,10 @@ def dtw_path(distances: Tensor, template_lengths: Tensor | Sequence[int] | None 
 def local_distances(templates: Tensor, inputs: Tensor) -> Tensor:
     """Squared Euclidean distances ``[B, T_template, T_input]`` between the frames of
     ``templates`` ``[B, T_template, D]`` and ``inputs`` ``[B, T_input, D]`` (or unbatched)."""
+    if templates.dim() != inputs.dim() or templates.dim() not in (2, 3) or templates.shape[-1] != inputs.shape[-1] \
+            or templates.shape[:-2] != inputs.shape[:-2]:
+        raise InvalidGraphError(f"templates {tuple(templates.shape)} and inputs {tuple(inputs.shape)} must be "
+                                "[B, T_template, D] and [B, T_input, D] (or both unbatched)")
     return ((templates.unsqueeze(-2) - inputs.unsqueeze(-3)) ** 2).sum(-1)
 
 

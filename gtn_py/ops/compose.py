@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import CyclicGraphError, InvalidGraphError
+from ..errors import CyclicGraphError, InvalidGraphError, WeightError
 from ..graph import EPSILON, NEG_INF, Graph, check_compatible, gather, subgraph
 from ..semiring import Semiring, get_semiring, kernel_plus
 from .shortest import _depths, _distances, _path_distances
@@ -214,11 +214,13 @@ def _sorted_arcs(g: Graph, by: Tensor, other: Tensor) -> Tuple[np.ndarray, ...]:
     ``(offsets, by, other, dst, arc ids)``. Already sorted inputs skip the sort."""
     src = g.src.detach().cpu().numpy()
     labels = by.detach().cpu().numpy()
-    key = src * (int(labels.max(initial=0)) + 1) + labels
-    if key.shape[0] > 1 and not bool(np.all(key[1:] >= key[:-1])):
-        order = np.argsort(key, kind="stable")
+    # Sorted by (src, label) as two keys: one combined key src * (max label + 1) + label
+    # overflows int64 for labels near 2**63 / (number of nodes).
+    in_order = (src[1:] > src[:-1]) | ((src[1:] == src[:-1]) & (labels[1:] >= labels[:-1]))
+    if src.shape[0] > 1 and not bool(np.all(in_order)):
+        order = np.lexsort((labels, src))  # stable: last key first
     else:
-        order = np.arange(key.shape[0])
+        order = np.arange(src.shape[0])
     offsets = np.zeros(g.num_nodes + 1, np.int64)
     np.cumsum(np.bincount(src, minlength=g.num_nodes), out=offsets[1:])
     return (offsets, np.ascontiguousarray(labels[order]), other.detach().cpu().numpy()[order],
@@ -238,6 +240,9 @@ def _start_pairs(g1: Graph, g2: Graph) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _check_batches(g1: Graph, g2: Graph) -> None:
+    for name, g in (("g1", g1), ("g2", g2)):
+        if not isinstance(g, Graph):
+            raise InvalidGraphError(f"compose needs two graphs, but {name} is a {type(g).__name__}")
     check_compatible(g1, g2)
     if g1.is_batch and g2.is_batch and g1.num_graphs != g2.num_graphs:
         raise InvalidGraphError(f"cannot compose a batch of {g1.num_graphs} graphs with a batch of "
@@ -784,8 +789,8 @@ def minimize(g: Graph, semiring: str | Semiring = "tropical", delta: float = MIN
     :class:`CyclicGraphError` on a cyclic one.
     """
     sr = get_semiring(semiring)
-    if not delta > 0:
-        raise ValueError(f"minimize's quantization delta must be > 0, got {delta}")
+    if not isinstance(delta, (int, float)) or not delta > 0:
+        raise WeightError(f"minimize's quantization delta must be > 0, got {delta}")
     if not g.is_acceptor:
         bad = int((g.ilabel != g.olabel).nonzero()[0, 0])
         raise InvalidGraphError(f"minimize needs an acceptor, but arc {bad} has ilabel "

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, List, NamedTuple, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, NamedTuple, Sequence, Tuple, Union
 
 import numba
 import numpy as np
@@ -112,7 +112,8 @@ class _Layout:
         total for it."""
         num_seqs, num_frames, num_labels = emissions.shape
         if self.columns.numel() == 0:  # no arcs: one column that padding slots can read
-            return emissions.new_zeros(num_frames, 1)
+            # (a zero tied to the emissions, so that a loss over an empty batch can still backward)
+            return emissions.new_zeros(num_frames, 1) + emissions[:0].sum()
         frames_major = emissions.transpose(0, 1)
         if frames_major.is_contiguous():  # e.g. CTC's [T, B, V] input: one gather of columns
             read = _GatherColumns.apply(frames_major.reshape(num_frames, num_seqs * num_labels), self.columns)
@@ -176,8 +177,18 @@ class _Inputs(NamedTuple):
         return torch.where(arcs >= 0, arcs % self.shared_arcs, arcs) if self.shared_arcs else arcs
 
 
-def _prepare(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike) -> _Inputs:
-    """Normalise the inputs (see :class:`_Inputs`) and check them."""
+# Emissions in these dtypes are summed in float32: a half-precision running sum over thousands of
+# frames stops growing once its rounding step exceeds what a frame adds (8288 for 8795 at T = 3000).
+_UPCAST = (torch.float16, torch.bfloat16)
+
+
+def _prepare(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike, lengths_name: str = "lengths",
+             labels_checked: bool = False) -> _Inputs:
+    """Normalise the inputs (see :class:`_Inputs`) and check them; ``lengths_name`` is what the
+    caller calls the lengths, for the messages; ``labels_checked``: the caller has checked the
+    graphs' labels against the emission columns already, in its own terms. Float16 and bfloat16
+    emissions (and graphs) are cast to float32 here, differentiably: the results are float32,
+    the gradients come back in the input dtype."""
     if not isinstance(emissions, Tensor) or not emissions.dtype.is_floating_point:
         raise DtypeMismatchError("emissions must be a floating-point tensor [B, T, V] (or [T, V])")
     single = emissions.dim() == 2
@@ -193,14 +204,23 @@ def _prepare(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike) -> _In
             g = Graph.batch([g] * num_seqs)  # one graph for every sequence
             shared_arcs = max(graphs.num_arcs, 1)
     else:
-        g = Graph.batch(list(graphs))
+        items = list(graphs) if isinstance(graphs, Iterable) else [graphs]
+        if not all(isinstance(one, Graph) for one in items):
+            raise InvalidGraphError(f"graphs must be a Graph or a list of Graphs, got {type(graphs).__name__}")
+        g = Graph.batch(items) if items or num_seqs else _empty_batch(emissions)
+    if num_seqs == 0 and g.num_graphs != 0:  # an empty batch of emissions: an empty batch of graphs
+        g = _empty_batch(emissions, g.dtype) if not g.is_batch or g.num_graphs == 1 else g
     if g.is_batch and g.num_graphs != num_seqs:
         raise InvalidGraphError(f"{g.num_graphs} graphs for {num_seqs} emission sequences")
     if g.device != emissions.device:
         raise DeviceMismatchError(f"graphs are on {g.device}, emissions on {emissions.device}")
-    if g.dtype != emissions.dtype:
+    upcast = emissions.dtype in _UPCAST
+    if g.dtype != emissions.dtype and not (upcast and g.dtype == torch.float32):
         raise DtypeMismatchError(f"graph weights are {g.dtype}, emissions {emissions.dtype}; cast one of them")
-    if g.num_arcs:
+    if upcast:
+        emissions = emissions.float()
+        g = g.to(dtype=torch.float32)
+    if g.num_arcs and not labels_checked:
         bad = (g.ilabel >= num_labels).nonzero()
         if bad.numel():
             a = int(bad[0, 0])
@@ -210,14 +230,47 @@ def _prepare(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike) -> _In
     if lengths is None:
         lens = torch.full((num_seqs,), num_frames, dtype=torch.long, device=emissions.device)
     else:
-        lens = torch.as_tensor(lengths, device=emissions.device).to(torch.long).reshape(-1)
-        if lens.shape[0] != num_seqs:
-            raise InvalidGraphError(f"{lens.shape[0]} lengths for {num_seqs} sequences")
-        bad = ((lens < 0) | (lens > num_frames)).nonzero()
-        if bad.numel():
-            b = int(bad[0, 0])
-            raise InvalidGraphError(f"sequence {b}: length {int(lens[b])} outside [0, T = {num_frames}]")
+        lens = _frame_counts(lengths, num_seqs, num_frames, lengths_name, emissions.device)
     return _Inputs(g, emissions, lens, single, shared_arcs)
+
+
+def _empty_batch(like: Tensor, dtype: torch.dtype | None = None) -> Graph:
+    """A batch of no graphs, for an empty batch of emission sequences."""
+    none = torch.zeros(0, dtype=torch.long, device=like.device)
+    weights = torch.zeros(0, dtype=dtype or like.dtype, device=like.device)
+    return Graph._from_tensors(none, none, none, none, weights, weights, weights, node_graph=none, num_graphs=0)
+
+
+def _whole_numbers(values: Tensor | Sequence[int], name: str, device: torch.device | str | None) -> Tensor:
+    """``values`` (lengths, counts) as a flat long tensor on ``device``; floats are accepted only
+    where they are whole numbers (truncating 2.7 frames to 2 would answer another problem)."""
+    try:
+        given = torch.as_tensor(values, device=device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise InvalidGraphError(f"{name} must be whole numbers (a list or an integer tensor): {error}") from None
+    if given.dtype == torch.bool or given.dtype.is_complex:
+        raise InvalidGraphError(f"{name} must be whole numbers, got {given.dtype}")
+    given = given.reshape(-1)
+    if given.dtype.is_floating_point:
+        bad = (~torch.isfinite(given) | (given != given.round())).nonzero()
+        if bad.numel():
+            i = int(bad[0, 0])
+            raise InvalidGraphError(f"{name}[{i}] = {float(given[i])} is not a whole number")
+    return given.to(torch.long)
+
+
+def _frame_counts(lengths: Tensor | Sequence[int], num_seqs: int, num_frames: int, name: str,
+                  device: torch.device) -> Tensor:
+    """``lengths`` as ``[B]`` long on ``device``, checked: whole numbers in ``[0, T]``."""
+    lens = _whole_numbers(lengths, name, device)
+    if lens.shape[0] != num_seqs:
+        raise InvalidGraphError(f"{lens.shape[0]} {name} for {num_seqs} sequences")
+    bad = ((lens < 0) | (lens > num_frames)).nonzero()
+    if bad.numel():
+        b = int(bad[0, 0])
+        raise InvalidGraphError(f"{name}[{b}] = {int(lens[b])} is outside [0, {num_frames}] "
+                                f"(a sequence has at most the T = {num_frames} frames given)")
+    return lens
 
 
 def _chunk_frames(num_frames: int, width: int) -> int:
@@ -275,8 +328,11 @@ def _forward_sweep(lay: _Layout, weights: Tensor, start: Tensor, columns: Tensor
 
 
 def _totals(lay: _Layout, alpha: Tensor, final: Tensor, lengths: Tensor, semiring: Semiring) -> Tensor:
-    """Per-sequence totals: each sequence's forward scores read at its own length."""
-    return semiring.segment_plus(_ending(lay, alpha, final, lengths), lay.node_seq, lay.num_seqs)
+    """Per-sequence totals: each sequence's forward scores read at its own length (NaN where one
+    of them is NaN: ``segment_plus`` of the log semiring would give -inf there)."""
+    ending = _ending(lay, alpha, final, lengths)
+    nan = ending.new_zeros(lay.num_seqs).index_add_(0, lay.node_seq, torch.where(ending == ending, 0.0, ending))
+    return semiring.segment_plus(ending, lay.node_seq, lay.num_seqs) + nan
 
 
 def _ending(lay: _Layout, alpha: Tensor, final: Tensor, lengths: Tensor) -> Tensor:
@@ -402,7 +458,7 @@ def _forward_kernel(seqs, tropical, in_src, in_weight, in_column, columns, start
                         break
                     v = alpha_t[np.uint64(s)] + in_weight[n, d] + columns_t[np.uint64(in_column[n, d])]
                     values[d] = v
-                    if v > peak:
+                    if v > peak or v != v:  # a NaN (a NaN weight) sticks: the result is NaN, as in torch
                         peak = v
                         best = d
                     count += 1
@@ -418,7 +474,9 @@ def _forward_kernel(seqs, tropical, in_src, in_weight, in_column, columns, start
         length = lengths[b]
         peak = neg_inf
         for n in nodes:
-            peak = max(peak, alpha[length, n] + final[n])
+            v = alpha[length, n] + final[n]
+            if v > peak or v != v:
+                peak = v
         if tropical or peak == neg_inf:
             totals[b] = peak
             continue
@@ -579,9 +637,16 @@ def _forward(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, column
     return alpha, totals, slots if tropical and backpointers else None
 
 
+def _gradient_shift(totals: Tensor) -> Tensor:
+    """The totals that arc occupancies are taken relative to: an impossible sequence (total -inf)
+    gets 0, so that all its occupancies are exp(-inf) = 0; a NaN total stays NaN, so that its
+    gradients are NaN too."""
+    return torch.where(torch.isinf(totals), torch.zeros_like(totals), totals)
+
+
 def _kernel_grads(backend: str, lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor,
                   lengths: Tensor, alpha: Tensor, totals: Tensor, grad_totals: Tensor) -> Tuple[Tensor, ...]:
-    shift = torch.where(torch.isfinite(totals), totals, torch.zeros_like(totals))
+    shift = _gradient_shift(totals)
     grads = [_zeros(*t.shape, like=t) for t in (weights, start, final, columns)]
     grad_w, grad_start, grad_final, grad_columns = grads
     beta = columns.new_empty(2, lay.num_nodes)
@@ -642,9 +707,15 @@ if _TRITON:
             + tl.load(final + node, mask=live, other=float("-inf"))
 
     @triton.jit
+    def _nan_of(value, axis: tl.constexpr):  # pragma: no cover - compiled for CUDA
+        """NaN where ``value`` has a NaN along ``axis``, else 0: added to a maximum, which on the
+        GPU drops NaNs, it makes a NaN (weight) give a NaN result, as in torch."""
+        return tl.sum(tl.where(value == value, 0.0, value), axis=axis)
+
+    @triton.jit
     def _log_plus_slots(value):  # pragma: no cover - compiled for CUDA
-        """logsumexp over the slots (axis 0), exact at -inf."""
-        peak = tl.max(value, axis=0)
+        """logsumexp over the slots (axis 0), exact at -inf, NaN where a slot is NaN."""
+        peak = tl.max(value, axis=0) + _nan_of(value, 0)
         shift = tl.where(peak == float("-inf"), 0.0, peak)
         total = tl.sum(tl.exp(value - shift[None, :]), axis=0)
         return tl.where(peak == float("-inf"), peak, shift + tl.log(total))
@@ -673,7 +744,7 @@ if _TRITON:
                                                         columns + t * num_columns, alpha + t * num_nodes, node, live,
                                                         num_nodes, num_slots, SLOTS)
                 if TROPICAL:
-                    score = tl.max(value, axis=0)
+                    score = tl.max(value, axis=0) + _nan_of(value, 0)
                     if KEEP_SLOTS:
                         tl.store(slots + t * num_nodes + node, tl.argmax(value, axis=0, tie_break_left=True),
                                  mask=live)
@@ -683,10 +754,13 @@ if _TRITON:
             tl.debug_barrier()
         # The total over the nodes of alpha[length] + final: max, then (log) the sum below it.
         best = tl.full([BLOCK], float("-inf"), alpha.dtype.element_ty)
+        nan = tl.zeros([BLOCK], alpha.dtype.element_ty)
         for chunk in range(first, last, BLOCK):
             node, live = _block_nodes(node_order, chunk, last, BLOCK)
-            best = tl.maximum(best, _ending_scores(alpha, final, length, num_nodes, node, live))
-        peak = tl.max(best, axis=0)
+            ending = _ending_scores(alpha, final, length, num_nodes, node, live)
+            best = tl.maximum(best, ending)
+            nan += tl.where(ending == ending, 0.0, ending)
+        peak = tl.max(best, axis=0) + tl.sum(nan, axis=0)
         if TROPICAL:
             tl.store(totals + seq, peak)
         else:
@@ -810,8 +884,7 @@ def _forward_backward_grads(lay: _Layout, semiring: Semiring, weights: Tensor, s
     """Arc occupancies ``exp(beta (alpha[src] + w + e + beta[dst] - total))`` scaled by the
     incoming gradient, summed into the emission columns and the arc weights."""
     scale = getattr(semiring, "beta", 1.0)
-    # An impossible sequence (total -inf) has all occupancies exp(-inf) = 0 with a finite shift.
-    shift = torch.where(torch.isfinite(totals), totals, torch.zeros_like(totals))
+    shift = _gradient_shift(totals)
     arc_shift, arc_grad = shift[lay.arc_seq], grad_totals[lay.arc_seq]
     grad_w = torch.zeros_like(weights)
     grad_columns = torch.zeros_like(columns)
@@ -867,12 +940,25 @@ def dense_score(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = No
     Memory: the forward scores ``[T + 1, N]`` are kept for the backward, and chunks of frames
     (or the compiled kernels' two rows of backward scores) bound the rest.
 
+    Float16 and bfloat16 emissions are summed in float32 (as torch's autocast runs its own
+    ``ctc_loss``): the totals are float32 and the gradients come back in the emissions' dtype;
+    the graph may then be float32 or of the emissions' dtype. A NaN arc, start or final weight
+    gives its sequence a NaN total (and NaN gradients), as a NaN does in torch (the weights are
+    checked when a graph is built, not here: a check would cost a host sync on CUDA); a NaN or
+    +inf emission within a sequence's length raises :class:`WeightError`.
+
     ``backend="k2"`` computes the same totals and gradients with ``k2.intersect_dense``.
     """
+    return _dense_score(graphs, emissions, lengths, semiring, backend)
+
+
+def _dense_score(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike, semiring: Union[str, Semiring],
+                 backend: str, lengths_name: str = "lengths", labels_checked: bool = False) -> Tensor:
+    """:func:`dense_score` for callers that speak of the inputs in their own terms (see :func:`_prepare`)."""
     if use_k2(backend):
         return k2_dense_score(graphs, emissions, lengths, semiring)
     sr = get_semiring(semiring)
-    g, emissions, lens, single, _ = _prepare(graphs, emissions, lengths)
+    g, emissions, lens, single, _ = _prepare(graphs, emissions, lengths, lengths_name, labels_checked)
     lay = _Layout.of(g, emissions.shape[0], emissions.shape[2])
     totals = _DenseScore.apply(g.weights, g.start_weights, g.final_weights, lay.emission_columns(emissions, lens),
                                lay, lens, sr)
@@ -894,6 +980,13 @@ class DenseLattice(NamedTuple):
 def dense_lattice(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = None,
                   beam: float | None = None) -> DenseLattice:
     """Build the dense intersection as a (batch) graph; see :func:`intersect_dense`."""
+    if beam is not None:
+        try:
+            beam = float(beam)
+        except (TypeError, ValueError, RuntimeError):
+            raise WeightError(f"beam must be a number >= 0 (or None for no pruning), got {beam!r}") from None
+        if not beam >= 0:  # also NaN
+            raise WeightError(f"beam must be a score margin >= 0 (or None for no pruning), got {beam}")
     inputs = _prepare(graphs, emissions, lengths)
     g, emissions, lens, single, _ = inputs
     num_seqs, num_frames, _ = emissions.shape
@@ -912,7 +1005,8 @@ def dense_lattice(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
         floor = best - beam if beam is not None else torch.full_like(best, NEG_INF)
         node_floor = floor[lay.node_seq]
         through = alpha + beta                                  # [T + 1, N]
-        keep_node = (through > NEG_INF) & (through >= node_floor)
+        # (NaN, from a NaN weight, is kept: the lattice carries it as the totals do.)
+        keep_node = (through != NEG_INF) & ~(through < node_floor)
         level, node = keep_node.nonzero(as_tuple=True)
         order = torch.argsort(lay.node_seq[node], stable=True)  # nodes of one graph together
         level, node = level[order], node[order]
@@ -925,7 +1019,7 @@ def dense_lattice(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
             t1 = min(t0 + step, num_frames)
             via = (alpha[t0:t1].index_select(1, lay.src) + weights.detach()
                    + columns[t0:t1].index_select(1, lay.arc_column) + beta[t0 + 1:t1 + 1].index_select(1, lay.dst))
-            t, a = ((via > NEG_INF) & (via >= arc_floor)).nonzero(as_tuple=True)
+            t, a = ((via != NEG_INF) & ~(via < arc_floor)).nonzero(as_tuple=True)
             kept_frames.append(t + t0)
             kept_arcs.append(a)
         frame, arc_map = torch.cat(kept_frames), torch.cat(kept_arcs)
@@ -981,11 +1075,14 @@ def viterbi_align(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
     weights, start, final = g.weights, g.start_weights, g.final_weights
     with torch.no_grad():
         columns = lay.emission_columns(emissions.detach(), lens)
-        alpha, _, slots = _forward(lay, weights.detach(), start.detach(), final.detach(), columns, lens,
-                                   get_semiring("tropical"), backpointers=True)
+        alpha, best, slots = _forward(lay, weights.detach(), start.detach(), final.detach(), columns, lens,
+                                      get_semiring("tropical"), backpointers=True)
         assert slots is not None
         arcs, first, last = _best_paths(lay, alpha, slots, final.detach(), lens)
-    labels = torch.where(arcs >= 0, lay.ilabel[arcs.clamp(min=0)], arcs)
+        # The score of a sequence without a path: -inf, or NaN where a NaN weight made its best score NaN.
+        no_path = best.masked_fill(best == best, NEG_INF)
+    # (A graph without arcs has no labels to read: its arcs are all -1.)
+    labels = torch.where(arcs >= 0, lay.ilabel[arcs.clamp(min=0)], arcs) if lay.ilabel.numel() else arcs
     found = last >= 0
     # Path graphs: sequence b contributes lengths[b] + 1 nodes when it has a path.
     sizes = torch.where(found, lens + 1, torch.zeros_like(lens))
@@ -1002,10 +1099,9 @@ def viterbi_align(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
     path = Graph._from_tensors(offsets[seq] + frame, offsets[seq] + frame + 1, lay.ilabel[path_arcs],
                                g.olabel[path_arcs], arc_weights, start_weights, final_weights,
                                node_graph=None if single else node_seq, num_graphs=1 if single else num_seqs)
-    scores = arc_weights.new_zeros(num_seqs).index_add(0, seq, arc_weights)
-    ends = start.new_full((num_seqs,), NEG_INF).index_put(
+    ends = no_path.index_put(
         (found.nonzero().reshape(-1),), start.index_select(0, first[found]) + final.index_select(0, last[found]))
-    scores = scores + ends
+    scores = ends.index_add(0, seq, arc_weights)
     arcs = inputs.user_arcs(arcs)
     if single:
         return Alignment(labels[0], arcs[0], scores[0], path)
