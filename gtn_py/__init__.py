@@ -7,6 +7,7 @@ nodes carry a graph id, and every algorithm takes a batch as readily as a single
 
 # The data and the algebra.
 from .errors import (
+    ArgumentTypeError,
     BackendUnavailableError,
     CyclicGraphError,
     DeviceMismatchError,

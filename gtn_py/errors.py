@@ -7,6 +7,11 @@ class GraphError(Exception):
     """Base class of every error gtn_py raises on bad input."""
 
 
+class ArgumentTypeError(GraphError, TypeError):
+    """An argument has the wrong type (a float where an integer label or count is needed, a list
+    where a Graph is needed...); also a TypeError, as Python's own argument checks raise."""
+
+
 class InvalidGraphError(GraphError, ValueError):
     """The graph is malformed: an arc names a node that does not exist, shapes disagree..."""
 
