@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from .errors import (
+    ArgumentTypeError,
     DeviceMismatchError,
     DtypeMismatchError,
     InvalidGraphError,
@@ -74,6 +75,49 @@ def has_nan_or_plus_inf(values: Tensor) -> bool:
     if total == total and total != float("inf"):
         return False
     return bool(nan_or_plus_inf(values).any())
+
+
+def as_integer(value: object, what: str, error: type[Exception] = LabelError) -> int:
+    """``value`` as a Python int: an int or a numpy/torch integer scalar. A float (even 2.0) raises
+    ``error`` and any other type (a bool, a string, None) ArgumentTypeError, since ``int()`` would
+    truncate 1.7 to 1 or read True as 1 without a word."""
+    if isinstance(value, Tensor) and value.numel() == 1 and value.dtype != torch.bool:
+        if value.dtype.is_floating_point or value.dtype.is_complex:
+            raise error(f"{what} must be an integer, not the {value.dtype} tensor {value.reshape(()).item()}")
+        return int(value)
+    if isinstance(value, (bool, np.bool_)):
+        raise ArgumentTypeError(f"{what} must be an integer, not the bool {value}")
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        raise error(f"{what} must be an integer, not {value!r}")
+    raise ArgumentTypeError(f"{what} must be an integer, not {type(value).__name__} {_excerpt(value)}")
+
+
+def as_score(value: object, what: str) -> float | Tensor:
+    """A weight given to the builder API: a number, or a one-element tensor. A tensor that requires
+    grad is returned as it is (a 0-d view), so that the graph keeps its gradient; anything else
+    becomes a float. NaN and +inf raise WeightError."""
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or value.dtype == torch.bool:
+            raise ArgumentTypeError(f"{what} must be a number or a one-element tensor, not a "
+                                    f"{value.dtype} tensor of shape {tuple(value.shape)}")
+        number = float(value.detach().reshape(()))
+    elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)):
+        number = float(value)
+    else:
+        raise ArgumentTypeError(f"{what} must be a number, not {type(value).__name__} {_excerpt(value)}")
+    if number != number or number == float("inf"):
+        raise WeightError(f"{what} {number} is NaN or +inf (scores are finite or -inf)")
+    if isinstance(value, Tensor) and value.requires_grad:
+        return value.reshape(())
+    return number
+
+
+def _excerpt(value: object, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages about arbitrary user input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def gather(values: Tensor, index: Tensor, fill: float = 0.0) -> Tensor:
@@ -121,58 +165,83 @@ class Graph:
         # Write buffers of the builder API; _flush() moves them into the tensors above.
         self._new_nodes: list[tuple[float, float]] = []
         self._new_arcs: list[tuple[int, int, int, int, float]] = []
+        # Weights of buffered nodes and arcs that require grad: (row, column, tensor) and
+        # (row, tensor), spliced differentiably into the buffered values by _flush().
+        self._new_node_tensors: list[tuple[int, int, Tensor]] = []
+        self._new_arc_tensors: list[tuple[int, Tensor]] = []
         self._num_nodes = 0
 
     # ------------------------------------------------------------------ builder API
     def add_node(self, start: bool = False, accept: bool = False, *,
-                 start_weight: float | None = None, final_weight: float | None = None) -> int:
+                 start_weight: float | Tensor | None = None, final_weight: float | Tensor | None = None) -> int:
         """Add a node and return its id. ``start``/``accept`` give weight 0; the keyword
-        weights set any other value (and imply start/accept)."""
+        weights set any other value (and imply start/accept); a weight tensor that requires grad
+        keeps its gradient."""
         self._check_buildable()
-        sw = start_weight if start_weight is not None else (0.0 if start else NEG_INF)
-        fw = final_weight if final_weight is not None else (0.0 if accept else NEG_INF)
-        for name, w in (("start", sw), ("final", fw)):
-            if w != w or w == float("inf"):
-                raise WeightError(f"node {self._num_nodes}: {name} weight {w} is NaN or +inf")
-        self._new_nodes.append((float(sw), float(fw)))
+        node = self._num_nodes
+        row: list[float] = []
+        given = (("start", start_weight, start), ("final", final_weight, accept))
+        for column, (name, weight, flag) in enumerate(given):
+            if weight is None:
+                row.append(0.0 if flag else NEG_INF)
+                continue
+            value = as_score(weight, f"node {node}: {name} weight")
+            if isinstance(value, Tensor):
+                self._new_node_tensors.append((len(self._new_nodes), column, value))
+                value = float(value.detach())
+            row.append(value)
+        self._new_nodes.append((row[0], row[1]))
         self._num_nodes += 1
-        return self._num_nodes - 1
+        return node
 
     def add_arc(self, src: int, dst: int, ilabel: int, olabel: int | None = None,
-                weight: float = 0.0) -> int:
-        """Add an arc and return its index; ``olabel`` defaults to ``ilabel`` (an acceptor arc)."""
+                weight: float | Tensor = 0.0) -> int:
+        """Add an arc and return its index; ``olabel`` defaults to ``ilabel`` (an acceptor arc).
+
+        Nodes and labels are integers (Python, numpy or torch); ``weight`` is a number or a
+        one-element tensor, and a tensor that requires grad keeps its gradient."""
         self._check_buildable()
         olabel = ilabel if olabel is None else olabel
         index = self.num_arcs
+        nodes = []
         for name, node in (("src", src), ("dst", dst)):
+            node = as_integer(node, f"arc {index}: {name} node", InvalidGraphError)
             if not 0 <= node < self._num_nodes:
                 raise InvalidGraphError(
                     f"arc {index}: {name} node {node} does not exist (graph has {self._num_nodes} nodes)")
+            nodes.append(node)
+        labels = []
         for name, label in (("ilabel", ilabel), ("olabel", olabel)):
+            label = as_integer(label, f"arc {index}: {name}")
             if label < 0:
                 raise LabelError(f"arc {index}: {name} {label} is negative (labels are >= 0; 0 is epsilon)")
-        weight = float(weight)
-        if weight != weight or weight == float("inf"):
-            raise WeightError(f"arc {index}: weight {weight} is NaN or +inf")
-        self._new_arcs.append((int(src), int(dst), int(ilabel), int(olabel), weight))
+            labels.append(label)
+        value = as_score(weight, f"arc {index}: weight")
+        if isinstance(value, Tensor):
+            self._new_arc_tensors.append((len(self._new_arcs), value))
+            value = float(value.detach())
+        self._new_arcs.append((nodes[0], nodes[1], labels[0], labels[1], value))
         return index
 
-    def make_start(self, node: int, weight: float = 0.0) -> None:
+    def make_start(self, node: int, weight: float | Tensor = 0.0) -> None:
         """Make an existing node a start node (gtn's ``makeAccept`` counterpart)."""
         self._set_node_weight(node, weight, final=False)
 
-    def make_accept(self, node: int, weight: float = 0.0) -> None:
+    def make_accept(self, node: int, weight: float | Tensor = 0.0) -> None:
         """Make an existing node an accept node with the given final weight."""
         self._set_node_weight(node, weight, final=True)
 
-    def _set_node_weight(self, node: int, weight: float, final: bool) -> None:
+    def _set_node_weight(self, node: int, weight: float | Tensor, final: bool) -> None:
         self._check_buildable()
+        node = as_integer(node, "node", InvalidGraphError)
         if not 0 <= node < self._num_nodes:
             raise InvalidGraphError(f"node {node} does not exist (graph has {self._num_nodes} nodes)")
+        value = as_score(weight, f"node {node}: {'final' if final else 'start'} weight")
         self._flush()
         target = self._final if final else self._start
         target = target.detach().clone() if not target.requires_grad else target.clone()
-        target[node] = weight
+        # an item assignment of a tensor that requires grad is differentiable
+        target[node] = value
         if final:
             self._final = target
         else:
@@ -185,6 +254,11 @@ class Graph:
     def _flush(self) -> None:
         if self._new_nodes:
             nodes = torch.tensor(self._new_nodes, dtype=self._weights.dtype, device=self._weights.device)
+            if self._new_node_tensors:
+                rows, columns, values = zip(*self._new_node_tensors)
+                index = (torch.tensor(rows, device=nodes.device), torch.tensor(columns, device=nodes.device))
+                nodes = nodes.index_put(index, torch.stack(values).to(nodes))
+                self._new_node_tensors = []
             self._start = torch.cat([self._start, nodes[:, 0]])
             self._final = torch.cat([self._final, nodes[:, 1]])
             self._new_nodes = []
@@ -192,6 +266,10 @@ class Graph:
             device = self._weights.device
             ints = torch.tensor([a[:4] for a in self._new_arcs], dtype=torch.long, device=device)
             weights = torch.tensor([a[4] for a in self._new_arcs], dtype=self._weights.dtype, device=device)
+            if self._new_arc_tensors:
+                rows, values = zip(*self._new_arc_tensors)
+                weights = weights.index_put((torch.tensor(rows, device=device),), torch.stack(values).to(weights))
+                self._new_arc_tensors = []
             self._src = torch.cat([self._src, ints[:, 0]])
             self._dst = torch.cat([self._dst, ints[:, 1]])
             self._ilabel = torch.cat([self._ilabel, ints[:, 2]])
@@ -214,40 +292,61 @@ class Graph:
         start / accept node) and take precedence. ``weights`` may require grad: the graph
         keeps the tensor itself, so gradients flow back to it.
         """
+        num_nodes = as_integer(num_nodes, "num_nodes", InvalidGraphError)
+        if num_nodes < 0:
+            raise InvalidGraphError(f"num_nodes is {num_nodes}; a graph has 0 or more nodes")
         if isinstance(weights, Tensor) and dtype is None:
             dtype = weights.dtype
         dtype = dtype or torch.float32
+        if dtype not in (torch.float32, torch.float64):
+            raise DtypeMismatchError(f"weights must be float32 or float64, not {dtype}")
         if device is None:
             device = next((t.device for t in (weights, src) if isinstance(t, Tensor)), torch.device("cpu"))
         device = torch.device(device)
 
-        def ints(x: TensorLike) -> Tensor:
-            t = torch.as_tensor(x, device=device)
-            if t.dtype.is_floating_point and t.numel():  # an empty list reads as float
-                raise InvalidGraphError("node ids and labels must be integers")
+        def tensor(x: TensorLike, name: str, **kwargs: object) -> Tensor:
+            try:
+                return torch.as_tensor(x, device=device, **kwargs)  # type: ignore[arg-type]
+            except (TypeError, ValueError, RuntimeError, OverflowError) as error:
+                raise ArgumentTypeError(f"{name} must be a tensor or a sequence of numbers, not "
+                                        f"{type(x).__name__} {_excerpt(x)} ({error})") from None
+
+        def ints(x: TensorLike, name: str) -> Tensor:
+            t = tensor(x, name)
+            if t.numel() and (t.dtype.is_floating_point or t.dtype.is_complex):  # an empty list reads as float
+                raise InvalidGraphError(f"{name}: node ids and labels must be integers, not {t.dtype}")
+            if t.dtype == torch.bool:
+                raise ArgumentTypeError(f"{name}: node ids and labels must be integers, not bool")
             return t.to(torch.long).reshape(-1)
 
-        def floats(x: TensorLike) -> Tensor:
-            t = torch.as_tensor(x, dtype=dtype, device=device)
+        def floats(x: TensorLike, name: str) -> Tensor:
+            t = tensor(x, name, dtype=dtype)
             return t if t.dim() == 1 else t.reshape(-1)
 
-        src_t, dst_t, il_t = ints(src), ints(dst), ints(ilabel)
-        ol_t = il_t if olabel is None else ints(olabel)
-        w_t = torch.zeros(src_t.shape[0], dtype=dtype, device=device) if weights is None else floats(weights)
+        src_t, dst_t, il_t = ints(src, "src"), ints(dst, "dst"), ints(ilabel, "ilabel")
+        ol_t = il_t if olabel is None else ints(olabel, "olabel")
+        w_t = (torch.zeros(src_t.shape[0], dtype=dtype, device=device) if weights is None
+               else floats(weights, "weights"))
 
-        def node_weights(full: TensorLike | None, ids: TensorLike | None) -> Tensor:
+        def node_weights(full: TensorLike | None, ids: TensorLike | None, name: str, ids_name: str) -> Tensor:
             if full is not None:
-                return floats(full)
+                t = floats(full, name)
+                if t.shape != (num_nodes,):
+                    raise InvalidGraphError(f"{name} has shape {tuple(t.shape)}, expected ({num_nodes},) "
+                                            f"for num_nodes={num_nodes}")
+                return t
             out = torch.full((num_nodes,), NEG_INF, dtype=dtype, device=device)
             if ids is not None:
-                idx = ints(ids)
+                idx = ints(ids, ids_name)
                 if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= num_nodes):
-                    raise InvalidGraphError(f"start/accept node ids {idx.tolist()} out of range [0, {num_nodes})")
+                    bad = int(idx[(idx < 0) | (idx >= num_nodes)][0])
+                    raise InvalidGraphError(f"{ids_name}: node {bad} does not exist (graph has {num_nodes} nodes)")
                 out[idx] = 0.0
             return out
 
         g = cls._from_tensors(src_t, dst_t, il_t, ol_t, w_t,
-                              node_weights(start_weights, start), node_weights(final_weights, accept))
+                              node_weights(start_weights, start, "start_weights", "start"),
+                              node_weights(final_weights, accept, "final_weights", "accept"))
         g.validate()
         return g
 
@@ -261,7 +360,7 @@ class Graph:
         g._src, g._dst, g._ilabel, g._olabel = src, dst, ilabel, olabel
         g._weights, g._start, g._final = weights, start_weights, final_weights
         g._node_graph, g._num_graphs = node_graph, num_graphs
-        g._new_nodes, g._new_arcs = [], []
+        g._new_nodes, g._new_arcs, g._new_node_tensors, g._new_arc_tensors = [], [], [], []
         g._num_nodes = int(start_weights.shape[0])
         return g
 
