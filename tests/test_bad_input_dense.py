@@ -226,6 +226,8 @@ def test_ctc_valid_arguments_match_torch():
                 assert torch.allclose(got, want, atol=1e-5)
     want = F.ctc_loss(LOG_PROBS[:, 0], torch.tensor([1, 2]), torch.tensor(6), torch.tensor(2))
     assert torch.allclose(gtn_py.ctc_loss(LOG_PROBS[:, 0], torch.tensor([1, 2]), 6, 2), want, atol=1e-5)
+    with pytest.raises(LabelError, match=r"^targets\[1\] = 9 is outside the 5 classes"):  # unbatched: [S]
+        gtn_py.ctc_loss(LOG_PROBS[:, 0], torch.tensor([1, 9]), 6, 2)
 
 
 def test_ctc_decode_blank_outside_classes_raises():

@@ -418,3 +418,21 @@ def test_triton_kernels_interpreted_match_numba(dtype, monkeypatch):
     torch.testing.assert_close(triton_losses, numba_losses, **_kernel_tolerance(dtype))
     torch.testing.assert_close(triton_grad, numba_grad, **_kernel_tolerance(dtype))
     assert torch.isfinite(triton_grad).all() and triton_grad.abs().sum() > 0
+    # A NaN arc weight written after construction: NaN for its sequence only (the GPU's maxima drop
+    # NaNs, so the kernels add a NaN term), the same in both kernels, gradients included.
+    graphs = gtn_py.ctc_graph(targets[1:], lengths[1:], dtype=dtype)
+    weights = graphs.weights.detach().clone()
+    weights[0] = math.nan
+    weights.requires_grad_()
+    nan_graphs = graphs._replace(weights=weights)
+    emissions = log_probs[:, 1:].transpose(0, 1)
+    for semiring in ("log", "tropical"):
+        results = []
+        for triton_on_cpu in (True, False):
+            monkeypatch.setattr(dense, "_TRITON_ON_CPU", triton_on_cpu)
+            totals = dense_score(nan_graphs, emissions, [7, 5], semiring=semiring)
+            results.append((totals, torch.autograd.grad(totals.sum(), weights)[0]))
+        (triton_totals, triton_grads), (numba_totals, numba_grads) = results
+        assert math.isnan(float(triton_totals[0])) and math.isfinite(float(triton_totals[1]))
+        torch.testing.assert_close(triton_totals, numba_totals, equal_nan=True, **_kernel_tolerance(dtype))
+        torch.testing.assert_close(triton_grads, numba_grads, equal_nan=True, **_kernel_tolerance(dtype))

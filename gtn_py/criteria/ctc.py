@@ -123,7 +123,7 @@ def _parse_targets(targets: TargetsLike, target_lengths: LengthsLike, device: to
     must be >= 0, and where given, not ``blank`` and below ``num_classes``; the messages name
     the entry of ``targets`` as the caller wrote it."""
     nested = not isinstance(targets, Tensor)
-    if nested:
+    if not isinstance(targets, Tensor):
         try:
             seqs = [[int(x) for x in t] for t in targets]
         except (TypeError, ValueError) as error:
@@ -325,9 +325,9 @@ def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths: LengthsLike, tar
         raise DtypeMismatchError(f"log_probs must be floating point, got "
                                  f"{log_probs.dtype if isinstance(log_probs, Tensor) else type(log_probs).__name__}")
     unbatched = log_probs.dim() == 2
-    if unbatched:
+    if unbatched:  # targets [S] and a scalar target length: one concatenated target
         log_probs = log_probs.unsqueeze(1)
-        targets = torch.as_tensor(targets).reshape(1, -1)
+        targets = torch.as_tensor(targets).reshape(-1)
     if log_probs.dim() != 3:
         raise InvalidGraphError(f"log_probs must be [T, B, V] or [T, V], got {tuple(log_probs.shape)}")
     num_seqs, num_classes = log_probs.shape[1], log_probs.shape[2]

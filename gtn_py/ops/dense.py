@@ -241,7 +241,7 @@ def _empty_batch(like: Tensor, dtype: torch.dtype | None = None) -> Graph:
     return Graph._from_tensors(none, none, none, none, weights, weights, weights, node_graph=none, num_graphs=0)
 
 
-def _whole_numbers(values: Tensor | Sequence[int], name: str, device: torch.device | str | None) -> Tensor:
+def _whole_numbers(values: LengthsLike, name: str, device: torch.device | str | None) -> Tensor:
     """``values`` (lengths, counts) as a flat long tensor on ``device``; floats are accepted only
     where they are whole numbers (truncating 2.7 frames to 2 would answer another problem)."""
     try:
