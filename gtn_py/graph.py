@@ -94,6 +94,19 @@ def as_integer(value: object, what: str, error: type[Exception] = LabelError) ->
     raise ArgumentTypeError(f"{what} must be an integer, not {type(value).__name__} {_excerpt(value)}")
 
 
+def as_device(device: object) -> torch.device:
+    """``device`` as a torch.device; a name torch does not know raises ArgumentTypeError."""
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, (str, int)) or isinstance(device, bool):
+        raise ArgumentTypeError(f"device must be a torch.device or a name such as 'cpu', not "
+                                f"{type(device).__name__} {_excerpt(device)}")
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ArgumentTypeError(f"device {_excerpt(device)} is not a device torch knows ({error})") from None
+
+
 def as_score(value: object, what: str) -> float | Tensor:
     """A weight given to the builder API: a number, or a one-element tensor. A tensor that requires
     grad is returned as it is (a 0-d view), so that the graph keeps its gradient; anything else
@@ -152,7 +165,7 @@ class Graph:
     def __init__(self, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"):
         if dtype not in (torch.float32, torch.float64):
             raise DtypeMismatchError(f"weights must be float32 or float64, not {dtype}")
-        device = torch.device(device)
+        device = as_device(device)
         self._src = torch.zeros(0, dtype=torch.long, device=device)
         self._dst = self._src
         self._ilabel = self._src
@@ -302,7 +315,7 @@ class Graph:
             raise DtypeMismatchError(f"weights must be float32 or float64, not {dtype}")
         if device is None:
             device = next((t.device for t in (weights, src) if isinstance(t, Tensor)), torch.device("cpu"))
-        device = torch.device(device)
+        device = as_device(device)
 
         def tensor(x: TensorLike, name: str, **kwargs: object) -> Tensor:
             try:
@@ -576,8 +589,10 @@ class Graph:
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Graph:
         """Move the graph to a device and/or cast its weights (differentiably)."""
         self._flush()
-        device = torch.device(device) if device is not None else self.device
+        device = as_device(device) if device is not None else self.device
         dtype = dtype or self.dtype
+        if dtype not in (torch.float32, torch.float64):
+            raise DtypeMismatchError(f"weights must be float32 or float64, not {dtype}")
         ng = self._node_graph.to(device) if self._node_graph is not None else None
         return Graph._from_tensors(
             self._src.to(device), self._dst.to(device), self._ilabel.to(device), self._olabel.to(device),
@@ -623,9 +638,10 @@ class Graph:
         return compose(self, other)
 
     def _repr_svg_(self) -> str:
-        """Draw the graph in Jupyter."""
-        from .io import draw
-        return draw(self).pipe(format="svg", encoding="utf-8")
+        """Draw the graph in Jupyter: a large graph as an excerpt of ``io.DRAW_EXCERPT_ARCS`` arcs
+        and nodes, with a caption (``gtn_py.draw(g)`` draws all of it)."""
+        from .io import DRAW_EXCERPT_ARCS, draw
+        return draw(self, max_arcs=DRAW_EXCERPT_ARCS).pipe(format="svg", encoding="utf-8")
 
     # ------------------------------------------------------------------ iteration and printing
     def arcs(self) -> Iterator[Arc]:

@@ -21,6 +21,8 @@ turns a ``pywrapfst.SymbolTable`` into one. Label 0 (epsilon) is written as ``<e
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import zipfile
 from typing import IO, TYPE_CHECKING, Any, Dict, List, Tuple, Union
@@ -28,8 +30,8 @@ from typing import IO, TYPE_CHECKING, Any, Dict, List, Tuple, Union
 import numpy as np
 import torch
 
-from .errors import BackendUnavailableError, FormatError, GraphError, InvalidGraphError, LabelError
-from .graph import EPSILON, NEG_INF, Graph
+from .errors import ArgumentTypeError, BackendUnavailableError, FormatError, GraphError, InvalidGraphError, LabelError
+from .graph import EPSILON, NEG_INF, Graph, as_device, as_integer
 
 if TYPE_CHECKING:  # graphviz is imported on use: importing gtn_py need not load it.
     import graphviz
@@ -40,22 +42,65 @@ SymbolTable = Dict[int, str]
 PathLike = Union[str, "os.PathLike[str]"]
 EPSILON_SYMBOL = "<eps>"
 _INT = np.int64
+# The first bytes of a binary FST (what fstcompile and pynini's Fst.write write): OpenFst's
+# magic number 2125659606, a little-endian int32.
+_OPENFST_BINARY_MAGIC = (2125659606).to_bytes(4, "little")
+_BOM = "\ufeff"
+# Longest token parsed as a fixed-width numpy string column: numpy sizes every entry of such a
+# column like the longest one, so longer (absurd, but legal) numbers are parsed one by one.
+_LONGEST_NUMBER = 64
+# Above this many missing node ids (ids that no line mentions) a file's states are renumbered
+# densely, as fstcompile does, instead of kept: a file naming state 2**62 is not 2**62 nodes.
+_MAX_UNUSED_STATE_IDS = 1 << 20
 
 
 # ---------------------------------------------------------------------- small helpers
-def _read_text(source: PathLike | IO[str]) -> Tuple[str, str | None]:
+def _excerpt(token: str, limit: int = 40) -> str:
+    """``repr(token)``, cut to ``limit`` characters: messages quote user input, which can be huge."""
+    return repr(token) if len(token) <= limit else repr(token[:limit]) + "..."
+
+
+def _read_text(source: PathLike | IO[str], what: str = "OpenFst text") -> Tuple[str, str | None]:
     """The text of ``source`` and the name to report in errors (None for literal text).
 
     A ``str`` containing a newline (or empty) is the text itself; any other ``str`` or
-    ``os.PathLike`` is a path; anything with ``read`` is a file.
+    ``os.PathLike`` is a path; anything with ``read`` is a file (text or binary). The text
+    must be UTF-8; a leading byte-order mark is skipped. A binary FST is refused with a
+    FormatError saying how to turn it into text.
     """
+    name: str | None
     if hasattr(source, "read"):
-        return source.read(), getattr(source, "name", None)  # type: ignore[union-attr]
-    if isinstance(source, str) and ("\n" in source or source == ""):
-        return source, None
-    path = os.fspath(source)  # type: ignore[arg-type]
-    with open(path, encoding="utf-8") as f:
-        return f.read(), str(path)
+        name = getattr(source, "name", None)
+        name = None if name is None else str(name)
+        try:
+            data = source.read()  # type: ignore[union-attr]
+        except UnicodeDecodeError as error:  # a file opened as text in an encoding that does not fit
+            raise FormatError(f"the file is not text in its encoding ({error.reason}); {what} is UTF-8 text "
+                              "(a binary FST is converted with 'fstprint')", path=name) from None
+    elif isinstance(source, str) and ("\n" in source or source == ""):
+        data, name = source, None
+    else:
+        try:
+            path = os.fspath(source)  # type: ignore[arg-type]
+        except TypeError:
+            raise ArgumentTypeError(f"expected a path, a file or {what} as a str, not "
+                                    f"{type(source).__name__}") from None
+        with open(path, "rb") as f:
+            data, name = f.read(), os.fsdecode(path)
+    if isinstance(data, (bytes, bytearray)):
+        if bytes(data[:4]) == _OPENFST_BINARY_MAGIC:
+            raise FormatError("this is a binary FST (as fstcompile and pynini's Fst.write write); gtn_py "
+                              "reads OpenFst text: convert it with 'fstprint file.fst file.txt' or, in pynini, "
+                              "write fst.print() to a file", path=name)
+        try:
+            data = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as error:
+            line = bytes(data[:error.start]).count(b"\n") + 1
+            raise FormatError(f"byte {error.start} is not UTF-8 ({error.reason}); {what} is UTF-8 text "
+                              "(a binary FST is converted with 'fstprint')", line, name) from None
+    if not isinstance(data, str):
+        raise ArgumentTypeError(f"{what}: read() returned {type(data).__name__}, not str or bytes")
+    return (data[1:] if data.startswith(_BOM) else data), name
 
 
 def _write_text(text: str, target: PathLike | IO[str] | None) -> None:
@@ -71,19 +116,29 @@ def _write_text(text: str, target: PathLike | IO[str] | None) -> None:
 def _parse(tokens: List[str], lines: List[int], dtype: type, what: str, path: str | None,
            hint: str = "") -> np.ndarray:
     """Parse a column of tokens at once; on failure find and name the first bad line."""
-    try:
-        return np.array(tokens, dtype=np.str_).astype(dtype) if tokens else np.zeros(0, dtype)
-    except (ValueError, OverflowError):
-        convert = int if dtype is _INT else float
-        for token, line in zip(tokens, lines):
+    if not tokens:
+        return np.zeros(0, dtype)
+    convert = int if dtype is _INT else float
+
+    def parsed_one_by_one() -> np.ndarray:
+        out = np.empty(len(tokens), dtype)
+        for k, (token, line) in enumerate(zip(tokens, lines)):
             try:
                 value = convert(token)
-                if dtype is _INT:
-                    np.int64(value)  # overflow check
-            except (ValueError, OverflowError):
+                out[k] = value  # raises OverflowError for an integer outside int64
+            except ValueError:
                 kind = "an integer" if dtype is _INT else "a number"
-                raise FormatError(f"{what} {token!r} is not {kind}{hint}", line, path) from None
-        raise  # pragma: no cover - numpy and Python disagree on a token
+                raise FormatError(f"{what} {_excerpt(token)} is not {kind}{hint}", line, path) from None
+            except OverflowError:
+                raise FormatError(f"{what} {_excerpt(token)} is outside the int64 range", line, path) from None
+        return out
+
+    if max(map(len, tokens)) > _LONGEST_NUMBER:
+        return parsed_one_by_one()
+    try:
+        return np.array(tokens, dtype=np.str_).astype(dtype)
+    except (ValueError, OverflowError):
+        return parsed_one_by_one()
 
 
 def _first_bad(mask: np.ndarray) -> int | None:
@@ -93,14 +148,14 @@ def _first_bad(mask: np.ndarray) -> int | None:
 
 def _check_symbol(symbol: str, what: str) -> str:
     if not symbol or any(c.isspace() for c in symbol):
-        raise FormatError(f"{what}: symbol {symbol!r} is empty or contains whitespace and cannot be written")
+        raise FormatError(f"{what}: symbol {_excerpt(symbol)} is empty or contains whitespace and cannot be written")
     return symbol
 
 
 # ---------------------------------------------------------------------- symbol tables
 def read_symbols(source: PathLike | IO[str]) -> SymbolTable:
     """Read an OpenFst symbol-table text file (``symbol id`` per line, tabs or spaces)."""
-    text, path = _read_text(source)
+    text, path = _read_text(source, "a symbol table")
     table: SymbolTable = {}
     seen: Dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
@@ -114,9 +169,11 @@ def read_symbols(source: PathLike | IO[str]) -> SymbolTable:
         if label < 0:
             raise FormatError(f"label {label} is negative", number, path)
         if label in table:
-            raise FormatError(f"label {label} is named twice ({table[label]!r} and {symbol!r})", number, path)
+            raise FormatError(f"label {label} is named twice ({_excerpt(table[label])} and {_excerpt(symbol)})",
+                              number, path)
         if symbol in seen:
-            raise FormatError(f"symbol {symbol!r} is given two labels ({seen[symbol]} and {label})", number, path)
+            raise FormatError(f"symbol {_excerpt(symbol)} is given two labels ({seen[symbol]} and {label})",
+                              number, path)
         table[label] = symbol
         seen[symbol] = label
     return table
@@ -157,7 +214,7 @@ def _labels_of(tokens: List[str], lines: List[int], table: SymbolTable | None, c
     out = np.empty(len(tokens), _INT)
     for k, (token, line) in enumerate(zip(tokens, lines)):
         if token not in ids:
-            raise FormatError(f"{column} symbol {token!r} is not in the symbol table{hint}", line, path)
+            raise FormatError(f"{column} symbol {_excerpt(token)} is not in the symbol table{hint}", line, path)
         out[k] = ids[token]
     return out
 
@@ -264,13 +321,21 @@ def read_openfst(path_or_text_or_file: PathLike | IO[str], isymbols: SymbolTable
     """Read OpenFst text into a Graph (scores ``= -cost``).
 
     The argument is a path (``str`` without a newline, or ``os.PathLike``), a file, or the
-    text itself (a ``str`` with a newline). ``acceptor=None`` decides from the lines: 3
-    columns make an acceptor file, 5 a transducer file, and a file with only 4-column arc
-    lines is read as a transducer (``fstcompile``'s default; pass ``acceptor=True`` for an
-    acceptor whose arcs all carry costs). Node ids are the file's state ids (the graph has
-    ``max id + 1`` nodes); the first line's state is the start node, with start weight 0.
-    A final cost ``Infinity`` means not final; an arc cost ``Infinity`` is an impossible arc
-    (score -inf). Malformed text raises :class:`FormatError` naming the line.
+    text itself (a ``str`` with a newline), UTF-8 (a leading byte-order mark is skipped).
+    ``acceptor=None`` decides from the lines: 3-column arc lines make an acceptor file,
+    5-column ones a transducer file, and a file with only 4-column arc lines is read as a
+    transducer (``fstcompile``'s default; pass ``acceptor=True`` for an acceptor whose arcs
+    all carry costs). A file mixing 3-column arc lines with 4- or 5-column ones is refused
+    unless ``acceptor`` is given, since its 4th column could be a cost or an output label
+    (``fstcompile`` rejects it without ``--acceptor``).
+
+    Node ids are the file's state ids (the graph has ``max id + 1`` nodes), unless more than
+    2**20 ids below the largest are unused: then the states are renumbered densely as
+    ``fstcompile`` does, the start state as 0 and the others in increasing id order. The
+    first line's state is the start node, with start weight 0. A final cost ``Infinity``
+    means not final; an arc cost ``Infinity`` is an impossible arc (score -inf). Malformed
+    text, and a binary FST (convert it with ``fstprint``), raise :class:`FormatError`
+    naming the line.
     """
     if dtype not in (torch.float32, torch.float64):
         raise InvalidGraphError(f"weights must be float32 or float64, not {dtype}")
@@ -278,13 +343,25 @@ def read_openfst(path_or_text_or_file: PathLike | IO[str], isymbols: SymbolTable
     guessed = acceptor is None
     arcs: List[Tuple[int, List[str]]] = []
     finals: List[Tuple[int, List[str]]] = []
+    first_line_with: Dict[int, int] = {}  # arc line width -> its first line (to explain a mix)
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if not fields:
             continue
-        if acceptor is None and len(fields) in (3, 5):
-            acceptor = len(fields) == 3
-        (finals if len(fields) <= 2 else arcs).append((number, fields))
+        if len(fields) > 2:
+            arcs.append((number, fields))
+            first_line_with.setdefault(len(fields), number)
+        else:
+            finals.append((number, fields))
+    if guessed and 3 in first_line_with and (4 in first_line_with or 5 in first_line_with):
+        wide = 4 if 4 in first_line_with else 5
+        three, other = first_line_with[3], first_line_with[wide]
+        raise FormatError(
+            f"arc lines of 3 columns (line {three}) and {wide} (line {other}): an acceptor file has 3 or 4 "
+            f"(label, cost) and a transducer file 4 or 5 (ilabel, olabel, cost); pass acceptor=True "
+            f"(fstcompile --acceptor) or acceptor=False to say which this is", max(three, other), path)
+    if guessed:
+        acceptor = True if 3 in first_line_with else (False if 5 in first_line_with else None)
     guessed = guessed and acceptor is None
     arc_columns = (3, 4) if acceptor else (4, 5)
     for number, fields in arcs:
@@ -323,11 +400,20 @@ def read_openfst(path_or_text_or_file: PathLike | IO[str], isymbols: SymbolTable
     _check_unique_finals(final_states, final_lines, path)
 
     states = np.concatenate([src, dst, final_states])
-    num_nodes = int(states.max()) + 1 if states.size else 0
     first_line = min(arc_lines[:1] + final_lines[:1], default=None)
-    start_weights = torch.full((num_nodes,), NEG_INF, dtype=torch.float64)
+    start_state = None
     if first_line is not None:
         start_state = int(src[0]) if arc_lines and arc_lines[0] == first_line else int(final_states[0])
+    num_nodes = int(states.max()) + 1 if states.size else 0
+    if num_nodes > _MAX_UNUSED_STATE_IDS:
+        ids = np.unique(states)
+        if num_nodes - ids.size > _MAX_UNUSED_STATE_IDS:  # sparse ids: renumbered, the start state as 0
+            ids = np.concatenate([[start_state], ids[ids != start_state]])
+            order = np.argsort(ids, kind="stable")
+            src, dst, final_states = (order[np.searchsorted(ids, x, sorter=order)] for x in (src, dst, final_states))
+            num_nodes, start_state = int(ids.size), 0
+    start_weights = torch.full((num_nodes,), NEG_INF, dtype=torch.float64)
+    if start_state is not None:
         start_weights[start_state] = 0.0
     final_weights = torch.full((num_nodes,), NEG_INF, dtype=torch.float64)
     final_weights[torch.from_numpy(final_states)] = torch.from_numpy(0.0 - final_costs)
@@ -374,32 +460,75 @@ def save(g: Graph, path_or_file: PathLike | IO[bytes]) -> None:
         np.savez(f, **arrays)
 
 
+def _read_archive(data: bytes, name: str | None) -> Dict[str, np.ndarray]:
+    """The arrays of a gtn_py graph file, each checked against the bytes that hold it before
+    numpy allocates it (numpy would allocate what an ``.npy`` header declares, even 4 TB)."""
+    if data.startswith(b"\x93NUMPY"):
+        raise FormatError("not a gtn_py graph file (a single .npy array, not an .npz archive)", path=name)
+    if not data.startswith(b"PK"):
+        raise FormatError("not a gtn_py graph file (not an .npz archive)", path=name)
+    arrays: Dict[str, np.ndarray] = {}
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            members = {info.filename: info for info in archive.infolist()}
+            if "format.npy" not in members:
+                raise FormatError("not a gtn_py graph file (it has no format array)", path=name)
+            missing = [key for key in (*_ARRAYS, "num_graphs") if key + ".npy" not in members]
+            if missing:
+                raise FormatError(f"arrays {missing} are missing", path=name)
+            for key in ("format", "num_graphs", *_ARRAYS):
+                info = members[key + ".npy"]
+                if info.compress_type != zipfile.ZIP_STORED or info.file_size > len(data):
+                    raise FormatError(f"array {key} is compressed or larger than the file; gtn_py's save "
+                                      "stores arrays uncompressed", path=name)
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(member)
+                    size = math.prod(shape) * dtype.itemsize
+                    if dtype.hasobject or size > info.file_size:
+                        raise FormatError(f"array {key} declares shape {shape} of {dtype} ({size} bytes) in "
+                                          f"{info.file_size} bytes of the file", path=name)
+                with archive.open(info) as member:
+                    arrays[key] = np.lib.format.read_array(member, allow_pickle=False)
+    except FormatError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, SyntaxError) as error:
+        raise FormatError(f"not a gtn_py graph file ({_excerpt(str(error), 200)})", path=name) from None
+    return arrays
+
+
 def load(path_or_file: PathLike | IO[bytes], device: torch.device | str = "cpu") -> Graph:
     """Load a graph written by :func:`save` (exactly as saved) onto ``device``.
 
     Raises :class:`FormatError` for a file that is not one :func:`save` wrote, or whose
-    arrays do not make a valid graph.
+    arrays do not make a valid graph. Nothing is allocated from a size the file declares
+    before it is checked against the bytes the file holds (every array lies uncompressed in
+    the file, as :func:`save` writes it), and a batch may declare at most as many graphs as
+    it has nodes plus bytes in the file (more would be empty graphs that the file cannot
+    hold any trace of).
     """
     if hasattr(path_or_file, "read"):
         name = getattr(path_or_file, "name", None)
+        name = None if name is None else str(name)
+        data = path_or_file.read()  # type: ignore[union-attr]
+        if not isinstance(data, (bytes, bytearray)):
+            raise ArgumentTypeError("load needs a file opened in binary mode ('rb'), or a path")
     else:
-        name = str(os.fspath(path_or_file))  # type: ignore[arg-type]
-    try:
-        archive = np.load(path_or_file, allow_pickle=False)  # type: ignore[arg-type]
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise FormatError("not a gtn_py graph file (a single .npy array, not an .npz archive)", path=name)
-        with archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise FormatError(f"not a gtn_py graph file ({error})", path=name) from None
-    fmt = arrays.get("format")
-    if fmt is None or fmt.shape != () or str(fmt) != _FORMAT:
-        raise FormatError(f"not a gtn_py graph file (format {fmt!r}, expected {_FORMAT!r})", path=name)
-    missing = [key for key in (*_ARRAYS, "num_graphs") if key not in arrays]
-    if missing:
-        raise FormatError(f"arrays {missing} are missing", path=name)
+        try:
+            path = os.fspath(path_or_file)  # type: ignore[arg-type]
+        except TypeError:
+            raise ArgumentTypeError(f"load needs a path or a binary file, not {type(path_or_file).__name__}") from None
+        name = os.fsdecode(path)
+        with open(path, "rb") as f:
+            data = f.read()
+    device = as_device(device)
+    arrays = _read_archive(bytes(data), name)
+    fmt = arrays["format"]
+    if fmt.shape != () or fmt.dtype.kind != "U" or str(fmt) != _FORMAT:
+        shown = _excerpt(str(fmt)) if fmt.dtype.kind == "U" else f"a {fmt.dtype} array"
+        raise FormatError(f"not a gtn_py graph file (format {shown}, expected {_FORMAT!r})", path=name)
     for key in ("src", "dst", "ilabel", "olabel", "node_graph"):
         if arrays[key].dtype != np.int64 or arrays[key].ndim != 1:
             raise FormatError(f"{key} must be a 1-d int64 array, not {arrays[key].dtype}{arrays[key].shape}", path=name)
@@ -408,7 +537,10 @@ def load(path_or_file: PathLike | IO[bytes], device: torch.device | str = "cpu")
         raise FormatError(f"weights must share dtype float32 or float64, not {sorted(map(str, dtypes))}", path=name)
     num_graphs = arrays["num_graphs"]
     if num_graphs.shape != () or num_graphs.dtype != np.int64 or int(num_graphs) < 0:
-        raise FormatError(f"num_graphs must be an int64 scalar >= 0, not {num_graphs!r}", path=name)
+        raise FormatError(f"num_graphs must be an int64 scalar >= 0, not {_excerpt(repr(num_graphs))}", path=name)
+    if int(num_graphs) > arrays["start_weights"].shape[0] + len(data):
+        raise FormatError(f"num_graphs is {int(num_graphs)}, more than the file's {arrays['start_weights'].shape[0]} "
+                          f"nodes plus {len(data)} bytes could describe", path=name)
 
     t = {key: torch.from_numpy(arrays[key]).to(device) for key in _ARRAYS}
     g = Graph._from_tensors(t["src"], t["dst"], t["ilabel"], t["olabel"], t["weights"], t["start_weights"],
@@ -449,8 +581,51 @@ def _weight_text(w: float) -> str:
     return f"{w:.4g}"
 
 
+DRAW_EXCERPT_ARCS = 300
+"""How many arcs (and nodes) a graph shown in Jupyter (``Graph._repr_svg_``) draws at most;
+a larger graph is drawn as an excerpt with a caption, since Graphviz needs minutes for
+ten thousand arcs. ``draw(g)`` draws everything unless given ``max_arcs``."""
+
+
+def _excerpt_nodes(g: Graph, max_arcs: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The nodes and arcs of a bounded excerpt of ``g``: the longest prefix of the nodes in
+    breadth-first order from the start nodes (then from the lowest unvisited node), at most
+    ``max_arcs`` of them, up to the first whose arcs among them outnumber ``max_arcs``; of
+    those arcs, the first ``max_arcs`` in that order. Costs O(arcs) in numpy and a Python
+    step per node kept."""
+    n = g.num_nodes
+    src, dst = g.src.cpu().numpy(), g.dst.cpu().numpy()
+    by_src = np.argsort(src, kind="stable")
+    first_arc = np.searchsorted(src[by_src], np.arange(n + 1))
+    rank = np.full(n, n, _INT)  # breadth-first position; n: not reached
+    order: List[int] = []
+    queue = [int(v) for v in g.start_nodes.tolist()]
+    head, next_seed = 0, 0
+    while len(order) < min(n, max_arcs):
+        if head == len(queue):  # nothing left to reach: go on from the lowest unvisited node
+            while rank[next_seed] < n:
+                next_seed += 1
+            queue.append(next_seed)
+        node = queue[head]
+        head += 1
+        if rank[node] < n:
+            continue
+        rank[node] = len(order)
+        order.append(node)
+        targets = dst[by_src[first_arc[node]:first_arc[node + 1]]]
+        queue.extend(targets[rank[targets] == n][: max_arcs].tolist())
+    # Arcs among the first k nodes are those whose later end has rank < k. Keep the nodes up to
+    # the first whose arcs overflow max_arcs, and of the arcs the first max_arcs by that rank.
+    arc_rank = np.maximum(rank[src], rank[dst])
+    counts = np.bincount(arc_rank[arc_rank < n], minlength=len(order)).cumsum()
+    keep = min(len(order), int(np.searchsorted(counts, max_arcs, side="right")) + 1)
+    arcs = np.flatnonzero(arc_rank < keep)
+    arcs = np.sort(arcs[np.argsort(arc_rank[arcs], kind="stable")][:max_arcs])
+    return np.array(order[:keep], _INT), arcs
+
+
 def draw(g: Graph, path: PathLike | None = None, isymbols: SymbolTable | None = None,
-         osymbols: SymbolTable | None = None) -> graphviz.Digraph:
+         osymbols: SymbolTable | None = None, max_arcs: int | None = None) -> graphviz.Digraph:
     """Draw ``g`` (left to right) as a ``graphviz.Digraph``; with ``path``, also write it.
 
     Start nodes are bold with an incoming arrow (labelled with the start weight when it is
@@ -460,42 +635,61 @@ def draw(g: Graph, path: PathLike | None = None, isymbols: SymbolTable | None = 
     draws each graph in its own box, nodes numbered as in the batch. A ``path`` ending in
     .svg, .pdf or .png is rendered there with Graphviz's ``dot`` (which must be installed;
     no intermediate file is left); any other path receives the DOT source.
+
+    With ``max_arcs``, a graph of more arcs or nodes than that is drawn as an excerpt: the
+    first nodes in breadth-first order from the start nodes and the arcs among them, at most
+    ``max_arcs`` of each, under a caption "showing N of M nodes, K of L arcs". Jupyter shows
+    graphs so, with ``max_arcs=DRAW_EXCERPT_ARCS``; ``draw(g)`` draws everything.
     """
     import graphviz
 
+    if max_arcs is not None:
+        max_arcs = as_integer(max_arcs, "max_arcs", InvalidGraphError)
+        if max_arcs < 1:
+            raise InvalidGraphError(f"max_arcs is {max_arcs}; an excerpt draws at least 1 arc (None: all)")
     if osymbols is None and g.is_acceptor:
         osymbols = isymbols
     dot = graphviz.Digraph(graph_attr={"rankdir": "LR"}, node_attr={"shape": "circle"})
-    start, final = g.start_weights.detach().tolist(), g.final_weights.detach().tolist()
-    node_graph = g.node_graph.tolist()
-    if g.is_batch:
-        boxes = [graphviz.Digraph(name=f"cluster_{b}", graph_attr={"label": f"graph {b}"})
-                 for b in range(g.num_graphs)]
+    if max_arcs is not None and max(g.num_arcs, g.num_nodes) > max_arcs:
+        nodes, arcs = _excerpt_nodes(g, max_arcs)
+        dot.attr(label=f"showing {nodes.size} of {g.num_nodes} nodes, {arcs.size} of {g.num_arcs} arcs "
+                       "(draw(g) draws all)", labelloc="t")
     else:
-        boxes = [dot]
-    for node in range(g.num_nodes):
-        box = boxes[node_graph[node]]
+        nodes, arcs = np.arange(g.num_nodes), np.arange(g.num_arcs)
+    node_ids = torch.from_numpy(nodes).to(g.device)
+    start = g.start_weights.detach().index_select(0, node_ids).tolist()
+    final = g.final_weights.detach().index_select(0, node_ids).tolist()
+    node_graph = g.node_graph.index_select(0, node_ids).tolist()
+    if g.is_batch:
+        boxes = {b: graphviz.Digraph(name=f"cluster_{b}", graph_attr={"label": f"graph {b}"})
+                 for b in sorted(set(node_graph))}
+    else:
+        boxes = {0: dot}
+    for node, s, f, b in zip(nodes.tolist(), start, final, node_graph):
+        box = boxes[b]
         attrs = {}
         label = str(node)
-        if final[node] > NEG_INF:
+        if f > NEG_INF:
             attrs["shape"] = "doublecircle"
-            if final[node] != 0:
-                label += "/" + _weight_text(final[node])
-        if start[node] > NEG_INF:
+            if f != 0:
+                label += "/" + _weight_text(f)
+        if s > NEG_INF:
             attrs["style"] = "bold"
             box.node(f"start{node}", shape="point", style="invis", width="0")
-            weight = {"label": _weight_text(start[node])} if start[node] != 0 else {}
+            weight = {"label": _weight_text(s)} if s != 0 else {}
             box.edge(f"start{node}", str(node), **weight)
         box.node(str(node), label, **attrs)
     if g.is_batch:
-        for box in boxes:
+        for box in boxes.values():
             dot.subgraph(box)
     acceptor = g.is_acceptor
-    for arc in g.arcs():
-        text = _label_text(arc.ilabel, isymbols)
+    arc_ids = torch.from_numpy(arcs).to(g.device)
+    columns = (g.src, g.dst, g.ilabel, g.olabel, g.weights.detach())
+    for src, dst, ilabel, olabel, weight in zip(*(c.index_select(0, arc_ids).tolist() for c in columns)):
+        text = _label_text(ilabel, isymbols)
         if not acceptor:
-            text += ":" + _label_text(arc.olabel, osymbols)
-        dot.edge(str(arc.src), str(arc.dst), label=f"{text}/{_weight_text(arc.weight)}")
+            text += ":" + _label_text(olabel, osymbols)
+        dot.edge(str(src), str(dst), label=f"{text}/{_weight_text(weight)}")
     if path is not None:
         _write_drawing(dot, os.fspath(path))
     return dot
