@@ -182,7 +182,10 @@ def test_read_openfst_forms_and_sources(tmp_path):
     assert g.src.tolist() == [0, 1] and g.olabel.tolist() == [2, 4]
     assert g.weights.tolist() == [-0.5, 0.0] and g.final_weights.tolist() == [NEG_INF, NEG_INF, 1.0]
     assert g.start_weights.tolist() == [0.0, NEG_INF, NEG_INF]
-    acceptor = read_openfst("0 1 1\n1 2 3 0.25\n2\n")  # 3 columns: an acceptor file
+    acceptor = read_openfst("0 1 1\n1 2 3\n2\n")  # 3 columns: an acceptor file
+    assert acceptor.is_acceptor and acceptor.ilabel.tolist() == [1, 3]
+    # 3 and 4 columns: an acceptor only when the caller says so (fstcompile --acceptor)
+    acceptor = read_openfst("0 1 1\n1 2 3 0.25\n2\n", acceptor=True)
     assert acceptor.is_acceptor and acceptor.ilabel.tolist() == [1, 3] and acceptor.weights.tolist() == [0, -0.25]
     path = tmp_path / "g.txt"
     write_openfst(g, str(path))
@@ -261,8 +264,9 @@ def test_write_openfst_errors():
 # ---------------------------------------------------------------------- malformed text
 @pytest.mark.parametrize("text, line, message", [
     ("0 1 1 1\n0 1 1 1 0 7\n", 2, "6 columns"),
-    ("0 1 1 1 0.5\n1 2 3\n", 2, "3 columns; in a transducer file"),
-    ("0 1 1\n1 2 3 4 5\n", 2, "5 columns; in an acceptor file"),
+    ("0 1 1 1 0.5\n1 2 3\n", 2, r"arc lines of 3 columns \(line 2\) and 5 \(line 1\)"),
+    ("0 1 1\n1 2 3 4 5\n", 2, r"arc lines of 3 columns \(line 1\) and 5 \(line 2\)"),
+    ("0 1 3 7\n1 2 4\n2\n", 2, "3 columns .* and 4 .* pass acceptor=True"),  # fstcompile rejects it too
     ("0 1 1 1\nx 1 1 1\n", 2, "state 'x' is not an integer"),
     ("0 1 1 1\n1.5\n", 2, "state '1.5' is not an integer"),
     ("0 -1 1 1\n", 1, "state -1 is negative"),
@@ -272,7 +276,7 @@ def test_write_openfst_errors():
     ("0 1 1 1\n1 -Infinity\n", 2, "cost -inf is NaN or -Infinity"),
     ("0 1 1 1 heavy\n", 1, "cost 'heavy' is not a number"),
     ("0 1 1 1\n1\n0 1 2 2\n1 0.5\n", 4, "state 1 has a second final line \\(the first is line 2\\)"),
-    ("0 1 1 99999999999999999999\n", 1, "is not an integer"),
+    ("0 1 1 99999999999999999999\n", 1, "is outside the int64 range"),
 ])
 def test_malformed_text_names_the_line(text, line, message):
     with pytest.raises(FormatError, match=message) as caught:
