@@ -8,6 +8,7 @@ nodes carry a graph id, and every algorithm takes a batch as readily as a single
 # The data and the algebra.
 from .errors import (
     ArgumentTypeError,
+    ArgumentValueError,
     BackendUnavailableError,
     CyclicGraphError,
     DeviceMismatchError,
@@ -15,6 +16,7 @@ from .errors import (
     DtypeMismatchError,
     FormatError,
     GraphError,
+    GraphIndexError,
     InvalidGraphError,
     LabelError,
     NoStartError,

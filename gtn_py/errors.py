@@ -12,6 +12,15 @@ class ArgumentTypeError(GraphError, TypeError):
     where a Graph is needed...); also a TypeError, as Python's own argument checks raise."""
 
 
+class ArgumentValueError(GraphError, ValueError):
+    """An argument that is not a graph has a value the operation cannot take (a negative or NaN
+    tolerance, k < 1, an unknown semiring or reduction name...)."""
+
+
+class GraphIndexError(GraphError, IndexError):
+    """An index into a batch of graphs is out of range."""
+
+
 class InvalidGraphError(GraphError, ValueError):
     """The graph is malformed: an arc names a node that does not exist, shapes disagree..."""
 

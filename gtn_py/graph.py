@@ -35,6 +35,7 @@ from .errors import (
     ArgumentTypeError,
     DeviceMismatchError,
     DtypeMismatchError,
+    GraphIndexError,
     InvalidGraphError,
     LabelError,
     WeightError,
@@ -127,6 +128,25 @@ def as_score(value: object, what: str) -> float | Tensor:
     return number
 
 
+def as_graph(value: object, what: str = "g") -> Graph:
+    """``value`` itself when it is a Graph; anything else raises ArgumentTypeError naming ``what``."""
+    if isinstance(value, Graph):
+        return value
+    hint = ""
+    if isinstance(value, (list, tuple)):
+        hint = " (Graph.batch(graphs) makes one batch of several graphs)"
+    elif isinstance(value, Tensor):
+        hint = " (emission tensors go with a graph to dense_score or intersect_dense)"
+    raise ArgumentTypeError(f"{what} must be a Graph, not {type(value).__name__}{hint}")
+
+
+def as_graph_list(value: object, what: str = "graphs") -> list[Graph]:
+    """A list or tuple of Graphs as a list; anything else raises ArgumentTypeError."""
+    if not isinstance(value, (list, tuple)):
+        raise ArgumentTypeError(f"{what} must be a list of Graphs, not {type(value).__name__}")
+    return [as_graph(g, f"{what}[{k}]") for k, g in enumerate(value)]
+
+
 def _excerpt(value: object, limit: int = 40) -> str:
     """``repr(value)`` cut to ``limit`` characters, for messages about arbitrary user input."""
     text = repr(value)
@@ -192,6 +212,10 @@ class Graph:
         keeps its gradient."""
         self._check_buildable()
         node = self._num_nodes
+        for name, flag in (("start", start), ("accept", accept)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise ArgumentTypeError(f"add_node: {name} must be True or False, not {type(flag).__name__} "
+                                        f"(start_weight= and final_weight= take a weight)")
         row: list[float] = []
         given = (("start", start_weight, start), ("final", final_weight, accept))
         for column, (name, weight, flag) in enumerate(given):
@@ -320,7 +344,7 @@ class Graph:
         def tensor(x: TensorLike, name: str, **kwargs: object) -> Tensor:
             try:
                 return torch.as_tensor(x, device=device, **kwargs)  # type: ignore[arg-type]
-            except (TypeError, ValueError, RuntimeError, OverflowError) as error:
+            except (TypeError, ValueError, RuntimeError, OverflowError, NotImplementedError) as error:
                 raise ArgumentTypeError(f"{name} must be a tensor or a sequence of numbers, not "
                                         f"{type(x).__name__} {_excerpt(x)} ({error})") from None
 
@@ -394,6 +418,9 @@ class Graph:
             changes["final_weights"] = final_weights
         if start_weights is not None:
             changes["start_weights"] = start_weights
+        for name, value in changes.items():
+            if not isinstance(value, Tensor):
+                raise ArgumentTypeError(f"with_weights: {name} must be a tensor, not {type(value).__name__}")
         g = self._replace(**changes)
         g.validate()
         return g
@@ -541,7 +568,7 @@ class Graph:
     @staticmethod
     def batch(graphs: Sequence[Graph]) -> Graph:
         """Stack graphs into one batch (a disjoint union that remembers which graph is which)."""
-        graphs = [g for g in graphs]
+        graphs = as_graph_list(graphs)
         if not graphs:
             raise InvalidGraphError("cannot batch an empty list of graphs")
         check_compatible(*graphs)
@@ -571,14 +598,15 @@ class Graph:
         return [self[i] for i in range(self._num_graphs)]
 
     def __getitem__(self, index: int) -> Graph:
+        index = as_integer(index, "graph index", ArgumentTypeError)
         if not self.is_batch:
             if index in (0, -1):
                 return self
-            raise IndexError(f"graph index {index} out of range for a single graph")
+            raise GraphIndexError(f"graph index {index} out of range for a single graph")
         if index < 0:
             index += self._num_graphs
         if not 0 <= index < self._num_graphs:
-            raise IndexError(f"graph index {index} out of range for a batch of {self._num_graphs}")
+            raise GraphIndexError(f"graph index {index} out of range for a batch of {self._num_graphs}")
         nodes = (self.node_graph == index).nonzero().reshape(-1)
         return subgraph(self, nodes, keep_batch=False)
 
@@ -663,7 +691,9 @@ class Graph:
 
 
 def check_compatible(*graphs: Graph) -> None:
-    """Raise if the graphs do not share one device and one weight dtype."""
+    """Raise if the graphs do not share one device and one weight dtype (or are no Graphs)."""
+    for k, g in enumerate(graphs):
+        as_graph(g, f"graph {k}")
     devices = {g.device for g in graphs}
     if len(devices) > 1:
         raise DeviceMismatchError(f"graphs are on different devices: {sorted(map(str, devices))}")
@@ -702,7 +732,13 @@ def linear_graph(num_frames: int, num_labels: int, weights: Tensor | None = None
     ``weights`` (``[num_frames, num_labels]``, e.g. a network's log-probabilities) become the
     arc weights in frame-major order; note that composition treats label 0 as epsilon.
     """
-    device = weights.device if weights is not None else torch.device(device)
+    num_frames = as_integer(num_frames, "num_frames", ArgumentTypeError)
+    num_labels = as_integer(num_labels, "num_labels", ArgumentTypeError)
+    if num_frames < 0 or num_labels < 0:
+        raise InvalidGraphError(f"linear_graph({num_frames}, {num_labels}): the sizes must be >= 0")
+    if weights is not None and not isinstance(weights, Tensor):
+        raise ArgumentTypeError(f"weights must be a tensor [num_frames, num_labels], not {type(weights).__name__}")
+    device = weights.device if weights is not None else as_device(device)
     dtype = weights.dtype if weights is not None else dtype
     frames = torch.arange(num_frames, device=device).repeat_interleave(num_labels)
     labels = torch.arange(num_labels, device=device).repeat(num_frames)
@@ -718,8 +754,9 @@ def string_graph(ilabels: Sequence[int] | Tensor, olabels: Sequence[int] | Tenso
                  weights: TensorLike | None = None, *, dtype: torch.dtype = torch.float32,
                  device: torch.device | str = "cpu") -> Graph:
     """A chain accepting exactly one label sequence (a transducer if ``olabels`` is given)."""
-    il = torch.as_tensor(ilabels, dtype=torch.long, device=device).reshape(-1)
-    ol = il if olabels is None else torch.as_tensor(olabels, dtype=torch.long, device=device).reshape(-1)
+    device = as_device(device)
+    il = _labels_tensor(ilabels, "ilabels", device)
+    ol = il if olabels is None else _labels_tensor(olabels, "olabels", device)
     if ol.shape != il.shape:
         raise InvalidGraphError(f"ilabels ({il.shape[0]}) and olabels ({ol.shape[0]}) differ in length")
     n = il.shape[0]
@@ -728,9 +765,25 @@ def string_graph(ilabels: Sequence[int] | Tensor, olabels: Sequence[int] | Tenso
                            dtype=dtype, device=device)
 
 
+def _labels_tensor(labels: object, what: str, device: torch.device) -> Tensor:
+    """A sequence of integer labels as a 1-d long tensor on ``device``."""
+    if isinstance(labels, (str, bytes)) or labels is None:
+        raise ArgumentTypeError(f"{what} must be a sequence of integer labels, not {type(labels).__name__}")
+    try:
+        t = torch.as_tensor(labels, device=device)
+    except (TypeError, ValueError, RuntimeError, NotImplementedError) as error:
+        raise ArgumentTypeError(f"{what} must be a sequence of integer labels ({error})") from None
+    if t.numel() and (t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool):
+        raise LabelError(f"{what} must be integers, not {t.dtype}")
+    return t.to(torch.long).reshape(-1)
+
+
 def scalar_graph(weight: float | Tensor = 0.0, ilabel: int = EPSILON, olabel: int | None = None, *,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Graph:
     """gtn's scalar graph: two nodes and one arc carrying ``weight`` (differentiable if a tensor)."""
-    w = weight.reshape(1) if isinstance(weight, Tensor) else torch.tensor([float(weight)], dtype=dtype, device=device)
+    if isinstance(weight, Tensor) and weight.numel() != 1:
+        raise ArgumentTypeError(f"weight must be a number or a one-element tensor, not shape {tuple(weight.shape)}")
+    w = (weight.reshape(1) if isinstance(weight, Tensor)
+         else torch.tensor([as_score(weight, "weight")], dtype=dtype, device=as_device(device)))
     return Graph.from_arcs(2, [0], [1], [ilabel], [ilabel if olabel is None else olabel], w,
                            start=[0], accept=[1], device=w.device)

@@ -25,13 +25,13 @@ import io
 import math
 import os
 import zipfile
-from typing import IO, TYPE_CHECKING, Any, Dict, List, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Dict, List, Mapping, Tuple, Union
 
 import numpy as np
 import torch
 
 from .errors import ArgumentTypeError, BackendUnavailableError, FormatError, GraphError, InvalidGraphError, LabelError
-from .graph import EPSILON, NEG_INF, Graph, as_device, as_integer
+from .graph import EPSILON, NEG_INF, Graph, as_device, as_graph, as_integer
 
 if TYPE_CHECKING:  # graphviz is imported on use: importing gtn_py need not load it.
     import graphviz
@@ -146,6 +146,18 @@ def _first_bad(mask: np.ndarray) -> int | None:
     return int(hit[0]) if hit.size else None
 
 
+def _check_table(table: object, what: str) -> None:
+    """A symbol table is a mapping from integer labels to symbols (strings)."""
+    if table is None:
+        return
+    if not isinstance(table, Mapping):
+        raise ArgumentTypeError(f"{what} must be a dict from label to symbol, not {type(table).__name__}")
+    for label, symbol in table.items():
+        if isinstance(label, bool) or not isinstance(label, (int, np.integer)) or not isinstance(symbol, str):
+            raise ArgumentTypeError(f"{what} must map integer labels to str symbols, not "
+                                    f"{_excerpt(repr(label))} to {_excerpt(repr(symbol))}")
+
+
 def _check_symbol(symbol: str, what: str) -> str:
     if not symbol or any(c.isspace() for c in symbol):
         raise FormatError(f"{what}: symbol {_excerpt(symbol)} is empty or contains whitespace and cannot be written")
@@ -181,6 +193,9 @@ def read_symbols(source: PathLike | IO[str]) -> SymbolTable:
 
 def write_symbols(table: SymbolTable, target: PathLike | IO[str] | None = None) -> str:
     """Write a symbol table as OpenFst text (``symbol<TAB>id`` lines, by label); returns the text."""
+    if table is None:
+        raise ArgumentTypeError("table must be a dict from label to symbol, not None")
+    _check_table(table, "table")
     text = "".join(f"{_check_symbol(table[label], f'label {label}')}\t{label}\n" for label in sorted(table))
     _write_text(text, target)
     return text
@@ -253,6 +268,9 @@ def write_openfst(g: Graph, path_or_file: PathLike | IO[str] | None = None,
     node that no line mentions get a final line with cost ``Infinity``, i.e. not final.
     A batch cannot be written as one FST: write ``g[i]`` for each graph.
     """
+    as_graph(g)
+    _check_table(isymbols, "isymbols")
+    _check_table(osymbols, "osymbols")
     if g.is_batch:
         raise InvalidGraphError(f"a batch of {g.num_graphs} graphs is not one FST; write each g[i]")
     if acceptor and not g.is_acceptor:
@@ -339,6 +357,8 @@ def read_openfst(path_or_text_or_file: PathLike | IO[str], isymbols: SymbolTable
     """
     if dtype not in (torch.float32, torch.float64):
         raise InvalidGraphError(f"weights must be float32 or float64, not {dtype}")
+    _check_table(isymbols, "isymbols")
+    _check_table(osymbols, "osymbols")
     text, path = _read_text(path_or_text_or_file)
     guessed = acceptor is None
     arcs: List[Tuple[int, List[str]]] = []
@@ -447,6 +467,9 @@ def save(g: Graph, path_or_file: PathLike | IO[bytes]) -> None:
     single graph) and the float arrays ``weights``, ``start_weights``, ``final_weights``.
     Autograd state and the device are not saved.
     """
+    as_graph(g)
+    if not hasattr(path_or_file, "write") and not isinstance(path_or_file, (str, os.PathLike)):
+        raise ArgumentTypeError(f"save needs a path or a binary file, not {type(path_or_file).__name__}")
     arrays: Dict[str, Any] = {name: t.detach().cpu().numpy() for name, t in (
         ("src", g.src), ("dst", g.dst), ("ilabel", g.ilabel), ("olabel", g.olabel), ("weights", g.weights),
         ("start_weights", g.start_weights), ("final_weights", g.final_weights), ("node_graph", g.node_graph))}
@@ -643,6 +666,9 @@ def draw(g: Graph, path: PathLike | None = None, isymbols: SymbolTable | None = 
     """
     import graphviz
 
+    as_graph(g)
+    _check_table(isymbols, "isymbols")
+    _check_table(osymbols, "osymbols")
     if max_arcs is not None:
         max_arcs = as_integer(max_arcs, "max_arcs", InvalidGraphError)
         if max_arcs < 1:

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..graph import NEG_INF, Graph, gather, subgraph
+from ..errors import ArgumentTypeError, ArgumentValueError
+from ..graph import NEG_INF, Graph, as_graph, as_graph_list, as_integer, gather, subgraph
 from ..semiring import Semiring, get_semiring
 from .traverse import group_arcs, topological_order, useful_nodes
 
@@ -83,7 +84,7 @@ def union(graphs: Sequence[Graph]) -> Graph:
     final weights; it is one graph, not a batch (a batch among ``graphs`` contributes each
     of its graphs). The union of no graphs is the empty graph, which accepts nothing.
     """
-    if len(graphs) == 0:
+    if len(as_graph_list(graphs)) == 0:
         return Graph()
     flat = Graph.batch(graphs)
     return _with_arcs([_arcs_of(flat)], flat.start_weights, flat.final_weights)
@@ -99,7 +100,7 @@ def concat(graphs: Sequence[Graph]) -> Graph:
     the last graph's final weights remain. A batch among ``graphs`` contributes each of its
     graphs in order; the result is one graph. ``concat([])`` accepts only the empty string.
     """
-    if len(graphs) == 0:
+    if len(as_graph_list(graphs)) == 0:
         return _empty_string_graph()
     flat = Graph.batch(graphs)
     part, last = flat.node_graph, flat.num_graphs - 1
@@ -126,6 +127,7 @@ def closure(g: Graph) -> Graph:
     accept nodes keep their final weights. Each path of the result is one sequence of paths
     of ``g``, so nothing is counted twice. Per graph on a batch.
     """
+    as_graph(g)
     n, b, device = g.num_nodes, g.num_graphs, g.device
     graph_of = g.node_graph
     new_graph = torch.arange(b, device=device)
@@ -155,22 +157,26 @@ def closure(g: Graph) -> Graph:
 # ---------------------------------------------------------------------- relabelling and reversal
 def project_input(g: Graph) -> Graph:
     """The acceptor of the input side: output labels replaced by input labels."""
+    as_graph(g)
     return g._replace(olabel=g.ilabel)
 
 
 def project_output(g: Graph) -> Graph:
     """The acceptor of the output side: input labels replaced by output labels."""
+    as_graph(g)
     return g._replace(ilabel=g.olabel)
 
 
 def invert(g: Graph) -> Graph:
     """The inverse transducer: input and output labels swapped."""
+    as_graph(g)
     return g._replace(ilabel=g.olabel, olabel=g.ilabel)
 
 
 def reverse(g: Graph) -> Graph:
     """The reversed graph: every arc flipped, start and final weights swapped, so it accepts
     each string of ``g`` read backwards with the same score."""
+    as_graph(g)
     return g._replace(src=g.dst, dst=g.src, start_weights=g.final_weights, final_weights=g.start_weights)
 
 
@@ -179,6 +185,7 @@ def connect(g: Graph) -> Graph:
     """Keep only the nodes on some successful path: reachable from a start node and reaching
     an accept node (node order and arc order kept). Per graph on a batch; a graph with no
     successful path becomes empty but keeps its place in the batch."""
+    as_graph(g)
     return subgraph(g, torch.from_numpy(np.flatnonzero(useful_nodes(g))).to(g.device))
 
 
@@ -186,6 +193,7 @@ def topsort(g: Graph) -> Graph:
     """Renumber the nodes in topological order, so every arc goes from a lower to a higher
     node id (arc order kept). Raises :class:`CyclicGraphError` if ``g`` has a cycle. On a
     batch each graph's nodes stay together, in batch order."""
+    as_graph(g)
     order = topological_order(g)
     if g.is_batch:
         order = order[torch.argsort(g.node_graph[order], stable=True)]
@@ -195,12 +203,16 @@ def topsort(g: Graph) -> Graph:
 def arcsort(g: Graph, by: str = "ilabel") -> Graph:
     """Sort the arcs by source node, then by ``by`` (``"ilabel"`` or ``"olabel"``); stable,
     so ties keep their order. Weights follow the arcs."""
-    if by not in ("ilabel", "olabel"):
-        raise ValueError(f"arcsort by must be 'ilabel' or 'olabel', not {by!r}")
+    as_graph(g)
+    if not isinstance(by, str) or by not in ("ilabel", "olabel"):
+        raise ArgumentValueError(f"arcsort by must be 'ilabel' or 'olabel', not {by!r}")
     label = g.ilabel if by == "ilabel" else g.olabel
-    # One sort on a combined key (fits int64 for any graph that fits in memory).
     span = int(label.max()) + 1 if label.numel() else 1
-    perm = torch.argsort(g.src * span + label, stable=True)
+    if span < (1 << 62) // max(g.num_nodes, 1):  # one sort on a combined key that fits int64
+        perm = torch.argsort(g.src * span + label, stable=True)
+    else:  # labels near 2**62: sort by label, then (stably) by source node
+        by_label = torch.argsort(label, stable=True)
+        perm = by_label[torch.argsort(g.src[by_label], stable=True)]
     return g._replace(src=g.src[perm], dst=g.dst[perm], ilabel=g.ilabel[perm], olabel=g.olabel[perm],
                       weights=g.weights.index_select(0, perm))
 
@@ -212,6 +224,7 @@ def clone(g: Graph) -> Graph:
     (gradients with respect to its weights reach ``g``'s); ``clone(g).detach()`` (or
     ``g.detach()``) gives a copy cut from autograd.
     """
+    as_graph(g)
     ng = g.node_graph.clone() if g.is_batch else None
     return Graph._from_tensors(g.src.clone(), g.dst.clone(), g.ilabel.clone(), g.olabel.clone(),
                                g.weights.clone(), g.start_weights.clone(), g.final_weights.clone(),
@@ -223,6 +236,9 @@ def equal(g1: Graph, g2: Graph, tol: float = 1e-6) -> bool:
     """Whether the graphs are the same graph: same nodes, arcs (in the same order), labels,
     batch layout, and arc/start/final weights within ``tol`` (absolute and relative).
     Not an isomorphism or equivalence test (see :func:`equivalent`)."""
+    as_graph(g1, "g1")
+    as_graph(g2, "g2")
+    _check_tolerance(tol)
     layout1 = (g1.num_nodes, g1.num_arcs, g1.is_batch, g1.num_graphs)
     if layout1 != (g2.num_nodes, g2.num_arcs, g2.is_batch, g2.num_graphs):
         return False
@@ -237,6 +253,13 @@ def equal(g1: Graph, g2: Graph, tol: float = 1e-6) -> bool:
         if not bool(torch.isclose(a.detach(), b, rtol=tol, atol=tol).all()):
             return False
     return True
+
+
+def _check_tolerance(tol: object) -> None:
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.integer, np.floating)):
+        raise ArgumentTypeError(f"tol must be a number, not {type(tol).__name__}")
+    if not tol >= 0:
+        raise ArgumentValueError(f"tol is {tol}; a tolerance is a number >= 0")
 
 
 def _weighted_strings(g: Graph, max_paths: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -263,8 +286,8 @@ def _weighted_strings(g: Graph, max_paths: int) -> Tuple[Tensor, Tensor, Tensor,
         found += int(accepted.sum())
         degree = out_degree[node]
         if found + int(degree.sum()) > max_paths:
-            raise ValueError(f"graph has more than max_paths={max_paths} paths; equivalent() enumerates "
-                             "paths and is meant for small graphs")
+            raise ArgumentValueError(f"graph has more than max_paths={max_paths} paths; equivalent() enumerates "
+                                     "paths and is meant for small graphs")
         # Extend every partial path by each of its last node's out-arcs.
         parent = torch.arange(node.shape[0], device=device).repeat_interleave(degree)
         rank = torch.arange(parent.shape[0], device=device) - (torch.cumsum(degree, 0) - degree)[parent]
@@ -293,8 +316,14 @@ def equivalent(g1: Graph, g2: Graph, semiring: str | Semiring = "log", tol: floa
 
     A testing and debugging helper: it enumerates every successful path (vectorized, one
     path length at a time), so it raises :class:`CyclicGraphError` on a cycle and
-    ``ValueError`` when a graph has more than ``max_paths`` paths.
+    :class:`ArgumentValueError` when a graph has more than ``max_paths`` paths.
     """
+    as_graph(g1, "g1")
+    as_graph(g2, "g2")
+    _check_tolerance(tol)
+    max_paths = as_integer(max_paths, "max_paths", ArgumentTypeError)
+    if max_paths < 0:
+        raise ArgumentValueError(f"max_paths is {max_paths}; it is a number of paths, >= 0")
     ring = get_semiring(semiring)
     if g1.num_graphs != g2.num_graphs:
         return False
