@@ -287,3 +287,11 @@ def test_jupyter_draws_a_20000_arc_graph_quickly():
 
 def test_errors_here_are_graph_errors():
     assert issubclass(ArgumentTypeError, GraphError) and issubclass(ArgumentTypeError, TypeError)
+
+
+def test_arcsort_with_labels_near_2_to_the_62():
+    big = 2**62
+    g = Graph.from_arcs(3, [1, 0, 1, 0], [2, 1, 2, 1], [big + 1, big, 3, 2**63 - 1], start=[0], accept=[2])
+    sorted_g = gtn.arcsort(g)
+    assert sorted_g.src.tolist() == [0, 0, 1, 1]
+    assert sorted_g.ilabel.tolist() == [big, 2**63 - 1, 3, big + 1]
