@@ -92,10 +92,11 @@ def _read_text(source: PathLike | IO[str], what: str = "OpenFst text") -> Tuple[
             raise FormatError("this is a binary FST (as fstcompile and pynini's Fst.write write); gtn_py "
                               "reads OpenFst text: convert it with 'fstprint file.fst file.txt' or, in pynini, "
                               "write fst.print() to a file", path=name)
+        raw = bytes(data)
         try:
-            data = bytes(data).decode("utf-8")
+            data = raw.decode("utf-8")
         except UnicodeDecodeError as error:
-            line = bytes(data[:error.start]).count(b"\n") + 1
+            line = raw[:error.start].count(b"\n") + 1
             raise FormatError(f"byte {error.start} is not UTF-8 ({error.reason}); {what} is UTF-8 text "
                               "(a binary FST is converted with 'fstprint')", line, name) from None
     if not isinstance(data, str):
@@ -121,7 +122,7 @@ def _parse(tokens: List[str], lines: List[int], dtype: type, what: str, path: st
     convert = int if dtype is _INT else float
 
     def parsed_one_by_one() -> np.ndarray:
-        out = np.empty(len(tokens), dtype)
+        out: np.ndarray = np.empty(len(tokens), dtype)
         for k, (token, line) in enumerate(zip(tokens, lines)):
             try:
                 value = convert(token)
