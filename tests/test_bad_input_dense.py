@@ -86,6 +86,15 @@ def test_nan_weight_after_construction_gives_nan(use_kernels, semiring, monkeypa
     if semiring == "log":
         totals[0].backward()
         assert torch.isnan(weights.grad[:4]).all()
+    # A NaN on the start node's self-loop: every node of that graph is NaN from frame 1 on; the
+    # other graph of the batch keeps its total (the tensor sweeps' padding slots read their own
+    # node, not node 0 of the batch).
+    ctc = gtn_py.ctc_graph([[1, 2], [2]])
+    clean = dense_score(ctc, emissions, semiring=semiring)
+    loop_weights = ctc.weights.detach().clone()
+    loop_weights[0] = math.nan
+    totals = dense_score(ctc._replace(weights=loop_weights), emissions, semiring=semiring)
+    assert math.isnan(totals[0].item()) and totals[1].item() == pytest.approx(clean[1].item(), abs=1e-6)
     alignment = viterbi_align(g, emissions)
     assert torch.isnan(alignment.scores).all()
     lattice = intersect_dense(g, emissions[0])

@@ -296,9 +296,11 @@ def _take(values: Tensor, table: Tensor, fill: float) -> Tensor:
 
 def _arc_table(lay: _Layout, table: Tensor, weights: Tensor, endpoint: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     """For a padded ``[D, N]`` arc table: the other endpoint (flat), the weights (-inf pads) and
-    the emission column of each slot (flat); padding reads node 0 and column 0 with weight -inf."""
-    return (_take(endpoint, table, 0).reshape(-1), _take(weights, table, NEG_INF),
-            _take(lay.arc_column, table, 0).reshape(-1))
+    the emission column of each slot (flat); padding reads column 0 with weight -inf at the slot's
+    own node, so that a NaN score (from a NaN weight) stays in its own sequence."""
+    own = torch.arange(table.shape[1], device=table.device).expand(table.shape)
+    ends = torch.where(table >= 0, _take(endpoint, table, 0), own) if endpoint.numel() else own
+    return ends.reshape(-1), _take(weights, table, NEG_INF), _take(lay.arc_column, table, 0).reshape(-1)
 
 
 # ---------------------------------------------------------------------- sweeps
@@ -458,7 +460,7 @@ def _forward_kernel(seqs, tropical, in_src, in_weight, in_column, columns, start
                         break
                     v = alpha_t[np.uint64(s)] + in_weight[n, d] + columns_t[np.uint64(in_column[n, d])]
                     values[d] = v
-                    if v > peak or v != v:  # a NaN (a NaN weight) sticks: the result is NaN, as in torch
+                    if v > peak:
                         peak = v
                         best = d
                     count += 1
@@ -474,9 +476,7 @@ def _forward_kernel(seqs, tropical, in_src, in_weight, in_column, columns, start
         length = lengths[b]
         peak = neg_inf
         for n in nodes:
-            v = alpha[length, n] + final[n]
-            if v > peak or v != v:
-                peak = v
+            peak = max(peak, alpha[length, n] + final[n])
         if tropical or peak == neg_inf:
             totals[b] = peak
             continue
@@ -615,6 +615,12 @@ def _forward(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, column
     the tropical semiring with ``backpointers``, the best incoming slots ``[T, N]``: by the
     compiled kernels where :func:`_kernel_backend` names them, else by the tensor sweeps."""
     backend = _kernel_backend(lay, columns, semiring)
+    if backend == "numba" and (has_nan_or_plus_inf(weights) or has_nan_or_plus_inf(start)
+                               or has_nan_or_plus_inf(final)):
+        # NaN weights (written after construction): the numba kernels' maxima would skip them,
+        # the tensor sweeps' give NaN, as torch does. On the CPU this check is a numpy sum; on
+        # CUDA, where it would cost a host sync, the Triton kernels carry NaN themselves.
+        backend = None
     if backend is None:
         alpha, slots = _forward_sweep(lay, weights, start, columns, semiring, backpointers)
         return alpha, _totals(lay, alpha, final, lengths, semiring), slots
@@ -714,11 +720,12 @@ if _TRITON:
 
     @triton.jit
     def _log_plus_slots(value):  # pragma: no cover - compiled for CUDA
-        """logsumexp over the slots (axis 0), exact at -inf, NaN where a slot is NaN."""
-        peak = tl.max(value, axis=0) + _nan_of(value, 0)
+        """logsumexp over the slots (axis 0), exact at -inf, NaN where a slot is NaN (the maximum
+        skips a NaN; the sum of exponentials does not)."""
+        peak = tl.max(value, axis=0)
         shift = tl.where(peak == float("-inf"), 0.0, peak)
         total = tl.sum(tl.exp(value - shift[None, :]), axis=0)
-        return tl.where(peak == float("-inf"), peak, shift + tl.log(total))
+        return tl.where((peak == float("-inf")) & (total == total), peak, shift + tl.log(total))
 
     @triton.jit
     def _forward_kernel_cuda(alpha, totals, slots, table, arc_src, arc_weight, arc_column, columns, start, final,
