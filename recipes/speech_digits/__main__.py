@@ -1,4 +1,4 @@
-"""python -m recipes.speech_digits {prepare,train,evaluate,decode,average} ...
+"""python -m recipes.speech_digits {prepare,train,evaluate,decode,average,export} ...
 
 Connected spoken digits recognised three ways through gtn_py graphs: word-level CTC, an HMM/NN
 hybrid and DTW templates (see README_RECIPES.md, "Speech digits").
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import sys
 import time
@@ -27,6 +28,12 @@ from .templates import LOSSES
 from .train import NUM_FILTERS, TrainConfig, load_model, train
 
 DEFAULT_ROOT = Path("data/speech_digits")
+# The committed reading copies, and their list: file, kind, WER on the held-out test voices, and
+# the command that trained each (shipped/README.md tells the same for people).
+SHIPPED = Path(__file__).resolve().parent / "shipped"
+SHIPPED_INDEX = SHIPPED / "models.json"
+# Where evaluate writes its results for a shipped model (never into the committed folder).
+DEFAULT_EVALUATION_DIR = Path("out") / "speech_digits"
 # What --option sets for each model (read by hybrid.HybridModel and templates.TemplateModel): a
 # value's type, or the values it may take.
 MODEL_OPTIONS: dict[str, dict[str, type | tuple[str, ...]]] = {
@@ -62,6 +69,36 @@ def model_options(kind: str, pairs: list[str]) -> dict[str, str]:
                 raise InputError(f"--option {key}={value}: must be {wanted}")
         options[key] = value
     return options
+
+
+def shipped_models(index: Path = SHIPPED_INDEX) -> list[dict]:
+    """The shipped models of ``index`` (``{"models": [{"file", "kind", "test_wer", "command"},
+    ...]}``, files relative to it), best first: lowest WER on the held-out test voices."""
+    try:
+        entries = json.loads(index.read_text())["models"]
+        models = [{**e, "path": index.parent / e["file"], "test_wer": float(e["test_wer"])} for e in entries]
+    except FileNotFoundError:
+        raise InputError(f"{index}: no list of shipped models here: name a model with --checkpoint") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise FormatError(f"not a list of shipped models ({type(e).__name__}: {e})", path=str(index)) from None
+    return sorted(models, key=lambda m: m["test_wer"])
+
+
+def default_checkpoint(index: Path = SHIPPED_INDEX) -> Path:
+    """The best shipped model that reads on its own (CTC or hybrid: DTW templates need a segmenter
+    to cut words), announced on stderr: the answer to ``decode`` or ``evaluate`` without ``--checkpoint``."""
+    readers = [m for m in shipped_models(index) if m["kind"] in ("ctc", "hybrid")]
+    if not readers:
+        raise InputError(f"{index} lists no CTC or hybrid model: name a model with --checkpoint")
+    best = readers[0]
+    print(f"using the shipped model {best['path']} ({best['kind']}, {best['test_wer']:g} % WER on the held-out "
+          "test voices; --checkpoint chooses another)", file=sys.stderr)
+    return Path(best["path"])
+
+
+def _checkpoints(args: argparse.Namespace) -> list[str]:
+    """``--checkpoint`` as given (repeated: a committee), else the best shipped model."""
+    return [str(c) for c in args.checkpoint] or [str(default_checkpoint())]
 
 
 def _disk_usage(path: Path) -> int:
@@ -171,7 +208,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     if args.by and args.segmenter:
         raise InputError("--by groups whole utterances; it does not apply to the isolated words of --segmenter")
     groups = _groups(args.transcripts, args.by) if args.by else {}
-    model, state = load_model(args.checkpoint, args.device, args.warps)
+    checkpoints = _checkpoints(args)
+    model, state = load_model(checkpoints, args.device, args.warps)
     utterances = _inputs(args)
     if args.segmenter:
         from .hybrid import isolated_words
@@ -182,7 +220,6 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     t0 = time.time()
     result = evaluate_model(model, utterances, args.batch_size, args.device)
     summary = result.summary()
-    checkpoints = [str(c) for c in args.checkpoint]
     summary.update(model=state["model_config"]["kind"], checkpoint=" ".join(checkpoints), input=str(args.input),
                    segmenter=args.segmenter, warps=list(args.warps), steps=state["step"],
                    seconds=round(time.time() - t0, 1))
@@ -199,7 +236,14 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
             if part["utterances"]:
                 print(f"  {args.by} {value}: {format_summary(part)}")
     default_name = "evaluation.json" if len(checkpoints) == 1 else "committee-evaluation.json"
-    out = Path(args.out) if args.out else Path(checkpoints[0]).parent / default_name
+    first = Path(checkpoints[0])
+    if args.out:
+        out = Path(args.out)
+    elif first.resolve().parent == SHIPPED:  # never into the committed folder
+        out = DEFAULT_EVALUATION_DIR / f"{first.stem}-{default_name}"
+    else:  # beside a run's checkpoint
+        out = first.parent / default_name
+    out.parent.mkdir(parents=True, exist_ok=True)
     common.write_json(out, {**summary, "hypotheses": {u: " ".join(h) for u, h in zip(result.utt_ids,
                                                                                       result.hypotheses)}})
     print(f"written: {out}")
@@ -210,7 +254,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
-    model, _ = load_model(args.checkpoint, args.device, args.warps)
+    model, _ = load_model(_checkpoints(args), args.device, args.warps)
     utterances = _inputs(args)
     hyps = decode_features(model, [u.features for u in utterances], args.batch_size, args.device)
     for u, words in zip(utterances, hyps):
@@ -273,9 +317,10 @@ def _factors(text: str) -> tuple[float, ...]:
 
 
 def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:
-    p.add_argument("--checkpoint", required=True, action="append",
-                   help="a checkpoint written by train; repeat it to recognise with a committee of CTC or "
-                        "hybrid models (their frame scores averaged)")
+    p.add_argument("--checkpoint", action="append", default=[],
+                   help="a checkpoint written by train (or export); repeat it to recognise with a committee of "
+                        "CTC or hybrid models (their frame scores averaged); default: the best CTC or hybrid "
+                        "model of recipes/speech_digits/shipped/models.json")
     p.add_argument("--warps", type=_factors, default=(), metavar="A,B,...",
                    help="score the input as vocal tracts scaled by each factor would give it (1: as given) "
                         "and average the frame scores (test-time augmentation; e.g. 0.85,0.92,1,1.08,1.17,1.27,1.38)")
@@ -292,6 +337,11 @@ def cmd_average(args: argparse.Namespace) -> None:
     state = common.average_checkpoints(args.checkpoint)
     common.save_checkpoint(args.out, state)
     print(f"written: {args.out} (the mean of {len(args.checkpoint)} checkpoints' weights)")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    common.save_checkpoint(args.out, common.reading_copy(common.load_checkpoint(args.checkpoint)))
+    print(f"written: {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB, float16 weights for reading and --init)")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -341,6 +391,13 @@ def main(argv: list[str] | None = None) -> None:
                    help="a checkpoint written by train (repeat it; all of one model config)")
     p.add_argument("--out", required=True, type=Path, help="the averaged checkpoint (for evaluate, decode, --init)")
     p.set_defaults(run=cmd_average)
+
+    p = commands.add_parser("export", help="a reading copy of a checkpoint: float16 weights and configs, no "
+                                           "optimizer state (for evaluate, decode and --init; a few MB)")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by train or average")
+    p.add_argument("--out", required=True, type=Path,
+                   help="the reading copy (e.g. recipes/speech_digits/shipped/NAME.pt)")
+    p.set_defaults(run=cmd_export)
 
     args = common.show_defaults(parser).parse_args(argv)
     common.set_threads(getattr(args, "threads", 0))

@@ -1,0 +1,113 @@
+"""The speech recipe's shipped models (recipes/speech_digits/shipped/): each loads as weights only
+and reads a folder of two WAV files synthesised here (a training voice and a held-out one, clean),
+and decode and evaluate without --checkpoint read with the best of them and say so."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from recipes import common
+from recipes.common import InputError
+from recipes.speech_digits.__main__ import SHIPPED, SHIPPED_INDEX, default_checkpoint, main, shipped_models
+from recipes.speech_digits.data import write_transcripts
+from recipes.speech_digits.frontend import write_wav
+from recipes.speech_digits.synth import Voice, synthesize, utterance_spec
+
+SYNTH_TOOLS = ("espeak-ng", "flite", "sox")
+needs_synth = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in SYNTH_TOOLS),
+    reason="espeak-ng, flite or sox missing: apt-get install espeak-ng flite sox (make speech-deps)",
+)
+MODELS = shipped_models()
+# Two utterances: a training accent of espeak-ng and the flite voice that training never hears.
+UTTERANCES = {"first": (("three", "nine", "one"), Voice("espeak-ng", "en-us")),
+              "second": (("eight", "oh", "two", "five"), Voice("flite", "rms"))}
+
+
+@pytest.fixture(scope="module")
+def two_wavs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("wavs")
+    for utt_id, (words, voice) in UTTERANCES.items():
+        spec = dataclasses.replace(utterance_spec(0, "test", 0), utt_id=utt_id, words=words, voice=voice,
+                                   rate=160.0 if voice.engine == "espeak-ng" else 1.0,
+                                   pitch=50.0 if voice.engine == "espeak-ng" else 120.0, word_gap=0,
+                                   speed=1.0, tempo=1.0, reverb=None, snr_db=None, level_db=6.0)
+        write_wav(folder / f"{utt_id}.wav", synthesize(spec, seed=0), 16000)
+    write_transcripts(folder / "transcripts.txt", [(u, w) for u, (w, _) in UTTERANCES.items()])
+    return folder
+
+
+def test_the_list_names_committed_reading_copies_with_their_figures() -> None:
+    assert MODELS, f"{SHIPPED_INDEX} lists no model"
+    readme = (SHIPPED / "README.md").read_text()
+    for m in MODELS:
+        state = torch.load(m["path"], map_location="cpu", weights_only=True)  # weights only: no code runs
+        assert "optimizer" not in state and state["model_config"]["kind"] == m["kind"]
+        assert all(v.dtype == torch.float16 for v in state["model"].values() if v.is_floating_point())
+        assert m["path"].stat().st_size < 8e6
+        assert m["command"].startswith("python -m recipes.speech_digits train ") and m["file"] in readme
+        assert 0 <= m["test_wer"] <= 100 and f"{m['test_wer']:g} %" in readme
+
+
+@needs_synth
+@pytest.mark.parametrize("model", MODELS, ids=[m["file"] for m in MODELS])
+def test_each_shipped_model_reads_two_wavs(model: dict, two_wavs: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "evaluation.json"
+    main(["evaluate", "--checkpoint", str(model["path"]), "--input", str(two_wavs),
+          "--transcripts", str(two_wavs / "transcripts.txt"), "--out", str(out)])
+    summary = json.loads(out.read_text())
+    assert summary["model"] == model["kind"] and summary["utterances"] == 2 and summary["words"] == 7
+    # Clean speech, one training accent and one held-out voice: at most one word wrong.
+    errors = summary["substitutions"] + summary["deletions"] + summary["insertions"]
+    assert errors <= 1, summary["hypotheses"]
+    assert "WER" in capsys.readouterr().out
+
+
+@needs_synth
+def test_decode_and_evaluate_read_with_the_best_shipped_model_by_default(
+        two_wavs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    best = default_checkpoint()
+    assert best == min((m for m in MODELS if m["kind"] in ("ctc", "hybrid")), key=lambda m: m["test_wer"])["path"]
+    capsys.readouterr()
+    main(["decode", "--input", str(two_wavs)])
+    captured = capsys.readouterr()
+    assert f"using the shipped model {best}" in captured.err
+    assert [line.rsplit(" ", 1)[-1] for line in captured.out.splitlines()] == ["(first)", "(second)"]
+    # evaluate's results go under out/speech_digits/, never into the committed folder
+    monkeypatch.chdir(tmp_path)
+    main(["evaluate", "--input", str(two_wavs), "--transcripts", str(two_wavs / "transcripts.txt")])
+    assert f"using the shipped model {best}" in capsys.readouterr().err
+    assert (tmp_path / "out" / "speech_digits" / f"{best.stem}-evaluation.json").is_file()
+    assert not list(SHIPPED.glob("*.json*")) or sorted(p.name for p in SHIPPED.glob("*.json*")) == ["models.json"]
+
+
+def test_export_writes_a_reading_copy_that_reads_like_the_checkpoint(tmp_path: Path) -> None:
+    state = common.load_checkpoint(MODELS[0]["path"])
+    full = {**state, "model": {k: v.float() if v.is_floating_point() else v for k, v in state["model"].items()},
+            "optimizer": {"state": {}, "param_groups": []}}
+    common.save_checkpoint(tmp_path / "run.pt", full)
+    main(["export", "--checkpoint", str(tmp_path / "run.pt"), "--out", str(tmp_path / "copy.pt")])
+    copy = common.load_checkpoint(tmp_path / "copy.pt")
+    assert "optimizer" not in copy and copy["model_config"] == state["model_config"]
+    for name, value in copy["model"].items():
+        assert torch.equal(value, state["model"][name])
+
+
+def test_a_missing_or_malformed_list_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no list of shipped models here"):
+        shipped_models(tmp_path / "models.json")
+    (tmp_path / "models.json").write_text(json.dumps({"models": [{"file": "x.pt"}]}))
+    with pytest.raises(common.GraphError, match="not a list of shipped models"):
+        shipped_models(tmp_path / "models.json")
+    (tmp_path / "models.json").write_text(json.dumps({"models": [{"file": "x.pt", "kind": "dtw", "test_wer": 9,
+                                                                  "command": ""}]}))
+    with pytest.raises(InputError, match="lists no CTC or hybrid model"):
+        default_checkpoint(tmp_path / "models.json")
