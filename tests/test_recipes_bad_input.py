@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import pickle
 import re
+import struct
+import zlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -154,6 +156,36 @@ def test_pages_are_cropped_to_the_ink_with_transparency_as_paper(tmp_path, strin
     assert page_to_string(smudge) is None
     write_png(tmp_path / "clear.png", np.zeros((40, 40, 4), np.uint8))
     assert page_to_string(read_png(tmp_path / "clear.png")) is None
+
+
+def _png(width: int, height: int, depth: int, colour: int, rows: np.ndarray, *chunks: tuple[bytes, bytes]) -> bytes:
+    """A PNG of unfiltered ``rows`` (bytes [height, row bytes]) with extra chunks before the pixels."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    raw = b"".join(b"\x00" + row.tobytes() for row in np.asarray(rows, np.uint8))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, 0))
+            + b"".join(chunk(k, b) for k, b in chunks) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_pngs_of_every_depth_and_palettes_are_read(tmp_path):
+    """What scanners and image optimisers write: 1-bit grey, palettes (with transparency), 16 bits."""
+    bits = np.array([[1, 0, 1, 1, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 0, 0, 0, 1]], np.uint8)
+    (tmp_path / "bw.png").write_bytes(_png(9, 2, 1, 0, np.packbits(bits, axis=1)))
+    np.testing.assert_array_equal(read_png(tmp_path / "bw.png"), bits * 255)
+    palette = np.array([[255, 255, 255], [0, 0, 0], [90, 90, 90]], np.uint8)
+    index = np.array([[0, 1, 2], [2, 1, 0]], np.uint8)
+    packed = (index[:, 0::2] << 4) | np.pad(index[:, 1::2], ((0, 0), (0, 1)))  # two 4-bit entries a byte
+    (tmp_path / "palette.png").write_bytes(_png(3, 2, 4, 3, packed, (b"PLTE", palette.tobytes()),
+                                                (b"tRNS", bytes([255, 255, 0]))))
+    np.testing.assert_array_equal(read_png(tmp_path / "palette.png"), [[255, 0, 255], [255, 0, 255]])
+    sixteen = np.array([[0x1234, 0xFF00], [0x0080, 0x8000]], ">u2")
+    (tmp_path / "sixteen.png").write_bytes(_png(2, 2, 16, 0, sixteen.view(np.uint8).reshape(2, 4)))
+    np.testing.assert_array_equal(read_png(tmp_path / "sixteen.png"), [[0x12, 0xFF], [0x00, 0x80]])
+    (tmp_path / "interlaced.png").write_bytes((tmp_path / "bw.png").read_bytes().replace(
+        struct.pack(">IIBBBBB", 9, 2, 1, 0, 0, 0, 0), struct.pack(">IIBBBBB", 9, 2, 1, 0, 0, 0, 1)))
+    with pytest.raises(common.InputError, match="interlaced is not supported"):
+        read_png(tmp_path / "interlaced.png")
 
 
 def test_decode_rejects_a_blank_page_and_reads_folders(tmp_path, capsys, tiny_reader, strings):

@@ -27,7 +27,7 @@ CRITERIA = ("nll", "perceptron", "hinge", "ctc")
 PRETRAIN_STEPS = 1000
 # decode's default --threshold: the confidence at which the committed committee (the eight context
 # readers, README_RECIPES.md) reads the validation strings with at most 1 % of them wrong.
-DEFAULT_THRESHOLD = 0.0
+DEFAULT_THRESHOLD = 0.9343
 EVALUATION = "evaluation.json"
 DEFAULT_EVALUATION = Path("out") / "check_reader" / EVALUATION
 

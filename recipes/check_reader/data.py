@@ -338,9 +338,15 @@ def _unfilter(raw: np.ndarray, bpp: int) -> np.ndarray:  # pragma: no cover - ji
 MAX_PNG_PIXELS = 1 << 26  # 67 megapixels: a page scanned at 600 dpi is 35; more is refused before decompressing
 
 
+_PNG_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}  # colour type: depths
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
 def read_png_rgb(path: str | Path) -> np.ndarray:
-    """Decode an 8-bit, non-interlaced PNG to uint8 ``[H, W, C]`` (C = 1, 2, 3 or 4 as stored).
-    Raises :class:`InputError` for a missing file, a file that is not such a PNG, or a corrupt one."""
+    """Decode a non-interlaced PNG to uint8 ``[H, W, C]``: C = 1 (grey), 2 (grey + alpha), 3 (RGB)
+    or 4 (RGBA) as stored; a palette image becomes RGB, or RGBA when it has transparency; 16-bit
+    samples keep their high byte, 1, 2 and 4-bit ones are scaled to 0-255. Raises
+    :class:`InputError` for a missing file, a file that is not a PNG, an interlaced or corrupt one."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such image file" if not path.exists() else f"{path}: not a file")
@@ -348,7 +354,7 @@ def read_png_rgb(path: str | Path) -> np.ndarray:
     if data[:8] != b"\x89PNG\r\n\x1a\n":
         raise InputError(f"{path}: not a PNG file")
     try:
-        pos, idat, header = 8, b"", None
+        pos, idat, header, palette, transparency = 8, b"", None, b"", b""
         while pos < len(data):
             (length,) = struct.unpack(">I", data[pos:pos + 4])
             kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
@@ -356,28 +362,58 @@ def read_png_rgb(path: str | Path) -> np.ndarray:
                 header = struct.unpack(">IIBBBBB", body)
             elif kind == b"IDAT":
                 idat += body
+            elif kind == b"PLTE":
+                palette = body
+            elif kind == b"tRNS":
+                transparency = body
             pos += 12 + length
         if header is None:
             raise InputError(f"{path}: PNG has no IHDR")
         w, h, depth, colour, _, _, interlace = header
-        channels = {0: 1, 2: 3, 4: 2, 6: 4}.get(colour)
-        if depth != 8 or channels is None or interlace:
-            raise InputError(f"{path}: only 8-bit, non-interlaced grey/RGB(A) PNGs are supported "
-                             f"(this one: {depth}-bit, colour type {colour}{', interlaced' if interlace else ''})")
+        if depth not in _PNG_DEPTHS.get(colour, ()) or interlace:
+            raise InputError(f"{path}: a {depth}-bit PNG of colour type {colour}"
+                             f"{', interlaced' if interlace else ''} is not supported (save it without interlacing)")
         if not 0 < w * h <= MAX_PNG_PIXELS:
             raise InputError(f"{path}: {w}x{h} pixels; at most {MAX_PNG_PIXELS} are read")
-        expected = h * (1 + w * channels)
+        channels = _PNG_CHANNELS[colour]
+        row_bytes = (w * channels * depth + 7) // 8
+        expected = h * (1 + row_bytes)
         raw = zlib.decompressobj().decompress(idat, expected)
         if len(raw) != expected:
             raise InputError(f"{path}: truncated PNG ({len(raw)} of {expected} bytes of pixels)")
-        rows = np.frombuffer(raw, np.uint8).reshape(h, 1 + w * channels)
+        rows = np.frombuffer(raw, np.uint8).reshape(h, 1 + row_bytes)
     except (struct.error, zlib.error) as error:
         raise InputError(f"{path}: corrupt PNG ({error})") from None
-    return _unfilter(rows.astype(np.int64), channels).reshape(h, w, channels).astype(np.uint8)
+    unfiltered = _unfilter(rows.astype(np.int64), max(1, channels * depth // 8)).astype(np.uint8)
+    if depth == 16:
+        samples = unfiltered.reshape(h, w * channels, 2)[..., 0]
+    elif depth < 8:
+        shifts = np.arange(8 - depth, -1, -depth, dtype=np.uint8)
+        samples = ((unfiltered[..., None] >> shifts) & (2**depth - 1)).reshape(h, -1)[:, :w]
+        if colour == 0:
+            samples = samples * (255 // (2**depth - 1))
+    else:
+        samples = unfiltered
+    pixels = samples.reshape(h, w, channels).astype(np.uint8)
+    if colour != 3:
+        return pixels
+    table = np.frombuffer(palette, np.uint8)
+    if table.size == 0 or table.size % 3:
+        raise InputError(f"{path}: palette PNG without a valid PLTE chunk")
+    table = table.reshape(-1, 3)
+    if transparency:
+        alpha = np.full((len(table), 1), 255, np.uint8)
+        given = np.frombuffer(transparency, np.uint8)[:len(table)]
+        alpha[:len(given), 0] = given
+        table = np.concatenate([table, alpha], axis=1)
+    index = pixels[..., 0]
+    if int(index.max()) >= len(table):
+        raise InputError(f"{path}: a pixel names palette entry {int(index.max())} of {len(table)}")
+    return table[index]
 
 
 def read_png(path: str | Path) -> np.ndarray:
-    """Decode an 8-bit, non-interlaced PNG to a grayscale uint8 [H, W] array (colour is averaged;
+    """Decode a non-interlaced PNG to a grayscale uint8 [H, W] array (colour is averaged;
     transparent pixels are paper: alpha is composited onto white)."""
     pixels = read_png_rgb(path).astype(np.float64)
     if pixels.shape[2] in (2, 4):
