@@ -19,8 +19,11 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 import torch
 from torch import Tensor
+
+from .errors import ArgumentTypeError, ArgumentValueError
 
 NEG_INF = float("-inf")
 
@@ -63,8 +66,17 @@ class LogSemiring(Semiring):
     """log-sum-exp addition with inverse temperature ``beta`` (``beta = 1``: ordinary log semiring)."""
 
     def __init__(self, beta: float = 1.0):
+        if isinstance(beta, Tensor) and beta.numel() == 1 and beta.dtype.is_floating_point:
+            beta = float(beta)
+        if isinstance(beta, (bool, np.bool_)) or not isinstance(beta, (int, float, np.integer, np.floating)):
+            raise ArgumentTypeError(f"LogSemiring: the inverse temperature beta must be a number, "
+                                    f"not {type(beta).__name__}")
+        if beta == math.inf:
+            raise ArgumentValueError("LogSemiring: beta = inf is the zero-temperature limit; use the tropical "
+                                     "semiring (gtn_py.TROPICAL or semiring='tropical') for it")
         if not beta > 0:
-            raise ValueError(f"inverse temperature beta must be > 0, got {beta}")
+            raise ArgumentValueError(f"LogSemiring: the inverse temperature beta must be a finite number > 0, "
+                                     f"got {beta}")
         self.beta = float(beta)
         self.kernel_id = KERNEL_LOG
         self.name = "log" if self.beta == 1.0 else f"log(beta={self.beta:g})"
@@ -103,21 +115,31 @@ TROPICAL = TropicalSemiring()
 
 
 def get_semiring(semiring: str | Semiring) -> Semiring:
-    """Accept a semiring or its name: ``"log"``, ``"tropical"`` (also ``"max"``, ``"viterbi"``)."""
+    """Accept a semiring or its name: ``"log"``, ``"tropical"`` (also ``"max"``, ``"viterbi"``).
+    Another type raises :class:`ArgumentTypeError`, an unknown name :class:`ArgumentValueError`."""
     if isinstance(semiring, Semiring):
         return semiring
     names = {"log": LOG, "tropical": TROPICAL, "max": TROPICAL, "viterbi": TROPICAL}
+    if not isinstance(semiring, str):
+        raise ArgumentTypeError(f"semiring must be a name ({', '.join(sorted(names))}) or a Semiring such as "
+                                f"LogSemiring(beta), not {type(semiring).__name__}")
     try:
         return names[semiring]
     except KeyError:
-        raise ValueError(f"unknown semiring {semiring!r}; use one of {sorted(names)} or a Semiring") from None
+        raise ArgumentValueError(f"unknown semiring {semiring[:40]!r}; use one of {sorted(names)} "
+                                 "or a Semiring") from None
 
 
 @numba.njit(cache=True, nogil=True)
 def kernel_plus(kernel_id: int, beta: float, a: float, b: float) -> float:  # pragma: no cover - jitted
-    """``a (+) b`` for compiled kernels, given a semiring's ``kernel_id`` and ``beta``; exact at -inf."""
+    """``a (+) b`` for compiled kernels, given a semiring's ``kernel_id`` and ``beta``; exact at -inf.
+    A NaN operand gives NaN in both semirings, as torch's reductions do."""
     if kernel_id == KERNEL_TROPICAL:
-        return max(a, b)
+        if a >= b:
+            return a
+        if b > a:
+            return b
+        return a + b  # one of them is NaN
     if a < b:
         a, b = b, a
     if b == NEG_INF:
@@ -145,7 +167,6 @@ def segment_logsumexp(values: Tensor, segment: Tensor, num_segments: int) -> Ten
 
 
 def safe_log(x: Tensor) -> Tensor:
-    """``log(x)`` with ``log(0) = -inf`` and a zero (not NaN) gradient there."""
-    positive = x > 0
-    return torch.where(positive, torch.log(torch.where(positive, x, torch.ones_like(x))),
-                       torch.full_like(x, NEG_INF))
+    """``log(x)`` with ``log(0) = -inf`` and a zero (not NaN) gradient there; NaN stays NaN."""
+    zero = x == 0
+    return torch.where(zero, torch.full_like(x, NEG_INF), torch.log(torch.where(zero, torch.ones_like(x), x)))

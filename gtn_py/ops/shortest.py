@@ -40,17 +40,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import DivergenceError
-from ..graph import NEG_INF, Graph, gather, subgraph
+from ..errors import ArgumentTypeError, ArgumentValueError, DivergenceError, DtypeMismatchError, WeightError
+from ..graph import NEG_INF, Graph, as_graph, as_graph_list, as_integer, gather, subgraph
 from ..k2 import k2_total_score, use_k2
-from ..semiring import LOG, TROPICAL, Semiring, TropicalSemiring, get_semiring, kernel_plus, segment_max
+from ..semiring import KERNEL_LOG, LOG, TROPICAL, Semiring, TropicalSemiring, get_semiring, kernel_plus, segment_max
 from .structure import connect
 from .traverse import csr_arcs, useful_nodes
 
 GraphLike = Union[Graph, Sequence[Graph]]
 SemiringLike = Union[str, Semiring]
-
-LOG_MAX_ITERATIONS = 10000
 
 
 # ---------------------------------------------------------------------- compiled kernels
@@ -81,7 +79,7 @@ def _acyclic_sweep(num_nodes, tail, head, weights, init, kernel_id, beta):  # pr
         for k in range(offsets[n], offsets[n + 1]):
             a = order[k]
             m = head[a]
-            if here > NEG_INF:
+            if here != NEG_INF:  # NaN goes on, as torch's sums carry it
                 candidate = here + weights[a]
                 if candidate > dist[m]:
                     pred[m] = a
@@ -167,12 +165,242 @@ def _follow(pred, tail, ends, num_nodes):  # pragma: no cover - jitted
     return arcs, counts, firsts
 
 
+@numba.njit(cache=True, nogil=True)
+def _strong_components(num_nodes, tail, head):  # pragma: no cover - jitted
+    """Tarjan's strongly connected components (iterative): the component of every node,
+    numbered in a topological order of the components, and their number."""
+    out_arcs, offsets = csr_arcs(num_nodes, tail)
+    index = np.full(num_nodes, -1, np.int64)
+    low = np.zeros(num_nodes, np.int64)
+    on_stack = np.zeros(num_nodes, np.bool_)
+    stack = np.empty(num_nodes, np.int64)
+    call_node = np.empty(num_nodes, np.int64)
+    call_arc = np.empty(num_nodes, np.int64)
+    comp = np.full(num_nodes, -1, np.int64)
+    size = 0
+    counter = 0
+    emitted = 0
+    for root in range(num_nodes):
+        if index[root] >= 0:
+            continue
+        index[root] = low[root] = counter
+        counter += 1
+        stack[size] = root
+        size += 1
+        on_stack[root] = True
+        call_node[0], call_arc[0] = root, offsets[root]
+        depth = 1
+        while depth > 0:
+            v = call_node[depth - 1]
+            k = call_arc[depth - 1]
+            if k < offsets[v + 1]:
+                call_arc[depth - 1] = k + 1
+                m = head[out_arcs[k]]
+                if index[m] < 0:
+                    index[m] = low[m] = counter
+                    counter += 1
+                    stack[size] = m
+                    size += 1
+                    on_stack[m] = True
+                    call_node[depth], call_arc[depth] = m, offsets[m]
+                    depth += 1
+                elif on_stack[m]:
+                    low[v] = min(low[v], index[m])
+                continue
+            depth -= 1
+            if depth > 0:
+                parent = call_node[depth - 1]
+                low[parent] = min(low[parent], low[v])
+            if low[v] == index[v]:
+                while True:
+                    size -= 1
+                    m = stack[size]
+                    on_stack[m] = False
+                    comp[m] = emitted
+                    if m == v:
+                        break
+                emitted += 1
+    # Tarjan emits a component after every component it reaches: reverse for a topological order
+    return emitted - 1 - comp, emitted
+
+
+@numba.njit(cache=True, nogil=True)
+def _star(loop):  # pragma: no cover - jitted
+    """``-log(1 - exp(loop))``: the log total of repeating a loop of log weight ``loop < 0`` any
+    number of times (exact near 0: expm1)."""
+    if loop == NEG_INF:
+        return 0.0
+    return -math.log(-math.expm1(loop))
+
+
+@numba.njit(cache=True, nogil=True)
+def _eliminate(nodes, local, comp, c, out_arcs, offsets, head, w, x):  # pragma: no cover - jitted
+    """Solve one strongly connected component exactly: ``x[v] = x[v] (+) sum over arcs u -> v
+    inside it of x[u] + w`` (log semiring, beta already applied), by Gaussian elimination of its
+    nodes one at a time in the log domain (each elimination adds the paths through the node,
+    its loops closed with :func:`_star`, as arcs between its neighbours), then back
+    substitution. Only sums of positive terms and ``1 - loop`` occur, so there is no
+    cancellation and nothing under- or overflows. Cost: the arcs the eliminations create
+    (linear for rings and chains of loops). Returns -1, or the node whose loops sum to >= 1
+    (the sum diverges) and that sum (log)."""
+    size = nodes.shape[0]
+    for i in range(size):
+        local[nodes[i]] = i
+    outs = numba.typed.List()
+    ins = numba.typed.List()
+    for _ in range(size):
+        outs.append(numba.typed.Dict.empty(numba.types.int64, numba.types.float64))
+        ins.append(numba.typed.Dict.empty(numba.types.int64, numba.types.float64))
+    diag = np.full(size, NEG_INF)
+    degree = np.zeros(size, np.int64)
+    for i in range(size):
+        for k in range(offsets[nodes[i]], offsets[nodes[i] + 1]):
+            a = out_arcs[k]
+            if comp[head[a]] != c:
+                continue
+            j = local[head[a]]
+            if j == i:
+                diag[i] = kernel_plus(KERNEL_LOG, 1.0, diag[i], w[a])
+            else:
+                value = kernel_plus(KERNEL_LOG, 1.0, outs[i].get(j, NEG_INF), w[a])
+                outs[i][j] = value
+                ins[j][i] = value
+                degree[i] += 1
+                degree[j] += 1
+    # cheap first: fewer neighbours, fewer arcs created (a static minimum-degree order)
+    order = np.argsort(degree, kind="mergesort")
+    b = np.empty(size)
+    for i in range(size):
+        b[i] = x[nodes[i]]
+    star = np.empty(size)
+    record_offsets = np.zeros(size + 1, np.int64)
+    record_node = np.empty(max(4 * size, 16), np.int64)
+    record_value = np.empty(max(4 * size, 16))
+    records = 0
+    for step in range(size):
+        k = order[step]
+        if diag[k] >= 0:
+            return nodes[k], diag[k]
+        s = _star(diag[k])
+        star[k] = s
+        if records + len(ins[k]) > record_node.shape[0]:
+            grown = 2 * record_node.shape[0] + len(ins[k])
+            record_node = np.concatenate((record_node, np.empty(grown, np.int64)))
+            record_value = np.concatenate((record_value, np.empty(grown)))
+        for u, value in ins[k].items():
+            record_node[records] = u
+            record_value[records] = value
+            records += 1
+        record_offsets[step + 1] = records
+        through = b[k] + s
+        for v, out_value in outs[k].items():
+            if through != NEG_INF:
+                b[v] = kernel_plus(KERNEL_LOG, 1.0, b[v], through + out_value)
+            for u, in_value in ins[k].items():
+                value = in_value + s + out_value
+                if u == v:
+                    diag[u] = kernel_plus(KERNEL_LOG, 1.0, diag[u], value)
+                else:
+                    value = kernel_plus(KERNEL_LOG, 1.0, outs[u].get(v, NEG_INF), value)
+                    outs[u][v] = value
+                    ins[v][u] = value
+        for u in ins[k].keys():
+            del outs[u][k]
+        for v in outs[k].keys():
+            del ins[v][k]
+    solved = np.empty(size)
+    for step in range(size - 1, -1, -1):
+        k = order[step]
+        total = b[k]
+        for r in range(record_offsets[step], record_offsets[step + 1]):
+            total = kernel_plus(KERNEL_LOG, 1.0, total, solved[record_node[r]] + record_value[r])
+        solved[k] = total + star[k]
+    for i in range(size):
+        x[nodes[i]] = solved[i]
+    return -1, 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _log_closure(num_nodes, tail, head, weights, init, beta):  # pragma: no cover - jitted
+    """Exact log-semiring distances of any graph from ``init`` (arcs of weight -inf left out by
+    the caller): strongly connected components in topological order, each solved once its
+    inflow is known (a lone node's loops in closed form, a larger component by
+    :func:`_eliminate`), then pushed along the arcs that leave it. Unreachable components are
+    skipped, so a divergent cycle that nothing reaches does not matter. Computes in float64;
+    returns the distances, and -1 or a node whose loops sum to >= 1 with that sum (log)."""
+    comp, num_comps = _strong_components(num_nodes, tail, head)
+    members, member_offsets = csr_arcs(num_comps, comp)
+    out_arcs, offsets = csr_arcs(num_nodes, tail)
+    x = init.astype(np.float64) * beta
+    w = weights.astype(np.float64) * beta
+    local = np.empty(num_nodes, np.int64)
+    for c in range(num_comps):
+        lo, hi = member_offsets[c], member_offsets[c + 1]
+        if hi - lo == 1:
+            n = members[lo]
+            if x[n] == NEG_INF:
+                continue
+            loop = NEG_INF
+            for k in range(offsets[n], offsets[n + 1]):
+                if head[out_arcs[k]] == n:
+                    loop = kernel_plus(KERNEL_LOG, 1.0, loop, w[out_arcs[k]])
+            if loop >= 0:
+                return x / beta, n, loop / beta
+            x[n] += _star(loop)
+        else:
+            reached = False
+            for i in range(lo, hi):
+                reached = reached or x[members[i]] != NEG_INF
+            if not reached:
+                continue
+            bad, loop = _eliminate(members[lo:hi], local, comp, c, out_arcs, offsets, head, w, x)
+            if bad >= 0:
+                return x / beta, bad, loop / beta
+        for i in range(lo, hi):
+            n = members[i]
+            for k in range(offsets[n], offsets[n + 1]):
+                a = out_arcs[k]
+                m = head[a]
+                if comp[m] != c:
+                    x[m] = kernel_plus(KERNEL_LOG, 1.0, x[m], x[n] + w[a])
+    return x / beta, -1, 0.0
+
+
 # ---------------------------------------------------------------------- distances
-def _as_graph(g: GraphLike) -> Tuple[Graph, bool]:
-    """A graph (batching a list) and whether per-graph results get a batch dimension."""
-    if isinstance(g, Graph):
-        return g, g.is_batch
-    return Graph.batch(list(g)), True
+def _as_graph(g: GraphLike, what: str = "g") -> Tuple[Graph, bool]:
+    """A graph (batching a list) and whether per-graph results get a batch dimension; anything
+    else, or weights of a dtype these sums do not support, raises a GraphError naming ``what``."""
+    if isinstance(g, (list, tuple)):
+        graphs = as_graph_list(g, what)
+        if not graphs:
+            raise ArgumentValueError(f"{what} is an empty list; give a Graph, a batch or a non-empty list of Graphs")
+        graph, batched = Graph.batch(graphs), True
+    else:
+        graph = as_graph(g, what)
+        batched = graph.is_batch
+    if graph.dtype not in (torch.float32, torch.float64):
+        raise DtypeMismatchError(f"{what} has {graph.dtype} weights; scores, paths and samples are computed for "
+                                 "float32 and float64 graphs (convert with g.to(dtype=torch.float32))")
+    return graph, batched
+
+
+def _count(value: object, what: str, least: int) -> int:
+    """An integer argument (a count) that must be at least ``least``."""
+    number = as_integer(value, what, ArgumentValueError)
+    if number < least:
+        raise ArgumentValueError(f"{what} is {number}; it must be at least {least}")
+    return number
+
+
+def _nonnegative(value: object, what: str) -> float:
+    """A number argument (a beam) that must be >= 0 (inf allowed)."""
+    if isinstance(value, Tensor) and value.numel() == 1 and value.dtype.is_floating_point:
+        value = float(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ArgumentTypeError(f"{what} must be a number, not {type(value).__name__}")
+    if not value >= 0:
+        raise ArgumentValueError(f"{what} is {value}; it must be a number >= 0 (a score difference)")
+    return float(value)
 
 
 def _numpy(t: Tensor) -> np.ndarray:
@@ -206,7 +434,9 @@ def _distances(g: Graph, sr: Semiring, reverse: bool, useful_only: bool = False)
             return _level_sweep(tail, head, weights, init, sr, depth)
     if useful_only:
         weights = torch.where(_useful_arcs(g), weights, weights.new_full((), NEG_INF))
-    return _relax(tail, head, weights, init, sr)
+    if isinstance(sr, TropicalSemiring):
+        return _relax(tail, head, weights, init, sr)
+    return _log_cyclic(tail, head, weights, init, sr), torch.full_like(init, -1, dtype=torch.long)
 
 
 def _segment_argmax(values: Tensor, segment: Tensor, maxima: Tensor) -> Tensor:
@@ -249,36 +479,42 @@ def _level_sweep(tail: Tensor, head: Tensor, weights: Tensor, init: Tensor, sr: 
 
 
 def _relax(tail: Tensor, head: Tensor, weights: Tensor, init: Tensor, sr: Semiring) -> Tuple[Tensor, Tensor]:
-    """Distances of a cyclic graph by synchronous relaxation to a fixed point (Bellman-Ford in
-    the tropical semiring; fixed-point iteration in the log semiring). Best arcs change only
-    on strict improvement, so they form a tree whenever no cycle has a positive score."""
+    """Tropical distances of a cyclic graph by synchronous relaxation to a fixed point
+    (Bellman-Ford: at most ``num_nodes + 1`` rounds). Best arcs change only on strict
+    improvement, so they form a tree whenever no cycle has a positive score. A NaN reached
+    from a start node is carried on, as torch's ``max`` carries it."""
     num_nodes = init.shape[0]
-    tropical = isinstance(sr, TropicalSemiring)
-    tolerance = 8 * torch.finfo(init.dtype).eps
     dist = init.clone()
     pred = torch.full((num_nodes,), -1, dtype=torch.long, device=init.device)
-    rounds = num_nodes + 1 if tropical else LOG_MAX_ITERATIONS
-    for _ in range(rounds):
-        values = dist[tail] + weights
+    for _ in range(num_nodes + 1):
+        values = torch.where(dist[tail] == NEG_INF, dist[tail], dist[tail] + weights)
         pulled = sr.segment_plus(values, head, num_nodes)
         new = sr.plus2(init, pulled)
-        if tropical:
-            improved = new > dist
-            best = _segment_argmax(values, head, pulled).clamp(max=max(tail.shape[0] - 1, 0))
-            pred = torch.where(improved, best, pred)
-            if not bool(improved.any()):
-                return dist, pred
-        else:
-            if bool(torch.isinf(new).logical_and(new > 0).any()):
-                break
-            change = torch.where(new == dist, torch.zeros_like(new), (new - dist).abs())
-            if bool((change <= tolerance * (1 + new.abs())).all()):
-                return new, pred
+        improved = (new > dist) | (torch.isnan(new) & ~torch.isnan(dist))
+        best = _segment_argmax(values, head, pulled).clamp(max=max(tail.shape[0] - 1, 0))
+        pred = torch.where(improved & ~torch.isnan(new), best, pred)
+        if not bool(improved.any()):
+            return dist, pred
         dist = new
-    what = ("a cycle has a positive score, so the best score is unbounded" if tropical else
-            f"the sum over paths did not converge within {LOG_MAX_ITERATIONS} rounds "
-            "(a cycle's total weight reaches 1, or the sum converges too slowly)")
-    raise DivergenceError(f"shortest distance of a cyclic graph diverges: {what}")
+    raise DivergenceError("shortest distance of a cyclic graph diverges (tropical semiring): a cycle reached "
+                          "from a start node has a positive score, so the best score is unbounded")
+
+
+def _log_cyclic(tail: Tensor, head: Tensor, weights: Tensor, init: Tensor, sr: Semiring) -> Tensor:
+    """Exact log-semiring distances of a cyclic graph (:func:`_log_closure`, in float64 on the
+    host), in the weights' dtype and device; a sum that diverges raises DivergenceError."""
+    num_nodes = init.shape[0]
+    w = _numpy(weights).astype(np.float64)
+    keep = w != NEG_INF
+    dist, bad, loop = _log_closure(num_nodes, np.ascontiguousarray(_numpy(tail)[keep]),
+                                   np.ascontiguousarray(_numpy(head)[keep]), np.ascontiguousarray(w[keep]),
+                                   _numpy(init).astype(np.float64), sr.beta)
+    if bad >= 0:
+        raise DivergenceError(
+            f"the {sr} sum over the paths of a cyclic graph diverges: the cycles through node {bad} (reached "
+            f"from a start node) have a total probability exp({loop:.6g}) >= 1, so that node is reached with "
+            "unbounded total weight; cycles need a total probability below 1 (their weights' log-sum below 0)")
+    return torch.from_numpy(dist).to(device=weights.device, dtype=weights.dtype)
 
 
 def shortest_distance(g: GraphLike, semiring: SemiringLike = "log", reverse: bool = False) -> Tensor:
@@ -291,6 +527,7 @@ def shortest_distance(g: GraphLike, semiring: SemiringLike = "log", reverse: boo
     module documentation).
     """
     graph, _ = _as_graph(g)
+    reverse = bool(reverse)
     return _distances(graph, get_semiring(semiring), reverse)[0]
 
 
@@ -377,7 +614,10 @@ class _TotalScore(torch.autograd.Function):
     def backward(ctx, grad_total: Tensor):  # type: ignore[override]
         g = ctx.g
         arc_grad, start_grad, final_grad = _posteriors(g, ctx.sr, ctx.alpha, ctx.total)
-        node_scale = grad_total[g.node_graph]
+        # a NaN total (a NaN weight on a successful path) gives NaN gradients to its graph, as
+        # autograd through torch's sums would; elementwise, no host sync
+        nan_total = torch.isnan(ctx.total)
+        node_scale = torch.where(nan_total, ctx.total, grad_total)[g.node_graph]
         return arc_grad * node_scale[g.src], start_grad * node_scale, final_grad * node_scale, None, None
 
 
@@ -438,13 +678,48 @@ class _AcyclicDistances(torch.autograd.Function):
         return grad_weights, grad_init, None, None, None, None, None, None
 
 
+class _CyclicLogDistances(torch.autograd.Function):
+    """Log-semiring distances of a cyclic graph (:func:`_log_cyclic`) with a closed-form
+    backward. The adjoint of the distances solves ``adjoint[v] = grad[v] + sum over arcs
+    a = (v -> x) of share[a] * adjoint[x]`` (``share[a] = exp(beta (dist[v] + w[a] - dist[x]))``),
+    the same kind of sum over paths, on the reversed arcs: it is solved exactly by the same
+    elimination, once for the positive and once for the negative part of ``grad``."""
+
+    @staticmethod
+    def forward(ctx, weights: Tensor, init: Tensor, tail: Tensor, head: Tensor,  # type: ignore[override]
+                sr: Semiring) -> Tensor:
+        dist = _log_cyclic(tail, head, weights.detach(), init.detach(), sr)
+        ctx.save_for_backward(weights, init, dist)
+        ctx.tail, ctx.head, ctx.sr = tail, head, sr
+        return dist
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_dist: Tensor):  # type: ignore[override]
+        weights, init, dist = ctx.saved_tensors
+        tail, head, beta = ctx.tail, ctx.head, ctx.sr.beta
+        dist64, grad = dist.double(), grad_dist.double()
+        # log of each arc's share; -inf where the head is unreachable (no change makes it reachable)
+        log_share = torch.where(dist64[head] > NEG_INF, beta * (dist64[tail] + weights.double() - dist64[head]),
+                                dist64.new_full((), NEG_INF))
+
+        def solve(part: Tensor) -> Tensor:
+            log_part = torch.log(part)  # -inf where this part of the gradient is 0
+            return torch.exp(_log_cyclic(head, tail, log_share, log_part, LOG))  # a plain (beta 1) sum
+
+        adjoint = solve(grad.clamp(min=0)) - solve((-grad).clamp(min=0))
+        grad_weights = (adjoint[head] * torch.exp(log_share)).to(weights.dtype) if ctx.needs_input_grad[0] else None
+        grad_init = (adjoint * _share(init.double(), dist64, beta)).to(init.dtype) if ctx.needs_input_grad[1] else None
+        return grad_weights, grad_init, None, None, None
+
+
 def _path_distances(num_nodes: int, tail: Tensor, head: Tensor, weights: Tensor, init: Tensor,
                     sr: Semiring) -> Tensor:
     """Forward distances (from ``init``) along arcs ``tail -> head`` that stay differentiable
     in ``weights`` and ``init``. Acyclic graphs: :class:`_AcyclicDistances` over the compiled
     sweep (CPU, distances in float64) or the level sweep (CUDA). Cyclic graphs: the
-    relaxation to a fixed point recorded by autograd (raises :class:`DivergenceError` when the
-    sum diverges)."""
+    exact elimination with its adjoint (log) or the relaxation to a fixed point recorded by
+    autograd (tropical); both raise :class:`DivergenceError` when the sum diverges."""
     tail_host, head_host = np.ascontiguousarray(_numpy(tail)), np.ascontiguousarray(_numpy(head))
     if weights.device.type == "cpu":
         dist, pred, order = _acyclic_sweep(num_nodes, tail_host, head_host, _numpy(weights), _numpy(init),
@@ -458,7 +733,9 @@ def _path_distances(num_nodes: int, tail: Tensor, head: Tensor, weights: Tensor,
             with torch.no_grad():
                 level_dist, level_pred = _level_sweep(tail, head, weights, init, sr, depth)
             return _AcyclicDistances.apply(weights, init, tail, head, sr, level_dist, level_pred, depth)
-    return _relax(tail, head, weights, init, sr)[0]
+    if isinstance(sr, TropicalSemiring):
+        return _relax(tail, head, weights, init, sr)[0]
+    return _CyclicLogDistances.apply(weights, init, tail, head, sr)
 
 
 def total_score(g: GraphLike, semiring: SemiringLike = "log", backend: str = "native") -> Tensor:
@@ -530,11 +807,13 @@ def prune(g: GraphLike, beam: float | None = None, *, min_posterior: float | Non
     """
     graph, _ = _as_graph(g)
     if beam is None and min_posterior is None:
-        raise ValueError("prune needs a beam, a min_posterior or both")
-    if beam is not None and not beam >= 0:
-        raise ValueError(f"beam must be >= 0, got {beam}")
-    if min_posterior is not None and not 0 < min_posterior <= 1:
-        raise ValueError(f"min_posterior must be in (0, 1], got {min_posterior}")
+        raise ArgumentValueError("prune needs a beam, a min_posterior or both")
+    if beam is not None:
+        beam = _nonnegative(beam, "beam")
+    if min_posterior is not None:
+        min_posterior = _nonnegative(min_posterior, "min_posterior")
+        if not 0 < min_posterior <= 1:
+            raise ArgumentValueError(f"min_posterior is {min_posterior}; a posterior probability must be in (0, 1]")
     keep = [torch.ones_like(t, dtype=torch.bool) for t in (graph.weights, graph.start_weights, graph.final_weights)]
     for sr, bound in ((TROPICAL, beam), (LOG, min_posterior)):
         if bound is None:
@@ -670,7 +949,7 @@ class _Sidetracks:
 
 
 def _enumerate(g: Graph, tracks: _Sidetracks, nodes: np.ndarray, start: np.ndarray, k: int,
-               distinct_outputs: bool, max_paths: int) -> List[Tuple[np.ndarray, int, int]]:
+               max_paths: int) -> List[Tuple[np.ndarray, int, int]]:
     """The k best paths starting in ``nodes`` (one graph's), as (arcs, first node, last node)."""
     roots = start[nodes] + tracks.to_end[nodes]
     keep = roots > NEG_INF
@@ -682,8 +961,6 @@ def _enumerate(g: Graph, tracks: _Sidetracks, nodes: np.ndarray, start: np.ndarr
     if len(order):
         heap.append((-float(roots[keep][order][0]), 0, 0))
     found: List[Tuple[np.ndarray, int, int]] = []
-    seen = set()
-    olabel = _numpy(g.olabel)
     while heap and len(found) < k and len(paths) < max_paths:
         negative, group, i = heapq.heappop(heap)
         parent, codes, gains, base = groups[group]
@@ -705,13 +982,73 @@ def _enumerate(g: Graph, tracks: _Sidetracks, nodes: np.ndarray, start: np.ndarr
             p = paths[p][0]
         first = paths[p][1]
         arcs, last = tracks.arcs_of(first, sidetracks[::-1])
-        if distinct_outputs:
-            labels = olabel[arcs]
-            key = labels[labels != 0].tobytes()
-            if key in seen:
-                continue
-            seen.add(key)
         found.append((arcs, first, last))
+    return found
+
+
+def _distinct_outputs(tracks: _Sidetracks, nodes: np.ndarray, start: np.ndarray, weights: np.ndarray,
+                      olabel: np.ndarray, k: int, max_states: int) -> List[Tuple[np.ndarray, int, int]]:
+    """The best path of each of the k best distinct output strings starting in ``nodes`` (one
+    graph's), as (arcs, first node, last node), best first.
+
+    A* over partial paths keyed by (node, output so far, epsilons removed), with the exact best
+    completion ``to_end`` as heuristic, so partial paths leave the queue best total first. The
+    first partial path to leave it with a given key is the best one with that key; a later one
+    with the same key is dropped: each completion of it has a better twin with the same output
+    from the first. So every key is expanded at most once (a cycle that only repeats an output
+    costs nothing, as in OpenFst's ``ShortestPath(unique=true)``), and a path that stops at an
+    accept node is the best of its output the first time that output stops. At most
+    ``max_states`` keys are expanded."""
+    to_end, final = tracks.to_end, tracks.final
+    out_order, out_offsets, dst = tracks.out_order, tracks.out_offsets, tracks.dst
+    prefix_ids: dict = {}  # (prefix id, label) -> prefix id; 0 is the empty output
+    expanded: set = set()
+    emitted: set = set()
+    # entries: (parent entry, arc) per partial path; a root's "arc" is its start node (parent -1)
+    parents: List[int] = []
+    moves: List[int] = []
+    heap: List[Tuple[float, int, int, int, int, float, bool]] = []  # (-priority, tie, entry, node, prefix, score, stop)
+    for n in nodes[start[nodes] + to_end[nodes] > NEG_INF]:
+        parents.append(-1)
+        moves.append(int(n))
+        heap.append((-(start[n] + to_end[n]), len(heap), len(parents) - 1, int(n), 0, float(start[n]), False))
+    heapq.heapify(heap)
+    found: List[Tuple[np.ndarray, int, int]] = []
+    tie = len(heap)
+    while heap and len(found) < k:
+        _, _, entry, node, prefix, score, stop = heapq.heappop(heap)
+        if stop:
+            if prefix in emitted:
+                continue
+            emitted.add(prefix)
+            arcs = []
+            while parents[entry] != -1:
+                arcs.append(moves[entry])
+                entry = parents[entry]
+            found.append((np.array(arcs[::-1], dtype=np.int64), moves[entry], node))
+            continue
+        if (node, prefix) in expanded:
+            continue
+        if len(expanded) >= max_states:
+            break
+        expanded.add((node, prefix))
+        if final[node] > NEG_INF:
+            tie += 1
+            heapq.heappush(heap, (-(score + final[node]), tie, entry, node, prefix, score + final[node], True))
+        for arc in out_order[out_offsets[node]:out_offsets[node + 1]]:
+            m = int(dst[arc])
+            ahead = weights[arc] + to_end[m]
+            if not ahead > NEG_INF:
+                continue
+            label = int(olabel[arc])
+            following = prefix if label == 0 else prefix_ids.setdefault((prefix, label), len(prefix_ids) + 1)
+            if (m, following) in expanded:
+                continue
+            parents.append(entry)
+            moves.append(int(arc))
+            tie += 1
+            heapq.heappush(heap, (-(score + ahead), tie, len(parents) - 1, m, following,
+                                  score + float(weights[arc]), False))
     return found
 
 
@@ -756,24 +1093,32 @@ def n_best(g: GraphLike, k: int, distinct_outputs: bool = False, max_paths: int 
     fewer paths. For a batch (or list) of graphs: one batch of paths per graph.
 
     Exact for acyclic and cyclic graphs (tropical scores; a cycle with positive score raises
-    :class:`DivergenceError`). Paths are distinct as arc sequences; with
-    ``distinct_outputs=True`` they are the best paths of the ``k`` best distinct output
-    strings (epsilons removed), found by enumerating paths best first until ``k`` strings are
-    seen: the cost grows with the number of paths sharing an output. At most ``max_paths``
-    paths are enumerated per graph (a guard against cycles that only repeat an output);
+    :class:`DivergenceError`; a NaN weight on a successful path raises :class:`WeightError`).
+    Paths are distinct as arc sequences; with ``distinct_outputs=True`` they are the best paths
+    of the ``k`` best distinct output strings (epsilons removed), found by A* search over
+    (node, output so far) that expands each such pair once, so paths that only repeat an
+    output (an epsilon-output cycle) cost nothing. At most ``max_paths`` paths (with
+    ``distinct_outputs``: (node, output) pairs) are enumerated per graph, a bound on the time;
     what is returned is then still the correct best prefix of the list.
 
     Cost per path: a walk along the best-continuation tree and a sort of the sidetracks on
     it (numpy), on the CPU over detached copies of the weights.
     """
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    k = _count(k, "k", 1)
+    max_paths = _count(max_paths, "max_paths", 0)
     graph, batched = _as_graph(g)
     tracks = _Sidetracks(graph)
     start = _numpy(graph.start_weights).astype(np.float64)
+    if np.isnan(tracks.to_end).any():
+        raise WeightError("n_best: a NaN weight lies on a successful path, so the order of the paths is undefined")
     node_graph = _numpy(graph.node_graph)
-    per_graph = [_enumerate(graph, tracks, np.flatnonzero(node_graph == i), start, k, distinct_outputs, max_paths)
-                 for i in range(graph.num_graphs)]
+    if distinct_outputs:
+        weights, olabel = _numpy(graph.weights).astype(np.float64), _numpy(graph.olabel)
+        per_graph = [_distinct_outputs(tracks, np.flatnonzero(node_graph == i), start, weights, olabel, k,
+                                       max_paths) for i in range(graph.num_graphs)]
+    else:
+        per_graph = [_enumerate(graph, tracks, np.flatnonzero(node_graph == i), start, k, max_paths)
+                     for i in range(graph.num_graphs)]
     return _as_path_graphs(graph, per_graph, batched)
 
 
@@ -806,13 +1151,19 @@ def sample(g: GraphLike, n: int, generator: torch.Generator | None = None) -> Li
     gathered from ``g``. A single graph gives a list of ``n`` paths; a batch or list gives
     one batch of ``n`` paths per graph. Graphs without a successful path give empty graphs
     (no nodes)."""
-    if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
+    n = _count(n, "n", 1)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ArgumentTypeError(f"generator must be a torch.Generator or None, not {type(generator).__name__}")
     graph, batched = _as_graph(g)
     device = graph.device
     alpha, _ = _distances(graph, LOG, reverse=False, useful_only=True)
     w, start, final = graph.weights.detach(), graph.start_weights.detach(), graph.final_weights.detach()
     total = _totals(graph, LOG, alpha)
+    if bool(torch.isnan(total).any()):
+        bad = int(torch.isnan(total).nonzero()[0, 0])
+        raise WeightError(f"sample: graph {bad} has a NaN weight on a successful path, so its path "
+                          "probabilities are undefined")
+    useful = _useful_arcs(graph)
     num_samples = graph.num_graphs * n
     owner = torch.arange(graph.num_graphs, device=device).repeat_interleave(n)
 
@@ -827,11 +1178,15 @@ def sample(g: GraphLike, n: int, generator: torch.Generator | None = None) -> Li
     end_probs = probability(alpha + final - total[graph.node_graph])[by_graph]
     ends = _draw(graph.node_graph[by_graph], end_probs, owner, uniform(), graph.num_graphs,
                  torch.zeros_like(owner, dtype=torch.bool))
-    ends = torch.where(ends >= 0, by_graph[ends.clamp(min=0)], ends)
+    if graph.num_nodes:  # else no graph has a path: every end is -1
+        ends = torch.where(ends >= 0, by_graph[ends.clamp(min=0)], ends)
     # then backwards: into node v by arc a with probability exp(alpha[src] + w - alpha[v]),
     # or start at v with the remaining probability exp(start[v] - alpha[v])
     by_dst = torch.argsort(graph.dst, stable=True)
-    arc_probs = probability(alpha[graph.src] + w - alpha[graph.dst])[by_dst]
+    # only arcs on a successful path: an arc into a dead end (alpha -inf there, since its
+    # distances ignore arcs off every successful path) would get probability exp(+inf)
+    arc_probs = probability(torch.where(useful, alpha[graph.src] + w - alpha[graph.dst],
+                                        w.new_full((), NEG_INF)))[by_dst]
     is_start = start > NEG_INF
     node, alive, steps = ends, ends >= 0, []
     while graph.num_arcs and bool(alive.any()):

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CyclicGraphError
-from ..graph import NEG_INF, Graph
+from ..graph import NEG_INF, Graph, as_graph
 
 
 def group_arcs(nodes: Tensor, num_nodes: int) -> Tuple[Tensor, Tensor]:
@@ -103,6 +103,7 @@ def topological_order(g: Graph) -> Tensor:
     Raises :class:`CyclicGraphError` (naming a node on a cycle) if the graph has a cycle.
     The result is on the graph's device.
     """
+    as_graph(g)
     src = g.src.detach().cpu().numpy()
     dst = g.dst.detach().cpu().numpy()
     order = _kahn(g.num_nodes, src, dst)
@@ -116,6 +117,8 @@ def topological_order(g: Graph) -> Tensor:
 
 
 def is_acyclic(g: Graph) -> bool:
+    """Whether the graph has no cycle (a self-loop is a cycle)."""
+    as_graph(g)
     try:
         topological_order(g)
     except CyclicGraphError:
