@@ -11,7 +11,17 @@ from oracle import logsumexp, node_distances, paths, paths_with_ends, relation, 
 from strategies import graphs
 
 import gtn_py.ops.shortest as shortest
-from gtn_py import TROPICAL, ArgumentValueError, DivergenceError, Graph, LogSemiring, equal, gather, is_acyclic, topological_order
+from gtn_py import (
+    TROPICAL,
+    ArgumentValueError,
+    DivergenceError,
+    Graph,
+    LogSemiring,
+    equal,
+    gather,
+    is_acyclic,
+    topological_order,
+)
 from gtn_py.ops.shortest import (
     arc_posteriors,
     forward_score,

@@ -12,13 +12,22 @@ How distances are computed:
 * **Acyclic graphs, CUDA**: level-synchronous torch: nodes are grouped by longest-path
   depth (computed from the integer structure on the CPU), and each level is one vectorized
   ``segment_plus`` of its incoming arcs. Cost: one small loop iteration per level.
-* **Cyclic graphs** (both devices): vectorized relaxation to a fixed point. Tropical is exact
-  (Bellman-Ford: at most ``num_nodes`` rounds; a cycle with positive score raises
-  :class:`DivergenceError`, since scores are maximised). Log iterates until the distances stop
-  changing (to a few ulps) and raises :class:`DivergenceError` after
-  ``LOG_MAX_ITERATIONS`` rounds (the sum diverges, or converges too slowly to be useful).
-  Totals, gradients, paths and samples only look at arcs on some successful path, so a
+* **Cyclic graphs, tropical** (both devices): vectorized Bellman-Ford (at most ``num_nodes``
+  rounds; a cycle with positive score raises :class:`DivergenceError`, since scores are
+  maximised).
+* **Cyclic graphs, log** (both devices, on the host in float64): exact. The strongly connected
+  components are solved in topological order, a lone node's loops in closed form
+  (``-log(1 - p)``, with ``expm1``) and a larger component by Gaussian elimination in the log
+  domain; time is proportional to the graph for chains of loops and rings (more for densely
+  connected components: the arcs the elimination creates). A component whose cycles have a
+  total probability of 1 or more raises :class:`DivergenceError`. Gradients solve the adjoint
+  system the same way.
+* Totals, gradients, paths and samples only look at arcs on some successful path, so a
   divergent cycle that no successful path touches does not matter there.
+* A NaN weight reached from a start node makes the distances after it, the totals of its
+  graph and their gradients NaN, in both semirings, as torch's own sums would (no check, no
+  host sync); :func:`n_best` and :func:`sample`, which need an order or probabilities, raise
+  :class:`WeightError` instead. Graphs must be float32 or float64 (:class:`DtypeMismatchError`).
 
 Gradients of totals are closed-form (forward-backward, or the best path). So are those of
 per-node distances of acyclic graphs (as ``remove_epsilon`` and ``minimize`` use
@@ -486,15 +495,20 @@ def _relax(tail: Tensor, head: Tensor, weights: Tensor, init: Tensor, sr: Semiri
     num_nodes = init.shape[0]
     dist = init.clone()
     pred = torch.full((num_nodes,), -1, dtype=torch.long, device=init.device)
-    for _ in range(num_nodes + 1):
+    # a score improves in at most num_nodes + 1 rounds unless a cycle is positive; a NaN can
+    # take as many more to spread
+    for rounds in range(2 * num_nodes + 2):
         values = torch.where(dist[tail] == NEG_INF, dist[tail], dist[tail] + weights)
         pulled = sr.segment_plus(values, head, num_nodes)
         new = sr.plus2(init, pulled)
-        improved = (new > dist) | (torch.isnan(new) & ~torch.isnan(dist))
+        better = new > dist
+        improved = better | (torch.isnan(new) & ~torch.isnan(dist))
         best = _segment_argmax(values, head, pulled).clamp(max=max(tail.shape[0] - 1, 0))
-        pred = torch.where(improved & ~torch.isnan(new), best, pred)
+        pred = torch.where(better, best, pred)
         if not bool(improved.any()):
             return dist, pred
+        if rounds > num_nodes and bool(better.any()):
+            break
         dist = new
     raise DivergenceError("shortest distance of a cyclic graph diverges (tropical semiring): a cycle reached "
                           "from a start node has a positive score, so the best score is unbounded")
