@@ -24,6 +24,7 @@ the weights of every input through ordinary torch autograd.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence, Union
 
@@ -33,6 +34,7 @@ from torch import Tensor
 
 from .errors import (
     ArgumentTypeError,
+    ArgumentValueError,
     DeviceMismatchError,
     DtypeMismatchError,
     GraphIndexError,
@@ -95,6 +97,69 @@ def as_integer(value: object, what: str, error: type[Exception] = LabelError) ->
     raise ArgumentTypeError(f"{what} must be an integer, not {type(value).__name__} {_excerpt(value)}")
 
 
+def as_count(value: object, what: str, least: int = 0) -> int:
+    """An integer argument that counts something (states, labels, pieces): at least ``least``,
+    else ArgumentValueError (a float such as 1.5 or inf included)."""
+    number = as_integer(value, what, ArgumentValueError)
+    if number < least:
+        raise ArgumentValueError(f"{what} is {number}; it must be at least {least}")
+    return number
+
+
+def as_number(value: object, what: str, *, positive: bool = False) -> float:
+    """A real argument (a temperature, a margin, a smoothing width) as a finite float; a one-element
+    tensor is read. NaN, infinities (and values <= 0 where ``positive``) raise ArgumentValueError,
+    anything that is not a number ArgumentTypeError."""
+    if isinstance(value, Tensor) and value.numel() == 1 and value.dtype.is_floating_point:
+        value = float(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ArgumentTypeError(f"{what} must be a number, not {type(value).__name__} {_excerpt(value)}")
+    number = float(value)
+    if not math.isfinite(number) or (positive and number <= 0):
+        raise ArgumentValueError(f"{what} is {number}; it must be a finite number{' > 0' if positive else ''}")
+    return number
+
+
+def as_tensor(value: object, what: str, *, integer: bool = False, ndim: int | tuple[int, ...] | None = None,
+              least: int | None = None) -> Tensor:
+    """A tensor argument, checked at the front door so that errors name it in the caller's terms.
+
+    Float arguments (scores, emissions, distances) must be floating-point tensors; integer
+    arguments (labels, tags, unit ids) may also be given as nested lists of ints, and must hold
+    integers (>= ``least`` when given; a value check reads the tensor, so it is used for label
+    tensors, which are small). ``ndim`` is the rank or ranks allowed. A tensor on the ``meta``
+    device holds no values and is refused. Wrong types raise ArgumentTypeError, wrong dtypes
+    DtypeMismatchError, wrong ranks ArgumentValueError, bad labels LabelError.
+    """
+    kind = "an integer" if integer else "a floating-point"
+    if integer and isinstance(value, (list, tuple)):
+        try:
+            value = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ArgumentTypeError(f"{what} must be {kind} tensor or a list of ints: {error}") from None
+        if value.dtype.is_floating_point and value.numel():
+            raise LabelError(f"{what} must hold integers, not {_excerpt(value.tolist())}")
+        value = value.long()
+    if not isinstance(value, Tensor):
+        hint = " (torch.tensor(...) makes one)" if isinstance(value, (list, tuple)) else ""
+        raise ArgumentTypeError(f"{what} must be {kind} tensor, not {type(value).__name__} {_excerpt(value)}{hint}")
+    if value.device.type == "meta":
+        raise ArgumentValueError(f"{what} is on the meta device, which holds no values")
+    if integer and (value.dtype.is_floating_point or value.dtype.is_complex or value.dtype == torch.bool):
+        raise DtypeMismatchError(f"{what} must be {kind} tensor, not {value.dtype}")
+    if not integer and not value.dtype.is_floating_point:
+        raise DtypeMismatchError(f"{what} must be {kind} tensor, not {value.dtype}")
+    ranks = (ndim,) if isinstance(ndim, int) else ndim
+    if ranks is not None and value.dim() not in ranks:
+        wanted = " or ".join(str(r) for r in ranks)
+        raise ArgumentValueError(f"{what} must have {wanted} dimensions, not shape {tuple(value.shape)}")
+    if integer and least is not None and value.numel():
+        low = int(value.min())
+        if low < least:
+            raise LabelError(f"{what} holds {low}; its values must be at least {least}")
+    return value
+
+
 def as_device(device: object) -> torch.device:
     """``device`` as a torch.device; a name torch does not know raises ArgumentTypeError."""
     if isinstance(device, torch.device):
@@ -145,6 +210,17 @@ def as_graph_list(value: object, what: str = "graphs") -> list[Graph]:
     if not isinstance(value, (list, tuple)):
         raise ArgumentTypeError(f"{what} must be a list of Graphs, not {type(value).__name__}")
     return [as_graph(g, f"{what}[{k}]") for k, g in enumerate(value)]
+
+
+def as_batch(value: object, what: str = "graphs") -> Graph:
+    """A Graph (a single graph or a batch) as it is, or a non-empty list of Graphs as one batch;
+    anything else raises ArgumentTypeError, an empty list ArgumentValueError."""
+    if isinstance(value, Graph):
+        return value
+    graphs = as_graph_list(value, what)
+    if not graphs:
+        raise ArgumentValueError(f"{what} is an empty list; give a Graph, a batch or a non-empty list of Graphs")
+    return Graph.batch(graphs)
 
 
 def _excerpt(value: object, limit: int = 40) -> str:

@@ -53,8 +53,8 @@ from typing import Dict, Iterable, List, NamedTuple, Sequence, Set, Tuple, Union
 import torch
 from torch import Tensor
 
-from .errors import InvalidGraphError, LabelError, WeightError
-from .graph import EPSILON, NEG_INF, Graph
+from .errors import ArgumentTypeError, ArgumentValueError, InvalidGraphError, LabelError, WeightError
+from .graph import EPSILON, NEG_INF, Graph, as_count, as_graph, as_tensor
 from .ops.compose import compose, determinize
 from .ops.shortest import total_score, viterbi_path
 from .ops.structure import project_output
@@ -76,6 +76,7 @@ __all__ = [
 # ---------------------------------------------------------------------- plumbing
 def reduce_losses(losses: Tensor, reduction: str = "mean") -> Tensor:
     """``"none"`` (as is), ``"sum"`` or ``"mean"`` of per-example losses."""
+    losses = as_tensor(losses, "losses")
     if reduction == "none":
         return losses
     if reduction == "sum":
@@ -217,6 +218,10 @@ def rejecting_acceptor(correct: Graph, alphabet: Tensor) -> Graph:
     ``MAX_ENUMERATED_STRINGS`` strings the language is determinized instead (``correct`` must
     then be acyclic after trimming, else :class:`~gtn_py.errors.CyclicGraphError`).
     """
+    correct = as_graph(correct, "correct")
+    alphabet = as_tensor(alphabet, "alphabet", integer=True, ndim=1, least=1)
+    if bool((alphabet[1:] <= alphabet[:-1]).any()):
+        raise ArgumentValueError(f"alphabet must be sorted labels without repeats, got {alphabet.tolist()[:20]}")
     correct = (correct if correct.is_batch else Graph.batch([correct])).detach()
     num_graphs = correct.num_graphs
     strings: List[Set[Tuple[int, ...]]] = [set() for _ in range(num_graphs)]
@@ -262,14 +267,23 @@ def hamming_cost(references: Union[Sequence[int], Sequence[Sequence[int]], Tenso
 
     ``references``: one label sequence (a single graph) or a list of them (a batch).
     """
-    single = isinstance(references, Tensor) and references.dim() == 1 or (
-        not isinstance(references, Tensor) and all(isinstance(r, int) for r in references))
+    if isinstance(references, Tensor):
+        references = as_tensor(references, "references", integer=True, ndim=(1, 2))
+        single = references.dim() == 1
+    elif isinstance(references, (list, tuple)):
+        single = all(isinstance(r, int) for r in references)
+    else:
+        raise ArgumentTypeError(f"references must be a label sequence or a list of them, not "
+                                f"{type(references).__name__}")
     refs = [references] if single else list(references)
+    num_labels = as_count(num_labels, "num_labels", 1)
+    margin = _setting("margin", margin)
     device = torch.device(device)
     labels = torch.arange(1, num_labels + 1, device=device)
-    graphs = []
+    graphs: List[Graph] = []
     for ref in refs:
-        r = torch.as_tensor(ref, dtype=torch.long, device=device).reshape(-1)
+        r = as_tensor(ref, "references" if single else f"references[{len(graphs)}]", integer=True,
+                      ndim=1).to(device)
         bad = ((r < 1) | (r > num_labels)).nonzero()
         if bad.numel():
             raise LabelError(f"reference label {int(r[bad[0, 0]])} at position {int(bad[0, 0])} is outside "

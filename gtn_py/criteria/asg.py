@@ -27,15 +27,24 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidGraphError, LabelError
-from ..graph import NEG_INF, Graph, gather
+from ..graph import NEG_INF, Graph, as_tensor, gather
 from ..ops.dense import LengthsLike, dense_score
 from .ctc import TargetsLike, _reduce, label_sequences
+
+
+def _square(transitions: object) -> Tensor:
+    """The ``[V, V]`` transition scores, checked."""
+    transitions = as_tensor(transitions, "transitions", ndim=2)
+    if transitions.shape[0] != transitions.shape[1]:
+        raise InvalidGraphError(f"transitions must be square [V, V], got {tuple(transitions.shape)}")
+    return transitions
 
 
 def asg_transition_graph(transitions: Tensor) -> Graph:
     """The graph of all label sequences with transition scores: node 0 is the start (before the
     first frame), node ``1 + j`` means "last label was ``j``"; arcs ``0 -> 1 + j`` (weight 0) and
     ``1 + i -> 1 + j`` (weight ``transitions[i, j]``), both labelled ``j``."""
+    transitions = _square(transitions)
     num_labels = transitions.shape[0]
     device = transitions.device
     labels = torch.arange(num_labels, device=device)
@@ -55,6 +64,7 @@ def asg_target_graphs(targets: TargetsLike, target_lengths: LengthsLike, transit
     """The ASG graphs of a batch of targets: target ``y_1 .. y_L`` gives a chain of ``L + 1`` nodes
     with arc ``k -> k + 1`` labelled ``y_{k+1}`` (weight ``transitions[y_k, y_{k+1}]``, 0 for the
     first) and a self-loop labelled ``y_k`` on node ``k >= 1`` (weight ``transitions[y_k, y_k]``)."""
+    transitions = _square(transitions)
     num_labels = transitions.shape[0]
     chains = label_sequences(targets, target_lengths, dtype=transitions.dtype, device=transitions.device)
     labels = chains.ilabel
@@ -82,9 +92,9 @@ def asg_loss(emissions: Tensor, targets: TargetsLike, transitions: Tensor, input
     transition scores; targets as for :func:`~gtn_py.criteria.ctc.label_sequences`.
     ``reduction``: ``"none"`` (``[B]``), ``"sum"`` or ``"mean"`` (over the batch). A target that
     cannot fit its input (more labels than frames) has loss ``+inf`` and zero gradient."""
-    if emissions.dim() != 3:
-        raise InvalidGraphError(f"emissions must be [B, T, V], got {tuple(emissions.shape)}")
+    emissions = as_tensor(emissions, "emissions", ndim=3)
     num_labels = emissions.shape[2]
+    transitions = _square(transitions)
     if transitions.shape != (num_labels, num_labels):
         raise InvalidGraphError(f"transitions must be [{num_labels}, {num_labels}], got {tuple(transitions.shape)}")
     constrained = dense_score(asg_target_graphs(targets, target_lengths, transitions), emissions, input_lengths)

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidGraphError, LabelError
-from ..graph import NEG_INF, Graph
+from ..graph import NEG_INF, Graph, as_tensor
 from ..losses import nll, reduce_losses
 from ..ops.dense import _whole_numbers
 from ..ops.shortest import arc_posteriors, forward_score, viterbi_path, viterbi_score
@@ -69,7 +69,7 @@ def _unroll(unary: Tensor, transitions: Tensor, lengths: Tensor | None, start_sc
         raise InvalidGraphError(f"transitions must be [K, K] or [B, T - 1, K, K] = {list(want)}, "
                                 f"got {list(transitions.shape)}")
     for name, scores in (("start_scores", start_scores), ("end_scores", end_scores)):
-        if scores is not None and tuple(scores.shape) != (num_tags,):
+        if scores is not None and tuple(as_tensor(scores, name).shape) != (num_tags,):
             raise InvalidGraphError(f"{name} must be [K] = [{num_tags}], got {list(scores.shape)}")
     if tags is None:
         # Every candidate arc (b, t, i, j), i = -1 for the start node, then those that exist.
@@ -79,7 +79,7 @@ def _unroll(unary: Tensor, transitions: Tensor, lengths: Tensor | None, start_sc
         keep = (t < lens[b]) & ((t == 0) == (i < 0))
     else:
         # The tagging's path only: one arc per position.
-        tags = torch.as_tensor(tags, device=device).to(torch.long).reshape(num_seqs, -1)
+        tags = as_tensor(tags, "tags", integer=True).to(device).reshape(num_seqs, -1)
         if tags.shape[1] < num_positions:
             raise InvalidGraphError(f"tags have {tags.shape[1]} positions, emissions {num_positions}")
         inside = torch.arange(tags.shape[1], device=device)[None, :] < lens[:, None]
@@ -123,6 +123,7 @@ def _unroll(unary: Tensor, transitions: Tensor, lengths: Tensor | None, start_sc
 
 
 def _batched(unary: Tensor) -> Tuple[Tensor, bool]:
+    unary = as_tensor(unary, "unary")
     if unary.dim() == 2:
         return unary.unsqueeze(0), True
     if unary.dim() != 3:
@@ -131,6 +132,7 @@ def _batched(unary: Tensor) -> Tuple[Tensor, bool]:
 
 
 def _unbatch_transitions(transitions: Tensor, single: bool) -> Tensor:
+    transitions = as_tensor(transitions, "transitions")
     return transitions.unsqueeze(0) if single and transitions.dim() == 3 else transitions
 
 
@@ -201,7 +203,7 @@ def crf_nll(unary: Tensor, transitions: Tensor, tags: Tensor, lengths: Tensor | 
     graph and the whole CRF."""
     unary, single = _batched(unary)
     transitions = _unbatch_transitions(transitions, single)
-    tags = torch.as_tensor(tags, device=unary.device).reshape(unary.shape[0], -1)
+    tags = as_tensor(tags, "tags", integer=True).to(unary.device).reshape(unary.shape[0], -1)
     scores = dict(start_scores=start_scores, end_scores=end_scores)
     correct = _unroll(unary, transitions, lengths, tags=tags, **scores).graph
     everything = _unroll(unary, transitions, lengths, tags=None, **scores).graph

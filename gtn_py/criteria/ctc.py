@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import DtypeMismatchError, InvalidGraphError, LabelError
-from ..graph import NEG_INF, Graph, gather
+from ..graph import NEG_INF, Graph, as_batch, as_count, gather
 from ..ops.dense import GraphsLike, LengthsLike, _dense_score, _frame_counts, _whole_numbers, viterbi_align
 from ..ops.traverse import group_arcs
 
@@ -52,7 +52,7 @@ def ctc_expand(graphs: GraphsLike, blank: int = 0) -> Graph:
     """
     if isinstance(blank, bool) or not isinstance(blank, int) or blank < 0:
         raise LabelError(f"blank must be a class index >= 0, got {blank!r}")
-    g = graphs if isinstance(graphs, Graph) else Graph.batch(list(graphs))
+    g = as_batch(graphs)
     num_nodes, num_arcs, device = g.num_nodes, g.num_arcs, g.device
     src, dst, ilabel, olabel = g.src, g.dst, g.ilabel, g.olabel
     bad = (ilabel == blank).nonzero()
@@ -258,6 +258,7 @@ def ctc_topology(num_labels: int, blank: int = 0, *, dtype: torch.dtype = torch.
     every arc reads a frame, so the input-epsilon arcs that a grammar's epsilon arcs put into
     the composition (label 0) would read blank frames; composition itself cannot tell them
     from the topology's blank arcs, which are ``0:0`` arcs too when ``blank = 0``."""
+    num_labels = as_count(num_labels, "num_labels", 1)
     _check_classes(blank, num_labels, "the topology")
     labels = torch.tensor([c for c in range(num_labels) if c != blank], dtype=torch.long, device=device)
     zeros = torch.zeros_like(labels)
@@ -365,7 +366,7 @@ def ctc_graph_loss(log_probs: Tensor, target_graphs: GraphsLike, input_lengths: 
     sequence's loss is minus the log of the total over every label sequence the graph accepts
     (weighted by the graph, differentiably). ``log_probs`` are ``[T, B, V]`` as in
     :func:`ctc_loss`; ``"mean"`` averages over the batch."""
-    targets = target_graphs if isinstance(target_graphs, Graph) else Graph.batch(list(target_graphs))
+    targets = as_batch(target_graphs, "target_graphs")
     checked = isinstance(log_probs, Tensor) and log_probs.dim() == 3
     if checked:
         num_classes = log_probs.shape[2]
@@ -398,10 +399,10 @@ def viterbi_decode(decoding_graph: GraphsLike, emissions: Tensor, lengths: Lengt
     """Output labels (epsilons dropped) along the best path of each sequence through a decoding
     graph, e.g. ``ctc_topology(V) @ grammar`` or ``ctc_expand(grammar)`` for an epsilon-free
     grammar. ``emissions``: ``[B, T, V]``."""
+    g = as_batch(decoding_graph, "decoding_graph")
     alignment = viterbi_align(decoding_graph, emissions, lengths)
-    g = decoding_graph if isinstance(decoding_graph, Graph) else Graph.batch(list(decoding_graph))
     arcs = alignment.arcs if alignment.arcs.dim() == 2 else alignment.arcs[None]
-    out = torch.where(arcs >= 0, g.olabel[arcs.clamp(min=0)], torch.zeros_like(arcs)).cpu()
+    out = gather(g.olabel, arcs.reshape(-1), 0).reshape(arcs.shape).cpu()
     return [row[row != 0].tolist() for row in out]
 
 

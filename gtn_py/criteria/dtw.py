@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidGraphError, LabelError, WeightError
-from ..graph import NEG_INF, Graph
+from ..graph import NEG_INF, Graph, as_number, as_tensor
 from ..ops.shortest import total_score, viterbi_path
 from ..semiring import TROPICAL, LogSemiring
 
@@ -66,6 +66,7 @@ def dtw_graph(distances: Tensor, template_lengths: Tensor | Sequence[int] | None
     ``[B]`` labels (>= 1) written by each graph's entry arc. The graphs are acyclic and the
     weights are differentiable gathers of ``distances``.
     """
+    distances = as_tensor(distances, "distances", ndim=(2, 3))
     single = distances.dim() == 2
     if single:
         distances = distances.unsqueeze(0)
@@ -129,7 +130,8 @@ def dtw_distance(distances: Tensor, template_lengths: Tensor | Sequence[int] | N
     alignments of the accumulated distance (``gamma = 0``), or soft-DTW, ``-gamma log sum
     exp(-cost / gamma)`` over alignments (``gamma > 0``, smooth). ``+inf`` where no alignment
     fits (e.g. an empty sequence). Differentiable w.r.t. ``distances``."""
-    if not 0 <= gamma < float("inf"):  # also NaN
+    gamma = as_number(gamma, "gamma (the soft-DTW temperature)")
+    if gamma < 0:
         raise WeightError(f"gamma must be a finite temperature >= 0, got {gamma}")
     g = dtw_graph(distances, template_lengths, input_lengths, steps=steps, step_weights=step_weights)
     return -total_score(g, TROPICAL if gamma == 0 else LogSemiring(1.0 / gamma))
@@ -141,7 +143,7 @@ def dtw_path(distances: Tensor, template_lengths: Tensor | Sequence[int] | None 
              step_weights: Sequence[float] | None = None) -> List[Tensor]:
     """The best alignment of each pair as ``[L, 2]`` (template frame, input frame) cells from
     ``(0, 0)`` to the last cell (empty where there is none)."""
-    single = distances.dim() == 2
+    single = as_tensor(distances, "distances").dim() == 2
     g = dtw_graph(distances, template_lengths, input_lengths, steps=steps, step_weights=step_weights)
     paths = viterbi_path(g if not single else Graph.batch([g]))
     cells = torch.stack([paths.ilabel - 1, paths.olabel - 1], 1)
@@ -152,6 +154,7 @@ def dtw_path(distances: Tensor, template_lengths: Tensor | Sequence[int] | None 
 def local_distances(templates: Tensor, inputs: Tensor) -> Tensor:
     """Squared Euclidean distances ``[B, T_template, T_input]`` between the frames of
     ``templates`` ``[B, T_template, D]`` and ``inputs`` ``[B, T_input, D]`` (or unbatched)."""
+    templates, inputs = as_tensor(templates, "templates"), as_tensor(inputs, "inputs")
     if templates.dim() != inputs.dim() or templates.dim() not in (2, 3) or templates.shape[-1] != inputs.shape[-1] \
             or templates.shape[:-2] != inputs.shape[:-2]:
         raise InvalidGraphError(f"templates {tuple(templates.shape)} and inputs {tuple(inputs.shape)} must be "

@@ -23,8 +23,8 @@ from typing import List, Mapping, NamedTuple, Sequence, Union
 import torch
 from torch import Tensor
 
-from ..errors import InvalidGraphError, LabelError
-from ..graph import NEG_INF, Graph, gather
+from ..errors import ArgumentTypeError, ArgumentValueError, InvalidGraphError, LabelError
+from ..graph import NEG_INF, Graph, as_batch, as_count, as_graph, as_graph_list, as_integer, as_tensor, gather
 from ..losses import reduce_losses
 from ..ops.compose import compose, remove_epsilon
 from ..ops.dense import GraphsLike, LengthsLike, dense_score, intersect_dense, viterbi_align
@@ -56,6 +56,8 @@ def hmm_topology(num_states: int, self_loops: bool = True, skips: bool = False,
     Entering state 0 scores 0. Default: all 0. The weights are differentiable gathers of the
     tensor (learned transitions).
     """
+    num_states = as_integer(num_states, "num_states", ArgumentValueError)
+    first_label = as_integer(first_label, "first_label")
     if num_states < 1:
         raise InvalidGraphError(f"an HMM needs at least one state, got {num_states}")
     if first_label < 1:
@@ -96,6 +98,8 @@ def hmm_units(num_units: int, num_states: int, self_loops: bool = True, skips: b
               device: torch.device | str = "cpu") -> List[Graph]:
     """One :func:`hmm_topology` per unit (phone, letter...), unit ``u`` owning state labels
     ``1 + u * num_states ..``; ``transition_scores``: ``[num_units, num_states, 3]`` (or None)."""
+    num_units = as_count(num_units, "num_units")
+    num_states = as_integer(num_states, "num_states", ArgumentValueError)
     if transition_scores is not None and tuple(transition_scores.shape) != (num_units, num_states, 3):
         raise InvalidGraphError(f"transition_scores must be [num_units, num_states, 3] = "
                                 f"[{num_units}, {num_states}, 3], got {list(transition_scores.shape)}")
@@ -107,6 +111,9 @@ def word_model(units: Sequence[int], unit_hmms: Sequence[Graph], word: int) -> G
     """The HMM of a word: its units' HMMs in sequence, as a transducer from state labels to
     the word, written by the arcs that leave the start nodes (so once per pass through the
     word; those start nodes must have no incoming arcs, as :func:`hmm_topology`'s do)."""
+    word = as_integer(word, "word")
+    units = as_tensor(units, f"the units of word {word}", integer=True, ndim=1).tolist()
+    unit_hmms = as_graph_list(unit_hmms, "unit_hmms")
     if word < 1:
         raise LabelError(f"word labels must be >= 1 (label 0 is epsilon), got {word}")
     if len(units) == 0:
@@ -131,6 +138,11 @@ PronunciationsLike = Union[Mapping[int, Sequence[int]], Sequence[Sequence[int]]]
 def lexicon(pronunciations: PronunciationsLike, unit_hmms: Sequence[Graph]) -> Graph:
     """Any sequence of words: the closure of the union of the word models. ``pronunciations``
     maps word labels (>= 1) to unit sequences, or is a list whose entry ``i`` is word ``i + 1``."""
+    if isinstance(pronunciations, Tensor):
+        pronunciations = as_tensor(pronunciations, "pronunciations", integer=True, ndim=2).tolist()
+    if not isinstance(pronunciations, (Mapping, list, tuple)):
+        raise ArgumentTypeError(f"pronunciations must map word labels to unit lists (a dict, or a list whose "
+                                f"entry i is word i + 1), not {type(pronunciations).__name__}")
     items = pronunciations.items() if isinstance(pronunciations, Mapping) else \
         ((i + 1, units) for i, units in enumerate(pronunciations))
     return closure(union([word_model(units, unit_hmms, word) for word, units in items]))
@@ -148,11 +160,12 @@ def transcript_graphs(lexicon_graph: Graph, transcripts: Sequence[Sequence[int]]
     """The HMM graph of each transcription (a batch): the lexicon composed with each word
     sequence, epsilons removed. ``transcripts`` as :func:`~gtn_py.criteria.ctc.label_sequences`
     takes them (a list of word lists, or padded ``[B, S]`` with lengths)."""
+    lexicon_graph = as_graph(lexicon_graph, "lexicon_graph")
     words = label_sequences(transcripts, transcript_lengths, dtype=lexicon_graph.dtype, device=lexicon_graph.device)
     return remove_epsilon(compose(lexicon_graph, words))
 
 
-def _frame_graphs(graphs: GraphsLike) -> GraphsLike:
+def _frame_graphs(graphs: GraphsLike, what: str = "graphs") -> GraphsLike:
     """The graphs with state labels turned into emission columns (label - 1)."""
     def shift(g: Graph) -> Graph:
         eps = (g.ilabel == 0).nonzero()
@@ -161,7 +174,7 @@ def _frame_graphs(graphs: GraphsLike) -> GraphsLike:
             raise LabelError(f"arc {a} reads epsilon; every arc of an HMM graph must read a state "
                              "(use decoding_graph / transcript_graphs, which remove epsilons)")
         return g._replace(ilabel=g.ilabel - 1)
-    return shift(graphs) if isinstance(graphs, Graph) else [shift(g) for g in graphs]
+    return shift(graphs) if isinstance(graphs, Graph) else [shift(g) for g in as_graph_list(graphs, what)]
 
 
 def hmm_score(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = None, semiring: str = "log") -> Tensor:
@@ -196,12 +209,12 @@ class HMMAlignment(NamedTuple):
 def hmm_decode(decoding: GraphsLike, emissions: Tensor, lengths: LengthsLike = None) -> HMMAlignment:
     """Viterbi: the best path of each sequence through the decoding graph(s), as frame-level
     states and the words it writes. ``emissions``: ``[B, T, num_states]``."""
-    alignment = viterbi_align(_frame_graphs(decoding), emissions, lengths)
-    g = decoding if isinstance(decoding, Graph) else Graph.batch(list(decoding))
+    alignment = viterbi_align(_frame_graphs(decoding, "decoding"), emissions, lengths)
+    g = as_batch(decoding, "decoding")
     states, arcs = alignment.labels, alignment.arcs
     if states.dim() == 1:
         states, arcs = states[None], arcs[None]
-    written = torch.where(arcs >= 0, g.olabel[arcs.clamp(min=0)], torch.zeros_like(arcs)).cpu()
+    written = gather(g.olabel, arcs.reshape(-1), 0).reshape(arcs.shape).cpu()
     return HMMAlignment(states, [row[row != 0].tolist() for row in written], alignment.scores.reshape(-1))
 
 

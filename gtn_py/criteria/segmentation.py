@@ -23,8 +23,8 @@ from typing import Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from ..errors import InvalidGraphError
-from ..graph import NEG_INF, Graph
+from ..errors import ArgumentValueError, InvalidGraphError
+from ..graph import NEG_INF, Graph, as_graph, as_integer, as_tensor
 
 PieceCounts = Union[int, Sequence[int], Tensor]
 
@@ -41,6 +41,7 @@ def span_table(num_pieces: PieceCounts, max_span: int,
     :func:`segmentation_graph`.
     """
     counts = _piece_counts(num_pieces, device)
+    max_span = as_integer(max_span, "max_span", ArgumentValueError)
     if max_span < 1:
         raise InvalidGraphError(f"max_span must be >= 1, got {max_span}")
     dev = counts.device
@@ -104,6 +105,8 @@ def recognition_graph(seg: Graph, span_scores: Tensor, label_offset: int = 1,
     span_scores[a, c]`` (differentiable). The result is an acceptor over class labels, or,
     with ``keep_spans``, a transducer from span labels to class labels. Batches stay batches.
     """
+    seg = as_graph(seg, "seg")
+    span_scores = as_tensor(span_scores, "span_scores")
     if span_scores.dim() != 2 or span_scores.shape[0] != seg.num_arcs:
         raise InvalidGraphError(f"span_scores has shape {tuple(span_scores.shape)}, expected "
                                 f"[{seg.num_arcs}, num_classes] (one row per arc of the segmentation graph)")
@@ -121,11 +124,11 @@ def recognition_graph(seg: Graph, span_scores: Tensor, label_offset: int = 1,
 
 
 def _piece_counts(num_pieces: PieceCounts, device: torch.device | str | None) -> Tensor:
-    if isinstance(num_pieces, Tensor):
-        counts = num_pieces.to(dtype=torch.long, device=device or num_pieces.device).reshape(-1)
+    if isinstance(num_pieces, (Tensor, list, tuple)):
+        given = as_tensor(num_pieces, "num_pieces", integer=True, ndim=(0, 1))
+        counts = given.to(dtype=torch.long, device=device or given.device).reshape(-1)
     else:
-        values = [num_pieces] if isinstance(num_pieces, int) else list(num_pieces)
-        counts = torch.tensor(values, dtype=torch.long, device=device).reshape(-1)
+        counts = torch.tensor([as_integer(num_pieces, "num_pieces", ArgumentValueError)], device=device)
     if counts.numel() == 0:
         raise InvalidGraphError("segmentation_graph needs at least one image")
     bad = (counts < 1).nonzero()

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CyclicGraphError, InvalidGraphError, WeightError
-from ..graph import EPSILON, NEG_INF, Graph, check_compatible, gather, subgraph
+from ..graph import EPSILON, NEG_INF, Graph, as_graph, check_compatible, gather, subgraph
 from ..semiring import Semiring, get_semiring, kernel_plus
 from .shortest import _depths, _distances, _path_distances
 from .structure import connect
@@ -313,7 +313,7 @@ def _graph_of(g1: Graph, g2: Graph, node1: np.ndarray, node2: np.ndarray) -> np.
 
 def intersect(g1: Graph, g2: Graph) -> Graph:
     """The intersection of two acceptors: the strings both accept, with summed scores."""
-    for name, g in (("g1", g1), ("g2", g2)):
+    for name, g in (("g1", as_graph(g1, "g1")), ("g2", as_graph(g2, "g2"))):
         if not g.is_acceptor:
             bad = int((g.ilabel != g.olabel).nonzero()[0, 0])
             raise InvalidGraphError(
@@ -610,6 +610,7 @@ def determinize(g: Graph, semiring: str | Semiring = "tropical") -> Graph:
     an acyclic acceptor (after trimming): a cyclic one raises :class:`CyclicGraphError`
     (not every cyclic graph is determinizable, and the construction would never end).
     """
+    g = as_graph(g)
     sr = get_semiring(semiring)
     if not g.is_acceptor:
         bad = int((g.ilabel != g.olabel).nonzero()[0, 0])
@@ -788,6 +789,7 @@ def minimize(g: Graph, semiring: str | Semiring = "tropical", delta: float = MIN
     :class:`InvalidGraphError` on a transducer or a non-deterministic acceptor and
     :class:`CyclicGraphError` on a cyclic one.
     """
+    g = as_graph(g)
     sr = get_semiring(semiring)
     if not isinstance(delta, (int, float)) or not delta > 0:
         raise WeightError(f"minimize's quantization delta must be > 0, got {delta}")
