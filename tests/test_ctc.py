@@ -9,11 +9,14 @@ import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oracle import logsumexp, relation
+from strategies import graphs as random_graphs
 
-from gtn_py import DtypeMismatchError, Graph, LabelError
+from gtn_py import DtypeMismatchError, Graph, LabelError, closure, compose, remove_epsilon, string_graph
 from gtn_py.criteria import (
     CTCLoss,
     ctc_decode,
+    ctc_decoding_graph,
     ctc_expand,
     ctc_graph,
     ctc_graph_loss,
@@ -258,3 +261,53 @@ def test_cuda_matches_torch():
     g1, = torch.autograd.grad(mine, logits)
     g2, = torch.autograd.grad(ref, logits)
     assert torch.allclose(g1, g2, atol=1e-6)
+
+
+def _collapse(frames, blank=0):
+    """The CTC transcription of a frame labelling: repeats merged, blanks dropped."""
+    out, previous = [], None
+    for c in frames:
+        if c != previous and c != blank:
+            out.append(c)
+        previous = c
+    return tuple(out)
+
+
+@settings(max_examples=40, deadline=None)
+@given(random_graphs(max_nodes=4, max_arcs=6, num_labels=2, acyclic=True, acceptor=True), st.integers(0, 2**31 - 1))
+def test_ctc_decoding_graph_scores_every_alignment_of_a_grammar_with_epsilons(grammar, seed):
+    """Against enumeration: the total over frame labellings whose collapse the grammar accepts,
+    each weighted by the grammar (epsilon arcs read no frame)."""
+    import itertools
+
+    num_frames, num_labels = 4, 3
+    emissions = torch.randn(num_frames, num_labels, generator=torch.Generator().manual_seed(seed),
+                            dtype=torch.float64).log_softmax(-1)
+    weight_of_input = {}
+    for (inputs, _), w in relation(grammar).items():
+        weight_of_input[inputs] = logsumexp([weight_of_input.get(inputs, float("-inf")), w])
+    want = logsumexp([sum(float(emissions[t, c]) for t, c in enumerate(frames)) + weight_of_input[_collapse(frames)]
+                      for frames in itertools.product(range(num_labels), repeat=num_frames)
+                      if _collapse(frames) in weight_of_input])
+    got = float(dense.dense_score(ctc_decoding_graph(grammar, num_labels), emissions))
+    if want == float("-inf"):
+        assert got == want
+    else:
+        assert got == pytest.approx(want, abs=1e-9)
+
+
+def test_ctc_decoding_graph_refuses_outputs_on_input_epsilons():
+    word_on_epsilon = Graph.from_arcs(3, [0, 1], [1, 2], [0, 1], [7, 0], start=[0], accept=[2])
+    with pytest.raises(LabelError, match="reads epsilon and writes 7"):
+        ctc_decoding_graph(word_on_epsilon, 3)
+
+
+def test_composing_the_topology_with_epsilon_arcs_reads_them_as_blank_frames():
+    """Why ctc_decoding_graph exists: a plain composition keeps the grammar's epsilon arcs as
+    input-label-0 arcs, which a dense intersection reads as blank frames."""
+    grammar = closure(string_graph([1, 2], weights=[-0.3, -0.5])).to(dtype=torch.float64)
+    emissions = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64).log_softmax(-1)
+    safe = dense.dense_score(ctc_decoding_graph(grammar, 3), emissions)
+    assert float(safe) == pytest.approx(float(dense.dense_score(ctc_expand(remove_epsilon(grammar)), emissions)))
+    naive = dense.dense_score(compose(ctc_topology(3, dtype=torch.float64), grammar), emissions)
+    assert abs(float(naive) - float(safe)) > 0.05

@@ -5,6 +5,7 @@ from .crf import LinearChainCRF, crf_graph, crf_log_partition, crf_marginals, cr
 from .ctc import (
     CTCLoss,
     ctc_decode,
+    ctc_decoding_graph,
     ctc_expand,
     ctc_graph,
     ctc_graph_loss,
@@ -32,8 +33,8 @@ from .segmentation import recognition_graph, segmentation_graph, span_table
 
 __all__ = [
     "ASGLoss", "asg_loss", "asg_target_graphs", "asg_transition_graph",
-    "CTCLoss", "ctc_decode", "ctc_expand", "ctc_graph", "ctc_graph_loss", "ctc_greedy_decode", "ctc_loss",
-    "ctc_topology", "label_sequences", "viterbi_decode",
+    "CTCLoss", "ctc_decode", "ctc_decoding_graph", "ctc_expand", "ctc_graph", "ctc_graph_loss", "ctc_greedy_decode",
+    "ctc_loss", "ctc_topology", "label_sequences", "viterbi_decode",
     "recognition_graph", "segmentation_graph", "span_table",
     "LinearChainCRF", "crf_graph", "crf_log_partition", "crf_marginals", "crf_nll", "crf_viterbi",
     "ElasticTemplates", "dtw_distance", "dtw_graph", "dtw_path", "local_distances",

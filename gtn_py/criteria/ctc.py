@@ -27,8 +27,10 @@ from torch import Tensor, nn
 
 from ..errors import DtypeMismatchError, InvalidGraphError, LabelError
 from ..graph import NEG_INF, Graph, as_batch, as_count, gather
+from ..ops.compose import compose, remove_epsilon
 from ..ops.dense import GraphsLike, LengthsLike, _dense_score, _frame_counts, _whole_numbers, viterbi_align
 from ..ops.traverse import group_arcs
+from ..semiring import Semiring
 
 TargetsLike = Union[Tensor, Sequence[Sequence[int]]]
 
@@ -253,8 +255,9 @@ def ctc_topology(num_labels: int, blank: int = 0, *, dtype: torch.dtype = torch.
                  device: torch.device | str = "cpu") -> Graph:
     """The CTC topology over ``num_labels`` classes: a transducer from frame labels to their
     collapsed transcription (output epsilon on blanks and repeats), ``num_labels`` nodes.
-    Compose it with an epsilon-free grammar over labels (``remove_epsilon`` it first), or use
-    :func:`ctc_expand` on the grammar directly, which checks this. In a dense intersection
+    Compose it with an epsilon-free grammar over labels (:func:`ctc_decoding_graph` removes the
+    grammar's epsilons and composes), or use :func:`ctc_expand` on the grammar directly, which
+    checks this. In a dense intersection
     every arc reads a frame, so the input-epsilon arcs that a grammar's epsilon arcs put into
     the composition (label 0) would read blank frames; composition itself cannot tell them
     from the topology's blank arcs, which are ``0:0`` arcs too when ``blank = 0``."""
@@ -264,6 +267,34 @@ def ctc_topology(num_labels: int, blank: int = 0, *, dtype: torch.dtype = torch.
     zeros = torch.zeros_like(labels)
     loop = Graph.from_arcs(1, zeros, zeros, labels, labels, start=[0], accept=[0], dtype=dtype, device=device)
     return ctc_expand(loop, blank)
+
+
+def ctc_decoding_graph(grammar: GraphsLike, num_labels: int, blank: int = 0,
+                       semiring: str | Semiring = "log") -> Graph:
+    """The CTC decoding graph of a grammar: ``ctc_topology(num_labels, blank)`` composed with
+    the grammar after its epsilons are removed (weights kept in ``semiring``).
+
+    ``grammar`` is an acceptor or transducer over labels (a single graph or a batch; e.g. a
+    lexicon from letters to words, a word-loop grammar with epsilon arcs); its label 0 is
+    epsilon, as everywhere in gtn_py. Arcs reading epsilon and writing a label (``0:w``) are
+    left after epsilon removal and raise :class:`LabelError`: they would read a frame.
+
+    In a dense intersection every arc reads one frame and input label 0 is the blank column,
+    so composing the topology with a grammar that still has epsilon arcs would read each
+    epsilon as an extra blank frame (composition cannot tell them from the topology's own
+    ``0:0`` blank arcs); this function is the safe way to build the graph for
+    :func:`viterbi_decode` or :func:`~gtn_py.ops.dense.dense_score`. The output side is the
+    grammar's output.
+    """
+    grammar = remove_epsilon(as_batch(grammar, "grammar"), semiring)
+    left = (grammar.ilabel == 0).nonzero()
+    if left.numel():
+        a = int(left[0, 0])
+        raise LabelError(f"grammar arc {a} reads epsilon and writes {int(grammar.olabel[a])}: in CTC decoding every "
+                         "arc reads a frame, so an output needs an input label (put it on a neighbouring arc, "
+                         "e.g. a word on its first letter's arc)")
+    topology = ctc_topology(num_labels, blank, dtype=grammar.dtype, device=grammar.device)
+    return compose(topology, grammar)
 
 
 def _reduce(losses: Tensor, reduction: str, divisors: Tensor | None) -> Tensor:
