@@ -40,7 +40,7 @@ from typing import Any, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .errors import BackendUnavailableError, CyclicGraphError, LabelError
+from .errors import ArgumentValueError, BackendUnavailableError, CyclicGraphError, LabelError
 from .graph import NEG_INF, Graph, gather, subgraph
 from .ops.traverse import topological_order
 from .semiring import Semiring, TropicalSemiring, get_semiring
@@ -72,9 +72,9 @@ BACKENDS = ("native", "k2")
 
 def use_k2(backend: str) -> bool:
     """Whether ``backend`` asks for k2's kernels (the ``backend=`` argument of the totals and
-    dense-intersection functions); raises ``ValueError`` for an unknown name."""
+    dense-intersection functions); raises ArgumentValueError for an unknown name."""
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
+        raise ArgumentValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     return backend == "k2"
 
 

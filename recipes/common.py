@@ -27,7 +27,7 @@ import re
 import sys
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -263,6 +263,17 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
     return state
 
 
+def load_weights(module: nn.Module, weights: Mapping[str, Any], source: str, advice: str = "") -> None:
+    """``module.load_state_dict(weights)``; weights of other names or shapes (a checkpoint of
+    another model or size) raise :class:`InputError` naming ``source``, in one line."""
+    try:
+        module.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError, ValueError) as error:
+        detail = " ".join(str(error).split())[:300]
+        raise InputError(f"{source}: its weights do not fit {advice or 'the model its config describes'} "
+                         f"({detail})") from None
+
+
 def restore(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
             device: torch.device | str = "cpu") -> int:
     """Load a run's checkpoint into ``model`` and ``optimizer``; the step it was written at."""
@@ -270,7 +281,7 @@ def restore(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer
     if "optimizer" not in state:
         raise InputError(f"{path} holds weights only (an average or a reading copy), no optimizer state: "
                          "start a run from it with --init, not --resume")
-    model.load_state_dict(state["model"])
+    load_weights(model, state["model"], str(path), "this run's model")
     optimizer.load_state_dict(state["optimizer"])
     return int(state["step"])
 

@@ -256,6 +256,18 @@ def test_speech_user_errors_are_one_line(tmp_path, capsys):
     assert "(its keys: none)" in error_of(speech, ["train", "--out", str(tmp_path), "--option", "states=3"], capsys)
 
 
+def test_speech_checkpoints_of_other_models_are_one_line_errors(tmp_path, capsys, tiny_reader):
+    """A check reader, or a speech model whose weights do not fit its config, given to decode."""
+    err = error_of(speech, ["decode", "--checkpoint", str(tiny_reader), "--input", str(tmp_path)], capsys)
+    assert "not a speech-digits model" in err
+    state = common.load_checkpoint(ROOT / "recipes" / "speech_digits" / "shipped" / "ctc.pt")
+    state["model"] = {k: v[..., :1] if v.dim() else v for k, v in state["model"].items()}
+    cut = tmp_path / "cut.pt"
+    common.save_checkpoint(cut, state)
+    err = error_of(speech, ["decode", "--checkpoint", str(cut), "--input", str(tmp_path)], capsys)
+    assert "its weights do not fit the model its config describes (Error(s) in loading state_dict" in err
+
+
 def test_help_shows_the_defaults(capsys):
     for command, argv, wanted in ((check_reader, ["decode", "--help"], r"strings read at once\s+\(default:\s+32\)"),
                                   (check_reader, ["train", "--help"], r"--steps STEPS\s+default: 600"),

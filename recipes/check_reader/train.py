@@ -108,11 +108,7 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
     models: list[Reader] = []
     for p, state, config in zip(paths, states, configs):
         model: Reader = build_reader(config).to(device)  # type: ignore[assignment]
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as error:
-            raise common.InputError(f"{p}: its weights do not fit its own model config "
-                                    f"({_one_line(error)})") from None
+        common.load_weights(model, state["model"], str(p), "its own model config")
         model.eval()
         models.append(model)
         if len(paths) > 1 and (config.kind != "segmentation" or config.cuts != first.cuts):
@@ -122,11 +118,6 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
         # Crops with the surroundings when some member reads them; the others read the span alone.
         first.context = any(config.context for config in configs)
     return models[0], states[0]
-
-
-def _one_line(error: BaseException) -> str:
-    """torch's multi-line message as one line, shortened."""
-    return " ".join(str(error).split())[:300]
 
 
 def reader_config(path: str | Path, state: dict) -> ModelConfig:
@@ -303,11 +294,8 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resum
         if reader_config(config.init, state).kind != model_config.kind:
             raise common.InputError(f"{config.init}: a {state['model_config']['kind']} reader cannot start a "
                                     f"{model_config.kind} reader")
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as error:
-            raise common.InputError(f"--init {config.init}: its weights do not fit this reader (--channels, "
-                                    f"--hidden, --context must be the same; {_one_line(error)})") from None
+        common.load_weights(model, state["model"], f"--init {config.init}",
+                            "this reader (--channels, --hidden, --context must be the same)")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     train_digits, held_digits = digit_split(config)
     metrics = common.MetricsLog(out / METRICS, enabled=world.main)

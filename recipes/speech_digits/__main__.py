@@ -25,7 +25,7 @@ from .evaluate import Result, decode_features, evaluate_model, format_summary, w
 from .models import EncoderConfig, ModelConfig
 from .synth import corpus_dir, prepare, split_voices
 from .templates import LOSSES
-from .train import NUM_FILTERS, TrainConfig, load_model, train
+from .train import NUM_FILTERS, TrainConfig, load_model, model_config_of, train
 
 DEFAULT_ROOT = Path("data/speech_digits")
 # The committed reading copies, and their list: file, kind, WER on the held-out test voices, and
@@ -156,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     ckpt = Path(args.out) / common.CHECKPOINT
     if args.resume and ckpt.exists():
         state = common.load_checkpoint(ckpt)
-        model_config = ModelConfig.from_dict(state["model_config"])
+        model_config = model_config_of(ckpt, state)
         config = TrainConfig(**{**state["train_config"], "steps": args.steps})  # a resumed run may be extended
         # ... on the data it started with, unless told otherwise
         data = state.get("data", {})
@@ -218,7 +218,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         utterances = isolated_words(segmenter, utterances, device=args.device)
         print(f"{len(utterances)} isolated words cut by {args.segmenter}'s forced alignment")
     t0 = time.time()
-    result = evaluate_model(model, utterances, args.batch_size, args.device)
+    result = evaluate_model(model, utterances, args.batch_size, args.device, show_progress=not args.quiet)
     summary = result.summary()
     summary.update(model=state["model_config"]["kind"], checkpoint=" ".join(checkpoints), input=str(args.input),
                    segmenter=args.segmenter, warps=list(args.warps), steps=state["step"],
@@ -256,7 +256,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 def cmd_decode(args: argparse.Namespace) -> None:
     model, _ = load_model(_checkpoints(args), args.device, args.warps)
     utterances = _inputs(args)
-    hyps = decode_features(model, [u.features for u in utterances], args.batch_size, args.device)
+    hyps = decode_features(model, [u.features for u in utterances], args.batch_size, args.device,
+                           show_progress=not args.quiet)
     for u, words in zip(utterances, hyps):
         print(f"{' '.join(words)} ({u.utt_id})")
     if args.viz:
@@ -331,6 +332,7 @@ def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--viz-count", type=int, default=4, help="utterances drawn in the report")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def cmd_average(args: argparse.Namespace) -> None:

@@ -43,13 +43,15 @@ class Result:
 
 
 def decode_features(model: Recognizer, features: Sequence[np.ndarray], batch_size: int = 32,
-                    device: torch.device | str = "cpu") -> list[tuple[str, ...]]:
-    """The words recognised in each feature matrix, batched by similar lengths."""
+                    device: torch.device | str = "cpu", show_progress: bool = False) -> list[tuple[str, ...]]:
+    """The words recognised in each feature matrix, batched by similar lengths (a progress bar of
+    batches on stderr with ``show_progress``)."""
     model.eval()
     order = np.argsort([len(f) for f in features], kind="stable")
     hypotheses: list[tuple[str, ...]] = [()] * len(features)
+    starts = range(0, len(order), batch_size)
     with torch.no_grad():
-        for start in range(0, len(order), batch_size):
+        for start in common.progress(starts, len(starts), show_progress, unit="batch"):
             chosen = order[start:start + batch_size]
             batch = make_batch([features[i] for i in chosen], device=device)
             for i, words in zip(chosen, model.decode(batch)):
@@ -58,9 +60,9 @@ def decode_features(model: Recognizer, features: Sequence[np.ndarray], batch_siz
 
 
 def evaluate_model(model: Recognizer, utterances: Sequence[Utterance], batch_size: int = 32,
-                   device: torch.device | str = "cpu") -> Result:
+                   device: torch.device | str = "cpu", show_progress: bool = False) -> Result:
     was_training = model.training
-    hyps = decode_features(model, [u.features for u in utterances], batch_size, device)
+    hyps = decode_features(model, [u.features for u in utterances], batch_size, device, show_progress)
     model.train(was_training)
     return Result([u.utt_id for u in utterances], [u.words for u in utterances], hyps)
 

@@ -122,6 +122,19 @@ def checkpoint_state(model: Recognizer, optimizer: torch.optim.Optimizer, step: 
             "model_config": model_config.to_dict(), "train_config": asdict(config), **(extra or {})}
 
 
+def model_config_of(path: str | Path, state: Mapping[str, Any]) -> ModelConfig:
+    """The :class:`ModelConfig` of a speech checkpoint; :class:`~recipes.common.InputError` for a
+    checkpoint of something else (a check reader, say)."""
+    try:
+        config = ModelConfig.from_dict(state["model_config"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise common.InputError(f"{path}: not a speech-digits model (its model config does not read: "
+                                f"{type(error).__name__} {error})") from None
+    if config.kind not in ("ctc", "hybrid", "dtw"):
+        raise common.InputError(f"{path}: a {config.kind!r} model, not a speech-digits model (ctc, hybrid, dtw)")
+    return config
+
+
 def load_model(path: str | Path | Sequence[str | Path], device: torch.device | str = "cpu",
                warps: Sequence[float] = ()) -> tuple[Recognizer, dict[str, Any]]:
     """A model from a checkpoint written by :func:`train`, and the checkpoint. Several checkpoints
@@ -131,8 +144,8 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
     models, states = [], []
     for p in paths:
         state = common.load_checkpoint(p, device)
-        model = build_model(ModelConfig.from_dict(state["model_config"])).to(device)
-        model.load_state_dict(state["model"])
+        model = build_model(model_config_of(p, state)).to(device)
+        common.load_weights(model, state["model"], str(p), "the model its config describes")
         model.eval()
         models.append(model)
         states.append(state)
@@ -140,7 +153,7 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
         return models[0], states[0]
     scorers = [m for m in models if isinstance(m, FrameScorer)]
     if len(scorers) != len(models):
-        raise ValueError(f"{', '.join(map(str, paths))}: a committee (or warps) needs CTC or hybrid models")
+        raise common.InputError(f"{', '.join(map(str, paths))}: a committee (or warps) needs CTC or hybrid models")
     return Committee(scorers, warps or (1.0,)).eval(), states[0]
 
 
@@ -167,7 +180,8 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utter
         # Start from another model's encoder (e.g. a trained hybrid's), same encoder settings.
         encoder = {k[len("encoder."):]: v for k, v in common.load_checkpoint(init, dev)["model"].items()
                    if k.startswith("encoder.")}
-        model.encoder.load_state_dict(encoder)
+        common.load_weights(model.encoder, encoder, f"--init {init}",
+                            "this model's encoder (--channels, --context, --hidden, --layers must be the same)")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     step = 0
     if resume and ckpt_path.exists():
