@@ -63,10 +63,11 @@ def _excerpt(token: str, limit: int = 40) -> str:
 def _read_text(source: PathLike | IO[str], what: str = "OpenFst text") -> Tuple[str, str | None]:
     """The text of ``source`` and the name to report in errors (None for literal text).
 
-    A ``str`` containing a newline (or empty) is the text itself; any other ``str`` or
-    ``os.PathLike`` is a path; anything with ``read`` is a file (text or binary). The text
-    must be UTF-8; a leading byte-order mark is skipped. A binary FST is refused with a
-    FormatError saying how to turn it into text.
+    A ``str`` containing a newline or a NUL (or empty) is the text itself, ``bytes`` with a
+    newline or a NUL a file's contents; any other ``str``, ``bytes`` or ``os.PathLike`` is a
+    path; anything with ``read`` is a file (text or binary). The text must be UTF-8; a leading
+    byte-order mark is skipped. A binary FST is refused with a FormatError saying how to turn
+    it into text.
     """
     name: str | None
     if hasattr(source, "read"):
@@ -77,8 +78,10 @@ def _read_text(source: PathLike | IO[str], what: str = "OpenFst text") -> Tuple[
         except UnicodeDecodeError as error:  # a file opened as text in an encoding that does not fit
             raise FormatError(f"the file is not text in its encoding ({error.reason}); {what} is UTF-8 text "
                               "(a binary FST is converted with 'fstprint')", path=name) from None
-    elif isinstance(source, str) and ("\n" in source or source == ""):
-        data, name = source, None
+    elif isinstance(source, str) and ("\n" in source or source == "" or "\0" in source):
+        data, name = source, None  # no path holds a NUL byte: this is content (binary read as text)
+    elif isinstance(source, (bytes, bytearray)) and (b"\n" in source or not source or b"\0" in source):
+        data, name = bytes(source), None  # a file's bytes, e.g. open(path, "rb").read()
     else:
         try:
             path = os.fspath(source)  # type: ignore[arg-type]
@@ -87,11 +90,14 @@ def _read_text(source: PathLike | IO[str], what: str = "OpenFst text") -> Tuple[
                                     f"{type(source).__name__}") from None
         with open(path, "rb") as f:
             data, name = f.read(), os.fsdecode(path)
+    # A binary FST as bytes, or as text decoded byte for byte (latin-1) by a caller.
+    head = bytes(data[:4]) if isinstance(data, (bytes, bytearray)) else \
+        data[:4].encode("latin-1", "replace") if isinstance(data, str) else b""
+    if head == _OPENFST_BINARY_MAGIC:
+        raise FormatError("this is a binary FST (as fstcompile and pynini's Fst.write write); gtn_py "
+                          "reads OpenFst text: convert it with 'fstprint file.fst file.txt' or, in pynini, "
+                          "write fst.print() to a file", path=name)
     if isinstance(data, (bytes, bytearray)):
-        if bytes(data[:4]) == _OPENFST_BINARY_MAGIC:
-            raise FormatError("this is a binary FST (as fstcompile and pynini's Fst.write write); gtn_py "
-                              "reads OpenFst text: convert it with 'fstprint file.fst file.txt' or, in pynini, "
-                              "write fst.print() to a file", path=name)
         raw = bytes(data)
         try:
             data = raw.decode("utf-8")
@@ -340,7 +346,8 @@ def read_openfst(path_or_text_or_file: PathLike | IO[str], isymbols: SymbolTable
     """Read OpenFst text into a Graph (scores ``= -cost``).
 
     The argument is a path (``str`` without a newline, or ``os.PathLike``), a file, or the
-    text itself (a ``str`` with a newline), UTF-8 (a leading byte-order mark is skipped).
+    text itself (a ``str`` with a newline, or a file's ``bytes``), UTF-8 (a leading byte-order
+    mark is skipped; a binary FST raises :class:`FormatError` with how to print it as text).
     ``acceptor=None`` decides from the lines: 3-column arc lines make an acceptor file,
     5-column ones a transducer file, and a file with only 4-column arc lines is read as a
     transducer (``fstcompile``'s default; pass ``acceptor=True`` for an acceptor whose arcs

@@ -142,7 +142,7 @@ def test_binary_fst_is_refused_with_advice(tmp_path):
     binary = (2125659606).to_bytes(4, "little") + b"\x06\x00\x00\x00vector\x08\x00\x00\x00standard"
     path = tmp_path / "g.fst"
     path.write_bytes(binary)
-    for source in (path, str(path), io.BytesIO(binary)):
+    for source in (path, str(path), io.BytesIO(binary), binary, binary.decode("latin-1")):
         with pytest.raises(FormatError, match="binary FST.*fstprint"):
             read_openfst(source)
     path.write_bytes(b"0 1 1 1\n\xff\xfe\n")
