@@ -69,8 +69,9 @@ bench: $(STAMP)
 test-cuda: $(STAMP) system-deps
 	$(PY) -m pytest -q -m cuda tests
 
-# The main job: train the check reader briefly on the embedded digits, evaluate on fresh strings
-# of held-out digits, print the table (see README_RECIPES.md).
+# The main job: the shipped committee of check readers reads fresh strings of held-out digits
+# (accuracy with its interval, reject curve, HTML report), then a short training run through the
+# segmentation graph (recipes/check_reader/RESULTS.md has the figures).
 demo: $(STAMP) system-deps
 	$(PY) -m recipes.check_reader demo
 

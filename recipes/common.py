@@ -195,18 +195,34 @@ def confusions(references: Iterable[Sequence[str]], hypotheses: Iterable[Sequenc
     return [{"reference": r, "hypothesis": h, "count": n} for (r, h), n in counts.most_common(top)]
 
 
+def proportion_interval(share: float, count: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95 % for ``z = 1.96``) of a share measured on ``count`` trials:
+    how far a figure read on a sample of this size may be from the figure on all strings."""
+    if count <= 0:
+        return 0.0, 1.0
+    centre = (share + z * z / (2 * count)) / (1 + z * z / count)
+    half = z * math.sqrt(share * (1 - share) / count + z * z / (4 * count * count)) / (1 + z * z / count)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def format_confusions(errors: Sequence[dict[str, Any]]) -> str:
     """``eight -> six 12, oh -> - 9`` for :func:`confusions`' list; "none" for an empty one."""
     return ", ".join(f"{e['reference']} -> {e['hypothesis']} {e['count']}" for e in errors) or "none"
 
 
 # ---------------------------------------------------------------------- files
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (a temporary file beside it, then a rename)."""
+def write_text(path: str | Path, text: str) -> None:
+    """Write UTF-8 text atomically (a temporary file beside it, then a rename): a reader never
+    sees half a file, and an interrupted write leaves the old one."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write JSON atomically (see :func:`write_text`)."""
+    write_text(path, json.dumps(obj, indent=1) + "\n")
 
 
 def _check_plain(value: Any, where: str = "state") -> None:
@@ -346,8 +362,21 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file (one JSON object per line); a line that is not one
+    raises :class:`InputError` naming the file and line."""
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        return [json_object(line, f"{path}:{number}") for number, line in enumerate(f, start=1) if line.strip()]
+
+
+def json_object(text: str, where: str) -> dict[str, Any]:
+    """A JSON object from ``text``, or an :class:`InputError` saying ``where`` it is not one."""
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{where}: not JSON ({error})") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{where}: expected a JSON object")
+    return record
 
 
 # ---------------------------------------------------------------------- command lines

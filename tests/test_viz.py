@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recipes.check_reader import report
 from recipes.check_reader.__main__ import main as cli
 from recipes.check_reader.data import read_png_rgb
-from viz import report
 from viz.gallery import ENTRIES, Entry, build_gallery
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -91,3 +91,15 @@ def test_report_renders_in_chromium(run_folder, tmp_path):
     assert ((images > 200).all(axis=2)).sum() > 200            # ink
     cut = np.array([int(report.CUT_COLOUR[i:i + 2], 16) for i in (1, 3, 5)])
     assert (np.abs(images - cut).sum(axis=2) < 60).sum() > 50    # candidate cuts
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="needs graphviz's dot (make system-deps)")
+def test_demo_reads_with_the_shipped_committee_then_trains(tmp_path, capsys):
+    """make demo's path at a tiny size: the committee's reading, its report, a training run."""
+    cli(["demo", "--out", str(tmp_path), "--strings", "3", "--steps", "2", "--pretrain-steps", "2", "--quiet"])
+    printed = capsys.readouterr().out
+    assert "the shipped committee (8 readers) reads 3 fresh strings" in printed
+    assert "95 % interval" in printed and "at the shipped threshold 0.9343" in printed
+    page = (tmp_path / "committee_report.html").read_text()
+    assert "Reject curve" in page and "ctx_d1s17.pt" in page and "Training loss" not in page
+    assert "after training it reads" in printed and (tmp_path / "short_run" / "checkpoint.pt").is_file()

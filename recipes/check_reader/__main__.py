@@ -1,4 +1,4 @@
-"""python -m recipes.check_reader {train,evaluate,decode,export,make-data,demo} ...
+"""python -m recipes.check_reader {train,evaluate,decode,export,make-data,demo,report} ...
 
 Reads handwritten digit strings by segmentation with a graph transformer network (LeCun,
 Bottou, Bengio, Haffner 1998), trained end to end through the segmentation graph.
@@ -21,6 +21,7 @@ from .data import GeneratorConfig, load_strings, make_strings, page_to_string, r
 from .evaluate import Reading, evaluate_strings, format_summary, read_batch
 from .model import ModelConfig, SegmentationReader, Views, WindowReader, grammar_lengths
 from .oversegment import CutConfig
+from .report import build_reading_report, build_report
 from .train import CHECKPOINT, TrainConfig, digit_split, load_model, train
 
 CRITERIA = ("nll", "perceptron", "hinge", "ctc")
@@ -30,6 +31,9 @@ PRETRAIN_STEPS = 1000
 DEFAULT_THRESHOLD = 0.9343
 EVALUATION = "evaluation.json"
 DEFAULT_EVALUATION = Path("out") / "check_reader" / EVALUATION
+# The best shipped reading (RESULTS.md): the eight context readers as a committee, with these options.
+SHIPPED_COMMITTEE = [Path(__file__).parent / "readers" / f"ctx_d1s{seed}.pt" for seed in range(10, 18)]
+COMMITTEE_READING = {"candidates": 4, "grammar": "length:4-6", "grid": 4, "min_piece": 1}
 
 
 def _add_train_options(p: argparse.ArgumentParser) -> None:
@@ -169,7 +173,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def _default_evaluation(checkpoint: Path) -> Path:
-    """Beside the checkpoint of a training run (its folder has the run's metrics, and viz.report
+    """Beside the checkpoint of a training run (its folder has the run's metrics, and the report verb
     reads both), else out/check_reader/evaluation.json: never into the committed readers' folder."""
     run = checkpoint.parent
     return run / EVALUATION if (run / common.METRICS).is_file() else DEFAULT_EVALUATION
@@ -248,26 +252,59 @@ def cmd_make_data(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """A short training run on the embedded digits (pretraining of the recogniser on isolated
-    digits, then global training through the graph; the recogniser sees the spans' surroundings,
-    ``--context``), then the evaluation table on fresh strings of 4-6 held-out digits."""
+    """What ``make demo`` runs. (1) The shipped committee of eight context readers reads fresh
+    strings of 4-6 held-out digits (a data seed no figure of RESULTS.md used) as RESULTS.md
+    reads it: string accuracy with its 95 % interval, the reject curve, the shipped operating
+    threshold, and an HTML report. (2) A short training run through the segmentation graph on
+    the embedded digits, to show training works: its loss, then what it reads."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
     t0 = time.time()
-    train_args = build_parser().parse_args(
-        ["train", "--out", str(out), "--steps", str(args.steps), "--pretrain-steps", str(args.pretrain_steps),
-         "--valid-every", str(args.steps), "--context",
-         "--valid-strings", "100", *(["--quiet"] if args.quiet else [])])
-    cmd_train(train_args)
-    print(f"training: {time.time() - t0:.0f} s")
-    data = out / "test_4to6.npz"
+    print(f"== 1. the shipped committee ({len(SHIPPED_COMMITTEE)} readers) reads {args.strings} fresh strings of "
+          "4-6 held-out digits")
+    data = out / "fresh_4to6.npz"
     cmd_make_data(argparse.Namespace(split_seed=0, digits="", held_out=TrainConfig().held_out, split="held-out",
-                                     min_digits=4, max_digits=6, count=args.test_strings, data_seed=12345,
+                                     min_digits=4, max_digits=6, count=args.strings, data_seed=args.data_seed,
                                      out=str(data)))
-    cmd_evaluate(argparse.Namespace(checkpoint=[str(out / CHECKPOINT)], data=str(data), out=str(out / EVALUATION),
-                                    device="cpu", batch_size=32, grammar="", grid=None, min_piece=None, candidates=1,
-                                    views=1, view_strength=1.0, quiet=args.quiet))
-    print(f"demo total: {time.time() - t0:.0f} s; the run's report: python -m viz.report {out}")
+    evaluation = out / "committee_evaluation.json"
+    summary = cmd_evaluate(argparse.Namespace(
+        checkpoint=[str(p) for p in SHIPPED_COMMITTEE], data=str(data), out=str(evaluation), device="cpu",
+        batch_size=32, views=1, view_strength=1.0, quiet=args.quiet, **COMMITTEE_READING))
+    low, high = common.proportion_interval(summary["string_accuracy"] / 100, summary["strings"])
+    confidence = np.array([e["confidence"] for e in summary["examples"]])
+    right = np.array([e["text"] == e["label"] for e in summary["examples"]])
+    accepted = confidence >= DEFAULT_THRESHOLD
+    print(f"strings read: {summary['string_accuracy']:.1f} % (95 % interval {100 * low:.1f}-{100 * high:.1f} %; "
+          "RESULTS.md: 95.1-95.3 % on its validation and test sets)")
+    print(f"at the shipped threshold {DEFAULT_THRESHOLD} (decode's default): {100 * (1 - accepted.mean()):.1f} % "
+          f"rejected, {100 * (accepted & ~right).mean():.1f} % of all strings accepted and wrong")
+    report = build_reading_report(SHIPPED_COMMITTEE, evaluation, out / "committee_report.html")
+    print(f"report (reject curve, examples, a segmentation graph): {report}")
+    print(f"part 1: {time.time() - t0:.0f} s")
+
+    t1 = time.time()
+    run = out / "short_run"
+    print(f"\n== 2. a short training run through the segmentation graph ({args.pretrain_steps} pretraining steps "
+          f"on isolated digits, {args.steps} steps on strings)")
+    cmd_train(build_parser().parse_args(
+        ["train", "--out", str(run), "--steps", str(args.steps), "--pretrain-steps", str(args.pretrain_steps),
+         "--valid-every", str(args.steps), "--context", "--valid-strings", "50", "--threads", str(args.threads),
+         *(["--quiet"] if args.quiet else [])]))
+    records = common.read_metrics(run / common.METRICS)
+    losses = [r["loss"] for r in records if r.get("split") == "train"]
+    tenth = max(1, len(losses) // 10)
+    print(f"training loss (nats per string): {np.mean(losses[:tenth]):.2f} over the first tenth of the steps, "
+          f"{np.mean(losses[-tenth:]):.2f} over the last")
+    last = [r for r in records if r.get("split") == "valid"][-1]
+    print(f"after training it reads {last['string_accuracy']:.1f} % of {last['strings']} validation strings "
+          f"(digit error rate {last['digit_error_rate']:.2f} %); the shipped readers train for an hour each")
+    print(f"part 2: {time.time() - t1:.0f} s; its report: python -m recipes.check_reader report {run}")
+    print(f"demo total: {time.time() - t0:.0f} s")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    print(f"written: {build_report(args.run, args.out or None, args.examples)}")
 
 
 def _add_reading_options(p: argparse.ArgumentParser) -> None:
@@ -308,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help=".npz: images uint8 [N,28,W], widths [N], labels")
     p.add_argument("--out", default="",
                    help="JSON results (default: evaluation.json in the run folder of a train checkpoint, where "
-                        f"viz.report finds it, else {DEFAULT_EVALUATION})")
+                        f"the report verb finds it, else {DEFAULT_EVALUATION})")
     _add_reading_options(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -343,16 +380,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--held-out", type=float, default=TrainConfig().held_out)
     p.set_defaults(func=cmd_make_data)
 
-    p = sub.add_parser("demo", help="short training run + evaluation table (what `make demo` runs)")
+    p = sub.add_parser("demo", help="the shipped committee on fresh strings, then a short training run "
+                                     "(what `make demo` runs)")
     p.add_argument("--out", default="out/check_reader_demo")
-    p.add_argument("--steps", type=int, default=600, help="steps of global training through the graph")
-    p.add_argument("--pretrain-steps", type=int, default=PRETRAIN_STEPS, help="isolated-digit pretraining steps")
-    p.add_argument("--test-strings", type=int, default=500)
+    p.add_argument("--strings", type=_positive_int, default=400,
+                   help="fresh strings of held-out digits the committee reads (about 0.4 s each on one thread)")
+    p.add_argument("--data-seed", type=int, default=31337, help="their seed (RESULTS.md's sets use 777, 2024, "
+                                                                  "4096 and 8192)")
+    p.add_argument("--steps", type=_positive_int, default=300, help="steps of training through the graph")
+    p.add_argument("--pretrain-steps", type=_positive_int, default=500, help="isolated-digit pretraining steps")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=_positive_int, default=1,
                    help="torch threads (default 1: the small recogniser gains little from more, and a busy "
                         "machine loses much)")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("report", help="one self-contained HTML page of a training run: curves, reject curve, "
+                                      "examples, a segmentation graph")
+    p.add_argument("run", help="a run folder written by train --out")
+    p.add_argument("--out", default="", help="HTML file (default RUN/report.html)")
+    p.add_argument("--examples", type=int, choices=range(1, 101), default=6, metavar="1..100",
+                   help="strings of held-out digits drawn")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

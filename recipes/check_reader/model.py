@@ -48,6 +48,9 @@ class ModelConfig:
         return cls(**d)
 
 
+READ_CHUNK = 128  # span crops per recogniser call when reading on a CPU (measured best of 32..6000)
+
+
 class Recogniser(nn.Module):
     """LeNet-style: two conv+pool stages and two dense layers; ``[S, K, 28, 28] -> [S, C]``.
     It reads the first ``inputs`` channels of the crops (1: the span alone; 2: and its
@@ -66,7 +69,13 @@ class Recogniser(nn.Module):
                                       nn.Linear(hidden, num_classes))
 
     def forward(self, crops: Tensor) -> Tensor:
-        return self.classify(self.features(crops[:, :self.inputs]))
+        crops = crops[:, :self.inputs]
+        if crops.device.type == "cpu" and not torch.is_grad_enabled() and crops.shape[0] > READ_CHUNK:
+            # Reading on a CPU: a string batch has thousands of span crops, whose first-layer
+            # activations (hundreds of MB) would stream through memory three times (conv, ReLU,
+            # pool); chunks that stay in cache read 1.7x faster on one thread.
+            return torch.cat([self.classify(self.features(chunk)) for chunk in crops.split(READ_CHUNK)])
+        return self.classify(self.features(crops))
 
 
 class Committee(nn.Module):

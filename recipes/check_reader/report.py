@@ -1,9 +1,9 @@
-"""One self-contained HTML page from a check-reader run folder.
+"""One self-contained HTML page about a reader: a training run's, or shipped readers'.
 
-    python -m viz.report RUN_DIR [--out RUN_DIR/report.html] [--examples 6]
+    python -m recipes.check_reader report RUN_DIR [--out RUN_DIR/report.html] [--examples 6]
 
-Shows the training curves (metrics.jsonl), the reject curve (evaluation.json, written by
-``python -m recipes.check_reader evaluate``), example strings of held-out digits with the
+Shows the training curves (a run's metrics.jsonl), the reject curve (evaluation.json, written
+by ``python -m recipes.check_reader evaluate``), example strings of held-out digits with the
 candidate cuts and the Viterbi segmentation drawn over the image, and the segmentation graph
 of one example drawn by graphviz with its Viterbi path in red. Everything is inline (SVG
 and base64 PNG), so the page can be mailed or archived alone.
@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recipes import common
-from recipes.check_reader.data import GeneratorConfig, make_strings, write_png
-from recipes.check_reader.evaluate import Reading, read_batch, reject_curve
-from recipes.check_reader.model import SegmentationReader
-from recipes.check_reader.train import CHECKPOINT, METRICS, TrainConfig, digit_split, load_model
+from viz.svgplot import Series, line_chart
 
-from .svgplot import Series, line_chart
+from .. import common
+from .data import GeneratorConfig, make_strings, write_png
+from .evaluate import Reading, read_batch, reject_curve
+from .model import SegmentationReader
+from .train import CHECKPOINT, METRICS, TrainConfig, digit_split, load_model
 
 # Plot backgrounds double as markers: the rendering test finds each figure by its colour.
 CURVES_BG = "#fdf6e3"
@@ -39,26 +39,10 @@ SCALE = 3
 
 
 def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
-    train: list[dict] = []
-    valid: list[dict] = []
+    """A run's training and validation records (none when it has no metrics file)."""
     path = run / METRICS
-    if path.exists():
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
-            if line.strip():
-                record = _json(path, line, number)
-                (valid if record.get("split") == "valid" else train).append(record)
-    return train, valid
-
-
-def _json(path: Path, text: str, line: int | None = None) -> dict:
-    """A JSON object from ``text`` (of ``path``, at ``line``), or an InputError naming where it is not one."""
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise common.InputError(f"{path}:{f'{line}:' if line else ''} not JSON ({error})") from None
-    if not isinstance(record, dict):
-        raise common.InputError(f"{path}:{f'{line}:' if line else ''} expected a JSON object")
-    return record
+    records = common.read_metrics(path) if path.exists() else []
+    return ([r for r in records if r.get("split") != "valid"], [r for r in records if r.get("split") == "valid"])
 
 
 def curves_figure(train: list[dict], valid: list[dict]) -> str:
@@ -75,7 +59,7 @@ def curves_figure(train: list[dict], valid: list[dict]) -> str:
 def reject_figure(evaluation: dict) -> str:
     examples = evaluation.get("examples", [])
     if not examples:
-        return "<p>No evaluation.json in the run folder: run <code>evaluate</code> first.</p>"
+        return "<p>No evaluation.json: run <code>evaluate</code> first.</p>"
     confidence = np.array([e["confidence"] for e in examples])
     correct = np.array([e["text"] == e["label"] for e in examples])
     curve = reject_curve(confidence, correct)
@@ -154,24 +138,39 @@ text-align:right}.graph{overflow:auto;max-height:520px;padding:6px}.graph svg{ma
 
 
 def build_report(run: str | Path, out: str | Path | None = None, examples: int = 6, seed: int = 7) -> Path:
+    """The report of a training run folder (checkpoint.pt, metrics.jsonl, evaluation.json)."""
     run = Path(run)
     if not run.is_dir():
         raise common.InputError(f"{run}: no such run folder (`python -m recipes.check_reader train --out RUN` "
                                 "writes one)")
-    out = Path(out) if out else run / "report.html"
     train, valid = read_metrics(run)
-    evaluation_path = run / "evaluation.json"
-    evaluation = _json(evaluation_path, evaluation_path.read_text()) if evaluation_path.exists() else {}
-    model, state = load_model(run / CHECKPOINT)
+    return _write_page(f"Check reader run: {run}", [run / CHECKPOINT], run / "evaluation.json",
+                       Path(out) if out else run / "report.html", examples, seed,
+                       ["<h2>Training</h2>", f'<div class="row">{curves_figure(train, valid)}</div>'])
+
+
+def build_reading_report(checkpoints: list[Path], evaluation: str | Path, out: str | Path,
+                         examples: int = 6, seed: int = 7) -> Path:
+    """The report of trained readers (one, or a committee) and their evaluation.json: no
+    training curves, the rest as a run's."""
+    names = ", ".join(Path(c).name for c in checkpoints)
+    return _write_page(f"Check reader: {names}", list(checkpoints), Path(evaluation), Path(out), examples, seed, [])
+
+
+def _write_page(title: str, checkpoints: list[Path], evaluation_path: Path, out: Path, examples: int, seed: int,
+                training: list[str]) -> Path:
+    evaluation = common.json_object(evaluation_path.read_text(), str(evaluation_path)) \
+        if evaluation_path.exists() else {}
+    model, state = load_model(checkpoints if len(checkpoints) > 1 else checkpoints[0])
     config = TrainConfig.from_dict(state["train_config"])
     _, held = digit_split(config)
     strings = make_strings(held, examples, seed=seed, config=GeneratorConfig(min_digits=2, max_digits=6))
     images = [strings.image(i) for i in range(len(strings))]
     readings = read_batch(model, images)
-    parts = [f"<h1>Check reader run: {html.escape(str(run))}</h1>",
+    parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p>criterion <b>{html.escape(config.criterion)}</b>, {state['step']} steps of "
              f"{config.batch_size} strings; recogniser {html.escape(json.dumps(state['model_config']))}</p>",
-             "<h2>Training</h2>", f'<div class="row">{curves_figure(train, valid)}</div>',
+             *training,
              "<h2>Evaluation</h2>", f'<div class="row">{reject_figure(evaluation)}</div>',
              "<h2>Examples (held-out digits): candidate cuts in yellow, Viterbi segmentation boxed</h2>",
              f'<div class="row" style="background:{EXAMPLES_BG}">' + "".join(example_svg(im, r, t) for im, r, t
@@ -183,12 +182,13 @@ def build_report(run: str | Path, out: str | Path | None = None, examples: int =
                   graph_figure(model, images[shortest], readings[shortest])]
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>check reader report</title>"
             f"<style>{STYLE}</style></head><body>{''.join(parts)}</body></html>")
-    out.write_text(page, encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    common.write_text(out, page)
     return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m viz.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m recipes.check_reader.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="a run folder written by `python -m recipes.check_reader train --out`")
     parser.add_argument("--out", default="", help="HTML file (default RUN/report.html)")
