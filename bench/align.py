@@ -6,7 +6,7 @@ hinge losses compute), compiled vs tensor sweeps.
 
 gtn_py: ``viterbi_align(ctc_graph(targets), log_probs)`` (the dense intersection's tropical
 forward pass with best slots, then backtracking: numba kernels on the CPU, Triton on CUDA; the
-"tensor sweeps" column turns the kernels off, which is how both ran before the eleventh session).
+"tensor sweeps" column turns the kernels off: the portable path without numba or Triton).
 k2: ``k2.ctc_graph`` + ``k2.intersect_dense`` (output_beam 10) + ``k2.shortest_path``, in the
 Python 3.10 k2 environment (bench/k2_ctc_timing.py), on the same inputs; the best paths' scores
 of both are compared. Shapes are bench/ctc.py's (B, T, target length, V); medians of repeats.
