@@ -43,7 +43,7 @@ from torch import Tensor
 from .errors import ArgumentValueError, BackendUnavailableError, CyclicGraphError, LabelError
 from .graph import NEG_INF, Graph, gather, subgraph
 from .ops.traverse import topological_order
-from .semiring import Semiring, TropicalSemiring, get_semiring
+from .semiring import Semiring, get_semiring
 
 GraphLike = Union[Graph, Sequence[Graph]]
 SemiringLike = Union[str, Semiring]
@@ -306,7 +306,8 @@ def from_k2(fsa: Any, dtype: torch.dtype | None = None) -> Graph:
 
 # ---------------------------------------------------------------------- totals with k2
 def _beta(sr: Semiring) -> float:
-    return 1.0 if isinstance(sr, TropicalSemiring) else float(getattr(sr, "beta", 1.0))
+    """The scale of the scores given to k2: its max-plus sums need none, its log sums 1 / beta."""
+    return 1.0 if sr.idempotent else float(sr.beta)
 
 
 def k2_total_score(graphs: GraphLike, semiring: SemiringLike = "log") -> Tensor:
@@ -324,7 +325,7 @@ def k2_total_score(graphs: GraphLike, semiring: SemiringLike = "log") -> Tensor:
         fsa = _build_fsa(g, topsort=True, vec=True, scale=beta)
     except CyclicGraphError as err:
         raise CyclicGraphError(f"the k2 backend needs acyclic graphs: {err}") from None
-    totals = fsa.get_tot_scores(log_semiring=not isinstance(sr, TropicalSemiring), use_double_scores=True)
+    totals = fsa.get_tot_scores(log_semiring=not sr.idempotent, use_double_scores=True)
     totals = (totals / beta if beta != 1.0 else totals).to(g.dtype)
     return totals if batched else totals[0]
 
@@ -365,7 +366,7 @@ def k2_dense_score(graphs: GraphLike, emissions: Tensor, lengths: Tensor | Seque
                                    num_graphs=by_length.shape[0])
         fsa = k2.arc_sort(_build_fsa(kept, topsort=False, vec=True, scale=beta))
         lattice = k2.intersect_dense(fsa, dense, output_beam=float("inf"))
-        k2_totals = lattice.get_tot_scores(log_semiring=not isinstance(sr, TropicalSemiring),
+        k2_totals = lattice.get_tot_scores(log_semiring=not sr.idempotent,
                                            use_double_scores=True)
         k2_totals = k2_totals.index_select(0, slot.clamp(min=0))
         k2_totals = (k2_totals / beta if beta != 1.0 else k2_totals).to(totals.dtype)

@@ -58,7 +58,7 @@ from .graph import EPSILON, NEG_INF, Graph, as_count, as_graph, as_tensor
 from .ops.compose import compose, determinize
 from .ops.shortest import total_score, viterbi_path
 from .ops.structure import project_output
-from .semiring import TROPICAL, LogSemiring
+from .semiring import LogSemiring
 
 GraphsLike = Union[Graph, Sequence[Graph]]
 
@@ -117,7 +117,7 @@ def free_energy(graphs: GraphsLike, beta: float = 1.0) -> Tensor:
 
 def energy(graphs: GraphsLike) -> Tensor:
     """``-(best path score)`` per graph: the energy of the best answer, latent variables minimised."""
-    return -total_score(graphs, TROPICAL)
+    return -total_score(graphs, "tropical")
 
 
 # ---------------------------------------------------------------------- most offending answer

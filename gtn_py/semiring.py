@@ -25,6 +25,8 @@ from torch import Tensor
 
 from .errors import ArgumentTypeError, ArgumentValueError
 
+__all__ = ["Semiring", "LogSemiring", "TropicalSemiring", "LOG", "TROPICAL", "get_semiring"]
+
 NEG_INF = float("-inf")
 
 # How compiled kernels (numba) name a semiring: ``(semiring.kernel_id, semiring.beta)`` is all
@@ -34,17 +36,48 @@ KERNEL_TROPICAL = 1
 
 
 class Semiring:
-    """Interface of a semiring over score tensors (``times`` is ``+`` for all of ours)."""
+    """Interface of a semiring over score tensors (``times`` is ``+`` for all of ours).
+
+    Algorithms ask a semiring, never test which one they hold:
+
+    * :meth:`plus`, :meth:`plus_into`, :meth:`plus2`, :meth:`segment_plus`: its addition, over a
+      dimension, into a preallocated tensor, elementwise, and into segments;
+    * :attr:`idempotent`: ``a (+) a = a``. Ours that are idempotent are also selective (``a (+) b``
+      is ``a`` or ``b``), so a total is the score of one best path: cycles add nothing once
+      relaxed (shortest distance by relaxation, not by solving a linear system), and the
+      derivative of a total with respect to an arc is the indicator of a best path through it
+      (:meth:`backtracks`). Otherwise the derivative is the arc's occupancy, its expected count
+      under the path distribution at inverse temperature :attr:`beta`;
+    * :attr:`kernel_id` and :attr:`beta`: how compiled graph kernels evaluate ``plus``
+      (:func:`kernel_plus`), and :attr:`dense_kernel`: which compiled dense-intersection
+      kernels (numba on the CPU, Triton on CUDA) compute its totals, if any.
+    """
 
     name: str = "semiring"
     zero: float = NEG_INF
     one: float = 0.0
     kernel_id: int = -1
     beta: float = 1.0
+    idempotent: bool = False
+
+    @property
+    def dense_kernel(self) -> int | None:
+        """The id of the compiled dense sweeps for this semiring (:data:`KERNEL_LOG` for the
+        log semiring at temperature 1, :data:`KERNEL_TROPICAL`), or None for tensor sweeps."""
+        return None
+
+    @property
+    def backtracks(self) -> bool:
+        """Whether totals come with best paths to backtrack (and gradients along them)."""
+        return self.idempotent
 
     def plus(self, x: Tensor, dim: int) -> Tensor:
         """Reduce ``x`` along ``dim`` with the semiring's addition."""
         raise NotImplementedError
+
+    def plus_into(self, x: Tensor, dim: int, out: Tensor) -> Tensor:
+        """:meth:`plus` written into ``out`` (no new allocation where torch allows it)."""
+        return out.copy_(self.plus(x, dim))
 
     def plus2(self, a: Tensor, b: Tensor) -> Tensor:
         """Elementwise ``a (+) b``."""
@@ -81,10 +114,19 @@ class LogSemiring(Semiring):
         self.kernel_id = KERNEL_LOG
         self.name = "log" if self.beta == 1.0 else f"log(beta={self.beta:g})"
 
+    @property
+    def dense_kernel(self) -> int | None:
+        return KERNEL_LOG if self.beta == 1.0 else None
+
     def plus(self, x: Tensor, dim: int) -> Tensor:
         if self.beta == 1.0:
             return torch.logsumexp(x, dim)
         return torch.logsumexp(x * self.beta, dim) / self.beta
+
+    def plus_into(self, x: Tensor, dim: int, out: Tensor) -> Tensor:
+        if self.beta == 1.0:
+            return torch.logsumexp(x, dim, out=out)
+        return out.copy_(torch.logsumexp(x * self.beta, dim) / self.beta)
 
     def segment_plus(self, values: Tensor, segment: Tensor, num_segments: int) -> Tensor:
         scaled = values * self.beta if self.beta != 1.0 else values
@@ -98,6 +140,14 @@ class TropicalSemiring(Semiring):
     name = "tropical"
     kernel_id = KERNEL_TROPICAL
     beta = math.inf  # the zero-temperature limit of LogSemiring(beta)
+    idempotent = True
+
+    @property
+    def dense_kernel(self) -> int | None:
+        return KERNEL_TROPICAL
+
+    def plus_into(self, x: Tensor, dim: int, out: Tensor) -> Tensor:
+        return torch.amax(x, dim, out=out)
 
     def plus(self, x: Tensor, dim: int) -> Tensor:
         if x.shape[dim] == 0:

@@ -280,8 +280,8 @@ def test_triton_kernels_compile_for_cuda(target, dtype):
         assert compiled.asm["cubin"]
 
     for tropical, keep in [(False, False), (True, False), (True, True)]:
-        build(dense._forward_kernel_cuda, TROPICAL=tropical, KEEP_SLOTS=keep, SLOTS=4, BLOCK=1024, warps=8)
-    build(dense._forward_kernel_cuda, TROPICAL=False, KEEP_SLOTS=False, SLOTS=64, BLOCK=16)
+        build(dense._forward_kernel_cuda, MAX_PLUS=tropical, KEEP_SLOTS=keep, SLOTS=4, BLOCK=1024, warps=8)
+    build(dense._forward_kernel_cuda, MAX_PLUS=False, KEEP_SLOTS=False, SLOTS=64, BLOCK=16)
     build(dense._backward_log_kernel_cuda, SLOTS=4, BLOCK=1024, warps=8)
     build(dense._backward_log_kernel_cuda, SLOTS=64, BLOCK=16)
     build(dense._backtrack_kernel_cuda)

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ..errors import InvalidGraphError, LabelError, WeightError
 from ..graph import NEG_INF, Graph, as_number, as_tensor
 from ..ops.shortest import total_score, viterbi_path
-from ..semiring import TROPICAL, LogSemiring
+from ..semiring import LogSemiring
 
 __all__ = ["SYMMETRIC_STEPS", "dtw_graph", "dtw_distance", "dtw_path", "local_distances", "ElasticTemplates"]
 
@@ -134,7 +134,7 @@ def dtw_distance(distances: Tensor, template_lengths: Tensor | Sequence[int] | N
     if gamma < 0:
         raise WeightError(f"gamma must be a finite temperature >= 0, got {gamma}")
     g = dtw_graph(distances, template_lengths, input_lengths, steps=steps, step_weights=step_weights)
-    return -total_score(g, TROPICAL if gamma == 0 else LogSemiring(1.0 / gamma))
+    return -total_score(g, "tropical" if gamma == 0 else LogSemiring(1.0 / gamma))
 
 
 def dtw_path(distances: Tensor, template_lengths: Tensor | Sequence[int] | None = None,

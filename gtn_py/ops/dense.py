@@ -277,16 +277,6 @@ def _chunk_frames(num_frames: int, width: int) -> int:
     return max(1, min(num_frames, _CHUNK_ELEMENTS // max(width, 1)))
 
 
-def _plus_slots(semiring: Semiring) -> Callable[[Tensor, Tensor], Any]:
-    """Reduction over the arc slots (dim 0 of ``[D, N]``) writing into ``out``."""
-    if semiring.name == "tropical":
-        return lambda x, out: torch.amax(x, 0, out=out)
-    beta = getattr(semiring, "beta", 1.0)
-    if beta == 1.0:
-        return lambda x, out: torch.logsumexp(x, 0, out=out)
-    return lambda x, out: out.copy_(torch.logsumexp(x * beta, 0) / beta)
-
-
 def _take(values: Tensor, table: Tensor, fill: float) -> Tensor:
     """``values[table]`` with ``fill`` where ``table`` is -1 (also when ``values`` is empty)."""
     padded = torch.cat([values, values.new_full((1,), fill)])
@@ -315,7 +305,6 @@ def _forward_sweep(lay: _Layout, weights: Tensor, start: Tensor, columns: Tensor
     alpha[0] = start
     slots = torch.empty(num_frames, lay.num_nodes, dtype=torch.long, device=columns.device) \
         if backpointers else None
-    plus = _plus_slots(semiring)
     step = _chunk_frames(num_frames, in_src.numel())
     for t0 in range(0, num_frames, step):
         t1 = min(t0 + step, num_frames)
@@ -325,7 +314,7 @@ def _forward_sweep(lay: _Layout, weights: Tensor, start: Tensor, columns: Tensor
             if slots is not None:
                 torch.max(scores, 0, out=(alpha[t + 1], slots[t]))
             else:
-                plus(scores, alpha[t + 1])
+                semiring.plus_into(scores, 0, alpha[t + 1])
     return alpha, slots
 
 
@@ -359,7 +348,6 @@ def _backward_sweep(lay: _Layout, weights: Tensor, final: Tensor, columns: Tenso
     node_length = lengths[lay.node_seq]
     neg_inf = final.new_full((), NEG_INF)
     beta = torch.where(node_length == num_frames, final, neg_inf)
-    plus = _plus_slots(semiring)
     step = _chunk_frames(num_frames, out_dst.numel())
     for t1 in range(num_frames, 0, -step):
         t0 = max(t1 - step, 0)
@@ -368,7 +356,7 @@ def _backward_sweep(lay: _Layout, weights: Tensor, final: Tensor, columns: Tenso
         for t in range(t1 - 1, t0 - 1, -1):
             betas[t - t0] = beta
             scores = beta.index_select(0, out_dst).view(shape) + arc_scores[t - t0]
-            beta = torch.where(node_length == t, final, plus(scores, torch.empty_like(beta)))
+            beta = torch.where(node_length == t, final, semiring.plus_into(scores, 0, torch.empty_like(beta)))
         if visit is not None:
             visit(t0, t1, betas)
     return beta
@@ -566,15 +554,11 @@ def _consts(like: Tensor) -> np.ndarray:
     return np.array([NEG_INF, 0.0], dtype=np.float32 if like.dtype == torch.float32 else np.float64)
 
 
-def _plain_log(semiring: Semiring) -> bool:
-    return semiring.name == "log" and getattr(semiring, "beta", 1.0) == 1.0
-
-
 def _kernel_backend(lay: _Layout, columns: Tensor, semiring: Semiring) -> str | None:
     """Which compiled kernels compute these forward scores and totals (log or tropical; and the
     log semiring's gradients, the tropical best paths): "numba" (CPU), "triton" (CUDA, or the CPU
     under Triton's interpreter when ``_TRITON_ON_CPU``), or None (tensor sweeps)."""
-    if not (_KERNELS and (_plain_log(semiring) or semiring.name == "tropical")):
+    if not (_KERNELS and semiring.dense_kernel is not None):
         return None
     triton_device = "cpu" if _TRITON_ON_CPU else "cuda"
     if _TRITON and columns.device.type == triton_device and columns.dtype in (torch.float32, torch.float64) \
@@ -625,13 +609,13 @@ def _forward(lay: _Layout, weights: Tensor, start: Tensor, final: Tensor, column
         alpha, slots = _forward_sweep(lay, weights, start, columns, semiring, backpointers)
         return alpha, _totals(lay, alpha, final, lengths, semiring), slots
     totals = columns.new_empty(lay.num_seqs)
-    tropical = semiring.name == "tropical"
+    tropical = semiring.backtracks  # the max-plus kernels, which can keep the best slots
     slots = torch.empty((columns.shape[0], lay.num_nodes) if tropical and backpointers else (0, 0), dtype=torch.long,
                         device=columns.device)
     if backend == "triton":
         alpha = columns.new_full((columns.shape[0] + 1, lay.num_nodes), NEG_INF)
         _triton_launch(_forward_kernel_cuda, lay, lay.in_arc, columns.shape[1], lengths, alpha, totals, slots,
-                       lay.in_arc, lay.src, weights, lay.arc_column, columns, start, final, TROPICAL=tropical,
+                       lay.in_arc, lay.src, weights, lay.arc_column, columns, start, final, MAX_PLUS=tropical,
                        KEEP_SLOTS=tropical and backpointers)
         return alpha, totals, slots if tropical and backpointers else None
     alpha = columns.new_empty(columns.shape[0] + 1, lay.num_nodes)
@@ -730,10 +714,10 @@ if _TRITON:
     @triton.jit
     def _forward_kernel_cuda(alpha, totals, slots, table, arc_src, arc_weight, arc_column, columns, start, final,
                              node_order, seq_offsets, lengths, num_nodes, num_slots, num_columns,
-                             TROPICAL: tl.constexpr, KEEP_SLOTS: tl.constexpr, SLOTS: tl.constexpr,
+                             MAX_PLUS: tl.constexpr, KEEP_SLOTS: tl.constexpr, SLOTS: tl.constexpr,
                              BLOCK: tl.constexpr):  # pragma: no cover - compiled for CUDA
         """:func:`_forward_kernel` for one sequence per program: ``alpha[0] = start``, then
-        ``alpha[t + 1, n]`` = logsumexp (TROPICAL: max, and with KEEP_SLOTS the first best slot
+        ``alpha[t + 1, n]`` = logsumexp (MAX_PLUS: max, and with KEEP_SLOTS the first best slot
         into ``slots[t, n]``) over n's incoming arcs of ``alpha[t, src] + w + columns[t, col]``
         up to the sequence's length, then its total."""
         seq = tl.program_id(0)
@@ -750,7 +734,7 @@ if _TRITON:
                 arc, column, used, value = _slot_scores(table, arc_src, arc_weight, arc_column,
                                                         columns + t * num_columns, alpha + t * num_nodes, node, live,
                                                         num_nodes, num_slots, SLOTS)
-                if TROPICAL:
+                if MAX_PLUS:
                     score = tl.max(value, axis=0) + _nan_of(value, 0)
                     if KEEP_SLOTS:
                         tl.store(slots + t * num_nodes + node, tl.argmax(value, axis=0, tie_break_left=True),
@@ -768,7 +752,7 @@ if _TRITON:
             best = tl.maximum(best, ending)
             nan += tl.where(ending == ending, 0.0, ending)
         peak = tl.max(best, axis=0) + tl.sum(nan, axis=0)
-        if TROPICAL:
+        if MAX_PLUS:
             tl.store(totals + seq, peak)
         else:
             shift = tl.where(peak == float("-inf"), 0.0, peak)
@@ -863,7 +847,7 @@ class _DenseScore(torch.autograd.Function):
     def forward(ctx: Any, weights: Tensor, start: Tensor, final: Tensor, columns: Tensor,
                 lay: _Layout, lengths: Tensor, semiring: Semiring) -> Tensor:
         alpha, totals, slots = _forward(lay, weights, start, final, columns, lengths, semiring,
-                                        backpointers=semiring.name == "tropical")
+                                        backpointers=semiring.backtracks)
         ctx.lay, ctx.semiring = lay, semiring
         ctx.save_for_backward(weights, start, final, columns, lengths, alpha, totals,
                               *(() if slots is None else (slots,)))
@@ -874,7 +858,7 @@ class _DenseScore(torch.autograd.Function):
         weights, start, final, columns, lengths, alpha, totals, *rest = ctx.saved_tensors
         lay: _Layout = ctx.lay
         backend = _kernel_backend(lay, columns, ctx.semiring)
-        if ctx.semiring.name == "tropical":
+        if ctx.semiring.backtracks:
             grads = _viterbi_grads(lay, rest[0], weights, start, final, columns, lengths, alpha, grad_totals)
         elif backend:
             grads = _kernel_grads(backend, lay, weights, start, final, columns, lengths, alpha, totals, grad_totals)
@@ -890,7 +874,7 @@ def _forward_backward_grads(lay: _Layout, semiring: Semiring, weights: Tensor, s
                             grad_totals: Tensor) -> Tuple[Tensor, ...]:
     """Arc occupancies ``exp(beta (alpha[src] + w + e + beta[dst] - total))`` scaled by the
     incoming gradient, summed into the emission columns and the arc weights."""
-    scale = getattr(semiring, "beta", 1.0)
+    scale = semiring.beta
     shift = _gradient_shift(totals)
     arc_shift, arc_grad = shift[lay.arc_seq], grad_totals[lay.arc_seq]
     grad_w = torch.zeros_like(weights)

@@ -52,7 +52,7 @@ from torch import Tensor
 from ..errors import ArgumentTypeError, ArgumentValueError, DivergenceError, DtypeMismatchError, WeightError
 from ..graph import NEG_INF, Graph, as_graph, as_graph_list, as_integer, gather, subgraph
 from ..k2 import k2_total_score, use_k2
-from ..semiring import KERNEL_LOG, LOG, TROPICAL, Semiring, TropicalSemiring, get_semiring, kernel_plus, segment_max
+from ..semiring import KERNEL_LOG, LOG, Semiring, get_semiring, kernel_plus, segment_max
 from .structure import connect
 from .traverse import csr_arcs, useful_nodes
 
@@ -443,7 +443,7 @@ def _distances(g: Graph, sr: Semiring, reverse: bool, useful_only: bool = False)
             return _level_sweep(tail, head, weights, init, sr, depth)
     if useful_only:
         weights = torch.where(_useful_arcs(g), weights, weights.new_full((), NEG_INF))
-    if isinstance(sr, TropicalSemiring):
+    if sr.idempotent:
         return _relax(tail, head, weights, init, sr)
     return _log_cyclic(tail, head, weights, init, sr), torch.full_like(init, -1, dtype=torch.long)
 
@@ -473,7 +473,7 @@ def _level_sweep(tail: Tensor, head: Tensor, weights: Tensor, init: Tensor, sr: 
     local_head = torch.from_numpy(rank).to(device)[head]
     dist = init.clone()
     pred = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
-    tropical = isinstance(sr, TropicalSemiring)
+    tropical = sr.idempotent
     for level in range(1, node_offsets.shape[0] - 1):
         nodes = node_order_d[node_offsets[level]:node_offsets[level + 1]]
         arcs = arc_order_d[arc_offsets[level]:arc_offsets[level + 1]]
@@ -599,7 +599,7 @@ def _posteriors(g: Graph, sr: Semiring, alpha: Tensor, total: Tensor) -> Tuple[T
     graphs). Log semiring: the posterior probabilities ``exp(beta (alpha[src] + w +
     dist_to_end[dst] - total))``; tropical: the indicator of one best path."""
     w, start, final = g.weights.detach(), g.start_weights.detach(), g.final_weights.detach()
-    if isinstance(sr, TropicalSemiring):
+    if sr.idempotent:
         _, pred = _distances(g, sr, reverse=False, useful_only=True)
         arcs, _, firsts, lasts = _best_paths(g, alpha, pred)
 
@@ -675,7 +675,7 @@ class _AcyclicDistances(torch.autograd.Function):
     def backward(ctx, grad_dist: Tensor):  # type: ignore[override]
         weights, init = ctx.saved_tensors
         tail, head, sr, dist, pred = ctx.tail, ctx.head, ctx.sr, ctx.dist, ctx.pred
-        if isinstance(sr, TropicalSemiring):
+        if sr.idempotent:
             through = (pred[head] == torch.arange(head.shape[0], device=head.device)).to(dist.dtype)
             own = ((pred < 0) & (dist > NEG_INF)).to(dist.dtype)
         else:
@@ -747,7 +747,7 @@ def _path_distances(num_nodes: int, tail: Tensor, head: Tensor, weights: Tensor,
             with torch.no_grad():
                 level_dist, level_pred = _level_sweep(tail, head, weights, init, sr, depth)
             return _AcyclicDistances.apply(weights, init, tail, head, sr, level_dist, level_pred, depth)
-    if isinstance(sr, TropicalSemiring):
+    if sr.idempotent:
         return _relax(tail, head, weights, init, sr)[0]
     return _CyclicLogDistances.apply(weights, init, tail, head, sr)
 
@@ -778,7 +778,7 @@ def forward_score(g: GraphLike, backend: str = "native") -> Tensor:
 
 def viterbi_score(g: GraphLike, backend: str = "native") -> Tensor:
     """Best-path score of each graph; see :func:`total_score`."""
-    return total_score(g, TROPICAL, backend)
+    return total_score(g, "tropical", backend)
 
 
 def arc_posteriors(g: GraphLike) -> Tensor:
@@ -829,13 +829,13 @@ def prune(g: GraphLike, beam: float | None = None, *, min_posterior: float | Non
         if not 0 < min_posterior <= 1:
             raise ArgumentValueError(f"min_posterior is {min_posterior}; a posterior probability must be in (0, 1]")
     keep = [torch.ones_like(t, dtype=torch.bool) for t in (graph.weights, graph.start_weights, graph.final_weights)]
-    for sr, bound in ((TROPICAL, beam), (LOG, min_posterior)):
+    for sr, bound in ((get_semiring("tropical"), beam), (LOG, min_posterior)):
         if bound is None:
             continue
         alpha, pred = _distances(graph, sr, reverse=False, useful_only=True)
         total = _totals(graph, sr, alpha)
         shares = _path_shares(graph, sr, alpha, total)
-        if sr is TROPICAL:
+        if sr.idempotent:
             floor = _best_path_share(graph, alpha, pred, shares) - bound
         else:
             floor = math.log(bound) - 8 * torch.finfo(graph.dtype).eps * (1 + total.abs())
@@ -884,7 +884,7 @@ def viterbi_path(g: GraphLike) -> Graph:
     so ``total_score(viterbi_path(g), "tropical")`` is differentiable w.r.t. ``g``. A graph
     without a successful path gives a graph with no nodes. Ties are broken deterministically."""
     graph, batched = _as_graph(g)
-    alpha, pred = _distances(graph, TROPICAL, reverse=False, useful_only=True)
+    alpha, pred = _distances(graph, get_semiring("tropical"), reverse=False, useful_only=True)
     paths = _path_graphs(graph, *_best_paths(graph, alpha, pred))
     return paths if batched else _single(paths)
 
@@ -921,7 +921,7 @@ class _Sidetracks:
     """
 
     def __init__(self, g: Graph):
-        to_end, succ = _distances(g, TROPICAL, reverse=True, useful_only=True)
+        to_end, succ = _distances(g, get_semiring("tropical"), reverse=True, useful_only=True)
         self.src, self.dst = _numpy(g.src), _numpy(g.dst)
         self.final = _numpy(g.final_weights).astype(np.float64)
         self.to_end = _numpy(to_end).astype(np.float64)
