@@ -5,14 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 
-.PHONY: demo test lint test-cuda test-k2 test-triton bench system-deps speech-deps clean
+.PHONY: demo test docs lint test-cuda test-k2 test-triton bench system-deps speech-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch 2.13.0 installs from the CPU wheel on disk; newer ranges would pull CUDA packages.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,docs]'
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 # Debian packages the library and its tests use (graphviz's `dot` for drawing, chromium for the report test).
@@ -64,6 +64,11 @@ bench: $(STAMP)
 	$(PY) bench/ctc.py
 	$(PY) bench/align.py
 	$(PY) bench/k2_scores.py
+
+# The API reference from the docstrings (pdoc) into out/docs/index.html; fails on a pdoc warning
+# or a public name without a docstring.
+docs: $(STAMP)
+	$(PY) tools/api_docs.py --out out/docs
 
 # CUDA cases only (on a machine with a GPU).
 test-cuda: $(STAMP) system-deps

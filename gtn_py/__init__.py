@@ -69,6 +69,31 @@ from .ops.dense import Alignment, DenseLattice, dense_lattice, dense_score, inte
 # Criteria (criteria/): graph builders and losses for training; every name in
 # gtn_py.criteria.__all__ (CTC, ASG, HMM, DTW, CRF, segmentation graphs) is exported here too.
 from .criteria import *  # noqa: F403
-from . import criteria, losses
+from . import criteria, losses, semiring
 
 __version__ = "0.1.0"
+
+# The public API in one listing (what ``from gtn_py import *`` gives and the reference documents).
+__all__ = [
+    # graphs and their errors
+    "EPSILON", "Arc", "Graph", "check_compatible", "gather", "linear_graph", "scalar_graph", "string_graph",
+    "GraphError", "ArgumentTypeError", "ArgumentValueError", "BackendUnavailableError", "CyclicGraphError",
+    "DeviceMismatchError", "DivergenceError", "DtypeMismatchError", "FormatError", "GraphIndexError",
+    "InvalidGraphError", "LabelError", "NoStartError", "WeightError",
+    # semirings (gtn_py.semiring.__all__)
+    *semiring.__all__,
+    # structure and traversal
+    "arcsort", "clone", "closure", "concat", "connect", "equal", "equivalent", "invert", "project_input",
+    "project_output", "reverse", "topsort", "union", "is_acyclic", "topological_order",
+    # files and drawing
+    "SymbolTable", "draw", "load", "read_openfst", "read_symbols", "save", "write_openfst", "write_symbols",
+    # shortest distance family
+    "arc_posteriors", "forward_score", "n_best", "prune", "sample", "shortest_distance", "total_score",
+    "viterbi_path", "viterbi_score",
+    # composition
+    "compose", "determinize", "intersect", "minimize", "remove_epsilon",
+    # dense intersection with emission tensors
+    "Alignment", "DenseLattice", "dense_lattice", "dense_score", "intersect_dense", "viterbi_align",
+    # the criteria (gtn_py.criteria.__all__) and the losses module
+    *criteria.__all__, "criteria", "losses",
+]
