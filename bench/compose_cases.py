@@ -72,7 +72,7 @@ def lexicon_and_bigram(num_words: int = 5000, followers: int = 20, num_letters: 
 def shuffled(g: Graph, seed: int = 1) -> Graph:
     """The same graph with its arcs in random order."""
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(g.num_arcs))
-    return g._replace(src=g.src[perm], dst=g.dst[perm], ilabel=g.ilabel[perm], olabel=g.olabel[perm],
+    return g.replace(src=g.src[perm], dst=g.dst[perm], ilabel=g.ilabel[perm], olabel=g.olabel[perm],
                       weights=g.weights[perm])
 
 

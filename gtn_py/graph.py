@@ -160,6 +160,38 @@ def as_tensor(value: object, what: str, *, integer: bool = False, ndim: int | tu
     return value
 
 
+def as_whole_numbers(values: object, name: str, device: torch.device | str | None) -> Tensor:
+    """``values`` (lengths, counts) as a flat long tensor on ``device``; floats are accepted only
+    where they are whole numbers (truncating 2.7 frames to 2 would answer another problem)."""
+    try:
+        given = torch.as_tensor(values, device=device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise InvalidGraphError(f"{name} must be whole numbers (a list or an integer tensor): {error}") from None
+    if given.dtype == torch.bool or given.dtype.is_complex:
+        raise InvalidGraphError(f"{name} must be whole numbers, got {given.dtype}")
+    given = given.reshape(-1)
+    if given.dtype.is_floating_point:
+        bad = (~torch.isfinite(given) | (given != given.round())).nonzero()
+        if bad.numel():
+            i = int(bad[0, 0])
+            raise InvalidGraphError(f"{name}[{i}] = {float(given[i])} is not a whole number")
+    return given.to(torch.long)
+
+
+def as_frame_counts(lengths: object, num_seqs: int, num_frames: int, name: str,
+                    device: torch.device) -> Tensor:
+    """``lengths`` as ``[B]`` long on ``device``, checked: whole numbers in ``[0, T]``."""
+    lens = as_whole_numbers(lengths, name, device)
+    if lens.shape[0] != num_seqs:
+        raise InvalidGraphError(f"{lens.shape[0]} {name} for {num_seqs} sequences")
+    bad = ((lens < 0) | (lens > num_frames)).nonzero()
+    if bad.numel():
+        b = int(bad[0, 0])
+        raise InvalidGraphError(f"{name}[{b}] = {int(lens[b])} is outside [0, {num_frames}] "
+                                f"(a sequence has at most the T = {num_frames} frames given)")
+    return lens
+
+
 def as_device(device: object) -> torch.device:
     """``device`` as a torch.device; a name torch does not know raises ArgumentTypeError."""
     if isinstance(device, torch.device):
@@ -457,18 +489,22 @@ class Graph:
                 out[idx] = 0.0
             return out
 
-        g = cls._from_tensors(src_t, dst_t, il_t, ol_t, w_t,
+        g = cls.from_tensors(src_t, dst_t, il_t, ol_t, w_t,
                               node_weights(start_weights, start, "start_weights", "start"),
                               node_weights(final_weights, accept, "final_weights", "accept"))
         g.validate()
         return g
 
     @classmethod
-    def _from_tensors(cls, src: Tensor, dst: Tensor, ilabel: Tensor, olabel: Tensor, weights: Tensor,
-                      start_weights: Tensor, final_weights: Tensor, node_graph: Tensor | None = None,
-                      num_graphs: int = 1) -> Graph:
-        """Wrap tensors without copying or checking (for operations whose output is valid by
-        construction)."""
+    def from_tensors(cls, src: Tensor, dst: Tensor, ilabel: Tensor, olabel: Tensor, weights: Tensor,
+                     start_weights: Tensor, final_weights: Tensor, node_graph: Tensor | None = None,
+                     num_graphs: int = 1) -> Graph:
+        """How operations build their results: wrap tensors as a graph, without copying or
+        checking. Arcs: ``src``, ``dst``, ``ilabel``, ``olabel`` (long) and ``weights`` ``[A]``;
+        nodes: ``start_weights`` and ``final_weights`` ``[N]`` (-inf: not a start / accept node);
+        a batch of ``num_graphs`` graphs gives each node's graph in ``node_graph`` ``[N]``, nodes
+        grouped by graph. The tensors must be consistent (same device, ids in range): user input
+        goes through :meth:`from_arcs`, which checks it."""
         g = cls.__new__(cls)
         g._src, g._dst, g._ilabel, g._olabel = src, dst, ilabel, olabel
         g._weights, g._start, g._final = weights, start_weights, final_weights
@@ -477,14 +513,15 @@ class Graph:
         g._num_nodes = int(start_weights.shape[0])
         return g
 
-    def _replace(self, **changes: Tensor) -> Graph:
-        """A graph with the same nodes and batch layout and some arc or node tensors replaced."""
+    def replace(self, **changes: Tensor) -> Graph:
+        """A graph with the same nodes and batch layout and some of the tensors of
+        :meth:`from_tensors` replaced (e.g. ``g.replace(ilabel=g.olabel)``), unchecked."""
         self._flush()
         fields = dict(src=self._src, dst=self._dst, ilabel=self._ilabel, olabel=self._olabel,
                       weights=self._weights, start_weights=self._start, final_weights=self._final,
                       node_graph=self._node_graph)
         fields.update(changes)
-        return Graph._from_tensors(num_graphs=self._num_graphs, **fields)  # type: ignore[arg-type]
+        return Graph.from_tensors(num_graphs=self._num_graphs, **fields)  # type: ignore[arg-type]
 
     def with_weights(self, weights: Tensor, final_weights: Tensor | None = None,
                      start_weights: Tensor | None = None) -> Graph:
@@ -497,7 +534,7 @@ class Graph:
         for name, value in changes.items():
             if not isinstance(value, Tensor):
                 raise ArgumentTypeError(f"with_weights: {name} must be a tensor, not {type(value).__name__}")
-        g = self._replace(**changes)
+        g = self.replace(**changes)
         g.validate()
         return g
 
@@ -657,7 +694,7 @@ class Graph:
         offsets = torch.cumsum(sizes, 0) - sizes
         arc_counts = torch.tensor([g.num_arcs for g in parts], dtype=torch.long, device=device)
         arc_offsets = torch.repeat_interleave(offsets, arc_counts)
-        return Graph._from_tensors(
+        return Graph.from_tensors(
             torch.cat([g._src for g in parts]) + arc_offsets,
             torch.cat([g._dst for g in parts]) + arc_offsets,
             torch.cat([g._ilabel for g in parts]),
@@ -698,7 +735,7 @@ class Graph:
         if dtype not in (torch.float32, torch.float64):
             raise DtypeMismatchError(f"weights must be float32 or float64, not {dtype}")
         ng = self._node_graph.to(device) if self._node_graph is not None else None
-        return Graph._from_tensors(
+        return Graph.from_tensors(
             self._src.to(device), self._dst.to(device), self._ilabel.to(device), self._olabel.to(device),
             self._weights.to(device=device, dtype=dtype), self._start.to(device=device, dtype=dtype),
             self._final.to(device=device, dtype=dtype), node_graph=ng, num_graphs=self._num_graphs)
@@ -711,7 +748,7 @@ class Graph:
 
     def detach(self) -> Graph:
         """The same graph with weights cut from autograd."""
-        return self._replace(weights=self.weights.detach(), start_weights=self._start.detach(),
+        return self.replace(weights=self.weights.detach(), start_weights=self._start.detach(),
                              final_weights=self._final.detach())
 
     def requires_grad_(self, requires_grad: bool = True) -> Graph:
@@ -793,7 +830,7 @@ def subgraph(g: Graph, nodes: Tensor, keep_batch: bool = True, arcs: Tensor | No
     num_graphs = 1
     if keep_batch and g._node_graph is not None:
         node_graph, num_graphs = g._node_graph[nodes], g._num_graphs
-    return Graph._from_tensors(
+    return Graph.from_tensors(
         remap[g._src[arcs]], remap[g._dst[arcs]], g._ilabel[arcs], g._olabel[arcs],
         g._weights.index_select(0, arcs), g._start.index_select(0, nodes),
         g._final.index_select(0, nodes), node_graph=node_graph, num_graphs=num_graphs)

@@ -574,7 +574,7 @@ def load(path_or_file: PathLike | IO[bytes], device: torch.device | str = "cpu")
                           f"nodes plus {len(data)} bytes could describe", path=name)
 
     t = {key: torch.from_numpy(arrays[key]).to(device) for key in _ARRAYS}
-    g = Graph._from_tensors(t["src"], t["dst"], t["ilabel"], t["olabel"], t["weights"], t["start_weights"],
+    g = Graph.from_tensors(t["src"], t["dst"], t["ilabel"], t["olabel"], t["weights"], t["start_weights"],
                             t["final_weights"])
     try:
         g.validate()
@@ -591,7 +591,7 @@ def load(path_or_file: PathLike | IO[bytes], device: torch.device | str = "cpu")
     crossing = _first_bad((node_graph[g.src] != node_graph[g.dst]).cpu().numpy())
     if crossing is not None:
         raise FormatError(f"arc {crossing} joins two graphs of the batch", path=name)
-    return Graph._from_tensors(g.src, g.dst, g.ilabel, g.olabel, g.weights, g.start_weights, g.final_weights,
+    return Graph.from_tensors(g.src, g.dst, g.ilabel, g.olabel, g.weights, g.start_weights, g.final_weights,
                                node_graph=node_graph, num_graphs=batches)
 
 

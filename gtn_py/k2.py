@@ -294,7 +294,7 @@ def from_k2(fsa: Any, dtype: torch.dtype | None = None) -> Graph:
     start_weights[first_state[nonempty]] = 0.0
 
     batched = arcs.num_axes() == 3
-    g = Graph._from_tensors(src[kept], dst[kept], ilabel, olabel, scores.index_select(0, kept),
+    g = Graph.from_tensors(src[kept], dst[kept], ilabel, olabel, scores.index_select(0, kept),
                             start_weights, final_weights, node_graph=state_graph if batched else None,
                             num_graphs=num_graphs if batched else 1)
     # The final state is of no use once no arc enters it.
@@ -361,7 +361,7 @@ def k2_dense_score(graphs: GraphLike, emissions: Tensor, lengths: Tensor | Seque
         slot = torch.full((num_seqs,), -1, dtype=torch.long, device=lens.device)
         slot[by_length.to(lens.device)] = torch.arange(by_length.shape[0], device=lens.device)
         kept = subgraph(g, (~empty[g.node_graph]).nonzero().reshape(-1))
-        kept = Graph._from_tensors(kept.src, kept.dst, kept.ilabel, kept.olabel, kept.weights, kept.start_weights,
+        kept = Graph.from_tensors(kept.src, kept.dst, kept.ilabel, kept.olabel, kept.weights, kept.start_weights,
                                    kept.final_weights, node_graph=slot[kept.node_graph],
                                    num_graphs=by_length.shape[0])
         fsa = k2.arc_sort(_build_fsa(kept, topsort=False, vec=True, scale=beta))

@@ -74,16 +74,21 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------- plumbing
-def reduce_losses(losses: Tensor, reduction: str = "mean") -> Tensor:
-    """``"none"`` (as is), ``"sum"`` or ``"mean"`` of per-example losses."""
+def reduce_losses(losses: Tensor, reduction: str = "mean", divisors: Tensor | None = None) -> Tensor:
+    """``"none"`` (as is), ``"sum"`` or ``"mean"`` of per-example losses; with ``divisors``
+    (e.g. target lengths, as torch's ``ctc_loss`` does) ``"mean"`` averages ``losses / divisors``
+    (divisors below 1 count as 1). ``"mean"`` of an empty batch raises InvalidGraphError (torch
+    would give NaN)."""
     losses = as_tensor(losses, "losses")
     if reduction == "none":
         return losses
     if reduction == "sum":
         return losses.sum()
     if reduction == "mean":
-        if losses.numel() == 0:  # torch's mean would be NaN
+        if losses.numel() == 0:
             raise InvalidGraphError("reduction='mean' over an empty batch is undefined; use 'sum' (0) or 'none'")
+        if divisors is not None:
+            losses = losses / divisors.clamp(min=1).to(losses.dtype)
         return losses.mean()
     raise InvalidGraphError(f"reduction must be 'none', 'mean' or 'sum', not {reduction!r}")
 
@@ -167,7 +172,7 @@ def _trie(strings: List[Set[Tuple[int, ...]]], like: Tensor) -> Graph:
     is_root = torch.ones_like(node_owner, dtype=torch.bool)
     is_root[1:] = node_owner[1:] != node_owner[:-1]
     zero, neg_inf = like.new_zeros(()), like.new_full((), NEG_INF)
-    return Graph._from_tensors(ints(src), ints(dst), ints(label), ints(label), like.new_zeros(len(src)),
+    return Graph.from_tensors(ints(src), ints(dst), ints(label), ints(label), like.new_zeros(len(src)),
                                torch.where(is_root, zero, neg_inf),
                                torch.where(torch.tensor(final, device=device), zero, neg_inf),
                                node_graph=node_owner, num_graphs=len(strings))
@@ -203,7 +208,7 @@ def _complement(language: Graph, num_graphs: int, alphabet: Tensor) -> Graph:
     renumber[layout] = torch.arange(layout.shape[0], device=device)
     arc_order = torch.argsort(everything[src], stable=True)
     src, dst, label = renumber[src[arc_order]], renumber[dst[arc_order]], label[arc_order]
-    return Graph._from_tensors(src, dst, label, label, language.weights.new_zeros(src.shape[0]), start[layout],
+    return Graph.from_tensors(src, dst, label, label, language.weights.new_zeros(src.shape[0]), start[layout],
                                final[layout], node_graph=everything[layout], num_graphs=num_graphs)
 
 

@@ -93,7 +93,7 @@ def test_nan_weight_after_construction_gives_nan(use_kernels, semiring, monkeypa
     clean = dense_score(ctc, emissions, semiring=semiring)
     loop_weights = ctc.weights.detach().clone()
     loop_weights[0] = math.nan
-    totals = dense_score(ctc._replace(weights=loop_weights), emissions, semiring=semiring)
+    totals = dense_score(ctc.replace(weights=loop_weights), emissions, semiring=semiring)
     assert math.isnan(totals[0].item()) and totals[1].item() == pytest.approx(clean[1].item(), abs=1e-6)
     alignment = viterbi_align(g, emissions)
     assert torch.isnan(alignment.scores).all()

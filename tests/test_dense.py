@@ -424,7 +424,7 @@ def test_triton_kernels_interpreted_match_numba(dtype, monkeypatch):
     weights = graphs.weights.detach().clone()
     weights[0] = math.nan
     weights.requires_grad_()
-    nan_graphs = graphs._replace(weights=weights)
+    nan_graphs = graphs.replace(weights=weights)
     emissions = log_probs[:, 1:].transpose(0, 1)
     for semiring in ("log", "tropical"):
         results = []

@@ -28,8 +28,9 @@ from torch import Tensor, nn
 
 from ..errors import InvalidGraphError, LabelError
 from ..graph import NEG_INF, Graph, as_tensor, gather
+from ..losses import reduce_losses
 from ..ops.dense import LengthsLike, dense_score
-from .ctc import TargetsLike, _reduce, label_sequences
+from .ctc import TargetsLike, label_sequences
 
 
 def _square(transitions: object) -> Tensor:
@@ -57,7 +58,7 @@ def asg_transition_graph(transitions: Tensor) -> Graph:
     final = torch.zeros(num_labels + 1, dtype=transitions.dtype, device=device)
     start = torch.full_like(final, NEG_INF)
     start[0] = 0.0
-    return Graph._from_tensors(src, dst, ilabel, ilabel, weights, start, final).check_weights()
+    return Graph.from_tensors(src, dst, ilabel, ilabel, weights, start, final).check_weights()
 
 
 def asg_target_graphs(targets: TargetsLike, target_lengths: LengthsLike, transitions: Tensor) -> Graph:
@@ -79,7 +80,7 @@ def asg_target_graphs(targets: TargetsLike, target_lengths: LengthsLike, transit
     step_weights = gather(flat, torch.where(first, -1, previous * num_labels + labels), 0.0)
     # Node k >= 1 of a chain is the destination of the arc labelled y_k: its self-loop.
     loop_weights = flat.index_select(0, labels * num_labels + labels)
-    return Graph._from_tensors(
+    return Graph.from_tensors(
         torch.cat([chains.src, chains.dst]), torch.cat([chains.dst, chains.dst]),
         torch.cat([labels, labels]), torch.cat([labels, labels]),
         torch.cat([step_weights, loop_weights]), chains.start_weights, chains.final_weights,
@@ -103,7 +104,7 @@ def asg_loss(emissions: Tensor, targets: TargetsLike, transitions: Tensor, input
     possible = torch.isfinite(constrained)
     losses = torch.where(possible, full - torch.where(possible, constrained, torch.zeros_like(constrained)),
                          torch.full_like(full, float("inf")))
-    return _reduce(losses, reduction, None)
+    return reduce_losses(losses, reduction)
 
 
 class ASGLoss(nn.Module):

@@ -24,9 +24,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvalidGraphError, LabelError
-from ..graph import NEG_INF, Graph, as_tensor
+from ..graph import NEG_INF, Graph, as_tensor, as_whole_numbers
 from ..losses import nll, reduce_losses
-from ..ops.dense import _whole_numbers
 from ..ops.shortest import arc_posteriors, forward_score, viterbi_path, viterbi_score
 
 __all__ = ["crf_graph", "crf_log_partition", "crf_marginals", "crf_viterbi", "crf_nll", "LinearChainCRF",
@@ -48,7 +47,7 @@ def _lengths(unary: Tensor, lengths: Tensor | None) -> Tensor:
     num_seqs, num_positions, _ = unary.shape
     if lengths is None:
         return torch.full((num_seqs,), num_positions, dtype=torch.long, device=unary.device)
-    lens = _whole_numbers(lengths, "lengths", unary.device)
+    lens = as_whole_numbers(lengths, "lengths", unary.device)
     if lens.shape[0] != num_seqs:
         raise InvalidGraphError(f"{lens.shape[0]} lengths for {num_seqs} sequences")
     bad = ((lens < 0) | (lens > num_positions)).nonzero()
@@ -117,7 +116,7 @@ def _unroll(unary: Tensor, transitions: Tensor, lengths: Tensor | None, start_sc
     end = end_scores[final_tag] if end_scores is not None else unary.new_zeros(num_nodes)
     empty = (lens[node_seq] == 0) & (local == 0)  # an empty sequence: the empty tagging, score 0
     final = torch.where(last, end, torch.where(empty, unary.new_zeros(()), unary.new_full((), NEG_INF)))
-    g = Graph._from_tensors(src, dst, j + 1, j + 1, weights, start, final, node_graph=node_seq,
+    g = Graph.from_tensors(src, dst, j + 1, j + 1, weights, start, final, node_graph=node_seq,
                             num_graphs=num_seqs).check_weights()
     return _Unrolled(g, b, t, i, j)
 

@@ -26,9 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import DtypeMismatchError, InvalidGraphError, LabelError
-from ..graph import NEG_INF, Graph, as_batch, as_count, gather
+from ..graph import NEG_INF, Graph, as_batch, as_count, as_frame_counts, as_whole_numbers, gather
+from ..losses import reduce_losses
 from ..ops.compose import compose, remove_epsilon
-from ..ops.dense import GraphsLike, LengthsLike, _dense_score, _frame_counts, _whole_numbers, viterbi_align
+from ..ops.dense import GraphsLike, LengthsLike, _dense_score, viterbi_align
 from ..ops.traverse import group_arcs
 from ..semiring import Semiring
 
@@ -90,7 +91,7 @@ def ctc_expand(graphs: GraphsLike, blank: int = 0) -> Graph:
     start = torch.cat([g.start_weights, g.start_weights.new_full((num_arcs,), NEG_INF)])
     final = torch.cat([g.final_weights, g.final_weights.index_select(0, dst)])
     if not g.is_batch:
-        return Graph._from_tensors(new_src, new_dst, new_ilabel, new_olabel, weights, start, final)
+        return Graph.from_tensors(new_src, new_dst, new_ilabel, new_olabel, weights, start, final)
     # Keep each graph's nodes (and arcs) together, as Graph.batch lays them out.
     node_graph = torch.cat([g.node_graph, g.arc_graph])
     perm = torch.argsort(node_graph, stable=True)
@@ -103,7 +104,7 @@ def ctc_expand(graphs: GraphsLike, blank: int = 0) -> Graph:
     def nodes_in_order(values: Tensor) -> Tensor:
         return values.index_select(0, perm)
 
-    return Graph._from_tensors(renumber.index_select(0, arcs_in_order(new_src)),
+    return Graph.from_tensors(renumber.index_select(0, arcs_in_order(new_src)),
                                renumber.index_select(0, arcs_in_order(new_dst)), arcs_in_order(new_ilabel),
                                arcs_in_order(new_olabel), arcs_in_order(weights), nodes_in_order(start),
                                nodes_in_order(final), node_graph=nodes_in_order(node_graph), num_graphs=g.num_graphs)
@@ -144,7 +145,7 @@ def _parse_targets(targets: TargetsLike, target_lengths: LengthsLike, device: to
         target_lengths = [targets.shape[1]] * targets.shape[0]
     if targets.dim() > 2:
         raise InvalidGraphError(f"targets must be padded [B, S] or concatenated 1-D, got {tuple(targets.shape)}")
-    lengths = _whole_numbers(target_lengths, "target_lengths", device)
+    lengths = as_whole_numbers(target_lengths, "target_lengths", device)
     if bool((lengths < 0).any()):
         b = int((lengths < 0).nonzero()[0, 0])
         raise InvalidGraphError(f"target_lengths[{b}] = {int(lengths[b])} is negative")
@@ -197,7 +198,7 @@ def label_sequences(targets: TargetsLike, target_lengths: LengthsLike = None, *,
     num_nodes = int(sizes.sum())
     start = torch.full((num_nodes,), NEG_INF, dtype=dtype, device=device).index_fill_(0, node_start, 0.0)
     final = torch.full((num_nodes,), NEG_INF, dtype=dtype, device=device).index_fill_(0, node_start + lengths, 0.0)
-    return Graph._from_tensors(src, src + 1, labels, labels, torch.zeros(src.shape[0], dtype=dtype, device=device),
+    return Graph.from_tensors(src, src + 1, labels, labels, torch.zeros(src.shape[0], dtype=dtype, device=device),
                                start, final, node_graph=_repeat_ids(sizes), num_graphs=lengths.shape[0])
 
 
@@ -247,7 +248,7 @@ def _ctc_graph(targets: TargetsLike, target_lengths: LengthsLike, blank: int, dt
     # Node 0 is where a path is before its first frame; it ends after reading a blank or the last label.
     start = torch.where(j == 0, zero, none)
     final = torch.where(j >= span - 1, zero, none)
-    return Graph._from_tensors(src, dst, ilabel, olabel, torch.zeros(src.shape[0], dtype=dtype, device=device),
+    return Graph.from_tensors(src, dst, ilabel, olabel, torch.zeros(src.shape[0], dtype=dtype, device=device),
                                start, final, node_graph=node_seq, num_graphs=lengths.shape[0])
 
 
@@ -295,20 +296,6 @@ def ctc_decoding_graph(grammar: GraphsLike, num_labels: int, blank: int = 0,
                          "e.g. a word on its first letter's arc)")
     topology = ctc_topology(num_labels, blank, dtype=grammar.dtype, device=grammar.device)
     return compose(topology, grammar)
-
-
-def _reduce(losses: Tensor, reduction: str, divisors: Tensor | None) -> Tensor:
-    if reduction == "none":
-        return losses
-    if reduction == "sum":
-        return losses.sum()
-    if reduction == "mean":
-        if losses.numel() == 0:  # torch's mean would be NaN
-            raise InvalidGraphError("reduction='mean' over an empty batch is undefined; use 'sum' (0) or 'none'")
-        if divisors is not None:
-            losses = losses / divisors.clamp(min=1).to(losses.dtype)
-        return losses.mean()
-    raise InvalidGraphError(f"reduction must be 'none', 'mean' or 'sum', not {reduction!r}")
 
 
 def _check_classes(blank: int, num_classes: int, what: str = "log_probs") -> None:
@@ -365,14 +352,14 @@ def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths: LengthsLike, tar
     num_seqs, num_classes = log_probs.shape[1], log_probs.shape[2]
     _check_classes(blank, num_classes)
     device = log_probs.device
-    lengths = _whole_numbers(target_lengths, "target_lengths", device)
+    lengths = as_whole_numbers(target_lengths, "target_lengths", device)
     if lengths.shape[0] != num_seqs:
         raise InvalidGraphError(f"{lengths.shape[0]} target_lengths for a batch of {num_seqs} in log_probs")
     # The graphs hold zeros: float32 for half-precision inputs, which are summed in float32.
     dtype = torch.float32 if log_probs.dtype in (torch.float16, torch.bfloat16) else log_probs.dtype
     graphs = _ctc_graph(targets, lengths, blank, dtype, device, num_classes)
     losses = _losses(log_probs, graphs, input_lengths, zero_infinity, backend, labels_checked=True)
-    out = _reduce(losses, reduction, lengths)
+    out = reduce_losses(losses, reduction, lengths)
     return out[0] if unbatched and reduction == "none" else out
 
 
@@ -408,7 +395,7 @@ def ctc_graph_loss(log_probs: Tensor, target_graphs: GraphsLike, input_lengths: 
             raise LabelError(f"target graph arc {a}: label {int(targets.ilabel[a])} is outside the {num_classes} "
                              f"classes of log_probs (0..{num_classes - 1})")
     graphs = ctc_expand(targets, blank)
-    return _reduce(_losses(log_probs, graphs, input_lengths, zero_infinity, backend, labels_checked=checked),
+    return reduce_losses(_losses(log_probs, graphs, input_lengths, zero_infinity, backend, labels_checked=checked),
                    reduction, None)
 
 
@@ -418,7 +405,7 @@ def ctc_greedy_decode(emissions: Tensor, lengths: LengthsLike = None, blank: int
     best = emissions.argmax(-1)
     num_seqs, num_frames = best.shape
     lens = torch.full((num_seqs,), num_frames, dtype=torch.long) if lengths is None \
-        else _frame_counts(lengths, num_seqs, num_frames, "lengths", torch.device("cpu"))
+        else as_frame_counts(lengths, num_seqs, num_frames, "lengths", torch.device("cpu"))
     frames = torch.arange(num_frames, device=best.device)
     previous = torch.cat([best.new_full((num_seqs, 1), -1), best[:, :-1]], 1)
     keep = (best != blank) & (best != previous) & (frames[None, :] < lens.to(best.device)[:, None])

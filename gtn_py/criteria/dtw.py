@@ -118,7 +118,7 @@ def dtw_graph(distances: Tensor, template_lengths: Tensor | Sequence[int] | None
     start = torch.where(local == 0, zero, neg_inf)
     last = (local == n[node_pair] * m[node_pair]) & (local > 0)
     final = torch.where(last, zero, neg_inf)
-    g = Graph._from_tensors(src, dst, i + 1, olabel, weights, start, final,
+    g = Graph.from_tensors(src, dst, i + 1, olabel, weights, start, final,
                             node_graph=None if single else node_pair, num_graphs=1 if single else num_pairs)
     return g.check_weights()
 
@@ -198,7 +198,7 @@ class ElasticTemplates(nn.Module):
                           classes=classes + 1)
         # The union of each input's graphs: a batch is a disjoint union, so regrouping the
         # graph ids merges them.
-        everything = Graph._from_tensors(pairs.src, pairs.dst, pairs.ilabel, pairs.olabel, pairs.weights,
+        everything = Graph.from_tensors(pairs.src, pairs.dst, pairs.ilabel, pairs.olabel, pairs.weights,
                                          pairs.start_weights, pairs.final_weights,
                                          node_graph=pairs.node_graph // num_classes, num_graphs=num_seqs)
         return correct, everything

@@ -90,7 +90,7 @@ def hmm_topology(num_states: int, self_loops: bool = True, skips: bool = False,
     if skips and num_states >= 2:
         exit_index[num_states - 1] = 3 * (num_states - 2) + SKIP
     final = torch.where(exit_index >= 0, gather(scores, exit_index), scores.new_full((), NEG_INF))
-    return Graph._from_tensors(src, target + 1, labels, labels, weights, start, final).check_weights()
+    return Graph.from_tensors(src, target + 1, labels, labels, weights, start, final).check_weights()
 
 
 def hmm_units(num_units: int, num_states: int, self_loops: bool = True, skips: bool = False,
@@ -129,7 +129,7 @@ def word_model(units: Sequence[int], unit_hmms: Sequence[Graph], word: int) -> G
         raise InvalidGraphError(f"word {word}: arc {a} enters start node {int(g.dst[a])}; the word label "
                                 "goes on the arcs leaving the start nodes, so they must have no incoming arcs")
     first = is_start[g.src]
-    return g._replace(olabel=torch.where(first, torch.full_like(g.olabel, word), torch.zeros_like(g.olabel)))
+    return g.replace(olabel=torch.where(first, torch.full_like(g.olabel, word), torch.zeros_like(g.olabel)))
 
 
 PronunciationsLike = Union[Mapping[int, Sequence[int]], Sequence[Sequence[int]]]
@@ -173,7 +173,7 @@ def _frame_graphs(graphs: GraphsLike, what: str = "graphs") -> GraphsLike:
             a = int(eps[0, 0])
             raise LabelError(f"arc {a} reads epsilon; every arc of an HMM graph must read a state "
                              "(use decoding_graph / transcript_graphs, which remove epsilons)")
-        return g._replace(ilabel=g.ilabel - 1)
+        return g.replace(ilabel=g.ilabel - 1)
     return shift(graphs) if isinstance(graphs, Graph) else [shift(g) for g in as_graph_list(graphs, what)]
 
 
@@ -197,7 +197,7 @@ def hmm_lattice(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = No
     and writing words: the correct-answer (transcription) or all-answers (decoding graph)
     lattice for the losses of :mod:`gtn_py.losses` (MMI, hinge, MCE... discriminative training)."""
     lattice = intersect_dense(_frame_graphs(graphs), emissions, lengths, beam)
-    return lattice._replace(ilabel=lattice.ilabel + 1)
+    return lattice.replace(ilabel=lattice.ilabel + 1)
 
 
 class HMMAlignment(NamedTuple):

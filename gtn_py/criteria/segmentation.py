@@ -89,7 +89,7 @@ def segmentation_graph(num_pieces: PieceCounts, max_span: int, keep: Tensor | No
     final[first_node + counts] = 0.0
     batched = not isinstance(num_pieces, int)
     node_graph = torch.repeat_interleave(torch.arange(num_images, device=dev), nodes_per_image)
-    return Graph._from_tensors(
+    return Graph.from_tensors(
         first_node[image] + begin, first_node[image] + end, label, label.clone(),
         torch.zeros(begin.shape[0], dtype=dtype, device=dev), start, final,
         node_graph=node_graph if batched else None, num_graphs=num_images if batched else 1)
@@ -119,7 +119,7 @@ def recognition_graph(seg: Graph, span_scores: Tensor, label_offset: int = 1,
     weights = (seg.weights.to(span_scores.dtype)[:, None] + span_scores).reshape(-1)
     ilabel = seg.ilabel.repeat_interleave(num_classes) if keep_spans else classes
     g = seg.to(dtype=span_scores.dtype)
-    return g._replace(src=seg.src.repeat_interleave(num_classes), dst=seg.dst.repeat_interleave(num_classes),
+    return g.replace(src=seg.src.repeat_interleave(num_classes), dst=seg.dst.repeat_interleave(num_classes),
                       ilabel=ilabel, olabel=classes, weights=weights).check_weights()
 
 

@@ -295,7 +295,7 @@ def compose(g1: Graph, g2: Graph) -> Graph:
     start = torch.where(to_device(is_start[kept]), start, start.new_full((), NEG_INF))
     final = g1.final_weights.index_select(0, node1) + g2.final_weights.index_select(0, node2)
     batch = g1.is_batch or g2.is_batch
-    return Graph._from_tensors(
+    return Graph.from_tensors(
         to_device(renumber[arcs[:, 0]]), to_device(renumber[arcs[:, 1]]), to_device(arcs[:, 2]),
         to_device(arcs[:, 3]), weights, start, final,
         node_graph=to_device(graph_of_state[kept]) if batch else None,
@@ -416,7 +416,7 @@ def remove_epsilon(g: Graph, semiring: str | Semiring = "log") -> Graph:
     arc = new_d[:, 2]
     weights = closure[new_d[:, 1]] + gather(g.weights, arc)
     final = sr.segment_plus(closure + g.final_weights[pairs_d[:, 1]], pairs_d[:, 0], g.num_nodes)
-    out = Graph._from_tensors(new_d[:, 0], g.dst[arc], g.ilabel[arc], g.olabel[arc], weights,
+    out = Graph.from_tensors(new_d[:, 0], g.dst[arc], g.ilabel[arc], g.olabel[arc], weights,
                               g.start_weights, final, node_graph=g.node_graph if g.is_batch else None,
                               num_graphs=g.num_graphs)
     return connect(out)
@@ -670,7 +670,7 @@ def determinize(g: Graph, semiring: str | Semiring = "tropical") -> Graph:
     state_graph = g.node_graph[entries_d[to_device(state_off[:-1])]] if num_states else entries_d
     start = torch.full((num_states,), NEG_INF, dtype=g.dtype, device=device)
     start[: graphs_with_start.shape[0]] = start_total[graphs_with_start]
-    out = Graph._from_tensors(arcs_d[:, 0], arcs_d[:, 1], arcs_d[:, 2], arcs_d[:, 2], weights, start, final,
+    out = Graph.from_tensors(arcs_d[:, 0], arcs_d[:, 1], arcs_d[:, 2], arcs_d[:, 2], weights, start, final,
                               node_graph=state_graph if g.is_batch else None, num_graphs=g.num_graphs)
     if g.is_batch:  # keep each graph's states together, as Graph.batch lays them out
         out = subgraph(out, torch.argsort(state_graph, stable=True))
@@ -804,7 +804,7 @@ def minimize(g: Graph, semiring: str | Semiring = "tropical", delta: float = MIN
     possible = g.weights.detach() > NEG_INF
     if not bool(possible.all()):  # impossible arcs carry no path; their potentials would be -inf
         arcs = possible.nonzero().reshape(-1)
-        g = g._replace(src=g.src[arcs], dst=g.dst[arcs], ilabel=g.ilabel[arcs], olabel=g.olabel[arcs],
+        g = g.replace(src=g.src[arcs], dst=g.dst[arcs], ilabel=g.ilabel[arcs], olabel=g.olabel[arcs],
                        weights=g.weights.index_select(0, arcs))
     node_id = np.flatnonzero(useful_nodes(g))  # ids in the caller's graph of the kept nodes
     g = subgraph(g, torch.from_numpy(node_id).to(g.device))
@@ -838,7 +838,7 @@ def minimize(g: Graph, semiring: str | Semiring = "tropical", delta: float = MIN
 
     beta = _path_distances(g.num_nodes, g.dst, g.src, g.weights, g.final_weights, sr)
     pushed = g.weights + beta[g.dst] - beta[g.src]
-    return Graph._from_tensors(
+    return Graph.from_tensors(
         to_device(np.repeat(np.arange(representative.shape[0]), counts)),
         to_device(renumber[state_class[sorted_dst[kept_arcs]]]),
         to_device(label[kept_arcs]), to_device(label[kept_arcs]), pushed.index_select(0, arcs_d),

@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover - depends on the install
     _TRITON = False
 
 from ..errors import DeviceMismatchError, DtypeMismatchError, InvalidGraphError, LabelError, WeightError
-from ..graph import NEG_INF, Graph, has_nan_or_plus_inf, nan_or_plus_inf
+from ..graph import NEG_INF, Graph, as_frame_counts, has_nan_or_plus_inf, nan_or_plus_inf
 from ..k2 import k2_dense_score, use_k2
 from ..semiring import Semiring, get_semiring, segment_max
 from .traverse import group_arcs
@@ -230,7 +230,7 @@ def _prepare(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike, length
     if lengths is None:
         lens = torch.full((num_seqs,), num_frames, dtype=torch.long, device=emissions.device)
     else:
-        lens = _frame_counts(lengths, num_seqs, num_frames, lengths_name, emissions.device)
+        lens = as_frame_counts(lengths, num_seqs, num_frames, lengths_name, emissions.device)
     return _Inputs(g, emissions, lens, single, shared_arcs)
 
 
@@ -238,39 +238,7 @@ def _empty_batch(like: Tensor, dtype: torch.dtype | None = None) -> Graph:
     """A batch of no graphs, for an empty batch of emission sequences."""
     none = torch.zeros(0, dtype=torch.long, device=like.device)
     weights = torch.zeros(0, dtype=dtype or like.dtype, device=like.device)
-    return Graph._from_tensors(none, none, none, none, weights, weights, weights, node_graph=none, num_graphs=0)
-
-
-def _whole_numbers(values: LengthsLike, name: str, device: torch.device | str | None) -> Tensor:
-    """``values`` (lengths, counts) as a flat long tensor on ``device``; floats are accepted only
-    where they are whole numbers (truncating 2.7 frames to 2 would answer another problem)."""
-    try:
-        given = torch.as_tensor(values, device=device)
-    except (TypeError, ValueError, RuntimeError) as error:
-        raise InvalidGraphError(f"{name} must be whole numbers (a list or an integer tensor): {error}") from None
-    if given.dtype == torch.bool or given.dtype.is_complex:
-        raise InvalidGraphError(f"{name} must be whole numbers, got {given.dtype}")
-    given = given.reshape(-1)
-    if given.dtype.is_floating_point:
-        bad = (~torch.isfinite(given) | (given != given.round())).nonzero()
-        if bad.numel():
-            i = int(bad[0, 0])
-            raise InvalidGraphError(f"{name}[{i}] = {float(given[i])} is not a whole number")
-    return given.to(torch.long)
-
-
-def _frame_counts(lengths: Tensor | Sequence[int], num_seqs: int, num_frames: int, name: str,
-                  device: torch.device) -> Tensor:
-    """``lengths`` as ``[B]`` long on ``device``, checked: whole numbers in ``[0, T]``."""
-    lens = _whole_numbers(lengths, name, device)
-    if lens.shape[0] != num_seqs:
-        raise InvalidGraphError(f"{lens.shape[0]} {name} for {num_seqs} sequences")
-    bad = ((lens < 0) | (lens > num_frames)).nonzero()
-    if bad.numel():
-        b = int(bad[0, 0])
-        raise InvalidGraphError(f"{name}[{b}] = {int(lens[b])} is outside [0, {num_frames}] "
-                                f"(a sequence has at most the T = {num_frames} frames given)")
-    return lens
+    return Graph.from_tensors(none, none, none, none, weights, weights, weights, node_graph=none, num_graphs=0)
 
 
 def _chunk_frames(num_frames: int, width: int) -> int:
@@ -1023,7 +991,7 @@ def dense_lattice(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
     neg_inf = start.new_full((), NEG_INF)
     start_weights = torch.where(level == 0, start.index_select(0, node), neg_inf)
     final_weights = torch.where(level == lens[lay.node_seq[node]], final.index_select(0, node), neg_inf)
-    lattice = Graph._from_tensors(src, dst, g.ilabel[arc_map], g.olabel[arc_map], arc_weights,
+    lattice = Graph.from_tensors(src, dst, g.ilabel[arc_map], g.olabel[arc_map], arc_weights,
                                   start_weights, final_weights, node_graph=None if single else lay.node_seq[node],
                                   num_graphs=1 if single else num_seqs)
     return DenseLattice(lattice, inputs.user_arcs(arc_map), frame)
@@ -1087,7 +1055,7 @@ def viterbi_align(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
     neg_inf = start.new_full((num_nodes,), NEG_INF)
     start_weights = neg_inf.index_put((offsets[found],), start.index_select(0, first[found]))
     final_weights = neg_inf.index_put((offsets[found] + lens[found],), final.index_select(0, last[found]))
-    path = Graph._from_tensors(offsets[seq] + frame, offsets[seq] + frame + 1, lay.ilabel[path_arcs],
+    path = Graph.from_tensors(offsets[seq] + frame, offsets[seq] + frame + 1, lay.ilabel[path_arcs],
                                g.olabel[path_arcs], arc_weights, start_weights, final_weights,
                                node_graph=None if single else node_seq, num_graphs=1 if single else num_seqs)
     ends = no_path.index_put(

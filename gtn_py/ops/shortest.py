@@ -866,7 +866,7 @@ def _path_graphs(g: Graph, arcs: Tensor, counts: Tensor, firsts: Tensor, lasts: 
     final_index = torch.full((num_nodes,), -1, dtype=torch.long, device=device)
     start_index[node_offsets[exists]] = firsts[exists]
     final_index[(node_offsets + counts)[exists]] = lasts[exists]
-    return Graph._from_tensors(
+    return Graph.from_tensors(
         src, src + 1, g.ilabel[arcs], g.olabel[arcs], g.weights.index_select(0, arcs),
         gather(g.start_weights, start_index, NEG_INF), gather(g.final_weights, final_index, NEG_INF),
         node_graph=torch.repeat_interleave(torch.arange(counts.shape[0], device=device), sizes),
@@ -875,7 +875,7 @@ def _path_graphs(g: Graph, arcs: Tensor, counts: Tensor, firsts: Tensor, lasts: 
 
 def _single(path_batch: Graph) -> Graph:
     """A batch of one path as a plain graph."""
-    return path_batch._replace(node_graph=None)  # type: ignore[arg-type]
+    return path_batch.replace(node_graph=None)  # type: ignore[arg-type]
 
 
 def viterbi_path(g: GraphLike) -> Graph:
@@ -1075,7 +1075,7 @@ def _split(paths: Graph, sizes: Sequence[int], batched: bool) -> List[Graph]:
     out, path, node, arc = [], 0, 0, 0
     for size in sizes:
         nodes, arcs = sum(node_counts[path:path + size]), sum(arc_counts[path:path + size])
-        part = Graph._from_tensors(
+        part = Graph.from_tensors(
             paths.src[arc:arc + arcs] - node, paths.dst[arc:arc + arcs] - node, paths.ilabel[arc:arc + arcs],
             paths.olabel[arc:arc + arcs], paths.weights[arc:arc + arcs], paths.start_weights[node:node + nodes],
             paths.final_weights[node:node + nodes],

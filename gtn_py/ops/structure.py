@@ -59,7 +59,7 @@ def _with_arcs(arcs: Sequence[Tuple[Tensor, ...]], start_weights: Tensor, final_
                node_graph: Tensor | None = None, num_graphs: int = 1) -> Graph:
     """A graph whose arcs are the concatenation of groups of ``(src, dst, il, ol, w)`` tensors."""
     src, dst, il, ol, w = (torch.cat(column) for column in zip(*arcs))
-    return Graph._from_tensors(src, dst, il, ol, w, start_weights, final_weights,
+    return Graph.from_tensors(src, dst, il, ol, w, start_weights, final_weights,
                                node_graph=node_graph, num_graphs=num_graphs)
 
 
@@ -158,26 +158,26 @@ def closure(g: Graph) -> Graph:
 def project_input(g: Graph) -> Graph:
     """The acceptor of the input side: output labels replaced by input labels."""
     as_graph(g)
-    return g._replace(olabel=g.ilabel)
+    return g.replace(olabel=g.ilabel)
 
 
 def project_output(g: Graph) -> Graph:
     """The acceptor of the output side: input labels replaced by output labels."""
     as_graph(g)
-    return g._replace(ilabel=g.olabel)
+    return g.replace(ilabel=g.olabel)
 
 
 def invert(g: Graph) -> Graph:
     """The inverse transducer: input and output labels swapped."""
     as_graph(g)
-    return g._replace(ilabel=g.olabel, olabel=g.ilabel)
+    return g.replace(ilabel=g.olabel, olabel=g.ilabel)
 
 
 def reverse(g: Graph) -> Graph:
     """The reversed graph: every arc flipped, start and final weights swapped, so it accepts
     each string of ``g`` read backwards with the same score."""
     as_graph(g)
-    return g._replace(src=g.dst, dst=g.src, start_weights=g.final_weights, final_weights=g.start_weights)
+    return g.replace(src=g.dst, dst=g.src, start_weights=g.final_weights, final_weights=g.start_weights)
 
 
 # ---------------------------------------------------------------------- trimming and sorting
@@ -213,7 +213,7 @@ def arcsort(g: Graph, by: str = "ilabel") -> Graph:
     else:  # labels near 2**62: sort by label, then (stably) by source node
         by_label = torch.argsort(label, stable=True)
         perm = by_label[torch.argsort(g.src[by_label], stable=True)]
-    return g._replace(src=g.src[perm], dst=g.dst[perm], ilabel=g.ilabel[perm], olabel=g.olabel[perm],
+    return g.replace(src=g.src[perm], dst=g.dst[perm], ilabel=g.ilabel[perm], olabel=g.olabel[perm],
                       weights=g.weights.index_select(0, perm))
 
 
@@ -226,7 +226,7 @@ def clone(g: Graph) -> Graph:
     """
     as_graph(g)
     ng = g.node_graph.clone() if g.is_batch else None
-    return Graph._from_tensors(g.src.clone(), g.dst.clone(), g.ilabel.clone(), g.olabel.clone(),
+    return Graph.from_tensors(g.src.clone(), g.dst.clone(), g.ilabel.clone(), g.olabel.clone(),
                                g.weights.clone(), g.start_weights.clone(), g.final_weights.clone(),
                                node_graph=ng, num_graphs=g.num_graphs)
 
