@@ -53,6 +53,7 @@ from .ops.shortest import (
     forward_score,
     n_best,
     prune,
+    push,
     sample,
     shortest_distance,
     total_score,
@@ -88,7 +89,7 @@ __all__ = [
     # files and drawing
     "SymbolTable", "draw", "load", "read_openfst", "read_symbols", "save", "write_openfst", "write_symbols",
     # shortest distance family
-    "arc_posteriors", "forward_score", "n_best", "prune", "sample", "shortest_distance", "total_score",
+    "arc_posteriors", "forward_score", "n_best", "prune", "push", "sample", "shortest_distance", "total_score",
     "viterbi_path", "viterbi_score",
     # composition
     "compose", "determinize", "intersect", "minimize", "remove_epsilon",

@@ -34,7 +34,7 @@ from torch import Tensor
 from ..errors import CyclicGraphError, InvalidGraphError, WeightError
 from ..graph import EPSILON, NEG_INF, Graph, as_graph, check_compatible, gather, subgraph
 from ..semiring import Semiring, get_semiring, kernel_plus
-from .shortest import _depths, _distances, _path_distances
+from .shortest import _depths, _path_distances, push
 from .structure import connect
 from .traverse import is_acyclic, reachable, useful_nodes
 
@@ -816,13 +816,11 @@ def minimize(g: Graph, semiring: str | Semiring = "tropical", delta: float = MIN
     _check_deterministic(g, off, label, node_id)
 
     # Structure on detached float64 copies; weights differentiably on g's device.
-    host = g.detach().to("cpu", torch.float64)
-    beta_host = _distances(host, sr, reverse=True)[0].numpy()
-    pushed_host = host.weights.numpy() + beta_host[dst] - beta_host[src]
+    host = push(g.detach().to("cpu", torch.float64), sr)
     state_class, representative = _merge_kernel(
         np.argsort(height, kind="stable"), g.node_graph.cpu().numpy(),
-        _quantize(host.final_weights.numpy() - beta_host, delta), off, label,
-        _quantize(pushed_host[arc_id], delta), sorted_dst)
+        _quantize(host.final_weights.numpy(), delta), off, label,
+        _quantize(host.weights.numpy()[arc_id], delta), sorted_dst)
 
     # Classes in topological order: by graph, then decreasing height, then g's node order.
     layout = np.lexsort((representative, -height[representative], g.node_graph.cpu().numpy()[representative]))
@@ -836,11 +834,10 @@ def minimize(g: Graph, semiring: str | Semiring = "tropical", delta: float = MIN
     to_device = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
     arcs_d, states_d = to_device(arc_id[kept_arcs]), to_device(representative)
 
-    beta = _path_distances(g.num_nodes, g.dst, g.src, g.weights, g.final_weights, sr)
-    pushed = g.weights + beta[g.dst] - beta[g.src]
+    pushed = push(g, sr)
     return Graph.from_tensors(
         to_device(np.repeat(np.arange(representative.shape[0]), counts)),
         to_device(renumber[state_class[sorted_dst[kept_arcs]]]),
-        to_device(label[kept_arcs]), to_device(label[kept_arcs]), pushed.index_select(0, arcs_d),
-        (g.start_weights + beta).index_select(0, states_d), (g.final_weights - beta).index_select(0, states_d),
+        to_device(label[kept_arcs]), to_device(label[kept_arcs]), pushed.weights.index_select(0, arcs_d),
+        pushed.start_weights.index_select(0, states_d), pushed.final_weights.index_select(0, states_d),
         node_graph=g.node_graph.index_select(0, states_d) if g.is_batch else None, num_graphs=g.num_graphs)

@@ -545,6 +545,39 @@ def shortest_distance(g: GraphLike, semiring: SemiringLike = "log", reverse: boo
     return _distances(graph, get_semiring(semiring), reverse)[0]
 
 
+def push(g: GraphLike, semiring: SemiringLike = "log", toward: str = "start") -> Graph:
+    """The same graph (or batch; a list gives a batch) with its weights pushed ``toward`` the start or the
+    end: every path keeps its score, but each node's potential moves onto the arcs.
+
+    ``"start"``: with ``beta(q)`` the total from node ``q`` to the accept nodes, an arc ``p -> q``
+    weighs ``w + beta(q) - beta(p)``, a final weight ``rho(q) - beta(q)`` and a start weight
+    ``lambda(q) + beta(q)``; in the log semiring the arcs and final weight out of each useful node
+    then sum to probability 1 (a stochastic graph, the total left on the start weights), in the
+    tropical one each node's best continuation scores 0. ``"end"``: the same with the forward
+    totals ``alpha(q)`` from the start nodes (``w + alpha(p) - alpha(q)``, final weights
+    ``rho(q) + alpha(q)``, start weights ``lambda(q) - alpha(q)``). Arcs and nodes on no
+    successful path get -inf. Differentiable w.r.t. the weights; cyclic graphs are pushed when
+    their totals converge (else :class:`DivergenceError`). Labels and structure are unchanged.
+    """
+    graph, _ = _as_graph(g)
+    if toward not in ("start", "end"):
+        raise ArgumentValueError(f"toward must be 'start' or 'end', not {toward!r}")
+    sr = get_semiring(semiring)
+    if toward == "start":
+        potential = _path_distances(graph.num_nodes, graph.dst, graph.src, graph.weights, graph.final_weights, sr)
+        weights = graph.weights + potential[graph.dst] - potential[graph.src]
+        start, final = graph.start_weights + potential, graph.final_weights - potential
+    else:
+        potential = _path_distances(graph.num_nodes, graph.src, graph.dst, graph.weights, graph.start_weights, sr)
+        weights = graph.weights + potential[graph.src] - potential[graph.dst]
+        start, final = graph.start_weights - potential, graph.final_weights + potential
+    useless = potential == NEG_INF  # -inf - -inf: a node (and its arcs) on no successful path
+    neg_inf = weights.new_full((), NEG_INF)
+    return graph.replace(weights=torch.where(useless[graph.src] | useless[graph.dst], neg_inf, weights),
+                         start_weights=torch.where(useless, neg_inf, start),
+                         final_weights=torch.where(useless, neg_inf, final))
+
+
 # ---------------------------------------------------------------------- totals and gradients
 def _totals(g: Graph, sr: Semiring, alpha: Tensor) -> Tensor:
     """Per-graph totals from forward distances (only accept nodes contribute)."""
