@@ -52,6 +52,7 @@ from .ops.shortest import (
     arc_posteriors,
     forward_score,
     n_best,
+    path_entropy,
     prune,
     push,
     sample,
@@ -89,8 +90,8 @@ __all__ = [
     # files and drawing
     "SymbolTable", "draw", "load", "read_openfst", "read_symbols", "save", "write_openfst", "write_symbols",
     # shortest distance family
-    "arc_posteriors", "forward_score", "n_best", "prune", "push", "sample", "shortest_distance", "total_score",
-    "viterbi_path", "viterbi_score",
+    "arc_posteriors", "forward_score", "n_best", "path_entropy", "prune", "push", "sample", "shortest_distance",
+    "total_score", "viterbi_path", "viterbi_score",
     # composition
     "compose", "determinize", "intersect", "minimize", "remove_epsilon",
     # dense intersection with emission tensors

@@ -823,6 +823,37 @@ def arc_posteriors(g: GraphLike) -> Tensor:
     return _posteriors(graph, LOG, alpha, _totals(graph, LOG, alpha))[0]
 
 
+def path_entropy(g: GraphLike) -> Tensor:
+    """Entropy (nats) of the path distribution of each graph: a path ``pi`` has probability
+    ``exp(score(pi) - forward_score(g))``, and ``H = forward_score - E[score]``, the expected
+    score read off the arc, start and final posteriors of one forward and one backward pass.
+    0-dim for a single graph, ``[B]`` for a batch or list; 0 for a graph with one successful
+    path, NaN where a graph has none. Differentiable w.r.t. the weights (the posteriors are built
+    from differentiable distances, so no second derivative of the forward algorithm is needed):
+    e.g. an entropy bonus on a lattice from :func:`~gtn_py.ops.dense.intersect_dense`. Cyclic
+    graphs whose sums converge are supported (else :class:`DivergenceError`)."""
+    graph, batched = _as_graph(g)
+    w, start, final = graph.weights, graph.start_weights, graph.final_weights
+    alpha = _path_distances(graph.num_nodes, graph.src, graph.dst, w, start, LOG)
+    beta = _path_distances(graph.num_nodes, graph.dst, graph.src, w, final, LOG)
+    total = LOG.segment_plus(alpha + final, graph.node_graph, graph.num_graphs)
+    node_total = total[graph.node_graph]
+
+    def expected(log_posterior: Tensor, score: Tensor, owner: Tensor) -> Tensor:
+        """Per graph, the sum of posterior * score (0 where the posterior is 0, even at -inf)."""
+        posterior = torch.exp(log_posterior)
+        # Mask the score before the product: at a -inf score the product's gradient would be NaN.
+        term = posterior * torch.where(posterior > 0, score, torch.zeros_like(score))
+        return term.new_zeros(graph.num_graphs).index_add(0, owner, term)
+
+    arc_graph = graph.node_graph[graph.src]
+    mean_score = (expected(alpha[graph.src] + w + beta[graph.dst] - total[arc_graph], w, arc_graph)
+                  + expected(start + beta - node_total, start, graph.node_graph)
+                  + expected(alpha + final - node_total, final, graph.node_graph))
+    entropy = torch.where(total > NEG_INF, total - mean_score, torch.full_like(total, math.nan))
+    return entropy if batched else entropy[0]
+
+
 def _best_path_share(g: Graph, alpha: Tensor, pred: Tensor, shares: Tuple[Tensor, Tensor, Tensor]) -> Tensor:
     """Per graph, the least tropical share (:func:`_path_shares`) of the arcs, start and final
     weight of its best path: 0 but for rounding (the shares of its weights are sums in other
