@@ -86,6 +86,8 @@ GOOD: Dict[str, Tuple[Callable[..., Any], tuple, dict]] = {
     "n_best": (gtn.n_best, (B, 2), dict(distinct_outputs=False, max_paths=100)),
     "prune": (gtn.prune, (B, 1.0), {}),
     "sample": (gtn.sample, (B, 2), {}),
+    "push": (gtn.push, (B, "log"), dict(toward="start")),
+    "path_entropy": (gtn.path_entropy, (B,), {}),
     "shortest_distance": (gtn.shortest_distance, (B, "log"), dict(reverse=False)),
     "total_score": (gtn.total_score, (C, "log"), {}),
     "viterbi_path": (gtn.viterbi_path, (B,), {}),
@@ -104,6 +106,9 @@ GOOD: Dict[str, Tuple[Callable[..., Any], tuple, dict]] = {
     "ctc_graph": (gtn.ctc_graph, ([[1, 2]],), dict(blank=0)),
     "ctc_expand": (gtn.ctc_expand, (A,), dict(blank=0)),
     "ctc_topology": (gtn.ctc_topology, (3,), dict(blank=0)),
+    "ctc_decoding_graph": (gtn.ctc_decoding_graph, (gtn.closure(A), 3), dict(blank=0)),
+    "rnnt_loss": (gtn.rnnt_loss, (randn(1, 3, 3, 4), torch.tensor([[1, 2]]), [3], [2]), dict(blank=0)),
+    "rnnt_lattice": (gtn.rnnt_lattice, (randn(1, 3, 3, 4).log_softmax(-1), torch.tensor([[1, 2]]), [3], [2]), {}),
     "ctc_graph_loss": (gtn.ctc_graph_loss, (LP, gtn.label_sequences([[1, 2]]), [5]), dict(blank=0)),
     "ctc_greedy_decode": (gtn.ctc_greedy_decode, (EM[None],), dict(lengths=[4], blank=0)),
     "ctc_decode": (gtn.ctc_decode, (EM[None],), dict(lengths=[4], blank=0)),
@@ -163,14 +168,15 @@ def _two() -> Graph:
 
 GRAPH_NAMES = {"g", "g1", "g2", "graphs", "correct", "all_answers", "grammar", "lexicon_graph", "decoding",
                "decoding_graph", "seg", "target_graphs", "cost", "unit_hmms"}
-TENSOR_NAMES = {"emissions", "log_probs", "targets", "lengths", "input_lengths", "target_lengths", "weights", "w",
+TENSOR_NAMES = {"emissions", "log_probs", "logits", "logit_lengths", "targets", "lengths", "input_lengths",
+                "target_lengths", "weights", "w",
                 "transitions", "unary", "tags", "distances", "templates", "inputs", "span_scores", "alphabet",
                 "losses", "references", "transcripts", "ilabels", "units", "pronunciations", "src", "dst", "ilabel",
                 "start", "accept", "table", "path_or_file"}
 INT_NAMES = {"num_nodes", "k", "n", "node", "i", "s", "d", "blank", "num_labels", "num_states", "num_units", "word",
              "label_offset", "max_paths", "first_label", "num_frames", "max_arcs", "max_span", "num_pieces"}
 FLOAT_NAMES = {"weight", "beta", "beam", "tol", "delta", "margin", "gamma", "saturation", "start_weight"}
-STR_NAMES = {"semiring", "reduction", "by", "backend", "path_or_text_or_file", "source", "device"}
+STR_NAMES = {"semiring", "toward", "reduction", "by", "backend", "path_or_text_or_file", "source", "device"}
 
 META = torch.zeros(2, device="meta")
 BAD: Dict[str, List[Tuple[str, Callable[[], Any]]]] = {

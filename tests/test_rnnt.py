@@ -1,0 +1,91 @@
+"""rnnt_loss: equal to a brute-force sum over all alignments (float64), gradients by gradcheck,
+torchaudio's argument conventions (fused log-softmax, clamp, reductions), clear errors."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gtn_py as gtn
+
+
+def brute_force(log_probs: torch.Tensor, target: list[int], frames: int, blank: int) -> float:
+    """-log of the sum over every alignment: the U labels placed among the frames (several per
+    frame allowed, in order), each frame closed by a blank, the last one's included."""
+    total = []
+    labels = len(target)
+    # An alignment: how many labels are emitted at each frame before its blank (sums to U).
+    for counts in itertools.product(range(labels + 1), repeat=frames):
+        if sum(counts) != labels:
+            continue
+        score, u = 0.0, 0
+        for t, c in enumerate(counts):
+            for _ in range(c):
+                score += float(log_probs[t, u, target[u]])
+                u += 1
+            score += float(log_probs[t, u, blank])
+        total.append(score)
+    peak = max(total)
+    return -(peak + math.log(sum(math.exp(s - peak) for s in total)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 3), st.integers(0, 3), st.integers(2, 4), st.integers(0, 2**31 - 1), st.booleans())
+def test_equals_the_sum_over_alignments(frames, labels, classes, seed, blank_last):
+    generator = torch.Generator().manual_seed(seed)
+    blank = classes - 1 if blank_last else 0
+    choices = [c for c in range(classes) if c != blank]
+    target = [choices[int(i)] for i in torch.randint(len(choices), (labels,), generator=generator)]
+    logits = torch.randn(1, frames + 1, labels + 2, classes, generator=generator, dtype=torch.float64)  # padded
+    padded = torch.tensor([target + [choices[0]]], dtype=torch.long)
+    got = gtn.rnnt_loss(logits, padded, [frames], [labels], blank=blank, reduction="none")
+    assert float(got[0]) == pytest.approx(brute_force(logits[0].log_softmax(-1), target, frames, blank), abs=1e-9)
+
+
+def test_gradcheck_and_batch():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 3, 4, generator=generator, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([[1, 2], [3, 0]])
+    assert torch.autograd.gradcheck(lambda x: gtn.rnnt_loss(x, targets, [3, 2], [2, 1], reduction="none"), (logits,))
+    each = gtn.rnnt_loss(logits, targets, [3, 2], [2, 1], reduction="none")
+    assert float(gtn.rnnt_loss(logits, targets, [3, 2], [2, 1])) == pytest.approx(float(each.mean()))
+    assert float(gtn.rnnt_loss(logits, targets, [3, 2], [2, 1], reduction="sum")) == pytest.approx(float(each.sum()))
+    second = gtn.rnnt_loss(logits[1:, :2, :2], targets[1:, :1], [2], [1], reduction="none")
+    assert float(second[0]) == pytest.approx(float(each[1]))  # padding changes nothing
+
+
+def test_log_probs_given_and_clamped_gradients():
+    logits = torch.randn(1, 3, 3, 4, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([[1, 2]])
+    fused = gtn.rnnt_loss(logits, targets, [3], [2])
+    given_log_probs = gtn.rnnt_loss(logits.log_softmax(-1), targets, [3], [2], fused_log_softmax=False)
+    assert float(fused) == pytest.approx(float(given_log_probs))
+    log_probs = (logits * 10).log_softmax(-1).detach().requires_grad_()
+    gtn.rnnt_loss(log_probs, targets, [3], [2], fused_log_softmax=False, clamp=0.1).backward()
+    assert float(log_probs.grad.abs().max()) <= 0.1 + 1e-12
+
+
+def test_the_lattice_is_a_graph_whose_best_path_is_an_alignment():
+    log_probs = torch.randn(1, 3, 3, 4, dtype=torch.float64).log_softmax(-1)
+    lattice = gtn.rnnt_lattice(log_probs, torch.tensor([[1, 2]]), [3], [2])
+    assert lattice.num_nodes == 9 and lattice.num_arcs == 6 + 6  # 3 x 3 grid: 6 blank and 6 label arcs
+    best = gtn.viterbi_path(lattice)
+    emitted = [int(x) for x in best.ilabel if int(x) != 0]
+    assert emitted == [1, 2] and int((best.ilabel == 0).sum()) == 2  # and the final blank closes frame 3
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda lp: gtn.rnnt_loss(lp, torch.tensor([[0, 1]]), [3], [2]), gtn.LabelError, "not a label"),
+    (lambda lp: gtn.rnnt_loss(lp, torch.tensor([[1, 2]]), [0], [2]), gtn.InvalidGraphError, "at least one frame"),
+    (lambda lp: gtn.rnnt_loss(lp, torch.tensor([[1, 2]]), [4], [2]), gtn.InvalidGraphError, "outside"),
+    (lambda lp: gtn.rnnt_loss(lp, torch.tensor([[1, 2]]), [3], [2], blank=7), gtn.LabelError, "blank = 7"),
+    (lambda lp: gtn.rnnt_loss(lp[0], torch.tensor([[1, 2]]), [3], [2]), gtn.ArgumentValueError, "4 dimensions"),
+])
+def test_bad_input_is_a_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call(torch.randn(1, 3, 3, 4))
