@@ -52,16 +52,13 @@ def viterbi_total_and_gradient(log_probs, targets):
 
 def gtn_py_ms(work, shape, device, repeats, compiled):
     log_probs, targets = inputs(shape, device)
-    saved = dense._KERNELS
-    dense._KERNELS = compiled
-    try:
-        def step():
-            work(log_probs, targets)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+
+    def step():
+        work(log_probs, targets)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    with dense.sweeps(compiled=compiled):
         return 1000 * median_time(step, repeats)
-    finally:
-        dense._KERNELS = saved
 
 
 def k2_result(shape, device, repeats):

@@ -5,9 +5,9 @@ CUDA code path, on a machine without a GPU.
 
 On CUDA, small problems are bound by the host launching kernels and waiting at syncs, not by
 the GPU. This runs ``ctc_loss`` forward + backward (``--align``: ``viterbi_align`` of the CTC
-graphs) on CPU tensors with gtn_py's CUDA branches taken: the Triton kernels are selected (as
-``_TRITON_ON_CPU`` does for the interpreter) but stubbed out, so they cost nothing and count as
-the two launches each call makes; everything else runs as it would on CUDA. A
+graphs) on CPU tensors with gtn_py's CUDA branches taken: the Triton kernels are selected (by
+``sweeps(triton_on_cpu=True)``, as for the interpreter) but stubbed out, so they cost nothing and
+count as the two launches each call makes; everything else runs as it would on CUDA. A
 ``TorchDispatchMode`` records each operation that is not a view or an allocation, under the
 gtn_py function that issued it. Syncs are the operations that read a device value on the host
 (``.item()``/``int()``, ``nonzero``, ``unique``); on CUDA the emissions' NaN check adds one
@@ -70,7 +70,7 @@ def main():
     parser.add_argument("shape", nargs="*", type=int, default=[32, 500, 50, 30], help="B T S V")
     opts = parser.parse_args()
     batch, frames, target_length, vocab = opts.shape
-    dense._TRITON, dense._TRITON_ON_CPU = True, True
+    dense._TRITON = True  # as if Triton were installed; its kernels are the stubs below
     if not hasattr(dense, "triton"):  # Triton is not installed: the launch helper needs only this
         dense.triton = types.SimpleNamespace(next_power_of_2=lambda n: 1 << max(n - 1, 0).bit_length())
     kernels = ["_forward_kernel_cuda", "_backward_log_kernel_cuda", "_backtrack_kernel_cuda"]
@@ -88,11 +88,12 @@ def main():
             gtn_py.ctc_loss(log_probs, targets, lengths, target_lengths, reduction="sum").backward()
             log_probs.grad = None
 
-    step()
-    recorder = Recorder()
-    _Stub.launches = 0
-    with recorder:
+    with dense.sweeps(triton_on_cpu=True):
         step()
+        recorder = Recorder()
+        _Stub.launches = 0
+        with recorder:
+            step()
     what = "viterbi_align" if opts.align else "ctc_loss forward + backward"
     print(f"{what}, B={batch} T={frames} S={target_length} V={vocab}: "
           f"{sum(recorder.sites.values())} launching torch operations + {_Stub.launches} Triton kernels, "

@@ -1,6 +1,8 @@
+import contextlib
 import os
 import sys
 
+import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
@@ -15,3 +17,13 @@ settings.register_profile("default", max_examples=60, deadline=None,
 settings.register_profile("thorough", max_examples=500, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture
+def choose_sweeps():
+    """``choose_sweeps(compiled=False)`` or ``(triton_on_cpu=True)``: how the dense sweeps run for
+    the rest of the test (gtn_py.ops.dense.sweeps, undone when the test ends)."""
+    from gtn_py.ops.dense import sweeps
+
+    with contextlib.ExitStack() as stack:
+        yield lambda **choice: stack.enter_context(sweeps(**choice))

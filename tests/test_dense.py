@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 
@@ -21,15 +20,9 @@ from gtn_py.ops.dense import dense_lattice, dense_score, intersect_dense, viterb
 NEG_INF = float("-inf")
 
 
-@contextlib.contextmanager
 def kernels(enabled: bool):
-    """Use the numba CPU kernels or the tensor formulation (CUDA's) inside the block."""
-    saved = dense._KERNELS
-    dense._KERNELS = enabled
-    try:
-        yield
-    finally:
-        dense._KERNELS = saved
+    """Use the compiled kernels or the tensor formulation inside the block."""
+    return dense.sweeps(compiled=enabled)
 
 
 backends = pytest.mark.parametrize("use_kernels", [True, False], ids=["kernels", "tensors"])
@@ -103,8 +96,8 @@ def test_lattice_forward_score_and_gradients_match_fused():
 
 @backends
 @pytest.mark.parametrize("semiring", ["log", "tropical"])
-def test_gradcheck_emissions_and_graph_weights(use_kernels, semiring, monkeypatch):
-    monkeypatch.setattr(dense, "_KERNELS", use_kernels)
+def test_gradcheck_emissions_and_graph_weights(use_kernels, semiring, choose_sweeps):
+    choose_sweeps(compiled=use_kernels)
     torch.manual_seed(1)
     g = Graph.from_arcs(4, [0, 0, 1, 1, 2, 3, 3, 0], [1, 2, 1, 3, 3, 3, 0, 3], [1, 2, 0, 1, 2, 0, 1, 0],
                         weights=torch.randn(8, dtype=torch.float64),
@@ -129,14 +122,14 @@ def test_gradcheck_emissions_and_graph_weights(use_kernels, semiring, monkeypatc
     assert torch.autograd.gradcheck(lambda s, f: total(weights.detach(), s, f, emissions.detach()), (w_s, w_f))
 
 
-def test_kernels_and_tensors_agree_float32(monkeypatch):
+def test_kernels_and_tensors_agree_float32(choose_sweeps):
     torch.manual_seed(2)
     gs = [Graph.from_arcs(3, [0, 1, 1, 2, 0], [1, 1, 2, 2, 2], [1, 2, 3, 0, 3], start=[0], accept=[2]),
           Graph.from_arcs(2, [0, 0, 1], [0, 1, 1], [1, 2, 3], start=[0], accept=[1])]
     emissions = torch.randn(2, 40, 4).log_softmax(-1).requires_grad_()
     results = []
     for kernels in (True, False):
-        monkeypatch.setattr(dense, "_KERNELS", kernels)
+        choose_sweeps(compiled=kernels)
         total = dense_score(gs, emissions, [40, 25])
         results.append((total, torch.autograd.grad(total.sum(), emissions)[0]))
     assert torch.allclose(results[0][0], results[1][0], rtol=1e-5)
@@ -144,8 +137,8 @@ def test_kernels_and_tensors_agree_float32(monkeypatch):
 
 
 @backends
-def test_impossible_sequence_is_minus_inf_with_zero_gradient(use_kernels, monkeypatch):
-    monkeypatch.setattr(dense, "_KERNELS", use_kernels)
+def test_impossible_sequence_is_minus_inf_with_zero_gradient(use_kernels, choose_sweeps):
+    choose_sweeps(compiled=use_kernels)
     g = Graph.from_arcs(3, [0, 1], [1, 2], [1, 2], start=[0], accept=[2], dtype=torch.float64)
     emissions = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
     total = dense_score(g, emissions, [4, 2])      # needs exactly 2 frames
@@ -156,10 +149,10 @@ def test_impossible_sequence_is_minus_inf_with_zero_gradient(use_kernels, monkey
 
 @backends
 @pytest.mark.parametrize("semiring", ["log", "tropical"])
-def test_graph_without_arcs_and_empty_sequence(use_kernels, semiring, monkeypatch):
+def test_graph_without_arcs_and_empty_sequence(use_kernels, semiring, choose_sweeps):
     """Only a length-0 sequence has a path through a graph with no arcs: its total is the
     final weight, and the backward pass (Viterbi backtracking included) has no arc to visit."""
-    monkeypatch.setattr(dense, "_KERNELS", use_kernels)
+    choose_sweeps(compiled=use_kernels)
     final = torch.tensor([0.25], dtype=torch.float64, requires_grad=True)
     g = Graph.from_arcs(1, [], [], [], start=[0], dtype=torch.float64).with_weights(
         torch.zeros(0, dtype=torch.float64), final_weights=final)
@@ -184,8 +177,8 @@ def test_single_sequence_and_shared_graph():
 
 
 @backends
-def test_viterbi_align_matches_best_path(use_kernels, monkeypatch):
-    monkeypatch.setattr(dense, "_KERNELS", use_kernels)
+def test_viterbi_align_matches_best_path(use_kernels, choose_sweeps):
+    choose_sweeps(compiled=use_kernels)
     torch.manual_seed(3)
     g = Graph.from_arcs(3, [0, 0, 1, 1, 2, 0], [1, 0, 2, 1, 2, 2], [0, 1, 2, 0, 1, 2],
                         weights=torch.randn(6, dtype=torch.float64), start=[0], accept=[2], dtype=torch.float64)
@@ -210,8 +203,8 @@ def test_viterbi_align_matches_best_path(use_kernels, monkeypatch):
 
 
 @backends
-def test_beam_prunes_to_the_best_paths(use_kernels, monkeypatch):
-    monkeypatch.setattr(dense, "_KERNELS", use_kernels)
+def test_beam_prunes_to_the_best_paths(use_kernels, choose_sweeps):
+    choose_sweeps(compiled=use_kernels)
     torch.manual_seed(4)
     g = Graph.from_arcs(2, [0, 0, 1, 1], [0, 1, 1, 0], [0, 1, 2, 1], start=[0], accept=[0, 1], dtype=torch.float64)
     emissions = torch.randn(1, 8, 3, dtype=torch.float64) * 3
@@ -295,11 +288,11 @@ def test_label_outside_emissions_raises():
 
 @backends
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
-def test_nan_or_plus_inf_emission_raises(use_kernels, bad, monkeypatch):
+def test_nan_or_plus_inf_emission_raises(use_kernels, bad, choose_sweeps):
     """A NaN that meets no finite score used to vanish in the max-shifted sums (a finite total for
     NaN input). Every operation that reads emissions says where it is; beyond a sequence's
     length nothing is read, so nothing is checked there."""
-    monkeypatch.setattr(dense, "_KERNELS", use_kernels)
+    choose_sweeps(compiled=use_kernels)
     g = Graph.from_arcs(2, [0, 0, 1], [0, 1, 1], [1, 2, 1], start=[0], accept=[1], dtype=torch.float64)
     emissions = torch.randn(2, 5, 3, dtype=torch.float64)
     emissions[1, 3, 1] = bad
@@ -391,12 +384,12 @@ def test_cuda_kernel_sweeps_match_cpu(dtype, semiring):
                     reason="checks the Triton kernels without a GPU: needs triton and TRITON_INTERPRET=1 "
                            "(make test-triton)")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_triton_kernels_interpreted_match_numba(dtype, monkeypatch):
+def test_triton_kernels_interpreted_match_numba(dtype, choose_sweeps):
     """The CUDA kernels' code run by Triton's interpreter on the CPU against the numba kernels
     (:func:`_kernel_case`): what CI can check of them without a GPU (not races or compilation)."""
     run = _kernel_case(dtype)
     numba_results = {semiring: run("cpu", True, semiring) for semiring in ("log", "tropical")}
-    monkeypatch.setattr(dense, "_TRITON_ON_CPU", True)
+    choose_sweeps(triton_on_cpu=True)
     assert dense._kernel_backend(dense._Layout.of(Graph.batch([gtn_py.ctc_graph([[1, 2]])]), 1, 3),
                                  torch.zeros(1, 1, dtype=dtype), dense.get_semiring("log")) == "triton"
     for semiring, theirs_all in numba_results.items():
@@ -407,7 +400,7 @@ def test_triton_kernels_interpreted_match_numba(dtype, monkeypatch):
     targets, lengths = torch.tensor([[1, 2, 2, 3, 3, 4], [1, 2, 3, 0, 0, 0], [4, 4, 0, 0, 0, 0]]), [6, 3, 2]
 
     def ctc(triton_on_cpu: bool):
-        monkeypatch.setattr(dense, "_TRITON_ON_CPU", triton_on_cpu)
+        choose_sweeps(triton_on_cpu=triton_on_cpu)
         x = log_probs.clone().requires_grad_()
         losses = gtn_py.ctc_loss(x, targets, [7, 7, 5], lengths, reduction="none")
         zeroed = gtn_py.ctc_loss(x, targets, [7, 7, 5], lengths, reduction="sum", zero_infinity=True)
@@ -429,7 +422,7 @@ def test_triton_kernels_interpreted_match_numba(dtype, monkeypatch):
     for semiring in ("log", "tropical"):
         results = []
         for triton_on_cpu in (True, False):
-            monkeypatch.setattr(dense, "_TRITON_ON_CPU", triton_on_cpu)
+            choose_sweeps(triton_on_cpu=triton_on_cpu)
             totals = dense_score(nan_graphs, emissions, [7, 5], semiring=semiring)
             results.append((totals, torch.autograd.grad(totals.sum(), weights)[0]))
         (triton_totals, triton_grads), (numba_totals, numba_grads) = results

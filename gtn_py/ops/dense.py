@@ -30,8 +30,10 @@ padding in memory.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, List, NamedTuple, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Sequence, Tuple, Union
 
 import numba
 import numpy as np
@@ -57,14 +59,36 @@ LengthsLike = Union[Tensor, Sequence[int], None]
 
 # Elements of one chunk of gathered emissions (frames x padded arcs): bounds the memory of a sweep.
 _CHUNK_ELEMENTS = 1 << 19
-# Log and tropical sweeps use compiled kernels: numba on the CPU, Triton on CUDA (tests turn this
-# off to check the tensor formulation, which the other semirings use, against them).
-_KERNELS = True
 # Frames x arcs from which the kernels run on several threads.
 _PARALLEL_WORK = 1 << 20
-# Run the Triton kernels on the CPU instead of numba's: for checking them without a GPU, under
-# Triton's interpreter (TRITON_INTERPRET=1 before gtn_py is imported).
-_TRITON_ON_CPU = False
+
+
+@dataclass(frozen=True)
+class SweepChoice:
+    """How the dense sweeps run (see :func:`sweeps`)."""
+
+    compiled: bool = True
+    triton_on_cpu: bool = False
+
+
+_DEFAULT_SWEEPS = SweepChoice()  # frozen, so one instance serves every context
+_SWEEPS: ContextVar[SweepChoice] = ContextVar("gtn_py_dense_sweeps", default=_DEFAULT_SWEEPS)
+
+
+@contextmanager
+def sweeps(compiled: bool = True, triton_on_cpu: bool = False) -> Iterator[SweepChoice]:
+    """Choose how the dense sweeps (``dense_score``, ``ctc_loss``, ``viterbi_align``...) run inside
+    the block. ``compiled``: the log (temperature 1) and tropical semirings use compiled kernels,
+    numba on the CPU and Triton on CUDA (the default); else torch tensor operations, the portable
+    formulation that other semirings use and that the kernels are tested against.
+    ``triton_on_cpu``: the Triton kernels run on CPU tensors, under Triton's interpreter
+    (``TRITON_INTERPRET=1`` before gtn_py is imported): how they are checked without a GPU. The
+    choice holds for the block in this thread or task only (a context variable), never beyond."""
+    token = _SWEEPS.set(SweepChoice(bool(compiled), bool(triton_on_cpu)))
+    try:
+        yield _SWEEPS.get()
+    finally:
+        _SWEEPS.reset(token)
 
 
 # ---------------------------------------------------------------------- problem layout
@@ -525,10 +549,11 @@ def _consts(like: Tensor) -> np.ndarray:
 def _kernel_backend(lay: _Layout, columns: Tensor, semiring: Semiring) -> str | None:
     """Which compiled kernels compute these forward scores and totals (log or tropical; and the
     log semiring's gradients, the tropical best paths): "numba" (CPU), "triton" (CUDA, or the CPU
-    under Triton's interpreter when ``_TRITON_ON_CPU``), or None (tensor sweeps)."""
-    if not (_KERNELS and semiring.dense_kernel is not None):
+    under Triton's interpreter inside ``sweeps(triton_on_cpu=True)``), or None (tensor sweeps)."""
+    choice = _SWEEPS.get()
+    if not (choice.compiled and semiring.dense_kernel is not None):
         return None
-    triton_device = "cpu" if _TRITON_ON_CPU else "cuda"
+    triton_device = "cpu" if choice.triton_on_cpu else "cuda"
     if _TRITON and columns.device.type == triton_device and columns.dtype in (torch.float32, torch.float64) \
             and max(lay.in_arc.shape[0], lay.out_arc.shape[0]) <= _TRITON_MAX_SLOTS:
         return "triton"
