@@ -109,6 +109,8 @@ GOOD: Dict[str, Tuple[Callable[..., Any], tuple, dict]] = {
     "ctc_decoding_graph": (gtn.ctc_decoding_graph, (gtn.closure(A), 3), dict(blank=0)),
     "rnnt_loss": (gtn.rnnt_loss, (randn(1, 3, 3, 4), torch.tensor([[1, 2]]), [3], [2]), dict(blank=0)),
     "rnnt_lattice": (gtn.rnnt_lattice, (randn(1, 3, 3, 4).log_softmax(-1), torch.tensor([[1, 2]]), [3], [2]), {}),
+    "rnnt_graph_lattice": (gtn.rnnt_graph_lattice, (randn(1, 3, 3, 4).log_softmax(-1), A, [3]), dict(blank=0)),
+    "rnnt_graph_loss": (gtn.rnnt_graph_loss, (randn(1, 3, 3, 4), A, [3]), dict(blank=0)),
     "ctc_graph_loss": (gtn.ctc_graph_loss, (LP, gtn.label_sequences([[1, 2]]), [5]), dict(blank=0)),
     "ctc_greedy_decode": (gtn.ctc_greedy_decode, (EM[None],), dict(lengths=[4], blank=0)),
     "ctc_decode": (gtn.ctc_decode, (EM[None],), dict(lengths=[4], blank=0)),

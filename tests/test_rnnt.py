@@ -53,8 +53,9 @@ def test_gradcheck_and_batch():
     targets = torch.tensor([[1, 2], [3, 0]])
     assert torch.autograd.gradcheck(lambda x: gtn.rnnt_loss(x, targets, [3, 2], [2, 1], reduction="none"), (logits,))
     each = gtn.rnnt_loss(logits, targets, [3, 2], [2, 1], reduction="none")
-    assert float(gtn.rnnt_loss(logits, targets, [3, 2], [2, 1])) == pytest.approx(float(each.mean()))
-    assert float(gtn.rnnt_loss(logits, targets, [3, 2], [2, 1], reduction="sum")) == pytest.approx(float(each.sum()))
+    assert float(gtn.rnnt_loss(logits, targets, [3, 2], [2, 1]).detach()) == pytest.approx(float(each.mean()))
+    assert float(gtn.rnnt_loss(logits, targets, [3, 2], [2, 1], reduction="sum").detach()) == \
+        pytest.approx(float(each.sum()))
     second = gtn.rnnt_loss(logits[1:, :2, :2], targets[1:, :1], [2], [1], reduction="none")
     assert float(second[0]) == pytest.approx(float(each[1]))  # padding changes nothing
 
@@ -89,3 +90,52 @@ def test_the_lattice_is_a_graph_whose_best_path_is_an_alignment():
 def test_bad_input_is_a_clear_error(call, error, message):
     with pytest.raises(error, match=message):
         call(torch.randn(1, 3, 3, 4))
+
+
+def test_a_target_graph_sums_its_transcriptions_each_with_its_weight():
+    """A trie of "1 2" (weight -0.3) and "1 3" (weight -1.1): the loss is -log of the weighted sum
+    of each transcription's probability, the joiner read at the trie state of each prefix."""
+    generator = torch.Generator().manual_seed(3)
+    frames, classes = 3, 4
+    log_probs = torch.randn(1, frames, 4, classes, generator=generator, dtype=torch.float64).log_softmax(-1)
+    trie = gtn.Graph.from_arcs(4, [0, 1, 1], [1, 2, 3], [1, 2, 3], [1, 2, 3], [0.0, -0.3, -1.1],
+                               start=[0], accept=[2, 3], dtype=torch.float64)
+    paths = {(1, 2): ([0, 1, 2], -0.3), (1, 3): ([0, 1, 3], -1.1)}
+    want = -math.log(sum(math.exp(-brute_force(log_probs[0][:, states], list(labels), frames, 0) + weight)
+                         for labels, (states, weight) in paths.items()))
+    got = gtn.rnnt_graph_loss(log_probs, trie, [frames], fused_log_softmax=False, reduction="none")
+    assert float(got[0]) == pytest.approx(want, abs=1e-9)
+
+
+def test_graph_loss_gradcheck_in_the_joiner_and_the_graph_weights():
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 3, 4, 5, generator=generator, dtype=torch.float64, requires_grad=True)
+    arc_weights = torch.tensor([0.0, -0.3, -1.1], dtype=torch.float64, requires_grad=True)
+
+    def loss(x, w):
+        trie = gtn.Graph.from_arcs(4, [0, 1, 1], [1, 2, 3], [1, 2, 3], [1, 2, 3], w, start=[0], accept=[2, 3],
+                                   dtype=torch.float64)
+        return gtn.rnnt_graph_loss(x, [trie, gtn.string_graph([4]).to(dtype=torch.float64)], [3, 2],
+                                   reduction="none")
+
+    assert torch.autograd.gradcheck(loss, (logits, arc_weights))
+
+
+def test_a_lexicon_transducers_words_come_out_of_the_best_alignment():
+    """Letters in, words out: the lattice of a two-word lexicon keeps the words on its output side."""
+    lexicon = gtn.Graph.from_arcs(4, [0, 1, 0, 3], [1, 2, 3, 2], [1, 2, 2, 1], [0, 7, 0, 8],
+                                  start=[0], accept=[2], dtype=torch.float64)  # "1 2" -> 7, "2 1" -> 8
+    log_probs = torch.full((1, 2, 4, 3), -10.0, dtype=torch.float64)
+    log_probs[0, 0, 0, 2] = log_probs[0, 0, 3, 1] = log_probs[0, 0, 2, 0] = log_probs[0, 1, 2, 0] = 0.0  # "2 1"
+    best = gtn.viterbi_path(gtn.rnnt_graph_lattice(log_probs, lexicon, [2]))
+    assert [int(x) for x in best.olabel if int(x)] == [8]
+
+
+def test_graph_lattice_errors_name_the_problem():
+    log_probs = torch.randn(1, 3, 2, 4).log_softmax(-1)
+    with pytest.raises(gtn.InvalidGraphError, match="has 3 nodes but log_probs has 2 state columns"):
+        gtn.rnnt_graph_lattice(log_probs, gtn.string_graph([1, 2]), [3])
+    with pytest.raises(gtn.LabelError, match="reads 0, which is not a label"):
+        gtn.rnnt_graph_lattice(log_probs, gtn.string_graph([0]), [3])
+    with pytest.raises(gtn.InvalidGraphError, match="2 target graphs for 1 sequences"):
+        gtn.rnnt_graph_lattice(log_probs, [gtn.string_graph([1])] * 2, [3])

@@ -17,68 +17,109 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidGraphError, LabelError
-from ..graph import NEG_INF, Graph, as_frame_counts, as_integer, as_tensor, gather
+from ..graph import NEG_INF, Graph, as_batch, as_frame_counts, as_integer, as_tensor, gather
 from ..losses import reduce_losses
-from ..ops.dense import LengthsLike
+from ..ops.dense import GraphsLike, LengthsLike
 from ..ops.shortest import forward_score
+from .ctc import label_sequences
 
-__all__ = ["rnnt_lattice", "rnnt_loss"]
+__all__ = ["rnnt_lattice", "rnnt_graph_lattice", "rnnt_loss", "rnnt_graph_loss"]
+
+
+def rnnt_graph_lattice(log_probs: Tensor, target_graphs: GraphsLike, logit_lengths: LengthsLike,
+                       blank: int = 0) -> Graph:
+    """The RNN-T lattices of a batch of target graphs (alternative transcriptions, a lexicon
+    from letters to words...), as one batch graph.
+
+    ``log_probs`` ``[B, T, Q, V]`` are the joiner's log-probabilities at each frame and each
+    *state* ``q`` of the sequence's target graph (its nodes numbered from 0 within the graph;
+    ``Q`` at least the largest graph's node count): the prediction network's output after the
+    labels that lead to ``q``, which the graph's states must determine (a linear chain, a trie, a
+    lexicon's prefix tree). Node ``(t, q)`` of the lattice: a blank arc to ``(t + 1, q)``
+    weighing ``log p(blank | t, q)``; for each target arc ``q -> q'`` with label ``y`` and weight
+    ``w`` an arc to ``(t, q')`` weighing ``log p(y | t, q) + w``, with the target arc's output
+    label (blank arcs output epsilon). Start: ``(0, q)`` with ``q``'s start weight; final:
+    ``(T - 1, q)`` with ``q``'s final weight plus the closing blank. Every arc label of a target
+    graph is a class of ``log_probs`` other than ``blank``. Differentiable w.r.t. ``log_probs``
+    and the target graphs' weights."""
+    log_probs = as_tensor(log_probs, "log_probs", ndim=4)
+    graphs = as_batch(target_graphs, "target_graphs")
+    num_seqs, max_frames, num_states, num_classes = log_probs.shape
+    device = log_probs.device
+    blank = as_integer(blank, "blank")
+    if not 0 <= blank < num_classes:
+        raise LabelError(f"blank = {blank} is outside the {num_classes} classes of log_probs (0..{num_classes - 1})")
+    if graphs.num_graphs != num_seqs:
+        raise InvalidGraphError(f"{graphs.num_graphs} target graphs for {num_seqs} sequences of log_probs")
+    graphs = graphs.to(device)
+    frames = as_frame_counts(logit_lengths, num_seqs, max_frames, "logit_lengths", device)
+    if bool((frames < 1).any()):
+        b = int((frames < 1).nonzero()[0, 0])
+        raise InvalidGraphError(f"logit_lengths[{b}] = 0: a transducer reads at least one frame")
+    bad = ((graphs.ilabel < 0) | (graphs.ilabel >= num_classes) | (graphs.ilabel == blank)).nonzero()
+    if bad.numel():
+        a = int(bad[0, 0])
+        raise LabelError(f"target graph arc {a} reads {int(graphs.ilabel[a])}, which is not a label: labels are "
+                         f"the {num_classes} classes of log_probs but the blank {blank}")
+    states = torch.bincount(graphs.node_graph, minlength=num_seqs)
+    if num_seqs and int(states.max()) > num_states:
+        b = int(states.argmax())
+        raise InvalidGraphError(f"target graph {b} has {int(states[b])} nodes but log_probs has {num_states} "
+                                "state columns (dimension 2)")
+    first_state = torch.cumsum(states, 0) - states
+    state_in_graph = torch.arange(graphs.num_nodes, device=device) - first_state[graphs.node_graph]
+
+    # Lattice nodes (b, t, q), t < T_b, q < N_b, numbered per sequence: offsets[b] + t * N_b + q.
+    sizes = frames * states
+    offsets = torch.cumsum(sizes, 0) - sizes
+    node_seq = torch.repeat_interleave(torch.arange(num_seqs, device=device), sizes)
+    local = torch.arange(int(sizes.sum()), device=device) - offsets[node_seq]
+    t, q = local // states[node_seq], local % states[node_seq]
+    node = torch.arange(local.shape[0], device=device)
+    state = first_state[node_seq] + q  # the target graph's node
+    # Where each lattice node's distribution sits in log_probs.reshape(-1).
+    row = ((node_seq * max_frames + t) * num_states + q) * num_classes
+    flat = log_probs.reshape(-1)
+    # Blank arcs: to the next frame, same state.
+    moves = t + 1 < frames[node_seq]
+    blank_src = node[moves]
+    # Label arcs: each target arc at each frame of its sequence.
+    arc_seq = graphs.node_graph[graphs.src] if graphs.num_arcs else graphs.src
+    repeats = frames[arc_seq]
+    arc = torch.repeat_interleave(torch.arange(graphs.num_arcs, device=device), repeats)
+    arc_t = torch.arange(arc.shape[0], device=device) - torch.repeat_interleave(torch.cumsum(repeats, 0) - repeats,
+                                                                                 repeats)
+    b_of_arc, src_state, dst_state = arc_seq[arc], state_in_graph[graphs.src[arc]], state_in_graph[graphs.dst[arc]]
+    base = offsets[b_of_arc] + arc_t * states[b_of_arc]
+    label_row = ((b_of_arc * max_frames + arc_t) * num_states + src_state) * num_classes
+    src = torch.cat([blank_src, base + src_state])
+    dst = torch.cat([blank_src + states[node_seq[moves]], base + dst_state])
+    ilabel = torch.cat([torch.full_like(blank_src, blank), graphs.ilabel[arc]])
+    olabel = torch.cat([torch.zeros_like(blank_src), graphs.olabel[arc]])
+    weights = torch.cat([gather(flat, row[moves] + blank),
+                         gather(flat, label_row + graphs.ilabel[arc]) + graphs.weights.index_select(0, arc)])
+    none = flat.new_full((), NEG_INF)
+    start = torch.where(t == 0, graphs.start_weights.index_select(0, state), none)
+    closing = graphs.final_weights.index_select(0, state) + gather(flat, row + blank)
+    final = torch.where(t + 1 == frames[node_seq], closing, none)
+    return Graph.from_tensors(src, dst, ilabel, olabel, weights, start, final, node_graph=node_seq,
+                              num_graphs=num_seqs)
 
 
 def rnnt_lattice(log_probs: Tensor, targets: Tensor, logit_lengths: LengthsLike, target_lengths: LengthsLike,
                  blank: int = 0) -> Graph:
     """The alignment lattices of a batch (see the module documentation) as one batch graph,
     from joiner log-probabilities ``[B, T, U + 1, V]`` and padded targets ``[B, U]`` (int), with
-    ``logit_lengths`` (frames, >= 1) and ``target_lengths`` ``[B]``. Arcs are labelled with
-    the class they emit (blank arcs ``blank``, label arcs the target label), so the lattice
-    can be composed and searched like any graph; weights are differentiable gathers of
-    ``log_probs``."""
+    ``logit_lengths`` (frames, >= 1) and ``target_lengths`` ``[B]``: :func:`rnnt_graph_lattice`
+    of the targets as linear chains (state ``u``: ``u`` labels emitted). Blank arcs read
+    ``blank`` and write epsilon, label arcs read and write their label, so the lattice can be
+    composed and searched like any graph; weights are differentiable gathers of ``log_probs``."""
     log_probs = as_tensor(log_probs, "log_probs", ndim=4)
     targets = as_tensor(targets, "targets", integer=True, ndim=2)
-    num_seqs, max_frames, max_context, num_classes = log_probs.shape
-    device = log_probs.device
-    blank = as_integer(blank, "blank")
-    if not 0 <= blank < num_classes:
-        raise LabelError(f"blank = {blank} is outside the {num_classes} classes of log_probs (0..{num_classes - 1})")
-    if targets.shape[0] != num_seqs:
-        raise InvalidGraphError(f"{targets.shape[0]} target rows for {num_seqs} sequences of log_probs")
-    frames = as_frame_counts(logit_lengths, num_seqs, max_frames, "logit_lengths", device)
-    labels = as_frame_counts(target_lengths, num_seqs, min(targets.shape[1], max_context - 1), "target_lengths",
-                             device)
-    if bool((frames < 1).any()):
-        b = int((frames < 1).nonzero()[0, 0])
-        raise InvalidGraphError(f"logit_lengths[{b}] = 0: a transducer reads at least one frame")
-    targets = targets.to(device)
-    inside = torch.arange(targets.shape[1], device=device)[None, :] < labels[:, None]
-    bad = (inside & ((targets < 0) | (targets >= num_classes) | (targets == blank))).nonzero()
-    if bad.numel():
-        seq, pos = int(bad[0, 0]), int(bad[0, 1])
-        raise LabelError(f"targets[{seq}, {pos}] = {int(targets[seq, pos])} is not a label: labels are the "
-                         f"{num_classes} classes of log_probs but the blank {blank}")
-
-    # Nodes (b, t, u) with t < T_b and u <= U_b, in that order, numbered per sequence.
-    width = labels + 1
-    sizes = frames * width
-    offsets = torch.cumsum(sizes, 0) - sizes
-    node_seq = torch.repeat_interleave(torch.arange(num_seqs, device=device), sizes)
-    local = torch.arange(int(sizes.sum()), device=device) - offsets[node_seq]
-    t, u = local // width[node_seq], local % width[node_seq]
-    # Where each node's distribution sits in log_probs.reshape(-1): ((b * T + t) * (U + 1) + u) * V.
-    row = ((node_seq * max_frames + t) * max_context + u) * num_classes
-    node = torch.arange(local.shape[0], device=device)
-    is_blank = t + 1 < frames[node_seq]
-    is_label = u < labels[node_seq]
-    next_label = targets[node_seq, u.clamp(max=targets.shape[1] - 1)]
-    src = torch.cat([node[is_blank], node[is_label]])
-    dst = torch.cat([node[is_blank] + width[node_seq[is_blank]], node[is_label] + 1])
-    emitted = torch.cat([torch.full_like(src[:int(is_blank.sum())], blank), next_label[is_label]])
-    flat = log_probs.reshape(-1)
-    weights = gather(flat, torch.cat([row[is_blank] + blank, row[is_label] + next_label[is_label]]))
-    start = torch.where(local == 0, flat.new_zeros(()), flat.new_full((), NEG_INF))
-    last = is_blank.logical_not() & is_label.logical_not()
-    final = torch.where(last, gather(flat, row + blank), flat.new_full((), NEG_INF))
-    return Graph.from_tensors(src, dst, emitted, emitted, weights, start, final, node_graph=node_seq,
-                              num_graphs=num_seqs)
+    if targets.shape[0] != log_probs.shape[0]:
+        raise InvalidGraphError(f"{targets.shape[0]} target rows for {log_probs.shape[0]} sequences of log_probs")
+    chains = label_sequences(targets, target_lengths, dtype=log_probs.dtype, device=log_probs.device)
+    return rnnt_graph_lattice(log_probs, chains, logit_lengths, blank)
 
 
 def rnnt_loss(logits: Tensor, targets: Tensor, logit_lengths: LengthsLike, target_lengths: LengthsLike,
@@ -95,6 +136,18 @@ def rnnt_loss(logits: Tensor, targets: Tensor, logit_lengths: LengthsLike, targe
     if clamp > 0:
         log_probs = _ClampGradient.apply(log_probs, float(clamp))
     lattice = rnnt_lattice(log_probs, targets, logit_lengths, target_lengths, blank)
+    return reduce_losses(-forward_score(lattice).reshape(-1), reduction)
+
+
+def rnnt_graph_loss(logits: Tensor, target_graphs: GraphsLike, logit_lengths: LengthsLike, blank: int = 0,
+                    reduction: str = "mean", fused_log_softmax: bool = True) -> Tensor:
+    """RNN-T against target graphs: ``-log`` of the total over every alignment of every path of
+    each sequence's target graph (weighted by the graph), from joiner outputs ``[B, T, Q, V]``
+    per target-graph state (see :func:`rnnt_graph_lattice`). With linear chains it is
+    :func:`rnnt_loss`."""
+    logits = as_tensor(logits, "logits", ndim=4)
+    log_probs = logits.log_softmax(-1) if fused_log_softmax else logits
+    lattice = rnnt_graph_lattice(log_probs, target_graphs, logit_lengths, blank)
     return reduce_losses(-forward_score(lattice).reshape(-1), reduction)
 
 
