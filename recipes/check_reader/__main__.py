@@ -292,10 +292,13 @@ def cmd_demo(args: argparse.Namespace) -> None:
          "--valid-every", str(args.steps), "--context", "--valid-strings", "50", "--threads", str(args.threads),
          *(["--quiet"] if args.quiet else [])]))
     records = common.read_metrics(run / common.METRICS)
-    losses = [r["loss"] for r in records if r.get("split") == "train"]
-    tenth = max(1, len(losses) // 10)
-    print(f"training loss (nats per string): {np.mean(losses[:tenth]):.2f} over the first tenth of the steps, "
-          f"{np.mean(losses[-tenth:]):.2f} over the last")
+    for split, what in (("pretrain", "pretraining loss (cross-entropy per span crop)"),
+                        ("train", "loss through the graph (nats per string)")):
+        losses = [r["loss"] for r in records if r.get("split") == split]
+        if losses:
+            tenth = max(1, len(losses) // 10)
+            print(f"{what}: {np.mean(losses[:tenth]):.2f} over the first tenth of its steps, "
+                  f"{np.mean(losses[-tenth:]):.2f} over the last")
     last = [r for r in records if r.get("split") == "valid"][-1]
     print(f"after training it reads {last['string_accuracy']:.1f} % of {last['strings']} validation strings "
           f"(digit error rate {last['digit_error_rate']:.2f} %); the shipped readers train for an hour each")
