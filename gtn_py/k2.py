@@ -25,7 +25,7 @@ How the two representations differ, and how the conversions keep the weighted re
   (output labels; ragged ones are expanded with ``k2.expand_ragged_attributes``) and scores
   are converted; other k2 attributes are not.
 
-:func:`k2_total_score` and :func:`k2_dense_score` are the ``backend="k2"`` counterparts of
+:func:`k2_total_score` and :func:`k2_dense_totals` are the ``backend="k2"`` counterparts of
 :func:`gtn_py.ops.shortest.total_score` and :func:`gtn_py.ops.dense.dense_score`, with the
 same arguments, return conventions and gradients (up to float32 precision: k2 works in
 float32 and accumulates in float64 here). :func:`k2_total_score` needs acyclic graphs (k2's
@@ -330,22 +330,17 @@ def k2_total_score(graphs: GraphLike, semiring: SemiringLike = "log") -> Tensor:
     return totals if batched else totals[0]
 
 
-def k2_dense_score(graphs: GraphLike, emissions: Tensor, lengths: Tensor | Sequence[int] | None = None,
-                   semiring: SemiringLike = "log") -> Tensor:
-    """:func:`gtn_py.ops.dense.dense_score` computed by k2 (``k2.intersect_dense`` with no pruning).
-
-    Same arguments and result: emissions ``[B, T, V]`` (or ``[T, V]``), one graph per sequence
-    (or one for all), ``lengths`` frames per sequence; per-sequence totals ``[B]`` (0-dim for
-    ``[T, V]``), -inf where no path fits, differentiable w.r.t. the emissions and the graphs'
-    weights, in the emissions' dtype. Every arc consumes one frame (label 0 reads column 0).
+def k2_dense_totals(g: Graph, emissions: Tensor, lens: Tensor, semiring: SemiringLike = "log") -> Tensor:
+    """The totals of :func:`gtn_py.ops.dense.dense_score` computed by k2 (``k2.intersect_dense``
+    with no pruning), for ``dense_score(..., backend="k2")``, which checks the arguments first:
+    ``g`` one graph per sequence (a batch), ``emissions`` ``[B, T, V]``, ``lens`` ``[B]`` frames.
+    Per-sequence totals ``[B]``, -inf where no path fits, differentiable w.r.t. the emissions and
+    the graphs' weights, in the emissions' dtype. Every arc consumes one frame (label 0 reads
+    column 0).
     """
-    from .ops.dense import _prepare  # the native function's argument checks, shared
-
     k2 = _import_k2()
     sr = get_semiring(semiring)
     beta = _beta(sr)
-    inputs = _prepare(graphs, emissions, lengths)
-    g, emissions, lens = inputs.graph, inputs.emissions, inputs.lengths
     num_seqs = emissions.shape[0]
     # k2 needs every sequence to have at least one frame: a sequence of length 0 scores the
     # empty paths (start and accept node at once) directly, and its graph is left out of k2's.
@@ -371,6 +366,5 @@ def k2_dense_score(graphs: GraphLike, emissions: Tensor, lengths: Tensor | Seque
         k2_totals = k2_totals.index_select(0, slot.clamp(min=0))
         k2_totals = (k2_totals / beta if beta != 1.0 else k2_totals).to(totals.dtype)
         totals = torch.where(empty, totals, k2_totals)
-    totals = totals.to(emissions.dtype)
-    return totals[0] if inputs.single else totals
+    return totals.to(emissions.dtype)
 

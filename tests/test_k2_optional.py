@@ -33,7 +33,7 @@ def test_module_imports_without_k2(without_k2):
     lambda m: m.to_k2(small_graph()),
     lambda m: m.from_k2(object()),
     lambda m: m.k2_total_score(small_graph()),
-    lambda m: m.k2_dense_score(small_graph(), torch.zeros(3, 2)),
+    lambda m: m.k2_dense_totals(small_graph(), torch.zeros(1, 3, 2), torch.tensor([3])),
 ])
 def test_use_without_k2_raises_with_install_advice(without_k2, call):
     with pytest.raises(BackendUnavailableError) as info:

@@ -50,7 +50,7 @@ except ImportError:  # pragma: no cover - depends on the install
 
 from ..errors import DeviceMismatchError, DtypeMismatchError, InvalidGraphError, LabelError, WeightError
 from ..graph import NEG_INF, Graph, as_frame_counts, has_nan_or_plus_inf, nan_or_plus_inf
-from ..k2 import k2_dense_score, use_k2
+from ..k2 import k2_dense_totals, use_k2
 from ..semiring import Semiring, get_semiring, segment_max
 from .traverse import group_arcs
 
@@ -939,10 +939,12 @@ def dense_score(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = No
 def _dense_score(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike, semiring: Union[str, Semiring],
                  backend: str, lengths_name: str = "lengths", labels_checked: bool = False) -> Tensor:
     """:func:`dense_score` for callers that speak of the inputs in their own terms (see :func:`_prepare`)."""
-    if use_k2(backend):
-        return k2_dense_score(graphs, emissions, lengths, semiring)
+    k2 = use_k2(backend)
     sr = get_semiring(semiring)
     g, emissions, lens, single, _ = _prepare(graphs, emissions, lengths, lengths_name, labels_checked)
+    if k2:
+        totals = k2_dense_totals(g, emissions, lens, sr)
+        return totals[0] if single else totals
     lay = _Layout.of(g, emissions.shape[0], emissions.shape[2])
     totals = _DenseScore.apply(g.weights, g.start_weights, g.final_weights, lay.emission_columns(emissions, lens),
                                lay, lens, sr)

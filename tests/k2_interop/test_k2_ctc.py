@@ -1,5 +1,5 @@
 """CTC three ways agree: k2's own (k2.ctc_graph + k2.ctc_loss), gtn_py's native ctc_loss, and
-gtn_py's CTC graphs scored by the k2 backend (k2_dense_score), values and gradients."""
+gtn_py's CTC graphs scored by the k2 backend (dense_score(backend="k2")), values and gradients."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gtn_py.criteria.ctc import ctc_graph, ctc_loss
-from gtn_py.k2 import from_k2, k2_dense_score
+from gtn_py.k2 import from_k2
+from gtn_py.ops.dense import dense_score
 
 TOL = dict(rtol=1e-4, atol=1e-4)
 
@@ -59,8 +60,8 @@ def test_ctc_matches_k2_ctc_loss(batch):
     target_tensor, target_lengths = padded(targets)
     want = k2_reference(logits, targets, input_lengths)
     native = ctc_loss(logits.log_softmax(-1), target_tensor, input_lengths, target_lengths, reduction="none")
-    via_k2 = -k2_dense_score(ctc_graph(target_tensor, target_lengths, dtype=torch.float64),
-                             logits.log_softmax(-1).transpose(0, 1), input_lengths)
+    via_k2 = -dense_score(ctc_graph(target_tensor, target_lengths, dtype=torch.float64),
+                          logits.log_softmax(-1).transpose(0, 1), input_lengths, backend="k2")
     for got in (native, via_k2):
         torch.testing.assert_close(got, want, **TOL)
         torch.testing.assert_close(logit_grads(got, logits), logit_grads(want, logits), **TOL)
@@ -69,8 +70,8 @@ def test_ctc_matches_k2_ctc_loss(batch):
 def test_impossible_targets_cost_inf_with_zero_gradients():
     logits = torch.randn(2, 1, 3, dtype=torch.float64, requires_grad=True)
     targets, lengths = padded([[1, 1, 2]])  # needs 4 frames (a blank between the repeats)
-    loss = -k2_dense_score(ctc_graph(targets, lengths, dtype=torch.float64),
-                           logits.log_softmax(-1).transpose(0, 1), torch.tensor([2]))
+    loss = -dense_score(ctc_graph(targets, lengths, dtype=torch.float64),
+                        logits.log_softmax(-1).transpose(0, 1), torch.tensor([2]), backend="k2")
     assert loss.tolist() == [float("inf")]
     (grad,) = torch.autograd.grad(loss.clamp(max=1e30).sum(), logits)
     assert torch.equal(grad, torch.zeros_like(grad))
@@ -83,4 +84,5 @@ def test_k2_ctc_graph_converts_to_gtn_ctc_graph(targets):
     target_tensor, target_lengths = padded([targets])
     ours = ctc_graph(target_tensor, target_lengths, dtype=torch.float64)
     theirs = from_k2(k2.ctc_graph([targets]), dtype=torch.float64)
-    torch.testing.assert_close(k2_dense_score(theirs, emissions), k2_dense_score(ours, emissions), **TOL)
+    torch.testing.assert_close(dense_score(theirs, emissions, backend="k2"), dense_score(ours, emissions, backend="k2"),
+                               **TOL)
