@@ -111,6 +111,8 @@ GOOD: Dict[str, Tuple[Callable[..., Any], tuple, dict]] = {
     "rnnt_lattice": (gtn.rnnt_lattice, (randn(1, 3, 3, 4).log_softmax(-1), torch.tensor([[1, 2]]), [3], [2]), {}),
     "rnnt_graph_lattice": (gtn.rnnt_graph_lattice, (randn(1, 3, 3, 4).log_softmax(-1), A, [3]), dict(blank=0)),
     "rnnt_graph_loss": (gtn.rnnt_graph_loss, (randn(1, 3, 3, 4), A, [3]), dict(blank=0)),
+    "rnnt_greedy_decode": (gtn.rnnt_greedy_decode, (randn(2, 3, 4), [3, 2], lambda labels, state: (
+        torch.zeros(labels.shape[0], 4), state), lambda frames, outputs: frames + outputs), dict(blank=0)),
     "ctc_graph_loss": (gtn.ctc_graph_loss, (LP, gtn.label_sequences([[1, 2]]), [5]), dict(blank=0)),
     "ctc_greedy_decode": (gtn.ctc_greedy_decode, (EM[None],), dict(lengths=[4], blank=0)),
     "ctc_decode": (gtn.ctc_decode, (EM[None],), dict(lengths=[4], blank=0)),
@@ -170,13 +172,14 @@ def _two() -> Graph:
 
 GRAPH_NAMES = {"g", "g1", "g2", "graphs", "correct", "all_answers", "grammar", "lexicon_graph", "decoding",
                "decoding_graph", "seg", "target_graphs", "cost", "unit_hmms"}
-TENSOR_NAMES = {"emissions", "log_probs", "logits", "logit_lengths", "targets", "lengths", "input_lengths",
-                "target_lengths", "weights", "w",
+TENSOR_NAMES = {"emissions", "log_probs", "logits", "logit_lengths", "encoder_out", "targets", "lengths",
+                "input_lengths", "target_lengths", "weights", "w",
                 "transitions", "unary", "tags", "distances", "templates", "inputs", "span_scores", "alphabet",
                 "losses", "references", "transcripts", "ilabels", "units", "pronunciations", "src", "dst", "ilabel",
                 "start", "accept", "table", "path_or_file"}
 INT_NAMES = {"num_nodes", "k", "n", "node", "i", "s", "d", "blank", "num_labels", "num_states", "num_units", "word",
-             "label_offset", "max_paths", "first_label", "num_frames", "max_arcs", "max_span", "num_pieces"}
+             "label_offset", "max_paths", "first_label", "num_frames", "max_arcs", "max_span", "num_pieces",
+             "max_symbols_per_frame"}
 FLOAT_NAMES = {"weight", "beta", "beam", "tol", "delta", "margin", "gamma", "saturation", "start_weight"}
 STR_NAMES = {"semiring", "toward", "reduction", "by", "backend", "path_or_text_or_file", "source", "device"}
 

@@ -52,7 +52,7 @@ def test_gradcheck_and_batch():
     logits = torch.randn(2, 3, 3, 4, generator=generator, dtype=torch.float64, requires_grad=True)
     targets = torch.tensor([[1, 2], [3, 0]])
     assert torch.autograd.gradcheck(lambda x: gtn.rnnt_loss(x, targets, [3, 2], [2, 1], reduction="none"), (logits,))
-    each = gtn.rnnt_loss(logits, targets, [3, 2], [2, 1], reduction="none")
+    each = gtn.rnnt_loss(logits, targets, [3, 2], [2, 1], reduction="none").detach()
     assert float(gtn.rnnt_loss(logits, targets, [3, 2], [2, 1]).detach()) == pytest.approx(float(each.mean()))
     assert float(gtn.rnnt_loss(logits, targets, [3, 2], [2, 1], reduction="sum").detach()) == \
         pytest.approx(float(each.sum()))
@@ -139,3 +139,69 @@ def test_graph_lattice_errors_name_the_problem():
         gtn.rnnt_graph_lattice(log_probs, gtn.string_graph([0]), [3])
     with pytest.raises(gtn.InvalidGraphError, match="2 target graphs for 1 sequences"):
         gtn.rnnt_graph_lattice(log_probs, [gtn.string_graph([1])] * 2, [3])
+
+
+class _ToyTransducer:
+    """A prediction network (an LSTM cell over label embeddings, state (h, c) with the batch first)
+    and a joiner (tanh of the sum, then a linear map), random but fixed."""
+
+    def __init__(self, classes: int = 5, width: int = 8, seed: int = 0):
+        torch.manual_seed(seed)
+        self.embed = torch.nn.Embedding(classes, width)
+        self.cell = torch.nn.LSTMCell(width, width)
+        self.out = torch.nn.Linear(width, classes)
+
+    def predictor(self, labels, state):
+        h, c = self.cell(self.embed(labels), state)
+        return h, (h, c)
+
+    def joiner(self, frames, outputs):
+        return self.out(torch.tanh(frames + outputs))
+
+
+def _greedy_one_at_a_time(model, frames, max_symbols, blank=0):
+    """The same decoding, one sequence and one step at a time: an independent reference."""
+    labels = []
+    output, state = model.predictor(torch.tensor([blank]), None)
+    with torch.no_grad():
+        for t in range(frames.shape[0]):
+            for _ in range(max_symbols):
+                best = int(model.joiner(frames[t:t + 1], output).argmax(-1))
+                if best == blank:
+                    break
+                labels.append(best)
+                output, state = model.predictor(torch.tensor([best]), state)
+    return labels
+
+
+@pytest.mark.parametrize("max_symbols", [1, 3])
+def test_greedy_decoding_a_batch_equals_decoding_each_sequence(max_symbols):
+    model = _ToyTransducer()
+    encoder_out = 2 * torch.randn(4, 9, 8, generator=torch.Generator().manual_seed(1))
+    lengths = [9, 5, 1, 7]
+    got = gtn.rnnt_greedy_decode(encoder_out, lengths, model.predictor, model.joiner,
+                                 max_symbols_per_frame=max_symbols)
+    want = [_greedy_one_at_a_time(model, encoder_out[b, :n], max_symbols) for b, n in enumerate(lengths)]
+    assert got == want and any(got)
+
+
+def test_greedy_decoding_stops_at_max_symbols_per_frame():
+    """A joiner that ignores the predictor and always prefers label 2 emits it at most twice a frame."""
+    def predictor(labels, state):
+        return torch.zeros(labels.shape[0], 1), None
+
+    def joiner(frames, outputs):
+        return torch.tensor([[0.0, 0.0, 1.0]]).expand(frames.shape[0], 3)
+
+    assert gtn.rnnt_greedy_decode(torch.zeros(2, 3, 1), [3, 1], predictor, joiner,
+                                  max_symbols_per_frame=2) == [[2] * 6, [2] * 2]
+    with pytest.raises(gtn.ArgumentValueError, match="max_symbols_per_frame is 0"):
+        gtn.rnnt_greedy_decode(torch.zeros(1, 3, 1), None, predictor, joiner, max_symbols_per_frame=0)
+
+
+def test_greedy_decoding_checks_the_blank_against_the_joiner():
+    def predictor(labels, state):  # any label: the start symbol is the blank, whatever it is
+        return torch.zeros(labels.shape[0], 5), state
+
+    with pytest.raises(gtn.LabelError, match="blank = 7 is outside the 5 classes of the joiner"):
+        gtn.rnnt_greedy_decode(torch.zeros(1, 2, 5), None, predictor, lambda f, o: f + o, blank=7)

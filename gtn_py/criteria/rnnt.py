@@ -13,17 +13,19 @@ acyclic distances). Its tropical total (``viterbi_score``) is the best alignment
 
 from __future__ import annotations
 
+from typing import Callable, List, Sequence, Tuple, Union
+
 import torch
 from torch import Tensor
 
-from ..errors import InvalidGraphError, LabelError
+from ..errors import ArgumentTypeError, ArgumentValueError, InvalidGraphError, LabelError
 from ..graph import NEG_INF, Graph, as_batch, as_frame_counts, as_integer, as_tensor, gather
 from ..losses import reduce_losses
 from ..ops.dense import GraphsLike, LengthsLike
 from ..ops.shortest import forward_score
 from .ctc import label_sequences
 
-__all__ = ["rnnt_lattice", "rnnt_graph_lattice", "rnnt_loss", "rnnt_graph_loss"]
+__all__ = ["rnnt_lattice", "rnnt_graph_lattice", "rnnt_loss", "rnnt_graph_loss", "rnnt_greedy_decode"]
 
 
 def rnnt_graph_lattice(log_probs: Tensor, target_graphs: GraphsLike, logit_lengths: LengthsLike,
@@ -149,6 +151,72 @@ def rnnt_graph_loss(logits: Tensor, target_graphs: GraphsLike, logit_lengths: Le
     log_probs = logits.log_softmax(-1) if fused_log_softmax else logits
     lattice = rnnt_graph_lattice(log_probs, target_graphs, logit_lengths, blank)
     return reduce_losses(-forward_score(lattice).reshape(-1), reduction)
+
+
+State = Union[Tensor, Sequence[Tensor], None]
+
+
+def rnnt_greedy_decode(encoder_out: Tensor, lengths: LengthsLike,
+                       predictor: Callable[[Tensor, State], Tuple[Tensor, State]],
+                       joiner: Callable[[Tensor, Tensor], Tensor], blank: int = 0,
+                       max_symbols_per_frame: int = 10) -> List[List[int]]:
+    """Greedy decoding of an RNN-T model, a batch at once: at each frame the joiner's most likely
+    class; a label is emitted and fed to the prediction network, and the joiner is asked again at
+    the same frame (at most ``max_symbols_per_frame`` labels per frame); blank moves on to the
+    next frame.
+
+    ``encoder_out`` ``[B, T, D]`` with ``lengths`` ``[B]`` (None: all ``T``);
+    ``predictor(labels [B] long, state) -> (output [B, H], state)``, called first with every label
+    ``blank`` and state None (the start of every hypothesis), its state a tensor or a tuple/list of
+    tensors with the batch in dimension 0 (rows that emit nothing keep theirs);
+    ``joiner(encoder frames [B, D], predictor outputs [B, H]) -> logits [B, V]``. Returns the
+    labels of each sequence. Runs without gradients."""
+    encoder_out = as_tensor(encoder_out, "encoder_out", ndim=3)
+    for name, function in (("predictor", predictor), ("joiner", joiner)):
+        if not callable(function):
+            raise ArgumentTypeError(f"{name} must be callable (a module or a function), not {type(function).__name__}")
+    num_seqs, num_frames, _ = encoder_out.shape
+    device = encoder_out.device
+    blank = as_integer(blank, "blank")
+    max_symbols = as_integer(max_symbols_per_frame, "max_symbols_per_frame", ArgumentValueError)
+    if max_symbols < 1:
+        raise ArgumentValueError(f"max_symbols_per_frame is {max_symbols}; it must be at least 1")
+    lens = torch.full((num_seqs,), num_frames, dtype=torch.long, device=device) if lengths is None \
+        else as_frame_counts(lengths, num_seqs, num_frames, "lengths", device)
+    hypotheses: List[List[int]] = [[] for _ in range(num_seqs)]
+    with torch.no_grad():
+        output, state = predictor(torch.full((num_seqs,), blank, dtype=torch.long, device=device), None)
+        for t in range(int(lens.max()) if num_seqs else 0):
+            asking = t < lens
+            for _ in range(max_symbols):
+                logits = joiner(encoder_out[:, t], output)
+                if not 0 <= blank < logits.shape[-1]:
+                    raise LabelError(f"blank = {blank} is outside the {logits.shape[-1]} classes of the joiner")
+                best = logits.argmax(-1)
+                emit = asking & (best != blank)
+                rows = emit.nonzero().reshape(-1).tolist()
+                if not rows:
+                    break
+                for b, label in zip(rows, best[emit].tolist()):
+                    hypotheses[b].append(label)
+                new_output, new_state = predictor(torch.where(emit, best, torch.full_like(best, blank)), state)
+                output = torch.where(emit[:, None], new_output, output)
+                state = _keep_rows(emit, new_state, state)
+                asking = emit  # only the rows that emitted ask again at this frame
+    return hypotheses
+
+
+def _keep_rows(take: Tensor, new: State, old: State) -> State:
+    """``new``'s rows where ``take``, ``old``'s elsewhere (batch in dimension 0 of each tensor; a
+    state is a tensor or a tuple/list of tensors)."""
+    if new is None or old is None:
+        return new
+    if isinstance(new, Tensor) and isinstance(old, Tensor):
+        return torch.where(take.reshape(-1, *([1] * (new.dim() - 1))), new, old)
+    if isinstance(new, Tensor) or isinstance(old, Tensor):  # a tensor, then a sequence of them
+        raise InvalidGraphError("the predictor's state changed form between calls (a tensor and a sequence)")
+    kept = [torch.where(take.reshape(-1, *([1] * (n.dim() - 1))), n, o) for n, o in zip(new, old)]
+    return tuple(kept) if isinstance(new, tuple) else kept
 
 
 class _ClampGradient(torch.autograd.Function):
