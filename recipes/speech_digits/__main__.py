@@ -22,7 +22,7 @@ from .. import common
 from ..common import InputError
 from .data import Utterance, load_corpus, load_directory, load_labelled, utterance_table
 from .evaluate import Result, decode_features, evaluate_model, format_summary, write_report
-from .models import EncoderConfig, ModelConfig
+from .models import MODEL_KINDS, READERS, EncoderConfig, ModelConfig
 from .synth import corpus_dir, prepare, split_voices
 from .templates import LOSSES
 from .train import NUM_FILTERS, TrainConfig, load_model, model_config_of, train
@@ -40,6 +40,7 @@ MODEL_OPTIONS: dict[str, dict[str, type | tuple[str, ...]]] = {
     "ctc": {},
     "hybrid": {"states": int, "criterion": ("mmi", "ml"), "transitions": ("learned", "fixed")},
     "dtw": {"loss": LOSSES, "margin": float, "dim": int, "frames": int},
+    "rnnt": {"predictor": int, "joiner": int, "beam": int},
 }
 
 
@@ -85,11 +86,13 @@ def shipped_models(index: Path = SHIPPED_INDEX) -> list[dict]:
 
 
 def default_checkpoint(index: Path = SHIPPED_INDEX) -> Path:
-    """The best shipped model that reads on its own (CTC or hybrid: DTW templates need a segmenter
-    to cut words), announced on stderr: the answer to ``decode`` or ``evaluate`` without ``--checkpoint``."""
-    readers = [m for m in shipped_models(index) if m["kind"] in ("ctc", "hybrid")]
+    """The best shipped model that reads on its own (one of :data:`~.models.READERS`: DTW
+    templates need a segmenter to cut words), announced on stderr: the answer to ``decode`` or
+    ``evaluate`` without ``--checkpoint``."""
+    readers = [m for m in shipped_models(index) if m["kind"] in READERS]
     if not readers:
-        raise InputError(f"{index} lists no CTC or hybrid model: name a model with --checkpoint")
+        raise InputError(f"{index} lists no model that reads on its own ({', '.join(READERS)}): name a model "
+                         "with --checkpoint")
     best = readers[0]
     print(f"using the shipped model {best['path']} ({best['kind']}, {best['test_wer']:g} % WER on the held-out "
           "test voices; --checkpoint chooses another)", file=sys.stderr)
@@ -268,7 +271,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     e, t = EncoderConfig(), TrainConfig()
-    p.add_argument("--model", choices=("ctc", "hybrid", "dtw"), default="ctc")
+    p.add_argument("--model", choices=MODEL_KINDS, default="ctc")
     p.add_argument("--corpus", type=Path, default=None, help="corpus folder made by prepare (default: a resumed "
                                                             f"run's own, else {corpus_dir(DEFAULT_ROOT, 0)})")
     p.add_argument("--segmenter", default="", help="dtw: hybrid checkpoint whose forced alignments cut the words")
@@ -283,7 +286,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="divide each utterance's features by their own standard deviation (per coefficient)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="model-specific setting, repeated for several (hybrid: states=3, criterion=mmi|ml, "
-                        f"transitions=learned|fixed; dtw: loss={'|'.join(LOSSES)}, margin=1.0, dim=16, frames=10)")
+                        f"transitions=learned|fixed; dtw: loss={'|'.join(LOSSES)}, margin=1.0, dim=16, frames=10; "
+                        "rnnt: predictor=128, joiner=128, beam=4)")
     p.add_argument("--steps", type=int, default=t.steps)
     p.add_argument("--batch-size", type=int, default=t.batch_size, help="global batch (utterances per step)")
     p.add_argument("--lr", type=float, default=t.lr)

@@ -34,6 +34,10 @@ from .frontend import frequency_warp
 NUM_WORDS = len(DIGIT_WORDS)
 WORD_ID = {w: i + 1 for i, w in enumerate(DIGIT_WORDS)}
 NUM_CEPSTRA = 13
+# Every model kind (build_model), and those that read connected speech on their own (DTW templates
+# read isolated words cut by another model).
+MODEL_KINDS = ("ctc", "hybrid", "dtw", "rnnt")
+READERS = ("ctc", "hybrid", "rnnt")
 
 
 class Batch(NamedTuple):
@@ -147,7 +151,7 @@ class Encoder(nn.Module):
 # ---------------------------------------------------------------------- CTC
 @dataclass
 class ModelConfig:
-    kind: str = "ctc"                                  # ctc | hybrid | dtw
+    kind: str = "ctc"                                  # one of MODEL_KINDS
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     options: dict[str, Any] = field(default_factory=dict)  # model-specific settings
 
@@ -336,4 +340,7 @@ def build_model(config: ModelConfig) -> Recognizer:
     if config.kind == "dtw":
         from .templates import TemplateModel
         return TemplateModel(config)
-    raise ValueError(f"unknown model kind {config.kind!r} (ctc, hybrid, dtw)")
+    if config.kind == "rnnt":
+        from .transducer import TransducerModel
+        return TransducerModel(config)
+    raise ValueError(f"unknown model kind {config.kind!r} ({', '.join(MODEL_KINDS)})")

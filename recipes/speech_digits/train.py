@@ -20,7 +20,7 @@ from torch import nn
 from .. import common
 from .data import Utterance
 from .frontend import DEFAULT_CONFIG, frequency_mask, frequency_warp
-from .models import Committee, FrameScorer, ModelConfig, Recognizer, build_model, make_batch
+from .models import MODEL_KINDS, Committee, FrameScorer, ModelConfig, Recognizer, build_model, make_batch
 
 NUM_FILTERS = DEFAULT_CONFIG.num_filters
 
@@ -130,8 +130,9 @@ def model_config_of(path: str | Path, state: Mapping[str, Any]) -> ModelConfig:
     except (KeyError, TypeError, ValueError) as error:
         raise common.InputError(f"{path}: not a speech-digits model (its model config does not read: "
                                 f"{type(error).__name__} {error})") from None
-    if config.kind not in ("ctc", "hybrid", "dtw"):
-        raise common.InputError(f"{path}: a {config.kind!r} model, not a speech-digits model (ctc, hybrid, dtw)")
+    if config.kind not in MODEL_KINDS:
+        raise common.InputError(f"{path}: a {config.kind!r} model, not a speech-digits model "
+                                f"({', '.join(MODEL_KINDS)})")
     return config
 
 

@@ -1,0 +1,109 @@
+"""The RNN-T model: the shared encoder, a prediction network over the words emitted so far and a
+joiner, trained with gtn_py's RNN-T loss (the forward score of each utterance's alignment
+lattice) and decoded by beam search over the digit loop.
+
+Outputs: blank (0) and the 11 digit words (labels 1..11). The prediction network reads the
+previous word (blank at the start) through an embedding and a GRU of ``predictor`` units; the
+joiner adds the projections of an encoder frame and a predictor output, applies tanh and a
+linear map to the 12 outputs (``joiner`` units). Options: ``predictor=128``, ``joiner=128``,
+``beam=4`` (1: greedy decoding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gtn_py.criteria.rnnt import rnnt_beam_search, rnnt_lattice, rnnt_loss
+from gtn_py.ops.shortest import viterbi_score
+
+from .data import DIGIT_WORDS
+from .models import NUM_WORDS, Batch, Encoder, ModelConfig, Recognizer, frame_label_prior, word_ids
+
+PredictorState = Tensor  # the GRU's hidden state, batch first: [B, layers, H]
+
+
+class TransducerModel(Recognizer):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        options = config.options
+        predictor, joiner = int(options.get("predictor", 128)), int(options.get("joiner", 128))
+        self.beam = int(options.get("beam", 4))
+        if min(predictor, joiner, self.beam) < 1:
+            raise ValueError(f"rnnt predictor, joiner and beam must be at least 1, not {predictor}, {joiner}, "
+                             f"{self.beam}")
+        self.encoder = Encoder(config.encoder)
+        self.embedding = nn.Embedding(NUM_WORDS + 1, predictor)
+        self.predictor = nn.GRU(predictor, predictor, batch_first=True)
+        self.encoder_projection = nn.Linear(self.encoder.dim, joiner)
+        self.predictor_projection = nn.Linear(predictor, joiner, bias=False)
+        self.output = nn.Linear(joiner, NUM_WORDS + 1)
+
+    def prepare(self, features: Sequence[np.ndarray], transcripts: Sequence[Sequence[str]] | None = None) -> None:
+        """The feature statistics, and with the ``transcripts`` the output bias at the log prior
+        of the lattice's labels: every path has one blank per frame and one arc per word."""
+        super().prepare(features, transcripts)
+        if transcripts is not None:
+            frames = int(self.encoder.output_lengths(torch.tensor([len(f) for f in features])).sum())
+            words = sum(len(w) for w in transcripts)
+            with torch.no_grad():
+                self.output.bias.copy_(frame_label_prior(transcripts, frames + words).log())
+
+    def predict(self, labels: Tensor, state: PredictorState | Sequence[Tensor] | None) -> tuple[Tensor, PredictorState]:
+        """One step of the prediction network: ``labels [B]`` -> (output ``[B, H]``, state)."""
+        hidden = None if state is None else cast(Tensor, state).transpose(0, 1).contiguous()
+        output, hidden = self.predictor(self.embedding(labels)[:, None], hidden)
+        return output[:, 0], hidden.transpose(0, 1)
+
+    def join(self, frames: Tensor, predictions: Tensor) -> Tensor:
+        """Logits from projected encoder frames and predictor outputs (broadcast together)."""
+        return self.output(torch.tanh(frames + self.predictor_projection(predictions)))
+
+    def frames(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Projected encoder frames ``[B, T', J]`` and their lengths."""
+        x, lengths = self.encoder(batch.features, batch.lengths)
+        return self.encoder_projection(x), lengths
+
+    def logits(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Joiner logits ``[B, T', U + 1, 12]`` over each transcript, the padded targets ``[B, U]``
+        and the frame and target lengths."""
+        frames, lengths = self.frames(batch)
+        targets = [word_ids(w) for w in batch.words]
+        target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long, device=frames.device)
+        padded = torch.zeros(len(targets), max(map(len, targets), default=0), dtype=torch.long, device=frames.device)
+        for b, t in enumerate(targets):
+            padded[b, :len(t)] = torch.tensor(t, dtype=torch.long)
+        # The predictor reads blank (the start), then each word.
+        history = torch.cat([torch.zeros_like(padded[:, :1]), padded], 1)
+        predictions, _ = self.predictor(self.embedding(history))
+        logits = self.join(frames[:, :, None], predictions[:, None])
+        return logits, padded, lengths, target_lengths
+
+    def losses(self, batch: Batch) -> Tensor:
+        logits, targets, lengths, target_lengths = self.logits(batch)
+        return rnnt_loss(logits, targets, lengths, target_lengths, blank=0, reduction="none")
+
+    def decode(self, batch: Batch) -> list[tuple[str, ...]]:
+        frames, lengths = self.frames(batch)
+        hypotheses = rnnt_beam_search(frames, lengths, self.predict, self.join, beam=self.beam, blank=0)
+        return [tuple(DIGIT_WORDS[i - 1] for i in h) for h in hypotheses]
+
+    def align(self, batch: Batch) -> list[list[tuple[str, int, int]]]:
+        """Each transcript's best alignment: a word sits at the frame its label arc leaves from
+        (the best-path indicator is the gradient of the alignments' tropical total)."""
+        with torch.enable_grad():
+            logits, targets, lengths, target_lengths = self.logits(batch)
+            log_probs = logits.detach().log_softmax(-1).requires_grad_()
+            best = viterbi_score(rnnt_lattice(log_probs, targets, lengths, target_lengths, blank=0))
+            (on_path,) = torch.autograd.grad(best.sum(), log_probs)
+        stride = self.config.encoder.stride
+        spans: list[list[tuple[str, int, int]]] = []
+        for b in range(len(batch.words)):
+            emitted = (on_path[b, :, :, 1:] > 0.5).nonzero().tolist()  # (t, u, word - 1), in (t, u) order
+            spans.append([(DIGIT_WORDS[w], t * stride, (t + 1) * stride) for t, _, w in emitted])
+        return spans
