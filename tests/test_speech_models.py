@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import gtn_py as gtn
 from recipes import common
 from recipes.common import InputError, align_words, confusions, edit_distance
 from recipes.speech_digits.__main__ import main
@@ -294,6 +295,22 @@ def test_hybrid_steps_lower_the_loss() -> None:
 
 def test_rnnt_steps_lower_the_loss() -> None:
     steps_lower_loss("rnnt", {"predictor": 8, "joiner": 8})
+    steps_lower_loss("rnnt", {"predictor": 8, "joiner": 8, "prune_range": 2})
+
+
+def test_rnnt_pruned_loss_with_a_band_of_every_u_is_the_full_loss_plus_the_simple_one() -> None:
+    utterances = corpus(4)
+    torch.manual_seed(0)
+    pruned = build_model(ModelConfig("rnnt", TINY, {"predictor": 8, "joiner": 8, "prune_range": 20}))
+    full = build_model(ModelConfig("rnnt", TINY, {"predictor": 8, "joiner": 8}))
+    full.load_state_dict({k: v for k, v in pruned.state_dict().items() if not k.startswith("simple_")})
+    batch = make_batch([u.features for u in utterances], [u.words for u in utterances])
+    pruned.eval()
+    full.eval()
+    frames, predictions, targets, lengths, target_lengths = pruned.sides(batch)
+    simple = gtn.rnnt_loss_simple(pruned.simple_am(frames), pruned.simple_lm(predictions), targets, lengths,
+                                  target_lengths, reduction="none")
+    torch.testing.assert_close(pruned.losses(batch), full.losses(batch) + 0.5 * simple)
 
 
 def test_rnnt_trains_from_scratch_and_aligns_each_word_on_its_frames(tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ MODEL_OPTIONS: dict[str, dict[str, type | tuple[str, ...]]] = {
     "ctc": {},
     "hybrid": {"states": int, "criterion": ("mmi", "ml"), "transitions": ("learned", "fixed")},
     "dtw": {"loss": LOSSES, "margin": float, "dim": int, "frames": int},
-    "rnnt": {"predictor": int, "joiner": int, "beam": int},
+    "rnnt": {"predictor": int, "joiner": int, "beam": int, "prune_range": int, "simple_scale": float},
 }
 
 
@@ -287,7 +287,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="model-specific setting, repeated for several (hybrid: states=3, criterion=mmi|ml, "
                         f"transitions=learned|fixed; dtw: loss={'|'.join(LOSSES)}, margin=1.0, dim=16, frames=10; "
-                        "rnnt: predictor=128, joiner=128, beam=4)")
+                        "rnnt: predictor=128, joiner=128, beam=4, prune_range=0 (0: the full loss), simple_scale=0.5)")
     p.add_argument("--steps", type=int, default=t.steps)
     p.add_argument("--batch-size", type=int, default=t.batch_size, help="global batch (utterances per step)")
     p.add_argument("--lr", type=float, default=t.lr)

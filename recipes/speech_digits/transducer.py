@@ -6,7 +6,10 @@ Outputs: blank (0) and the 11 digit words (labels 1..11). The prediction network
 previous word (blank at the start) through an embedding and a GRU of ``predictor`` units; the
 joiner adds the projections of an encoder frame and a predictor output, applies tanh and a
 linear map to the 12 outputs (``joiner`` units). Options: ``predictor=128``, ``joiner=128``,
-``beam=4`` (1: greedy decoding).
+``beam=4`` (1: greedy decoding), and ``prune_range=0``: with ``S > 0`` the model trains with the
+pruned loss (k2's recipe: linear "simple" projections of both sides to the 12 outputs, whose
+additive joiner's loss, times ``simple_scale=0.5``, is added and whose alignments choose ``S``
+values of u per frame where the full joiner is evaluated).
 """
 
 from __future__ import annotations
@@ -18,7 +21,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gtn_py.criteria.rnnt import rnnt_beam_search, rnnt_lattice, rnnt_loss
+from gtn_py.criteria.rnnt import (
+    rnnt_beam_search,
+    rnnt_lattice,
+    rnnt_loss,
+    rnnt_loss_pruned,
+    rnnt_loss_simple,
+    rnnt_prune,
+    rnnt_prune_ranges,
+)
 from gtn_py.ops.shortest import viterbi_score
 
 from .data import DIGIT_WORDS
@@ -34,15 +45,20 @@ class TransducerModel(Recognizer):
         options = config.options
         predictor, joiner = int(options.get("predictor", 128)), int(options.get("joiner", 128))
         self.beam = int(options.get("beam", 4))
-        if min(predictor, joiner, self.beam) < 1:
-            raise ValueError(f"rnnt predictor, joiner and beam must be at least 1, not {predictor}, {joiner}, "
-                             f"{self.beam}")
+        self.prune_range = int(options.get("prune_range", 0))
+        self.simple_scale = float(options.get("simple_scale", 0.5))
+        if min(predictor, joiner, self.beam) < 1 or self.prune_range == 1 or self.prune_range < 0:
+            raise ValueError(f"rnnt predictor, joiner and beam must be at least 1 and prune_range 0 or at least 2, "
+                             f"not {predictor}, {joiner}, {self.beam}, {self.prune_range}")
         self.encoder = Encoder(config.encoder)
         self.embedding = nn.Embedding(NUM_WORDS + 1, predictor)
         self.predictor = nn.GRU(predictor, predictor, batch_first=True)
         self.encoder_projection = nn.Linear(self.encoder.dim, joiner)
         self.predictor_projection = nn.Linear(predictor, joiner, bias=False)
         self.output = nn.Linear(joiner, NUM_WORDS + 1)
+        if self.prune_range:
+            self.simple_am = nn.Linear(joiner, NUM_WORDS + 1)
+            self.simple_lm = nn.Linear(predictor, NUM_WORDS + 1)
 
     def prepare(self, features: Sequence[np.ndarray], transcripts: Sequence[Sequence[str]] | None = None) -> None:
         """The feature statistics, and with the ``transcripts`` the output bias at the log prior
@@ -69,9 +85,10 @@ class TransducerModel(Recognizer):
         x, lengths = self.encoder(batch.features, batch.lengths)
         return self.encoder_projection(x), lengths
 
-    def logits(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Joiner logits ``[B, T', U + 1, 12]`` over each transcript, the padded targets ``[B, U]``
-        and the frame and target lengths."""
+    def sides(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The joiner's two sides over each transcript: projected encoder frames ``[B, T', J]``,
+        predictor outputs ``[B, U + 1, H]`` (after blank, then each word); the padded targets
+        ``[B, U]`` and the frame and target lengths."""
         frames, lengths = self.frames(batch)
         targets = [word_ids(w) for w in batch.words]
         target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long, device=frames.device)
@@ -81,12 +98,26 @@ class TransducerModel(Recognizer):
         # The predictor reads blank (the start), then each word.
         history = torch.cat([torch.zeros_like(padded[:, :1]), padded], 1)
         predictions, _ = self.predictor(self.embedding(history))
-        logits = self.join(frames[:, :, None], predictions[:, None])
-        return logits, padded, lengths, target_lengths
+        return frames, predictions, padded, lengths, target_lengths
+
+    def logits(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Joiner logits ``[B, T', U + 1, 12]`` over each transcript, the padded targets ``[B, U]``
+        and the frame and target lengths."""
+        frames, predictions, targets, lengths, target_lengths = self.sides(batch)
+        return self.join(frames[:, :, None], predictions[:, None]), targets, lengths, target_lengths
 
     def losses(self, batch: Batch) -> Tensor:
-        logits, targets, lengths, target_lengths = self.logits(batch)
-        return rnnt_loss(logits, targets, lengths, target_lengths, blank=0, reduction="none")
+        if not self.prune_range:
+            logits, targets, lengths, target_lengths = self.logits(batch)
+            return rnnt_loss(logits, targets, lengths, target_lengths, blank=0, reduction="none")
+        frames, predictions, targets, lengths, target_lengths = self.sides(batch)
+        am, lm = self.simple_am(frames), self.simple_lm(predictions)
+        simple = rnnt_loss_simple(am, lm, targets, lengths, target_lengths, blank=0, reduction="none")
+        ranges = rnnt_prune_ranges(am, lm, targets, lengths, target_lengths, self.prune_range, blank=0)
+        band_frames, band_predictions = rnnt_prune(frames, predictions, ranges, self.prune_range)
+        pruned = rnnt_loss_pruned(self.join(band_frames, band_predictions), targets, ranges, lengths, target_lengths,
+                                  blank=0, reduction="none")
+        return pruned + self.simple_scale * simple
 
     def decode(self, batch: Batch) -> list[tuple[str, ...]]:
         frames, lengths = self.frames(batch)
