@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import CyclicGraphError, InvalidGraphError, WeightError
-from ..graph import EPSILON, NEG_INF, Graph, as_graph, check_compatible, gather, subgraph
+from ..errors import CyclicGraphError, InvalidGraphError, LabelError, WeightError
+from ..graph import EPSILON, NEG_INF, Graph, as_graph, as_integer, check_compatible, gather, subgraph
 from ..semiring import Semiring, get_semiring, kernel_plus
 from .shortest import _depths, _path_distances, push
 from .structure import connect
@@ -89,22 +89,38 @@ def _compose_kernel(off1: np.ndarray, match1: np.ndarray, out1: np.ndarray, dst1
                     id1: np.ndarray, final1: np.ndarray,
                     off2: np.ndarray, match2: np.ndarray, out2: np.ndarray, dst2: np.ndarray,
                     id2: np.ndarray, num_nodes2: np.int64,
-                    start1: np.ndarray, start2: np.ndarray):  # pragma: no cover - jitted
+                    start1: np.ndarray, start2: np.ndarray, phi_out: np.ndarray):  # pragma: no cover - jitted
     """Explore the state pairs reachable from the start pairs ``(start1[i], start2[i])``.
 
     ``g1``'s arcs come grouped by source node (``off1``) and sorted by output label within
     a node (``match1`` = output label, ``out1`` = input label, ``dst1``, ``id1`` = original
     arc index); ``g2``'s likewise, sorted by input label. A state is ``(n1, n2, filter)``:
     filter 1 means ``g2`` has taken an epsilon move since the last match, so ``g1`` may not
-    (the sequence filter). Returns states ``[S, 3]`` and arcs ``[A, 6]`` rows of
-    ``(src, dst, ilabel, olabel, arc1, arc2)`` (arc index -1: the implicit epsilon
-    self-loop of the input that stays put).
+    (the sequence filter).
+
+    Failure arcs: ``phi_out[n2]`` is the sorted index of ``g2``'s failure (phi) arc out of
+    ``n2``, or -1 (all -1: no failure arcs). A label of ``g1`` that no arc of ``n2`` reads
+    follows the failure arcs until a node reads it (or none is left): the chain's arcs are
+    recorded for the result arc's weight.
+
+    Returns states ``[S, 3]``, arcs ``[A, 8]`` rows of ``(src, dst, ilabel, olabel, arc1, arc2,
+    chain start, chain length)`` (arc index -1: the implicit epsilon self-loop of the input that
+    stays put; the chain: ``g2``'s failure arcs taken before ``arc2``, in ``chains``), the
+    number of start states and ``chains``.
     """
+    use_phi = False
+    for n in range(phi_out.shape[0]):
+        if phi_out[n] >= 0:
+            use_phi = True
+            break
+    chains = np.empty(16, np.int64)
+    num_chain = 0
     states = np.empty((max(16, 2 * start1.shape[0]), 3), np.int64)
-    arcs = np.empty((64, 6), np.int64)
+    arcs = np.empty((64, 8), np.int64)
     keys = np.full(64, -1, np.int64)
     values = np.empty(64, np.int64)
-    moves = np.empty((16, 2), np.int64)  # (sorted arc of g1 or -1, sorted arc of g2 or -1)
+    # (sorted arc of g1 or -1, sorted arc of g2 or -1, failure chain start, chain length)
+    moves = np.zeros((16, 4), np.int64)
     num_states = 0
     num_arcs = 0
     for i in range(start1.shape[0]):
@@ -140,6 +156,8 @@ def _compose_kernel(off1: np.ndarray, match1: np.ndarray, out1: np.ndarray, dst1
                     moves = _grow(moves)
                 moves[num_moves, 0] = k
                 moves[num_moves, 1] = -1
+                moves[num_moves, 2] = 0
+                moves[num_moves, 3] = 0
                 num_moves += 1
         # g2 moves on an input epsilon, g1 stays; useless when g1 can only move on
         # epsilons from here and does not accept (OpenFst's pruning).
@@ -149,13 +167,52 @@ def _compose_kernel(off1: np.ndarray, match1: np.ndarray, out1: np.ndarray, dst1
                     moves = _grow(moves)
                 moves[num_moves, 0] = -1
                 moves[num_moves, 1] = k
+                moves[num_moves, 2] = 0
+                moves[num_moves, 3] = 0
                 num_moves += 1
-        # Matching labels: walk the side with fewer arcs, binary-search the other.
+        # Matching labels: walk the side with fewer arcs, binary-search the other. With
+        # failure arcs, walk g1 (a label g2 lacks matters) and follow g2's chain per label.
+        if use_phi:
+            k = ne1
+            while k < e1:
+                x = match1[k]
+                group_end = k
+                while group_end < e1 and match1[group_end] == x:
+                    group_end += 1
+                cur = q2
+                chain_begin = num_chain
+                while True:
+                    cb, ce = off2[cur], off2[cur + 1]
+                    j = _lower_bound(match2, cb, ce, x)
+                    if j < ce and match2[j] == x:
+                        while j < ce and match2[j] == x:
+                            for i in range(k, group_end):
+                                if num_moves == moves.shape[0]:
+                                    moves = _grow(moves)
+                                moves[num_moves, 0] = i
+                                moves[num_moves, 1] = j
+                                moves[num_moves, 2] = chain_begin
+                                moves[num_moves, 3] = num_chain - chain_begin
+                                num_moves += 1
+                            j += 1
+                        break
+                    p = phi_out[cur]
+                    if p < 0:
+                        num_chain = chain_begin  # no match anywhere: forget the chain
+                        break
+                    if num_chain == chains.shape[0]:
+                        chains = np.concatenate((chains, np.empty(chains.shape[0], np.int64)))
+                    chains[num_chain] = id2[p]
+                    num_chain += 1
+                    cur = dst2[p]
+                k = group_end
         walk_g1 = (e1 - ne1) <= (e2 - ne2)
         if walk_g1:
             k, end, lo, hi, walked, searched = ne1, e1, ne2, e2, match1, match2
         else:
             k, end, lo, hi, walked, searched = ne2, e2, ne1, e1, match2, match1
+        if use_phi:
+            end = k  # matched above
         while k < end and lo < hi:
             x = walked[k]
             group_end = k
@@ -169,12 +226,15 @@ def _compose_kernel(off1: np.ndarray, match1: np.ndarray, out1: np.ndarray, dst1
                         moves = _grow(moves)
                     moves[num_moves, 0] = i if walk_g1 else j
                     moves[num_moves, 1] = j if walk_g1 else i
+                    moves[num_moves, 2] = 0
+                    moves[num_moves, 3] = 0
                     num_moves += 1
                 j += 1
             k = group_end
 
         for m in range(num_moves):
             k1, k2 = moves[m, 0], moves[m, 1]
+            chain_start, chain_length = moves[m, 2], moves[m, 3]
             n1 = q1 if k1 < 0 else dst1[k1]
             n2 = q2 if k2 < 0 else dst2[k2]
             # After a g2 epsilon move g1 is blocked, unless it has no epsilons to block.
@@ -201,9 +261,11 @@ def _compose_kernel(off1: np.ndarray, match1: np.ndarray, out1: np.ndarray, dst1
             arcs[num_arcs, 3] = EPSILON if k2 < 0 else out2[k2]
             arcs[num_arcs, 4] = -1 if k1 < 0 else id1[k1]
             arcs[num_arcs, 5] = -1 if k2 < 0 else id2[k2]
+            arcs[num_arcs, 6] = chain_start
+            arcs[num_arcs, 7] = chain_length
             num_arcs += 1
         head += 1
-    return states[:num_states], arcs[:num_arcs], num_starts
+    return states[:num_states], arcs[:num_arcs], num_starts, chains[:num_chain]
 
 
 # ---------------------------------------------------------------------- Python side
@@ -249,10 +311,71 @@ def _check_batches(g1: Graph, g2: Graph) -> None:
                                 f"{g2.num_graphs}: batches compose pairwise (or with a single graph)")
 
 
-def compose(g1: Graph, g2: Graph) -> Graph:
+def _failure_arcs(g1: Graph, g2: Graph, phi: int | None, match2: np.ndarray, off2: np.ndarray,
+                  id2: np.ndarray) -> Tuple[np.ndarray, Tensor]:
+    """For :func:`compose` with failure arcs: ``phi_out`` (each ``g2`` node's failure arc, as a
+    sorted position, or -1; all -1 without ``phi``) and ``g2``'s final weights *through* its
+    failure arcs: a node that does not accept takes the failure arc's weight plus the final
+    weight where the chain leads (differentiable)."""
+    phi_out = np.full(g2.num_nodes, -1, np.int64)
+    if phi is None:
+        return phi_out, g2.final_weights
+    phi = as_integer(phi, "phi")
+    if phi == EPSILON:
+        raise LabelError(f"phi = {EPSILON} is epsilon; failure arcs need a label of their own")
+    writes = (g1.olabel == phi).nonzero()
+    if writes.numel():
+        a = int(writes[0, 0])
+        raise LabelError(f"g1's arc {a} writes the failure label {phi}: g1's output labels are matched, and a "
+                         "failure arc is taken only when no label matches")
+    positions = np.flatnonzero(match2 == phi)
+    arcs = id2[positions]
+    if arcs.shape[0]:
+        olabel = g2.olabel.cpu().numpy()[arcs]
+        bad = np.flatnonzero((olabel != phi) & (olabel != EPSILON))
+        if bad.shape[0]:
+            raise LabelError(f"g2's failure arc {int(arcs[bad[0]])} writes {int(olabel[bad[0]])}: a failure arc "
+                             f"writes nothing (output label {phi} or epsilon)")
+    nodes = np.searchsorted(off2, positions, side="right") - 1
+    if np.unique(nodes).shape[0] != nodes.shape[0]:
+        twice = nodes[np.flatnonzero(nodes[1:] == nodes[:-1])[0]]
+        raise InvalidGraphError(f"g2's node {int(twice)} has two failure arcs (label {phi}); a node has at most one")
+    phi_out[nodes] = positions
+    # A cycle of failure arcs would never end: pointer doubling finds one in log2(N) steps.
+    following = np.full(g2.num_nodes, -1, np.int64)
+    following[nodes] = g2.dst.cpu().numpy()[arcs]
+    jump = following.copy()
+    for _ in range(max(1, int(np.ceil(np.log2(g2.num_nodes + 1)))) + 1):
+        jump = np.where(jump >= 0, jump[np.maximum(jump, 0)], -1)
+    if (jump >= 0).any():
+        raise InvalidGraphError(f"g2's failure arcs (label {phi}) form a cycle through node "
+                                f"{int(np.flatnonzero(jump >= 0)[0])}: a failure chain must end")
+    device = g2.device
+    node = torch.arange(g2.num_nodes, device=device)
+    chain_weight = torch.zeros_like(g2.final_weights)
+    failure_arc = torch.full((g2.num_nodes,), -1, dtype=torch.long, device=device)
+    failure_arc[torch.from_numpy(nodes).to(device)] = torch.from_numpy(arcs).to(device)
+    while True:
+        moving = (g2.final_weights.index_select(0, node) == NEG_INF) & (failure_arc.index_select(0, node) >= 0)
+        if not bool(moving.any()):
+            break
+        arc = failure_arc.index_select(0, node).clamp(min=0)
+        chain_weight = chain_weight + torch.where(moving, gather(g2.weights, arc), torch.zeros_like(chain_weight))
+        node = torch.where(moving, g2.dst.index_select(0, arc), node)
+    return phi_out, chain_weight + g2.final_weights.index_select(0, node)
+
+
+def compose(g1: Graph, g2: Graph, phi: int | None = None) -> Graph:
     """The composition ``g1 o g2``: pairs ``(x, z)`` such that ``g1`` maps ``x`` to some ``y``
     and ``g2`` maps ``y`` to ``z``, with score ``g1(x, y) + g2(y, z)`` summed over ``y`` (in
     any semiring: every pair of matching paths gives exactly one path of the result).
+
+    ``phi``: the label of ``g2``'s *failure* arcs (OpenFst's phi matcher on ``g2``'s input, the
+    backoff arcs of an n-gram language model, see :func:`gtn_py.io.read_arpa`). At a node of
+    ``g2``, a label of ``g1`` that no arc reads follows the node's failure arc (adding its
+    weight, reading nothing) and is matched at the next node, and so on; a label that an arc
+    reads never takes the failure arc. A node that does not accept accepts through its failure
+    chain. At most one failure arc per node, no cycle of them; ``g1`` may not write ``phi``.
 
     Batches compose pairwise (same number of graphs), or a batch with a single graph (that
     graph is used for every graph of the batch); all pairs go through one kernel call.
@@ -263,14 +386,15 @@ def compose(g1: Graph, g2: Graph) -> Graph:
     _check_batches(g1, g2)
     off1, match1, out1, dst1, id1 = _sorted_arcs(g1, g1.olabel, g1.ilabel)
     off2, match2, out2, dst2, id2 = _sorted_arcs(g2, g2.ilabel, g2.olabel)
+    phi_out, final_weights2 = _failure_arcs(g1, g2, phi, match2, off2, id2)
     final1 = (g1.final_weights > NEG_INF).cpu().numpy()
     start1, start2 = _start_pairs(g1, g2)
-    states, arcs, num_starts = _compose_kernel(
+    states, arcs, num_starts, chains = _compose_kernel(
         off1, match1, out1, dst1, id1, final1, off2, match2, out2, dst2, id2,
-        np.int64(g2.num_nodes), start1, start2)
+        np.int64(g2.num_nodes), start1, start2, phi_out)
 
     # Trim: keep the states that reach an accept state (all are reachable by construction).
-    final2 = (g2.final_weights > NEG_INF).cpu().numpy()
+    final2 = (final_weights2 > NEG_INF).cpu().numpy()
     accepts = final1[states[:, 0]] & final2[states[:, 1]]
     keep = reachable(np.ascontiguousarray(arcs[:, 1]), np.ascontiguousarray(arcs[:, 0]), accepts)
     graph_of_state = _graph_of(g1, g2, states[:, 0], states[:, 1])
@@ -291,9 +415,15 @@ def compose(g1: Graph, g2: Graph) -> Graph:
     node1, node2 = to_device(states[kept, 0]), to_device(states[kept, 1])
     map1, map2 = to_device(arcs[:, 4]), to_device(arcs[:, 5])
     weights = gather(g1.weights, map1) + gather(g2.weights, map2)
+    if chains.shape[0]:  # add the failure arcs each result arc took before its match
+        lengths = arcs[:, 7]
+        owner = np.repeat(np.arange(arcs.shape[0]), lengths)
+        within = np.arange(owner.shape[0]) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        taken = to_device(chains[np.repeat(arcs[:, 6], lengths) + within])
+        weights = weights.index_add(0, to_device(owner), g2.weights.index_select(0, taken))
     start = g1.start_weights.index_select(0, node1) + g2.start_weights.index_select(0, node2)
     start = torch.where(to_device(is_start[kept]), start, start.new_full((), NEG_INF))
-    final = g1.final_weights.index_select(0, node1) + g2.final_weights.index_select(0, node2)
+    final = g1.final_weights.index_select(0, node1) + final_weights2.index_select(0, node2)
     batch = g1.is_batch or g2.is_batch
     return Graph.from_tensors(
         to_device(renumber[arcs[:, 0]]), to_device(renumber[arcs[:, 1]]), to_device(arcs[:, 2]),
@@ -311,15 +441,16 @@ def _graph_of(g1: Graph, g2: Graph, node1: np.ndarray, node2: np.ndarray) -> np.
     return np.zeros(node1.shape[0], np.int64)
 
 
-def intersect(g1: Graph, g2: Graph) -> Graph:
-    """The intersection of two acceptors: the strings both accept, with summed scores."""
+def intersect(g1: Graph, g2: Graph, phi: int | None = None) -> Graph:
+    """The intersection of two acceptors: the strings both accept, with summed scores (``phi``:
+    the label of ``g2``'s failure arcs, see :func:`compose`)."""
     for name, g in (("g1", as_graph(g1, "g1")), ("g2", as_graph(g2, "g2"))):
         if not g.is_acceptor:
             bad = int((g.ilabel != g.olabel).nonzero()[0, 0])
             raise InvalidGraphError(
                 f"intersect needs acceptors, but {name}'s arc {bad} has ilabel {int(g.ilabel[bad])} "
                 f"!= olabel {int(g.olabel[bad])}; use compose for transducers")
-    return compose(g1, g2)
+    return compose(g1, g2, phi)
 
 
 # ---------------------------------------------------------------------- epsilon removal

@@ -1,0 +1,155 @@
+"""Failure (phi) arcs in composition: against a direct reading of the failure semantics on
+random graphs (every path enumerated), gradients by gradcheck, clear errors."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gtn_py as gtn
+
+PHI = 9
+NEG_INF = float("-inf")
+
+
+@st.composite
+def backoff_graphs(draw, max_nodes: int = 5, num_labels: int = 3):
+    """A random acceptor over labels 1..num_labels with failure arcs (label PHI) that always go to
+    a lower node (no cycle), any arcs (several with one label allowed), random finals."""
+    n = draw(st.integers(1, max_nodes))
+    weight = st.floats(-2.0, 0.5, allow_nan=False).map(lambda x: round(x, 3))
+    src, dst, labels, weights = [], [], [], []
+    for _ in range(draw(st.integers(0, 3 * n))):
+        src.append(draw(st.integers(0, n - 1)))
+        dst.append(draw(st.integers(0, n - 1)))
+        labels.append(draw(st.integers(1, num_labels)))
+        weights.append(draw(weight))
+    for node in range(1, n):
+        if draw(st.booleans()):
+            src.append(node)
+            dst.append(draw(st.integers(0, node - 1)))
+            labels.append(PHI)
+            weights.append(draw(weight))
+    final = [draw(st.one_of(st.just(NEG_INF), weight)) for _ in range(n)]
+    start = draw(st.integers(0, n - 1))
+    return gtn.Graph.from_arcs(n, src, dst, labels, labels, weights=weights, start=[start],
+                               final_weights=final, dtype=torch.float64)
+
+
+def _arcs(g: gtn.Graph):
+    return list(zip(g.src.tolist(), g.dst.tolist(), g.ilabel.tolist(), g.weights.tolist()))
+
+
+def failure_scores(g: gtn.Graph, string, semiring: str) -> float:
+    """The total (log) or best (tropical) score of ``string`` under failure semantics, by
+    enumerating every path: a label with an arc at the node takes one of those arcs; without,
+    the failure arc is taken and the label tried at its end; finals through failure arcs too."""
+    arcs = _arcs(g)
+    start = g.start_weights.tolist()
+    final = g.final_weights.tolist()
+
+    def final_through(node):
+        score = 0.0
+        while final[node] == NEG_INF:
+            phi = [a for a in arcs if a[0] == node and a[2] == PHI]
+            if not phi:
+                return NEG_INF
+            score += phi[0][3]
+            node = phi[0][1]
+        return score + final[node]
+
+    def paths(node, rest, score):
+        if not rest:
+            yield score + final_through(node)
+            return
+        label = rest[0]
+        matching = [a for a in arcs if a[0] == node and a[2] == label]
+        if matching:
+            for _, dst, _, w in matching:
+                yield from paths(dst, rest[1:], score + w)
+            return
+        phi = [a for a in arcs if a[0] == node and a[2] == PHI]
+        if phi:
+            yield from paths(phi[0][1], rest, score + phi[0][3])
+
+    scores = [s for q, w in enumerate(start) if w > NEG_INF for s in paths(q, list(string), w)]
+    scores = [s for s in scores if s > NEG_INF]
+    if not scores:
+        return NEG_INF
+    if semiring == "tropical":
+        return max(scores)
+    peak = max(scores)
+    return peak + math.log(sum(math.exp(s - peak) for s in scores))
+
+
+@settings(max_examples=60, deadline=None)
+@given(backoff_graphs())
+def test_composition_with_failure_arcs_scores_every_string_as_the_semantics_say(g):
+    for length in range(4):
+        for string in itertools.product([1, 2, 3], repeat=length):
+            composed = gtn.compose(gtn.string_graph(list(string), dtype=torch.float64), g, phi=PHI)
+            for semiring, score in (("log", gtn.forward_score), ("tropical", gtn.viterbi_score)):
+                want = failure_scores(g, string, semiring)
+                got = float(score(composed)) if composed.num_nodes else NEG_INF
+                assert got == pytest.approx(want, abs=1e-9), (string, semiring)
+
+
+def test_a_batch_of_strings_and_a_transducer_on_the_left():
+    """A backoff bigram over words 1..3 (unigram node 0, history nodes 1..3); a lexicon maps
+    letters 4, 5 to words; a batch of strings composes pairwise."""
+    src = [0, 0, 0, 1, 1, 2, 1, 2, 3]
+    dst = [1, 2, 3, 2, 3, 1, 0, 0, 0]
+    labels = [1, 2, 3, 2, 3, 1, PHI, PHI, PHI]
+    weights = [-1.0, -1.2, -1.5, -0.3, -0.9, -0.4, -0.7, -0.2, -0.1]
+    lm = gtn.Graph.from_arcs(4, src, dst, labels, labels, weights=weights, start=[0],
+                             final_weights=[NEG_INF, -0.5, -0.6, -0.8], dtype=torch.float64)
+    strings = [[1, 2, 3], [3, 3], [2, 1, 1]]
+    batch = gtn.compose(gtn.Graph.batch([gtn.string_graph(s, dtype=torch.float64) for s in strings]), lm, phi=PHI)
+    want = [failure_scores(lm, s, "log") for s in strings]
+    torch.testing.assert_close(gtn.forward_score(batch), torch.tensor(want, dtype=torch.float64))
+    # "1 2 3" by hand: -1.0 (1 at the unigram node), -0.3 (2 after 1), 3 after 2: back off -0.2,
+    # then -1.5 (3 at the unigram node), final of node 3: -0.8.
+    assert want[0] == pytest.approx(-1.0 - 0.3 - 0.2 - 1.5 - 0.8)
+    spell = gtn.Graph.from_arcs(1, [0, 0], [0, 0], [4, 5], [1, 3], start=[0], accept=[0], dtype=torch.float64)
+    words = gtn.project_output(gtn.compose(gtn.compose(gtn.string_graph([5, 4], dtype=torch.float64), spell),
+                                           lm, phi=PHI))
+    assert float(gtn.forward_score(words)) == pytest.approx(failure_scores(lm, [3, 1], "log"))
+
+
+def test_gradients_reach_the_failure_arcs_and_finals():
+    lm = gtn.Graph.from_arcs(3, [0, 0, 1, 1, 2], [1, 2, 2, 0, 0], [1, 2, 2, PHI, PHI], [1, 2, 2, PHI, PHI],
+                             weights=[-1.0, -2.0, -0.5, -0.3, -0.4], start=[0],
+                             final_weights=[-1.0, NEG_INF, NEG_INF], dtype=torch.float64)
+    weights = lm.weights.clone().requires_grad_()
+    final = lm.final_weights.clone().requires_grad_()
+
+    def total(w, f):
+        g = gtn.Graph.from_tensors(lm.src, lm.dst, lm.ilabel, lm.olabel, w, lm.start_weights, f)
+        strings = gtn.Graph.batch([gtn.string_graph(s, dtype=torch.float64) for s in ([1, 1], [1, 2], [2, 1])])
+        return gtn.forward_score(gtn.compose(strings, g, phi=PHI)).sum()
+
+    assert torch.autograd.gradcheck(total, (weights, final))
+    total(weights, final).backward()
+    assert float(weights.grad[3]) > 0 and float(weights.grad[4]) > 0  # both failure arcs used
+
+
+def test_failure_arc_errors_name_the_problem():
+    one = gtn.string_graph([1])
+    two_phis = gtn.Graph.from_arcs(3, [0, 0], [1, 2], [PHI, PHI], [PHI, PHI], start=[0], accept=[1, 2])
+    with pytest.raises(gtn.InvalidGraphError, match="node 0 has two failure arcs"):
+        gtn.compose(one, two_phis, phi=PHI)
+    cycle = gtn.Graph.from_arcs(2, [0, 1], [1, 0], [PHI, PHI], [PHI, PHI], start=[0], accept=[1])
+    with pytest.raises(gtn.InvalidGraphError, match="form a cycle"):
+        gtn.compose(one, cycle, phi=PHI)
+    with pytest.raises(gtn.LabelError, match="writes the failure label"):
+        gtn.compose(gtn.string_graph([PHI]), cycle, phi=PHI)
+    with pytest.raises(gtn.LabelError, match="epsilon"):
+        gtn.compose(one, one, phi=0)
+    writes = gtn.Graph.from_arcs(2, [0], [1], [PHI], [3], start=[0], accept=[1])
+    with pytest.raises(gtn.LabelError, match="writes 3"):
+        gtn.compose(one, writes, phi=PHI)
