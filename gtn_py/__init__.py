@@ -45,7 +45,18 @@ from .ops.structure import (
 )
 
 # Files and drawing (io.py).
-from .io import SymbolTable, draw, load, read_openfst, read_symbols, save, write_openfst, write_symbols
+from .io import (
+    ArpaModel,
+    SymbolTable,
+    draw,
+    load,
+    read_arpa,
+    read_openfst,
+    read_symbols,
+    save,
+    write_openfst,
+    write_symbols,
+)
 
 # Shortest distance family (ops/shortest.py).
 from .ops.shortest import (
@@ -88,7 +99,8 @@ __all__ = [
     "arcsort", "clone", "closure", "concat", "connect", "equal", "equivalent", "invert", "project_input",
     "project_output", "reverse", "topsort", "union", "is_acyclic", "topological_order",
     # files and drawing
-    "SymbolTable", "draw", "load", "read_openfst", "read_symbols", "save", "write_openfst", "write_symbols",
+    "ArpaModel", "SymbolTable", "draw", "load", "read_arpa", "read_openfst", "read_symbols", "save", "write_openfst",
+    "write_symbols",
     # shortest distance family
     "arc_posteriors", "forward_score", "n_best", "path_entropy", "prune", "push", "sample", "shortest_distance",
     "total_score", "viterbi_path", "viterbi_score",

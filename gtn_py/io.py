@@ -25,7 +25,7 @@ import io
 import math
 import os
 import zipfile
-from typing import IO, TYPE_CHECKING, Any, Dict, List, Mapping, Tuple, Union
+from typing import IO, TYPE_CHECKING, Any, Dict, List, Mapping, NamedTuple, Tuple, Union
 
 import numpy as np
 import torch
@@ -449,6 +449,152 @@ def read_openfst(path_or_text_or_file: PathLike | IO[str], isymbols: SymbolTable
                            torch.from_numpy(olabel), torch.from_numpy(0.0 - arc_costs).to(dtype),
                            start_weights=start_weights.to(dtype), final_weights=final_weights.to(dtype),
                            dtype=dtype)
+
+
+class ArpaModel(NamedTuple):
+    """A back-off n-gram language model read by :func:`read_arpa`."""
+
+    graph: Graph          # acceptor over word labels, back-off arcs labelled ``phi``
+    symbols: SymbolTable  # label -> word (and the back-off symbol)
+    phi: int              # the back-off arcs' label: compose(g, graph, phi=phi)
+
+
+_LOG_OF_10 = math.log(10.0)
+
+
+def read_arpa(source: PathLike | IO[str], symbols: SymbolTable | None = None, *, phi_symbol: str = "#phi",
+              dtype: torch.dtype = torch.float32) -> ArpaModel:
+    """Read an ARPA back-off n-gram language model into an acceptor with failure arcs.
+
+    The argument is a path, a file or the text (as for :func:`read_openfst`). Each history
+    that an n-gram extends (or that has a back-off weight) is a node, the empty history node 0;
+    each n-gram ``h w`` is an arc from ``h``'s node reading ``w`` with score ``ln 10 *`` its
+    log10 probability, to the node of the longest suffix of ``h w`` that is a history; each
+    history has a back-off arc (label ``phi``, its back-off weight, 0 when the file gives none)
+    to the node of its longest proper suffix; an n-gram ``h </s>`` is ``h``'s final score; the
+    start node is ``<s>``'s. Composed with ``phi`` (``compose(words, model.graph, phi=model.phi)``)
+    a word sequence scores exactly ``log P(w_1 .. w_n </s> | <s>)`` under the back-off formula
+    (a back-off arc is taken only for a word its history has no n-gram for).
+
+    ``symbols``: a symbol table whose labels the words take (words it lacks, and
+    ``phi_symbol``, get new labels after its largest); default: ``<eps>`` is 0 and the words
+    are numbered from 1 in the order of the unigrams, ``phi_symbol`` last. ``<s>`` and ``</s>``
+    are not labels. Malformed text raises :class:`FormatError` naming the line.
+    """
+    if dtype not in (torch.float32, torch.float64):
+        raise InvalidGraphError(f"weights must be float32 or float64, not {dtype}")
+    _check_table(symbols, "symbols")
+    text, path = _read_text(source, "ARPA text")
+    ngrams = _arpa_ngrams(text, path)
+    table: SymbolTable = dict(symbols) if symbols is not None else {EPSILON: EPSILON_SYMBOL}
+    label_of = {word: label for label, word in table.items()}
+
+    def label(word: str) -> int:
+        if word not in label_of:
+            label_of[word] = max(table, default=0) + 1
+            table[label_of[word]] = word
+        return label_of[word]
+
+    order = max(ngrams)
+    history: Dict[Tuple[str, ...], int] = {(): 0}  # each history's node
+    for n in range(1, order + 1):
+        for words, (_, backoff) in ngrams[n].items():
+            for context in ((words[:-1],) if n > 1 else ()) + ((words,) if backoff is not None else ()):
+                history.setdefault(context, len(history))
+
+    def node_of(words: Tuple[str, ...]) -> int:
+        while words not in history:
+            words = words[1:]
+        return history[words]
+
+    src: List[int] = []
+    dst: List[int] = []
+    labels: List[int] = []
+    weights: List[float] = []
+    final = [NEG_INF] * len(history)
+    for n in range(1, order + 1):
+        for words, (logprob, _) in ngrams[n].items():
+            context, word = words[:-1], words[-1]
+            if word == "</s>":
+                final[history[context]] = logprob * _LOG_OF_10
+            elif word != "<s>":
+                src.append(history[context])
+                dst.append(node_of(words))
+                labels.append(label(word))
+                weights.append(logprob * _LOG_OF_10)
+    phi = label(phi_symbol)
+    for words, node in history.items():
+        if words:
+            src.append(node)
+            dst.append(node_of(words[1:]))
+            labels.append(phi)
+            backoff = ngrams[len(words)].get(words, (0.0, None))[1]
+            weights.append((backoff or 0.0) * _LOG_OF_10)
+    graph = Graph.from_arcs(len(history), src, dst, labels, labels, weights=weights, start=[node_of(("<s>",))],
+                            final_weights=final, dtype=dtype)
+    return ArpaModel(graph, table, phi)
+
+
+def _arpa_ngrams(text: str, path: str | None) -> Dict[int, Dict[Tuple[str, ...], Tuple[float, float | None]]]:
+    """The n-grams of ARPA text by order: words -> (log10 probability, log10 back-off or None),
+    checked against the counts of its ``\\data\\`` section."""
+    lines = text.splitlines()
+    number = 0
+    while number < len(lines) and lines[number].strip() != "\\data\\":
+        number += 1
+    if number == len(lines):
+        raise FormatError("no \\data\\ line: not an ARPA language model", path=path)
+    counts: Dict[int, int] = {}
+    number += 1
+    while number < len(lines) and not lines[number].strip().startswith("\\"):
+        line = lines[number].strip()
+        if line:
+            key, _, value = line.partition("=")
+            fields = key.split()
+            if len(fields) != 2 or fields[0] != "ngram" or not fields[1].isdigit() or not value.strip().isdigit():
+                raise FormatError(f"expected 'ngram N=COUNT' in the \\data\\ section, not {_excerpt(line)}",
+                                  number + 1, path)
+            counts[int(fields[1])] = int(value)
+        number += 1
+    if not counts or sorted(counts) != list(range(1, max(counts) + 1)):
+        raise FormatError(f"the \\data\\ section must count the n-grams of orders 1..N, not {sorted(counts)}",
+                          number + 1, path)
+    ngrams: Dict[int, Dict[Tuple[str, ...], Tuple[float, float | None]]] = {n: {} for n in counts}
+    current = 0
+    while number < len(lines):
+        line = lines[number].strip()
+        number += 1
+        if not line:
+            continue
+        if line == "\\end\\":
+            for n, count in counts.items():
+                if len(ngrams[n]) != count:
+                    raise FormatError(f"the \\data\\ section counts {count} {n}-grams but {len(ngrams[n])} "
+                                      "are listed", number, path)
+            return ngrams
+        if line.startswith("\\"):
+            header = line[1:].split("-grams:")
+            if len(header) != 2 or header[1] or not header[0].isdigit() or int(header[0]) not in counts:
+                raise FormatError(f"expected a section header '\\N-grams:' with N in 1..{max(counts)}, not "
+                                  f"{_excerpt(line)}", number, path)
+            current = int(header[0])
+            continue
+        if not current:
+            raise FormatError(f"an n-gram line before any '\\N-grams:' header: {_excerpt(line)}", number, path)
+        fields = line.split()
+        if len(fields) not in (current + 1, current + 2):
+            raise FormatError(f"a {current}-gram line has a log10 probability, {current} words and an optional "
+                              f"back-off weight, not {len(fields)} fields: {_excerpt(line)}", number, path)
+        try:
+            logprob = float(fields[0])
+            backoff = float(fields[-1]) if len(fields) == current + 2 else None
+        except ValueError:
+            raise FormatError(f"not a number in {_excerpt(line)}", number, path) from None
+        if not math.isfinite(logprob) or logprob > 0 or (backoff is not None and not math.isfinite(backoff)):
+            raise FormatError(f"log10 probabilities are finite and <= 0, back-off weights finite: {_excerpt(line)}",
+                              number, path)
+        ngrams[current][tuple(fields[1:current + 1])] = (logprob, backoff)
+    raise FormatError("no \\end\\ line: the file is cut short", len(lines), path)
 
 
 def _check_unique_finals(states: np.ndarray, lines: List[int], path: str | None) -> None:

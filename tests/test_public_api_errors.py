@@ -77,6 +77,8 @@ GOOD: Dict[str, Tuple[Callable[..., Any], tuple, dict]] = {
     "union": (gtn.union, ([A, B],), {}),
     "write_openfst": (gtn.write_openfst, (B,), dict(isymbols=None, acceptor=None)),
     "read_openfst": (gtn.read_openfst, ("0 1 1 1 0.5\n1\n",), dict(acceptor=None, dtype=torch.float32)),
+    "read_arpa": (gtn.read_arpa, ("\\data\\\nngram 1=2\n\\1-grams:\n-0.5 a\n-0.2 </s>\n\\end\\\n",),
+                  dict(symbols={0: "<eps>"}, phi_symbol="#phi", dtype=torch.float32)),
     "read_symbols": (gtn.read_symbols, ("a 1\nb 2\n",), {}),
     "write_symbols": (gtn.write_symbols, ({1: "a"},), {}),
     "save": (gtn.save, (A, io.BytesIO()), {}),
@@ -113,6 +115,19 @@ GOOD: Dict[str, Tuple[Callable[..., Any], tuple, dict]] = {
     "rnnt_graph_loss": (gtn.rnnt_graph_loss, (randn(1, 3, 3, 4), A, [3]), dict(blank=0)),
     "rnnt_greedy_decode": (gtn.rnnt_greedy_decode, (randn(2, 3, 4), [3, 2], lambda labels, state: (
         torch.zeros(labels.shape[0], 4), state), lambda frames, outputs: frames + outputs), dict(blank=0)),
+    "rnnt_beam_search": (gtn.rnnt_beam_search, (randn(2, 3, 4), [3, 2], lambda labels, state: (
+        torch.zeros(labels.shape[0], 4), state), lambda frames, outputs: frames + outputs),
+        dict(beam=2, blank=0, grammar=gtn.Graph.from_arcs(1, [0, 0], [0, 0], [1, 2], [1, 2], start=[0], accept=[0]),
+             grammar_scale=0.5)),
+    "rnnt_loss_simple": (gtn.rnnt_loss_simple, (randn(1, 3, 4), randn(1, 3, 4), torch.tensor([[1, 2]]), [3], [2]),
+                         dict(blank=0)),
+    "rnnt_prune_ranges": (gtn.rnnt_prune_ranges, (randn(1, 3, 4), randn(1, 3, 4), torch.tensor([[1, 2]]), [3], [2],
+                                                  2), dict(blank=0)),
+    "rnnt_prune": (gtn.rnnt_prune, (randn(1, 3, 5), randn(1, 3, 5), torch.tensor([[0, 0, 1]]), 2), {}),
+    "rnnt_loss_pruned": (gtn.rnnt_loss_pruned, (randn(1, 3, 2, 4), torch.tensor([[1, 2]]), torch.tensor([[0, 0, 1]]),
+                                                [3], [2]), dict(blank=0)),
+    "compose_phi": (lambda g1, g2, phi: gtn.compose(g1, g2, phi=phi), (A, gtn.Graph.from_arcs(
+        2, [0, 1], [0, 0], [1, 9], [1, 9], start=[1], accept=[0]), 9), {}),
     "ctc_graph_loss": (gtn.ctc_graph_loss, (LP, gtn.label_sequences([[1, 2]]), [5]), dict(blank=0)),
     "ctc_greedy_decode": (gtn.ctc_greedy_decode, (EM[None],), dict(lengths=[4], blank=0)),
     "ctc_decode": (gtn.ctc_decode, (EM[None],), dict(lengths=[4], blank=0)),
@@ -172,14 +187,15 @@ def _two() -> Graph:
 
 GRAPH_NAMES = {"g", "g1", "g2", "graphs", "correct", "all_answers", "grammar", "lexicon_graph", "decoding",
                "decoding_graph", "seg", "target_graphs", "cost", "unit_hmms"}
-TENSOR_NAMES = {"emissions", "log_probs", "logits", "logit_lengths", "encoder_out", "targets", "lengths",
+TENSOR_NAMES = {"emissions", "log_probs", "logits", "logit_lengths", "encoder_out", "targets", "lengths", "am", "lm",
+                "ranges", "predictor_out",
                 "input_lengths", "target_lengths", "weights", "w",
                 "transitions", "unary", "tags", "distances", "templates", "inputs", "span_scores", "alphabet",
                 "losses", "references", "transcripts", "ilabels", "units", "pronunciations", "src", "dst", "ilabel",
                 "start", "accept", "table", "path_or_file"}
 INT_NAMES = {"num_nodes", "k", "n", "node", "i", "s", "d", "blank", "num_labels", "num_states", "num_units", "word",
              "label_offset", "max_paths", "first_label", "num_frames", "max_arcs", "max_span", "num_pieces",
-             "max_symbols_per_frame"}
+             "max_symbols_per_frame", "s_range"}
 FLOAT_NAMES = {"weight", "beta", "beam", "tol", "delta", "margin", "gamma", "saturation", "start_weight"}
 STR_NAMES = {"semiring", "toward", "reduction", "by", "backend", "path_or_text_or_file", "source", "device"}
 
@@ -237,7 +253,8 @@ def _allowed(error: BaseException, name: str) -> bool:
     """A GraphError; or, for the file functions, FileNotFoundError for a path that is not there."""
     if isinstance(error, GraphError):
         return True
-    return isinstance(error, FileNotFoundError) and name in ("read_openfst", "read_symbols", "load", "save")
+    return isinstance(error, FileNotFoundError) and name in ("read_openfst", "read_arpa", "read_symbols", "load",
+                                                             "save")
 
 
 @pytest.fixture(scope="module")

@@ -249,6 +249,7 @@ def rnnt_prune_ranges(am: Tensor, lm: Tensor, targets: Tensor, logit_lengths: Le
     ``s_range - 1`` labels per frame has no path in its band (its pruned loss is +inf). No
     gradient flows through the ranges."""
     width = as_count(s_range, "s_range", least=2)
+    am, lm = as_tensor(am, "am", ndim=3), as_tensor(lm, "lm", ndim=3)
     with torch.enable_grad():
         scores = _simple_scores(am.detach(), lm.detach(), targets, target_lengths, blank).detach().requires_grad_()
         total = forward_score(_next_label_lattice(scores, logit_lengths, target_lengths))
@@ -289,7 +290,7 @@ def rnnt_prune(encoder_out: Tensor, predictor_out: Tensor, ranges: Tensor, s_ran
     if tuple(ranges.shape) != (num_seqs, num_frames) or predictor_out.shape[0] != num_seqs:
         raise InvalidGraphError(f"ranges {tuple(ranges.shape)} and predictor_out {tuple(predictor_out.shape)} do "
                                 f"not match encoder_out {tuple(encoder_out.shape)}: [B, T] and [B, U + 1, J]")
-    u = (ranges[:, :, None] + torch.arange(width, device=ranges.device)).clamp(max=predictor_out.shape[1] - 1)
+    u = (ranges[:, :, None] + torch.arange(width, device=ranges.device)).clamp(0, predictor_out.shape[1] - 1)
     gathered = predictor_out.gather(1, u.reshape(num_seqs, -1, 1).expand(-1, -1, predictor_out.shape[2]))
     return (encoder_out[:, :, None].expand(-1, -1, width, -1),
             gathered.reshape(num_seqs, num_frames, width, predictor_out.shape[2]))
