@@ -249,11 +249,11 @@ def test_speech_user_errors_are_one_line(tmp_path, capsys):
     assert "run `python -m recipes.speech_digits prepare`" in err
     err = error_of(speech, ["train", "--out", str(tmp_path / "run"), "--model", "hybrid", "--option", "templates=2"],
                    capsys)
-    assert "not a setting of --model hybrid (its keys: states, criterion, transitions)" in err
+    assert "not a setting of --model hybrid (its settings: states, criterion, transitions)" in err
     assert "expected KEY=VALUE" in error_of(speech, ["train", "--out", str(tmp_path), "--option", "states"], capsys)
-    assert "must be a positive integer" in error_of(
+    assert "option states=0: must be finite and at least 1" in error_of(
         speech, ["train", "--out", str(tmp_path), "--model", "hybrid", "--option", "states=0"], capsys)
-    assert "(its keys: none)" in error_of(speech, ["train", "--out", str(tmp_path), "--option", "states=3"], capsys)
+    assert "(its settings: none)" in error_of(speech, ["train", "--out", str(tmp_path), "--option", "states=3"], capsys)
 
 
 def test_speech_checkpoints_of_other_models_are_one_line_errors(tmp_path, capsys, tiny_reader):

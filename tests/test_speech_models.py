@@ -23,15 +23,14 @@ from recipes.speech_digits.data import DIGIT_WORDS, Utterance, write_transcripts
 from recipes.speech_digits.evaluate import Result, write_report
 from recipes.speech_digits.frontend import frequency_mask, frequency_warp
 from recipes.speech_digits.hybrid import SILENCE, isolated_words, state_segments
+from recipes.speech_digits.kinds import MODEL_KINDS, build_model
 from recipes.speech_digits.mfc import write_mfc
 from recipes.speech_digits.models import (
-    MODEL_KINDS,
     NUM_WORDS,
     WORD_ID,
     Committee,
     EncoderConfig,
     ModelConfig,
-    build_model,
     frame_label_prior,
     make_batch,
     segments,
@@ -614,7 +613,8 @@ def test_two_process_gloo_run_matches_one_process(tmp_path: Path) -> None:
 def test_training_steps_and_decoding_on_cuda(kind: str) -> None:
     words = [(DIGIT_WORDS[i],) for i in range(4)] if kind == "dtw" else None
     utterances = [utterance(w, i) for i, w in enumerate(words)] if words else corpus(4)
-    model = build_model(ModelConfig(kind, TINY, {"states": 2, "frames": 3, "dim": 4})).cuda()
+    options = {"hybrid": {"states": 2}, "dtw": {"frames": 3, "dim": 4}, "rnnt": {"predictor": 8, "joiner": 8}}
+    model = build_model(ModelConfig(kind, TINY, options.get(kind, {}))).cuda()
     model.prepare([u.features for u in utterances])
     batch = make_batch([u.features for u in utterances], [u.words for u in utterances], device="cuda")
     loss = model.losses(batch).mean()

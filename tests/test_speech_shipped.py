@@ -17,6 +17,7 @@ from recipes.common import InputError
 from recipes.speech_digits.__main__ import SHIPPED, SHIPPED_INDEX, default_checkpoint, main, shipped_models
 from recipes.speech_digits.data import write_transcripts
 from recipes.speech_digits.frontend import write_wav
+from recipes.speech_digits.kinds import READERS
 from recipes.speech_digits.synth import Voice, synthesize, utterance_spec
 
 SYNTH_TOOLS = ("espeak-ng", "flite", "sox")
@@ -78,7 +79,7 @@ def test_decode_and_evaluate_read_with_the_best_shipped_model_by_default(
         two_wavs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     best = default_checkpoint()
-    assert best == min((m for m in MODELS if m["kind"] in ("ctc", "hybrid")), key=lambda m: m["test_wer"])["path"]
+    assert best == min((m for m in MODELS if m["kind"] in READERS), key=lambda m: m["test_wer"])["path"]
     capsys.readouterr()
     main(["decode", "--input", str(two_wavs)])
     captured = capsys.readouterr()
@@ -112,5 +113,5 @@ def test_a_missing_or_malformed_list_is_a_clear_error(tmp_path: Path) -> None:
         shipped_models(tmp_path / "models.json")
     (tmp_path / "models.json").write_text(json.dumps({"models": [{"file": "x.pt", "kind": "dtw", "test_wer": 9,
                                                                   "command": ""}]}))
-    with pytest.raises(InputError, match="lists no CTC or hybrid model"):
+    with pytest.raises(InputError, match="lists no model that reads on its own"):
         default_checkpoint(tmp_path / "models.json")

@@ -21,6 +21,7 @@ from gtn_py.ops.shortest import forward_score, n_best, viterbi_path
 from .. import common
 from .data import StringSet
 from .model import WindowReader, label_ids, label_text, target_graphs
+from .objectives import ctc_loss
 
 
 @dataclass
@@ -87,8 +88,6 @@ def _posteriors(graphs: Graph, owner: list[int], texts: list[str]) -> list[float
 
 def _read_ctc(model: WindowReader, images: list[np.ndarray]) -> list[Reading]:
     """Best-path decoding; the confidence is the CTC posterior of the decoded string."""
-    from .train import ctc_loss
-
     log_probs, lengths = model(images)
     texts = [label_text(labels) for labels in ctc_greedy_decode(log_probs.transpose(0, 1), lengths)]
     out = []

@@ -8,7 +8,8 @@
   incorrect reading)``.
 
 A string that cannot be read correctly at all (e.g. more digits than pieces) has an
-infinite loss; the trainer drops it from the average.
+infinite loss; the trainer drops it from the average. The CTC baseline's criterion is
+:func:`ctc_loss` over its column windows.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from gtn_py import losses
+from gtn_py.criteria.ctc import ctc_loss as gtn_ctc_loss
 from gtn_py.graph import Graph
 from gtn_py.ops.compose import compose
 
@@ -34,3 +36,8 @@ def sequence_loss(criterion: str, graphs: Graph, labels: list[str], margin: floa
     if criterion == "hinge":
         return losses.hinge(correct, graphs, margin=margin, reduction="none")
     raise ValueError(f"unknown criterion {criterion!r}; use one of {CRITERIA}")
+
+
+def ctc_loss(log_probs: Tensor, targets: Tensor, input_lengths: Tensor, target_lengths: Tensor) -> Tensor:
+    """Per-string CTC losses (blank = 0) ``[B]``, by gtn_py's dense intersection."""
+    return gtn_ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="none")

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gtn_py import Graph
+from gtn_py.io import draw
 from viz.svgplot import Series, line_chart
 
 from .. import common
@@ -108,9 +110,6 @@ def example_svg(image: np.ndarray, reading: Reading, truth: str) -> str:
 def graph_figure(model: SegmentationReader, image: np.ndarray, reading: Reading) -> str:
     """The segmentation graph of one image: each span arc labelled with the recogniser's best
     digit and its score; the Viterbi path in red."""
-    from gtn_py import Graph
-    from gtn_py.io import draw
-
     with torch.no_grad():
         interp = model([image])
     spans = interp.spans

@@ -30,17 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gtn_py.criteria.ctc import ctc_loss as gtn_ctc_loss
-
 from .. import common
 from ..common import CHECKPOINT, METRICS
 from .data import DigitSet, GeneratorConfig, StringSample, load_digits, make_strings, sample_strings, split_digits
+from .evaluate import evaluate_strings
 from .model import Committee, ModelConfig, SegmentationReader, WindowReader, build_reader, label_ids
-from .objectives import sequence_loss
+from .objectives import ctc_loss, sequence_loss
 from .oversegment import batch_spans, span_crops, to_batch_tensor
 
 __all__ = ["CHECKPOINT", "METRICS", "TrainConfig", "digit_split", "learning_rate", "load_model", "pretrain",
-           "pretrain_examples", "batch_loss", "ctc_loss", "train"]
+           "pretrain_examples", "batch_loss", "train"]
 
 GARBAGE = -1  # pretraining target of a mis-segmented span (or a window between digits, for CTC)
 
@@ -264,12 +263,6 @@ def batch_loss(model: nn.Module, config: TrainConfig, images: list[np.ndarray], 
     return losses[finite].sum() * world_size / global_batch, int((~finite).sum())
 
 
-def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor, input_lengths: torch.Tensor,
-             target_lengths: torch.Tensor) -> torch.Tensor:
-    """Per-string CTC losses (blank = 0) ``[B]``, by gtn_py's dense intersection."""
-    return gtn_ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="none")
-
-
 def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
           model_config: ModelConfig, config: TrainConfig) -> None:
     common.save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
@@ -279,8 +272,6 @@ def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: 
 def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resume: bool = False,
           device: str = "cpu", progress: bool = True) -> Path:
     """Train into ``out`` (checkpoint.pt + metrics.jsonl); returns the checkpoint path."""
-    from .evaluate import evaluate_strings  # evaluation imports the model; keep import order simple
-
     dev = common.process_device(device)
     world = common.init_world(dev)
     out = Path(out)

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -22,9 +23,10 @@ from .. import common
 from ..common import InputError
 from .data import Utterance, load_corpus, load_directory, load_labelled, utterance_table
 from .evaluate import Result, decode_features, evaluate_model, format_summary, write_report
-from .models import MODEL_KINDS, READERS, EncoderConfig, ModelConfig
+from .hybrid import isolated_words
+from .kinds import MODEL_KINDS, MODELS, READERS, options_help
+from .models import EncoderConfig, ModelConfig, option_fields, parse_options
 from .synth import corpus_dir, prepare, split_voices
-from .templates import LOSSES
 from .train import NUM_FILTERS, TrainConfig, load_model, model_config_of, train
 
 DEFAULT_ROOT = Path("data/speech_digits")
@@ -34,42 +36,18 @@ SHIPPED = Path(__file__).resolve().parent / "shipped"
 SHIPPED_INDEX = SHIPPED / "models.json"
 # Where evaluate writes its results for a shipped model (never into the committed folder).
 DEFAULT_EVALUATION_DIR = Path("out") / "speech_digits"
-# What --option sets for each model (read by hybrid.HybridModel and templates.TemplateModel): a
-# value's type, or the values it may take.
-MODEL_OPTIONS: dict[str, dict[str, type | tuple[str, ...]]] = {
-    "ctc": {},
-    "hybrid": {"states": int, "criterion": ("mmi", "ml"), "transitions": ("learned", "fixed")},
-    "dtw": {"loss": LOSSES, "margin": float, "dim": int, "frames": int},
-    "rnnt": {"predictor": int, "joiner": int, "beam": int, "prune_range": int, "simple_scale": float},
-}
-
-
-def model_options(kind: str, pairs: list[str]) -> dict[str, str]:
-    """The ``--option KEY=VALUE`` settings of a ``kind`` model, each checked against
-    :data:`MODEL_OPTIONS` (an unknown key would be silently ignored by the model)."""
-    known = MODEL_OPTIONS[kind]
-    valid = ", ".join(known) or "none"
-    options: dict[str, str] = {}
+def model_options(kind: str, pairs: list[str]) -> dict[str, Any]:
+    """The ``--option KEY=VALUE`` settings of a ``kind`` model, checked and typed by the kind's
+    ``Options`` dataclass (an unknown key would otherwise be silently ignored)."""
+    values: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InputError(f"--option {pair!r}: expected KEY=VALUE (--model {kind} keys: {valid})")
-        if key not in known:
-            raise InputError(f"--option {key}: not a setting of --model {kind} (its keys: {valid})")
-        kind_of_value = known[key]
-        if isinstance(kind_of_value, tuple):
-            if value not in kind_of_value:
-                raise InputError(f"--option {key}={value}: must be one of {', '.join(kind_of_value)}")
-        else:
-            try:
-                number = kind_of_value(value)
-            except ValueError:
-                raise InputError(f"--option {key}={value}: must be a number ({kind_of_value.__name__})") from None
-            if not (number >= 1 if kind_of_value is int else 0 <= number < float("inf")):
-                wanted = "a positive integer" if kind_of_value is int else "finite and >= 0"
-                raise InputError(f"--option {key}={value}: must be {wanted}")
-        options[key] = value
-    return options
+            settings = ", ".join(name for name, *_ in option_fields(MODELS[kind].Options)) or "none"
+            raise InputError(f"--option {pair!r}: expected KEY=VALUE (--model {kind} settings: {settings})")
+        values[key] = value
+    options: Any = parse_options(MODELS[kind].Options, values, kind)
+    return {key: getattr(options, key) for key in values}
 
 
 def shipped_models(index: Path = SHIPPED_INDEX) -> list[dict]:
@@ -86,7 +64,7 @@ def shipped_models(index: Path = SHIPPED_INDEX) -> list[dict]:
 
 
 def default_checkpoint(index: Path = SHIPPED_INDEX) -> Path:
-    """The best shipped model that reads on its own (one of :data:`~.models.READERS`: DTW
+    """The best shipped model that reads on its own (one of :data:`~.kinds.READERS`: DTW
     templates need a segmenter to cut words), announced on stderr: the answer to ``decode`` or
     ``evaluate`` without ``--checkpoint``."""
     readers = [m for m in shipped_models(index) if m["kind"] in READERS]
@@ -137,7 +115,6 @@ def _training_data(args: argparse.Namespace, kind: str) -> tuple[list[Utterance]
     utterances = load_corpus(corpus, "train")
     source = {"corpus": str(corpus)}
     if kind == "dtw":
-        from .hybrid import isolated_words
 
         if not args.segmenter:
             raise InputError("train --model dtw needs --segmenter CHECKPOINT (a trained hybrid) to cut isolated words")
@@ -215,8 +192,6 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     model, state = load_model(checkpoints, args.device, args.warps)
     utterances = _inputs(args)
     if args.segmenter:
-        from .hybrid import isolated_words
-
         segmenter, _ = load_model(args.segmenter, args.device)
         utterances = isolated_words(segmenter, utterances, device=args.device)
         print(f"{len(utterances)} isolated words cut by {args.segmenter}'s forced alignment")
@@ -285,9 +260,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variance-norm", action="store_true",
                    help="divide each utterance's features by their own standard deviation (per coefficient)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="model-specific setting, repeated for several (hybrid: states=3, criterion=mmi|ml, "
-                        f"transitions=learned|fixed; dtw: loss={'|'.join(LOSSES)}, margin=1.0, dim=16, frames=10; "
-                        "rnnt: predictor=128, joiner=128, beam=4, prune_range=0 (0: the full loss), simple_scale=0.5)")
+                   help=f"a setting of the model kind, repeated for several; {options_help()}")
     p.add_argument("--steps", type=int, default=t.steps)
     p.add_argument("--batch-size", type=int, default=t.batch_size, help="global batch (utterances per step)")
     p.add_argument("--lr", type=float, default=t.lr)

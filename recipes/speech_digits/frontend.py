@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gtn_py.errors import FormatError
+
 # Sphinx adds this floor to the mel energies before the log, so digital silence gives finite cepstra.
 _LOG_FLOOR = 1e-4
 
@@ -213,8 +215,6 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     Reads PCM of 8, 16, 24 or 32 bits and IEEE float (32/64 bit), plain or WAVE_FORMAT_EXTENSIBLE;
     channels are averaged. Raises gtn_py.errors.FormatError for anything else.
     """
-    from gtn_py.errors import FormatError
-
     data = Path(path).read_bytes()
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise FormatError("not a RIFF/WAVE file", path=str(path))

@@ -18,6 +18,8 @@ forward algorithm's ``-log sum_{paths of y}`` alone. Transition scores are learn
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -26,7 +28,18 @@ from gtn_py.criteria import hmm
 from gtn_py.graph import Graph
 
 from .data import DIGIT_WORDS, Utterance
-from .models import NUM_WORDS, Batch, Encoder, FrameScorer, ModelConfig, Recognizer, make_batch, word_ids
+from .models import (
+    NUM_WORDS,
+    Batch,
+    Encoder,
+    FrameScorer,
+    ModelConfig,
+    Recognizer,
+    make_batch,
+    option,
+    parse_options,
+    word_ids,
+)
 
 SILENCE = NUM_WORDS + 1  # word label of the silence model
 
@@ -81,18 +94,23 @@ def state_segments(states: Sequence[int], states_per_word: int, stride: int) -> 
     return out
 
 
+@dataclass(frozen=True)
+class HybridOptions:
+    states: int = option(3, "HMM states per word", least=1)
+    criterion: Literal["mmi", "ml"] = option("mmi", "the transcript among all answers, or its likelihood alone")
+    transitions: Literal["learned", "fixed"] = option("learned", "transition scores learned or fixed at 1/2")
+
+
 class HybridModel(FrameScorer):
+    Options = HybridOptions
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        options = config.options
-        self.states = int(options.get("states", 3))
-        self.criterion = str(options.get("criterion", "mmi"))
-        if self.criterion not in ("mmi", "ml"):
-            raise ValueError(f"hybrid criterion must be mmi or ml, not {self.criterion!r}")
-        learned = str(options.get("transitions", "learned"))
-        if learned not in ("learned", "fixed"):
-            raise ValueError(f"hybrid transitions must be learned or fixed, not {learned!r}")
+        options = parse_options(HybridOptions, config.options, "hybrid")
+        self.states = options.states
+        self.criterion = options.criterion
+        learned = options.transitions
         self.num_states = NUM_WORDS * self.states + 1
         self.encoder = Encoder(config.encoder)
         self.output = nn.Linear(self.encoder.dim, self.num_states)

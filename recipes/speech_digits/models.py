@@ -15,9 +15,11 @@ in dense intersections, epsilon elsewhere).
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple, cast
+import math
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 import torch
@@ -34,10 +36,7 @@ from .frontend import frequency_warp
 NUM_WORDS = len(DIGIT_WORDS)
 WORD_ID = {w: i + 1 for i, w in enumerate(DIGIT_WORDS)}
 NUM_CEPSTRA = 13
-# Every model kind (build_model), and those that read connected speech on their own (DTW templates
-# read isolated words cut by another model).
-MODEL_KINDS = ("ctc", "hybrid", "dtw", "rnnt")
-READERS = ("ctc", "hybrid", "rnnt")
+OptionsT = TypeVar("OptionsT")
 
 
 class Batch(NamedTuple):
@@ -67,6 +66,52 @@ def word_loop(dtype: torch.dtype = torch.float32, device: torch.device | str = "
     labels = torch.arange(1, NUM_WORDS + 1)
     zeros = torch.zeros_like(labels)
     return Graph.from_arcs(1, zeros, zeros, labels, labels, start=[0], accept=[0], dtype=dtype, device=device)
+
+
+# ---------------------------------------------------------------------- model options
+def option(default: Any, help: str, least: float | None = None) -> Any:
+    """A field of a model kind's ``Options`` dataclass: its default, what it sets (the command
+    line's help is made of these) and, for a number, its least value."""
+    return field(default=default, metadata={"help": help, "least": least})
+
+
+def option_fields(options: type) -> list[tuple[str, Any, Any, str, float | None]]:
+    """``(name, type, default, help, least)`` of each field of an ``Options`` dataclass; the type
+    is ``int``, ``float`` or the tuple of strings a ``Literal`` field takes."""
+    hints = typing.get_type_hints(options)
+    out = []
+    for f in fields(options):
+        kind = hints[f.name]
+        choices = typing.get_args(kind) if typing.get_origin(kind) is typing.Literal else kind
+        out.append((f.name, choices, f.default, f.metadata.get("help", ""), f.metadata.get("least")))
+    return out
+
+
+def parse_options(options: type[OptionsT], values: Mapping[str, Any], kind: str) -> OptionsT:
+    """An ``Options`` dataclass from ``KEY -> VALUE`` (strings from the command line, or the
+    values a checkpoint saved), each converted to its field's type and checked: an unknown key
+    or a bad value raises :class:`~recipes.common.InputError` naming it."""
+    known = {name: (kind_of, least) for name, kind_of, _, _, least in option_fields(options)}
+    parsed: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise InputError(f"option {key}: not a setting of --model {kind} (its settings: "
+                             f"{', '.join(known) or 'none'})")
+        kind_of, least = known[key]
+        if isinstance(kind_of, tuple):
+            if str(value) not in kind_of:
+                raise InputError(f"option {key}={value}: must be one of {', '.join(kind_of)}")
+            parsed[key] = str(value)
+            continue
+        try:
+            number = kind_of(value)
+        except (TypeError, ValueError):
+            raise InputError(f"option {key}={value}: must be a number ({kind_of.__name__})") from None
+        if not math.isfinite(number) or (least is not None and number < least):
+            raise InputError(f"option {key}={value}: must be finite" + ("" if least is None else
+                                                                        f" and at least {least}"))
+        parsed[key] = number
+    return options(**parsed)
 
 
 # ---------------------------------------------------------------------- the encoder
@@ -151,9 +196,9 @@ class Encoder(nn.Module):
 # ---------------------------------------------------------------------- CTC
 @dataclass
 class ModelConfig:
-    kind: str = "ctc"                                  # one of MODEL_KINDS
+    kind: str = "ctc"                                  # one of kinds.MODELS
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    options: dict[str, Any] = field(default_factory=dict)  # model-specific settings
+    options: dict[str, Any] = field(default_factory=dict)  # the model kind's Options, as a dict
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,10 +221,14 @@ def segments(frame_labels: Sequence[int], stride: int, skip: Sequence[int] = (0,
 
 
 class Recognizer(nn.Module, abc.ABC):
-    """What training, evaluation and decoding use (see the module documentation)."""
+    """What training, evaluation and decoding use (see the module documentation). Each kind
+    names its ``Options`` dataclass (the settings of ``ModelConfig.options``, see
+    :func:`option`) and whether it reads connected speech on its own (``reads_alone``)."""
 
     config: ModelConfig
     encoder: Encoder
+    Options: type
+    reads_alone: bool = True
 
     def prepare(self, features: Sequence[np.ndarray], transcripts: Sequence[Sequence[str]] | None = None) -> None:
         """Set what comes from the training data before training: the feature statistics (and
@@ -281,14 +330,22 @@ def frame_label_prior(transcripts: Sequence[Sequence[str]], frames: int) -> Tens
     return counts / frames
 
 
+@dataclass(frozen=True)
+class CTCOptions:
+    """CTC has no settings of its own (the encoder's are shared by every kind)."""
+
+
 class CTCModel(FrameScorer):
     """Word-level CTC: 12 outputs per frame (blank and the 11 digit words), trained with
     gtn_py's CTC (dense intersection of each transcript's CTC graph) and decoded through the CTC
     expansion of the digit-loop grammar."""
 
+    Options = CTCOptions
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        parse_options(CTCOptions, config.options, "ctc")
         self.encoder = Encoder(config.encoder)
         self.output = nn.Linear(self.encoder.dim, NUM_WORDS + 1)
 
@@ -329,18 +386,3 @@ class CTCModel(FrameScorer):
         stride = self.config.encoder.stride
         return [[(DIGIT_WORDS[w - 1], a, b) for w, a, b in segments(row[:n].tolist(), stride)]
                 for row, n in zip(labels, lengths.tolist())]
-
-
-def build_model(config: ModelConfig) -> Recognizer:
-    if config.kind == "ctc":
-        return CTCModel(config)
-    if config.kind == "hybrid":
-        from .hybrid import HybridModel
-        return HybridModel(config)
-    if config.kind == "dtw":
-        from .templates import TemplateModel
-        return TemplateModel(config)
-    if config.kind == "rnnt":
-        from .transducer import TransducerModel
-        return TransducerModel(config)
-    raise ValueError(f"unknown model kind {config.kind!r} ({', '.join(MODEL_KINDS)})")

@@ -12,6 +12,9 @@ alignment (:func:`~.hybrid.isolated_words`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
@@ -19,21 +22,27 @@ from gtn_py import losses
 from gtn_py.criteria.dtw import ElasticTemplates
 
 from .data import DIGIT_WORDS
-from .models import NUM_WORDS, Batch, Encoder, ModelConfig, Recognizer
+from .models import NUM_WORDS, Batch, Encoder, ModelConfig, Recognizer, option, parse_options
 
-LOSSES = ("nll", "lvq2", "mce", "hinge")
+
+@dataclass(frozen=True)
+class TemplateOptions:
+    loss: Literal["nll", "lvq2", "mce", "hinge"] = option("nll", "contrastive loss over the template energies")
+    margin: float = option(1.0, "hinge margin, lvq2 saturation", least=0.0)
+    dim: int = option(16, "features per frame of the templates", least=1)
+    frames: int = option(10, "frames per word template", least=1)
 
 
 class TemplateModel(Recognizer):
+    Options = TemplateOptions
+    reads_alone = False  # isolated words, cut by another model
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        options = config.options
-        self.loss = str(options.get("loss", "nll"))
-        if self.loss not in LOSSES:
-            raise ValueError(f"dtw loss must be one of {LOSSES}, not {self.loss!r}")
-        self.margin = float(options.get("margin", 1.0))
-        dim, frames = int(options.get("dim", 16)), int(options.get("frames", 10))
+        options = parse_options(TemplateOptions, config.options, "dtw")
+        self.loss, self.margin = options.loss, options.margin
+        dim, frames = options.dim, options.frames
         self.encoder = Encoder(config.encoder)
         self.project = nn.Linear(self.encoder.dim, dim)
         self.templates = ElasticTemplates(NUM_WORDS, frames, dim)

@@ -19,8 +19,10 @@ from torch import nn
 
 from .. import common
 from .data import Utterance
+from .evaluate import evaluate_model
 from .frontend import DEFAULT_CONFIG, frequency_mask, frequency_warp
-from .models import MODEL_KINDS, Committee, FrameScorer, ModelConfig, Recognizer, build_model, make_batch
+from .kinds import MODEL_KINDS, build_model
+from .models import Committee, FrameScorer, ModelConfig, Recognizer, make_batch
 
 NUM_FILTERS = DEFAULT_CONFIG.num_filters
 
@@ -166,8 +168,6 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utter
     goes into the checkpoint (e.g. where the training data came from); ``init``: a checkpoint
     whose encoder weights start this model's encoder (ignored when resuming); ``voices``:
     utterance id -> voice, for ``config.valid_voices``."""
-    from .evaluate import evaluate_model
-
     dev = common.process_device(device)  # under torchrun, cuda means this process's GPU
     world = common.init_world(dev)
     out = Path(out)

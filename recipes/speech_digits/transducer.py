@@ -5,16 +5,17 @@ lattice) and decoded by beam search over the digit loop.
 Outputs: blank (0) and the 11 digit words (labels 1..11). The prediction network reads the
 previous word (blank at the start) through an embedding and a GRU of ``predictor`` units; the
 joiner adds the projections of an encoder frame and a predictor output, applies tanh and a
-linear map to the 12 outputs (``joiner`` units). Options: ``predictor=128``, ``joiner=128``,
-``beam=4`` (1: greedy decoding), and ``prune_range=0``: with ``S > 0`` the model trains with the
-pruned loss (k2's recipe: linear "simple" projections of both sides to the 12 outputs, whose
-additive joiner's loss, times ``simple_scale=0.5``, is added and whose alignments choose ``S``
-values of u per frame where the full joiner is evaluated).
+linear map to the 12 outputs (``joiner`` units; :class:`TransducerOptions`). With
+``prune_range`` ``S > 0`` the model trains with the pruned loss (k2's recipe: linear "simple"
+projections of both sides to the 12 outputs, whose additive joiner's loss, times
+``simple_scale``, is added and whose alignments choose ``S`` values of u per frame where the full
+joiner is evaluated).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
@@ -32,24 +33,43 @@ from gtn_py.criteria.rnnt import (
 )
 from gtn_py.ops.shortest import viterbi_score
 
+from ..common import InputError
 from .data import DIGIT_WORDS
-from .models import NUM_WORDS, Batch, Encoder, ModelConfig, Recognizer, frame_label_prior, word_ids
+from .models import (
+    NUM_WORDS,
+    Batch,
+    Encoder,
+    ModelConfig,
+    Recognizer,
+    frame_label_prior,
+    option,
+    parse_options,
+    word_ids,
+)
 
 PredictorState = Tensor  # the GRU's hidden state, batch first: [B, layers, H]
 
 
+@dataclass(frozen=True)
+class TransducerOptions:
+    predictor: int = option(128, "GRU units of the prediction network", least=1)
+    joiner: int = option(128, "joiner units", least=1)
+    beam: int = option(4, "hypotheses kept by beam search (1: greedy)", least=1)
+    prune_range: int = option(0, "values of u per frame of the pruned loss (0: the full loss; else >= 2)", least=0)
+    simple_scale: float = option(0.5, "weight of the simple joiner's loss beside the pruned one", least=0.0)
+
+
 class TransducerModel(Recognizer):
+    Options = TransducerOptions
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        options = config.options
-        predictor, joiner = int(options.get("predictor", 128)), int(options.get("joiner", 128))
-        self.beam = int(options.get("beam", 4))
-        self.prune_range = int(options.get("prune_range", 0))
-        self.simple_scale = float(options.get("simple_scale", 0.5))
-        if min(predictor, joiner, self.beam) < 1 or self.prune_range == 1 or self.prune_range < 0:
-            raise ValueError(f"rnnt predictor, joiner and beam must be at least 1 and prune_range 0 or at least 2, "
-                             f"not {predictor}, {joiner}, {self.beam}, {self.prune_range}")
+        options = parse_options(TransducerOptions, config.options, "rnnt")
+        predictor, joiner, self.beam = options.predictor, options.joiner, options.beam
+        self.prune_range, self.simple_scale = options.prune_range, options.simple_scale
+        if self.prune_range == 1:
+            raise InputError("option prune_range=1: a band of one u per frame has no path; 0 or at least 2")
         self.encoder = Encoder(config.encoder)
         self.embedding = nn.Embedding(NUM_WORDS + 1, predictor)
         self.predictor = nn.GRU(predictor, predictor, batch_first=True)
@@ -67,8 +87,14 @@ class TransducerModel(Recognizer):
         if transcripts is not None:
             frames = int(self.encoder.output_lengths(torch.tensor([len(f) for f in features])).sum())
             words = sum(len(w) for w in transcripts)
+            prior = frame_label_prior(transcripts, frames + words).log()
             with torch.no_grad():
-                self.output.bias.copy_(frame_label_prior(transcripts, frames + words).log())
+                # Both joiners start at the prior: from a uniform output, the first steps' "more
+                # blank everywhere" gradients flatten the encoder's output for good.
+                self.output.bias.copy_(prior)
+                if self.prune_range:
+                    self.simple_am.bias.copy_(prior)
+                    self.simple_lm.bias.zero_()
 
     def predict(self, labels: Tensor, state: PredictorState | Sequence[Tensor] | None) -> tuple[Tensor, PredictorState]:
         """One step of the prediction network: ``labels [B]`` -> (output ``[B, H]``, state)."""
