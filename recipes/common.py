@@ -30,11 +30,11 @@ import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 import torch
 import torch.distributed as dist
-from torch import nn
+from torch import Tensor, nn
 
 from gtn_py.errors import GraphError
 
@@ -341,6 +341,80 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
     out = {k: v for k, v in first.items() if k != "optimizer"}
     out.update(model=weights, averaged_from=[str(p) for p in paths])
     return out
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How :func:`run_training` steps: ``steps`` optimiser steps at learning rate ``lr`` (linear
+    warm-up over ``warmup`` steps, then cosine decay to a tenth), gradients clipped to norm
+    ``clip`` (None: not clipped), metrics every ``log_every`` steps, validation every
+    ``valid_every`` and a checkpoint every ``checkpoint_every`` (0: never; both at the last step too)."""
+
+    steps: int
+    lr: float
+    warmup: int
+    clip: float | None = None
+    log_every: int = 10
+    valid_every: int = 0
+    checkpoint_every: int = 0
+
+
+class StepLoss(NamedTuple):
+    """What one step of a recipe gives :func:`run_training`: ``share``, this process's share of
+    the global batch's loss (scaled so that the processes' averaged gradient is the
+    one-process gradient of the global mean); ``total`` and ``examples``, this process's part of
+    the sum of the losses and of the number of examples they average, so that the logged loss
+    is the global ``sum(total) / sum(examples)``; ``dropped``, examples left out (infinite loss)."""
+
+    share: Tensor
+    total: float
+    examples: float
+    dropped: int = 0
+
+
+def run_training(model: nn.Module, optimizer: torch.optim.Optimizer, world: World, schedule: Schedule,
+                 step_loss: Callable[[int], StepLoss], metrics: MetricsLog, start: int = 0, split: str = "train",
+                 show_progress: bool = True, validate: Callable[[int], dict[str, Any]] | None = None,
+                 save: Callable[[int], None] | None = None) -> int:
+    """The training loop of every recipe, from step ``start`` to ``schedule.steps``: each step
+    sets the learning rate, takes ``step_loss(step)`` (the recipe draws step ``step``'s batch,
+    always the same for a step, so a resumed run continues exactly), averages the gradients
+    over the processes, clips them and steps the optimiser; metrics records of ``split`` (mean
+    loss, learning rate, gradient norm, dropped examples, seconds), ``validate(step)``'s record
+    and ``save(step)`` on the main process. Returns the last step."""
+    bar = Progress(schedule.steps, start, enabled=show_progress and world.main, unit=f"{split} step")
+    began = time.time()
+    step = start
+    try:
+        while step < schedule.steps:
+            model.train()
+            lr = warmup_cosine(step, schedule.steps, schedule.lr, schedule.warmup)
+            set_learning_rate(optimizer, lr)
+            optimizer.zero_grad()
+            result = step_loss(step)
+            result.share.backward()
+            average_gradients(model, world)
+            norm = nn.utils.clip_grad_norm_(model.parameters(), schedule.clip if schedule.clip else float("inf"))
+            optimizer.step()
+            step += 1
+            total, examples, dropped = sum_over_processes([result.total, result.examples, float(result.dropped)],
+                                                          world)
+            record = {"step": step, "loss": total / max(examples, 1e-12), "lr": lr, "grad_norm": round(float(norm), 3),
+                      "dropped": int(dropped), "time": round(time.time() - began, 1)}
+            bar.update(step, f"loss {record['loss']:.3f}")
+            last = step == schedule.steps
+            if step % schedule.log_every == 0 or last:
+                metrics.write({"split": split, **record})
+            if world.main and validate is not None and schedule.valid_every and (
+                    step % schedule.valid_every == 0 or last):
+                metrics.write({"split": "valid", "step": step, "time": round(time.time() - began, 1),
+                               **validate(step)})
+            if world.main and save is not None and schedule.checkpoint_every and (
+                    step % schedule.checkpoint_every == 0 or last):
+                save(step)
+    finally:
+        bar.close()
+    return step
 
 
 class MetricsLog:

@@ -20,7 +20,6 @@ loss is scaled so that the averaged gradient is the single-process one).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -215,52 +214,37 @@ def pretrain_loss(model: Reader, crops: Tensor, targets: Tensor,
 
 def pretrain(model: Reader, config: TrainConfig, train_digits: DigitSet, world: common.World,
              metrics: common.MetricsLog, show_progress: bool = True) -> None:
-    """``config.pretrain_steps`` steps of :func:`pretrain_loss` (Adam, warm-up + cosine decay)."""
+    """``config.pretrain_steps`` steps of :func:`pretrain_loss` (Adam, warm-up + cosine decay),
+    logged as the ``pretrain`` split."""
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    bar = common.Progress(config.pretrain_steps, enabled=show_progress and world.main, unit="pretrain step")
-    t0 = time.time()
-    model.train()
-    try:
-        for step in range(config.pretrain_steps):
-            rng = np.random.default_rng([config.seed, 1 << 30, step])
-            mine = slice(world.rank, None, world.size)
-            samples = sample_strings(train_digits, config.pretrain_batch, rng, config.generator)[mine]
-            rngs = [np.random.default_rng([config.seed, 1 << 30, step, i])
-                    for i in range(config.pretrain_batch)][mine]
-            crops, targets = pretrain_examples(model, samples, rngs)
-            garbage = float((targets == GARBAGE).sum())
-            counts = common.sum_over_processes([len(targets) - garbage, garbage], world)
-            common.set_learning_rate(optimizer, common.warmup_cosine(step, config.pretrain_steps, config.lr,
-                                                                     config.warmup))
-            optimizer.zero_grad()
-            # This process's share of the global loss: the mean of the processes' gradients, times
-            # their number, is the gradient of the global batch.
-            loss = pretrain_loss(model, crops, targets, (counts[0], counts[1])) * world.size
-            loss.backward()
-            common.average_gradients(model, world)
-            optimizer.step()
-            (value,) = common.mean_over_processes([float(loss.detach())], world)
-            bar.update(step + 1, f"loss {value:.3f}")
-            if (step + 1) % config.log_every == 0 or step + 1 == config.pretrain_steps:
-                metrics.write({"split": "pretrain", "step": step + 1, "loss": value,
-                               "time": round(time.time() - t0, 2)})
-    finally:
-        bar.close()
+
+    def step_loss(step: int) -> common.StepLoss:
+        rng = np.random.default_rng([config.seed, 1 << 30, step])
+        mine = slice(world.rank, None, world.size)
+        samples = sample_strings(train_digits, config.pretrain_batch, rng, config.generator)[mine]
+        rngs = [np.random.default_rng([config.seed, 1 << 30, step, i]) for i in range(config.pretrain_batch)][mine]
+        crops, targets = pretrain_examples(model, samples, rngs)
+        garbage = float((targets == GARBAGE).sum())
+        counts = common.sum_over_processes([len(targets) - garbage, garbage], world)
+        # The global batch's loss, its crops weighted as one batch (global counts): each process
+        # holds the part of its own crops, and the parts add up to it.
+        loss = pretrain_loss(model, crops, targets, (counts[0], counts[1]))
+        return common.StepLoss(loss * world.size, float(loss.detach()), 1.0 / world.size)
+
+    schedule = common.Schedule(config.pretrain_steps, config.lr, config.warmup, log_every=config.log_every)
+    common.run_training(model, optimizer, world, schedule, step_loss, metrics, split="pretrain",
+                        show_progress=show_progress)
 
 
 # ---------------------------------------------------------------------- the global training
-def batch_loss(model: nn.Module, config: TrainConfig, images: list[np.ndarray], labels: list[str],
-               global_batch: int, world_size: int) -> tuple[torch.Tensor, int]:
-    """This process's share of the global mean loss, and how many of its strings had an infinite loss."""
+def batch_loss(model: nn.Module, config: TrainConfig, images: list[np.ndarray], labels: list[str]) -> Tensor:
+    """Per-string losses ``[B]`` of the criterion (+inf where a string cannot be read)."""
     if config.criterion == "ctc":
         log_probs, lengths = model(images)
         targets = torch.tensor([x for s in labels for x in label_ids(s)], device=log_probs.device)
         target_lengths = torch.tensor([len(s) for s in labels], device=log_probs.device)
-        losses = ctc_loss(log_probs, targets, lengths, target_lengths)
-    else:
-        losses = sequence_loss(config.criterion, model(images).graphs, labels, config.margin)
-    finite = torch.isfinite(losses)
-    return losses[finite].sum() * world_size / global_batch, int((~finite).sum())
+        return ctc_loss(log_probs, targets, lengths, target_lengths)
+    return sequence_loss(config.criterion, model(images).graphs, labels, config.margin)
 
 
 def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
@@ -302,36 +286,24 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resum
 
     valid = make_strings(held_digits, config.valid_strings, seed=config.seed + 10_000,
                          config=replace(config.generator, distort=0.0))  # deformations train only
-    bar = common.Progress(config.steps, step, enabled=progress and world.main)
-    t0 = time.time()
+
+    def step_loss(step: int) -> common.StepLoss:
+        rng = np.random.default_rng([config.seed, step])
+        strings = sample_strings(train_digits, config.batch_size, rng, config.generator)[world.rank::world.size]
+        losses = batch_loss(model, config, [s.image for s in strings], [s.label for s in strings])
+        finite = torch.isfinite(losses)
+        kept = losses[finite]
+        return common.StepLoss(kept.sum() * world.size / config.batch_size, float(kept.detach().sum()),
+                               float(finite.sum()), int((~finite).sum()))
+
+    schedule = common.Schedule(config.steps, config.lr, config.warmup, log_every=config.log_every,
+                               valid_every=config.valid_every, checkpoint_every=config.checkpoint_every)
     try:
-        while step < config.steps:
-            model.train()
-            rng = np.random.default_rng([config.seed, step])
-            strings = sample_strings(train_digits, config.batch_size, rng, config.generator)[world.rank::world.size]
-            lr = learning_rate(config, step)
-            common.set_learning_rate(optimizer, lr)
-            optimizer.zero_grad()
-            loss, dropped = batch_loss(model, config, [s.image for s in strings], [s.label for s in strings],
-                                       config.batch_size, world.size)
-            loss.backward()
-            common.average_gradients(model, world)
-            optimizer.step()
-            step += 1
-            summed_loss, summed_dropped = common.sum_over_processes([float(loss.detach()), float(dropped)], world)
-            record = {"step": step, "loss": summed_loss / world.size, "lr": lr, "dropped": int(summed_dropped),
-                      "time": round(time.time() - t0, 2)}
-            bar.update(step, f"loss {record['loss']:.3f}")
-            if step % config.log_every == 0 or step == config.steps:
-                metrics.write({"split": "train", **record})
-            if world.main and (step % config.valid_every == 0 or step == config.steps):
-                result = evaluate_strings(model, valid, batch_size=32)
-                metrics.write({"split": "valid", "step": step, "time": round(time.time() - t0, 2),
-                               **result.summary()})
-            if world.main and (step % config.checkpoint_every == 0 or step == config.steps):
-                _save(ckpt_path, model, optimizer, step, model_config, config)
+        common.run_training(model, optimizer, world, schedule, step_loss, metrics, start=step,
+                            show_progress=progress,
+                            validate=lambda _: evaluate_strings(model, valid, batch_size=32).summary(),
+                            save=lambda done: _save(ckpt_path, model, optimizer, done, model_config, config))
     finally:
-        bar.close()
         metrics.close()
     common.leave_world(world)
     return ckpt_path

@@ -7,7 +7,6 @@ process ``r`` of ``N`` takes utterances ``r, r + N, ...`` of each batch (recipes
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from .. import common
 from .data import Utterance
@@ -191,47 +189,32 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utter
         common.broadcast_parameters(model, world)
 
     lengths = np.array([len(u.features) for u in train_set])
+
+    def step_loss(step: int) -> common.StepLoss:
+        indices = batch_for_step(lengths, config, step)[world.rank::world.size]
+        chosen = [train_set[i] for i in indices]
+        features = [u.features for u in chosen]
+        if config.augment:
+            features = [augment_features(f, np.random.default_rng([config.seed, step, int(i)]), config.freq_mask)
+                        for f, i in zip(features, indices)]
+        losses = model.losses(make_batch(features, [u.words for u in chosen], [u.utt_id for u in chosen], dev))
+        finite = torch.isfinite(losses)
+        kept = losses[finite]
+        return common.StepLoss(kept.sum() * world.size / config.batch_size, float(kept.detach().sum()),
+                               float(finite.sum()), int((~finite).sum()))
+
+    def save(step: int) -> None:
+        common.save_checkpoint(ckpt_path, checkpoint_state(model, optimizer, step, model_config, config, extra))
+
+    schedule = common.Schedule(config.steps, config.lr, config.warmup, config.clip, config.log_every,
+                               config.valid_every if valid_set else 0, config.checkpoint_every)
     metrics = common.MetricsLog(out / common.METRICS, enabled=world.main)
-    bar = common.Progress(config.steps, step, enabled=show_progress and world.main)
-    t0 = time.time()
     try:
-        while step < config.steps:
-            model.train()
-            indices = batch_for_step(lengths, config, step)[world.rank::world.size]
-            chosen = [train_set[i] for i in indices]
-            features = [u.features for u in chosen]
-            if config.augment:
-                features = [augment_features(f, np.random.default_rng([config.seed, step, int(i)]), config.freq_mask)
-                            for f, i in zip(features, indices)]
-            batch = make_batch(features, [u.words for u in chosen], [u.utt_id for u in chosen], dev)
-            lr = common.warmup_cosine(step, config.steps, config.lr, config.warmup)
-            common.set_learning_rate(optimizer, lr)
-            optimizer.zero_grad()
-            losses = model.losses(batch)
-            finite = torch.isfinite(losses)
-            # This process's share of the global mean: averaged gradients are the 1-process ones.
-            loss = losses[finite].sum() * world.size / config.batch_size
-            loss.backward()
-            common.average_gradients(model, world)
-            norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.clip))
-            optimizer.step()
-            step += 1
-            mean_loss, dropped = common.sum_over_processes(
-                [float(losses.detach()[finite].sum()), float((~finite).sum())], world)
-            record = {"step": step, "loss": mean_loss / max(1.0, config.batch_size - dropped), "lr": lr,
-                      "grad_norm": round(norm, 3), "dropped": int(dropped), "time": round(time.time() - t0, 1)}
-            bar.update(step, f"loss {record['loss']:.3f}")
-            if step % config.log_every == 0 or step == config.steps:
-                metrics.write({"split": "train", **record})
-            if world.main and valid_set and (step % config.valid_every == 0 or step == config.steps):
-                result = evaluate_model(model, valid_set, batch_size=32, device=dev)
-                metrics.write({"split": "valid", "step": step, "time": round(time.time() - t0, 1),
-                               **result.summary()})
-            if world.main and (step % config.checkpoint_every == 0 or step == config.steps):
-                common.save_checkpoint(ckpt_path, checkpoint_state(model, optimizer, step, model_config,
-                                                                   config, extra))
+        common.run_training(model, optimizer, world, schedule, step_loss, metrics, start=step,
+                            show_progress=show_progress,
+                            validate=lambda _: evaluate_model(model, valid_set, batch_size=32, device=dev).summary(),
+                            save=save)
     finally:
-        bar.close()
         metrics.close()
     common.leave_world(world)
     return ckpt_path
