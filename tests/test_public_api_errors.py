@@ -102,6 +102,9 @@ GOOD: Dict[str, Tuple[Callable[..., Any], tuple, dict]] = {
     "dense_score": (gtn.dense_score, (A, EM), dict(lengths=[4])),
     "dense_lattice": (gtn.dense_lattice, (A, EM), dict(lengths=[4], beam=5.0)),
     "intersect_dense": (gtn.intersect_dense, (A, EM), dict(lengths=[4], beam=5.0)),
+    "intersect_dense_searched": (gtn.intersect_dense, (A, EM), dict(lengths=[4], beam=5.0, search_beam=3.0,
+                                                                    max_active=4)),
+    "viterbi_align_searched": (gtn.viterbi_align, (A, EM), dict(lengths=[4], search_beam=3.0, max_active=4)),
     "viterbi_align": (gtn.viterbi_align, (A, EM), dict(lengths=[4])),
     "ctc_loss": (gtn.ctc_loss, (LP, torch.tensor([[1, 2]]), [5], [2]), dict(blank=0, reduction="mean")),
     "CTCLoss": (lambda *a, **k: gtn.CTCLoss(**k)(*a), (LP, torch.tensor([[1, 2]]), [5], [2]), dict(blank=0)),
@@ -195,8 +198,9 @@ TENSOR_NAMES = {"emissions", "log_probs", "logits", "logit_lengths", "encoder_ou
                 "start", "accept", "table", "path_or_file"}
 INT_NAMES = {"num_nodes", "k", "n", "node", "i", "s", "d", "blank", "num_labels", "num_states", "num_units", "word",
              "label_offset", "max_paths", "first_label", "num_frames", "max_arcs", "max_span", "num_pieces",
-             "max_symbols_per_frame", "s_range"}
-FLOAT_NAMES = {"weight", "beta", "beam", "tol", "delta", "margin", "gamma", "saturation", "start_weight"}
+             "max_symbols_per_frame", "s_range", "max_active"}
+FLOAT_NAMES = {"weight", "beta", "beam", "tol", "delta", "margin", "gamma", "saturation", "start_weight",
+               "search_beam"}
 STR_NAMES = {"semiring", "toward", "reduction", "by", "backend", "path_or_text_or_file", "source", "device"}
 
 META = torch.zeros(2, device="meta")

@@ -1,0 +1,220 @@
+"""Search-time pruning of dense intersection: frame-synchronous token passing (a Viterbi beam
+search) whose memory and time follow the *active* (graph node, frame) pairs, not the graph.
+
+At frame 0 the tokens are the graph's start nodes, scored by their start weights. From the
+tokens of frame ``t``, every arc ``a`` out of a token's node proposes a token at frame
+``t + 1`` on ``dst[a]`` scored ``score + weight[a] + emissions[b, t, ilabel[a]]``; a node's token
+keeps the best proposal (its back-pointer) and every proposing arc (the lattice). Then the
+frame is pruned: tokens scoring below the frame's best minus ``search_beam`` go, and of the
+rest at most ``max_active``, the best, stay. After the last frame, each token adds its node's
+final weight; the best is the answer, found by following back-pointers.
+
+Without pruning (``search_beam`` infinite, no ``max_active``) this is exactly the Viterbi
+search of :func:`~gtn_py.ops.dense.viterbi_align`, and the lattice is the full dense
+intersection (before trimming). The kernel runs on the CPU (numba), one sequence after another.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+_NEG_INF = -np.inf
+
+
+class SearchResult(NamedTuple):
+    """Tokens (lattice nodes), lattice arcs and the best path of each sequence, as numpy arrays."""
+
+    token_seq: np.ndarray    # [K] sequence of each token
+    token_frame: np.ndarray  # [K] frame (0 .. length) of each token
+    token_node: np.ndarray   # [K] graph node of each token
+    arc_src: np.ndarray      # [L] token each lattice arc leaves
+    arc_dst: np.ndarray      # [L] token it reaches (one frame later)
+    arc_id: np.ndarray       # [L] the graph arc it follows (its frame: token_frame[arc_src])
+    best_arcs: np.ndarray    # [B, T] graph arc of the best path at each frame (-1: beyond, or no path)
+    first: np.ndarray        # [B] first node of the best path (-1: no path)
+    last: np.ndarray         # [B] last node of the best path (-1: no path)
+    most_active: int         # the most tokens any frame kept
+
+
+@numba.njit(cache=True, nogil=True)
+def _grown(values: np.ndarray, size: int) -> np.ndarray:  # pragma: no cover - jitted
+    """``values`` with room for at least ``size`` entries (doubling)."""
+    if size <= values.shape[0]:
+        return values
+    bigger = np.empty(max(size, 2 * values.shape[0]), values.dtype)
+    bigger[:values.shape[0]] = values
+    return bigger
+
+
+@numba.njit(cache=True, nogil=True)
+def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, start, final, start_offsets, start_nodes,
+                   emissions, lengths, search_beam, max_active):  # pragma: no cover - jitted
+    num_seqs, num_frames = emissions.shape[0], emissions.shape[1]
+    num_nodes = start.shape[0]
+    slot = np.full(num_nodes, -1, np.int64)           # node -> candidate of the frame being built
+    tok_seq = np.empty(64, np.int64)
+    tok_frame = np.empty(64, np.int64)
+    tok_node = np.empty(64, np.int64)
+    tok_score = np.empty(64, np.float64)
+    tok_back = np.empty(64, np.int64)                 # best predecessor token (-1 at frame 0)
+    tok_arc = np.empty(64, np.int64)                  # the arc from it
+    lat_src = np.empty(64, np.int64)
+    lat_dst = np.empty(64, np.int64)
+    lat_arc = np.empty(64, np.int64)
+    cand_node = np.empty(64, np.int64)
+    cand_score = np.empty(64, np.float64)
+    cand_back = np.empty(64, np.int64)
+    cand_arc = np.empty(64, np.int64)
+    prop_src = np.empty(64, np.int64)                 # proposals: (token, candidate, arc)
+    prop_cand = np.empty(64, np.int64)
+    prop_arc = np.empty(64, np.int64)
+    best_arcs = np.full((num_seqs, num_frames), -1, np.int64)
+    first = np.full(num_seqs, -1, np.int64)
+    last = np.full(num_seqs, -1, np.int64)
+    num_tok = 0
+    num_lat = 0
+    most_active = 0
+    for b in range(num_seqs):
+        num_cand = 0
+        num_prop = 0
+        for k in range(start_offsets[b], start_offsets[b + 1]):
+            n = start_nodes[k]
+            cand_node = _grown(cand_node, num_cand + 1)
+            cand_score = _grown(cand_score, num_cand + 1)
+            cand_back = _grown(cand_back, num_cand + 1)
+            cand_arc = _grown(cand_arc, num_cand + 1)
+            cand_node[num_cand] = n
+            cand_score[num_cand] = start[n]
+            cand_back[num_cand] = -1
+            cand_arc[num_cand] = -1
+            num_cand += 1
+        frame_first = num_tok
+        for t in range(lengths[b] + 1):
+            # Prune the candidates of frame t, keep the survivors as tokens, and their arcs.
+            best = _NEG_INF
+            for c in range(num_cand):
+                if cand_score[c] > best:
+                    best = cand_score[c]
+            floor = best - search_beam
+            keep = np.zeros(num_cand, np.bool_)
+            kept = 0
+            for c in range(num_cand):
+                if cand_score[c] > _NEG_INF and cand_score[c] >= floor:
+                    keep[c] = True
+                    kept += 1
+            if max_active > 0 and kept > max_active:
+                order = np.argsort(-cand_score[:num_cand], kind="mergesort")
+                keep[:] = False
+                for i in range(max_active):
+                    c = order[i]
+                    if cand_score[c] > _NEG_INF and cand_score[c] >= floor:
+                        keep[c] = True
+                kept = max_active
+            most_active = max(most_active, kept)
+            token_of = np.full(num_cand, -1, np.int64)
+            frame_first = num_tok
+            for c in range(num_cand):
+                slot[cand_node[c]] = -1
+                if not keep[c]:
+                    continue
+                tok_seq = _grown(tok_seq, num_tok + 1)
+                tok_frame = _grown(tok_frame, num_tok + 1)
+                tok_node = _grown(tok_node, num_tok + 1)
+                tok_score = _grown(tok_score, num_tok + 1)
+                tok_back = _grown(tok_back, num_tok + 1)
+                tok_arc = _grown(tok_arc, num_tok + 1)
+                tok_seq[num_tok] = b
+                tok_frame[num_tok] = t
+                tok_node[num_tok] = cand_node[c]
+                tok_score[num_tok] = cand_score[c]
+                tok_back[num_tok] = cand_back[c]
+                tok_arc[num_tok] = cand_arc[c]
+                token_of[c] = num_tok
+                num_tok += 1
+            for p in range(num_prop):
+                d = token_of[prop_cand[p]]
+                if d >= 0:
+                    lat_src = _grown(lat_src, num_lat + 1)
+                    lat_dst = _grown(lat_dst, num_lat + 1)
+                    lat_arc = _grown(lat_arc, num_lat + 1)
+                    lat_src[num_lat] = prop_src[p]
+                    lat_dst[num_lat] = d
+                    lat_arc[num_lat] = prop_arc[p]
+                    num_lat += 1
+            if t == lengths[b]:
+                break
+            # Expand the tokens of frame t into the candidates of frame t + 1.
+            num_cand = 0
+            num_prop = 0
+            for tok in range(frame_first, num_tok):
+                n = tok_node[tok]
+                for k in range(out_offsets[n], out_offsets[n + 1]):
+                    a = out_arcs[k]
+                    score = tok_score[tok] + weight[a] + emissions[b, t, ilabel[a]]
+                    if not score > _NEG_INF:
+                        continue
+                    d = dst[a]
+                    c = slot[d]
+                    if c < 0:
+                        cand_node = _grown(cand_node, num_cand + 1)
+                        cand_score = _grown(cand_score, num_cand + 1)
+                        cand_back = _grown(cand_back, num_cand + 1)
+                        cand_arc = _grown(cand_arc, num_cand + 1)
+                        c = num_cand
+                        slot[d] = c
+                        cand_node[c] = d
+                        cand_score[c] = score
+                        cand_back[c] = tok
+                        cand_arc[c] = a
+                        num_cand += 1
+                    elif score > cand_score[c]:
+                        cand_score[c] = score
+                        cand_back[c] = tok
+                        cand_arc[c] = a
+                    prop_src = _grown(prop_src, num_prop + 1)
+                    prop_cand = _grown(prop_cand, num_prop + 1)
+                    prop_arc = _grown(prop_arc, num_prop + 1)
+                    prop_src[num_prop] = tok
+                    prop_cand[num_prop] = c
+                    prop_arc[num_prop] = a
+                    num_prop += 1
+        # The best token of the last frame, with its final weight; back-pointers give the path.
+        best = _NEG_INF
+        end = -1
+        for tok in range(frame_first, num_tok):
+            if tok_frame[tok] == lengths[b]:
+                score = tok_score[tok] + final[tok_node[tok]]
+                if score > best:
+                    best = score
+                    end = tok
+        if end >= 0:
+            last[b] = tok_node[end]
+            tok = end
+            while tok_back[tok] >= 0:
+                best_arcs[b, tok_frame[tok] - 1] = tok_arc[tok]
+                tok = tok_back[tok]
+            first[b] = tok_node[tok]
+    return (tok_seq[:num_tok], tok_frame[:num_tok], tok_node[:num_tok], lat_src[:num_lat], lat_dst[:num_lat],
+            lat_arc[:num_lat], best_arcs, first, last, most_active)
+
+
+def token_passing(src: np.ndarray, dst: np.ndarray, ilabel: np.ndarray, weight: np.ndarray, start: np.ndarray,
+                  final: np.ndarray, node_seq: np.ndarray, emissions: np.ndarray, lengths: np.ndarray,
+                  search_beam: float, max_active: int) -> SearchResult:
+    """Run the search (see the module documentation) over a batch graph given by numpy arrays
+    (weights float64; ``node_seq``: each node's sequence) and emissions ``[B, T, V]``;
+    ``max_active`` 0: no limit."""
+    num_nodes = start.shape[0]
+    out_arcs = np.argsort(src, kind="stable").astype(np.int64)
+    out_offsets = np.zeros(num_nodes + 1, np.int64)
+    np.cumsum(np.bincount(src, minlength=num_nodes), out=out_offsets[1:])
+    starts = np.flatnonzero(start > _NEG_INF)
+    starts = starts[np.argsort(node_seq[starts], kind="stable")].astype(np.int64)
+    start_offsets = np.zeros(emissions.shape[0] + 1, np.int64)
+    np.cumsum(np.bincount(node_seq[starts], minlength=emissions.shape[0]), out=start_offsets[1:])
+    return SearchResult(*_token_passing(out_offsets, out_arcs, dst.astype(np.int64), ilabel.astype(np.int64),
+                                        weight, start, final, start_offsets, starts, emissions,
+                                        lengths.astype(np.int64), float(search_beam), int(max_active)))
