@@ -1025,7 +1025,7 @@ def _searched_lattice(inputs: _Inputs, found: SearchResult, beam: float | None) 
                                  to_device(renumber[found.arc_dst[keep_arc]]), g.ilabel[arc_map], g.olabel[arc_map],
                                  arc_weights, start_weights, final_weights,
                                  node_graph=None if single else seq_t, num_graphs=1 if single else num_seqs)
-    if beam is not None and lattice.num_arcs:
+    if beam is not None and lattice.num_nodes:
         # Output beam: the arcs on a path within ``beam`` of the best, by Viterbi scores both ways.
         with torch.no_grad():
             alpha = shortest_distance(lattice.detach(), "tropical")
