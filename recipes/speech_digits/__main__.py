@@ -189,7 +189,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         raise InputError("--by groups whole utterances; it does not apply to the isolated words of --segmenter")
     groups = _groups(args.transcripts, args.by) if args.by else {}
     checkpoints = _checkpoints(args)
-    model, state = load_model(checkpoints, args.device, args.warps)
+    model, state = load_model(checkpoints, args.device, args.warps, _reading_options(args))
     utterances = _inputs(args)
     if args.segmenter:
         segmenter, _ = load_model(args.segmenter, args.device)
@@ -232,7 +232,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
-    model, _ = load_model(_checkpoints(args), args.device, args.warps)
+    model, _ = load_model(_checkpoints(args), args.device, args.warps, _reading_options(args))
     utterances = _inputs(args)
     hyps = decode_features(model, [u.features for u in utterances], args.batch_size, args.device,
                            show_progress=not args.quiet)
@@ -294,6 +294,15 @@ def _factors(text: str) -> tuple[float, ...]:
     return factors
 
 
+def _reading_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--option`` of evaluate and decode: settings of the checkpoint's model kind that change how
+    it reads (an RNN-T's ``beam``), checked against that kind."""
+    if not args.option:
+        return {}
+    kind = model_config_of(_checkpoints(args)[0], common.load_checkpoint(_checkpoints(args)[0])).kind
+    return model_options(kind, args.option)
+
+
 def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:
     p.add_argument("--checkpoint", action="append", default=[],
                    help="a checkpoint written by train (or export); repeat it to recognise with a committee of "
@@ -302,6 +311,8 @@ def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:
     p.add_argument("--warps", type=_factors, default=(), metavar="A,B,...",
                    help="score the input as vocal tracts scaled by each factor would give it (1: as given) "
                         "and average the frame scores (test-time augmentation; e.g. 0.85,0.92,1,1.08,1.17,1.27,1.38)")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a reading setting of the model's kind, e.g. beam=8 for an RNN-T (see train --help)")
     p.add_argument("--input", required=True, type=Path, help="folder of .wav (any rate) or Sphinx .mfc files")
     if transcripts:
         p.add_argument("--transcripts", required=True, help="lines 'one two three (utterance-id)'")

@@ -137,15 +137,19 @@ def model_config_of(path: str | Path, state: Mapping[str, Any]) -> ModelConfig:
 
 
 def load_model(path: str | Path | Sequence[str | Path], device: torch.device | str = "cpu",
-               warps: Sequence[float] = ()) -> tuple[Recognizer, dict[str, Any]]:
+               warps: Sequence[float] = (), options: Mapping[str, Any] | None = None
+               ) -> tuple[Recognizer, dict[str, Any]]:
     """A model from a checkpoint written by :func:`train`, and the checkpoint. Several checkpoints
     (CTC or hybrid models of one kind), or vocal tract ``warps`` of the input to average over, make
-    a :class:`~.models.Committee`; the state returned is the first one's."""
+    a :class:`~.models.Committee`; the state returned is the first one's. ``options`` replace
+    settings of the checkpoints' model kind for reading (e.g. an RNN-T's ``beam``)."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     models, states = [], []
     for p in paths:
         state = common.load_checkpoint(p, device)
-        model = build_model(model_config_of(p, state)).to(device)
+        config = model_config_of(p, state)
+        config.options = {**config.options, **(options or {})}
+        model = build_model(config).to(device)
         common.load_weights(model, state["model"], str(p), "the model its config describes")
         model.eval()
         models.append(model)
