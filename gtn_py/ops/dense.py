@@ -978,7 +978,8 @@ def _margin(value: float | None, name: str) -> float | None:
     return number
 
 
-def _search(inputs: _Inputs, search_beam: float | None, max_active: int | None) -> SearchResult:
+def _search(inputs: _Inputs, search_beam: float | None, max_active: int | None,
+            keep_lattice: bool = True) -> SearchResult:
     """Token passing with search-time pruning (:mod:`.search`) on CPU copies of the inputs."""
     g, emissions, lens, _, _ = inputs
     if max_active is not None:
@@ -996,7 +997,7 @@ def _search(inputs: _Inputs, search_beam: float | None, max_active: int | None) 
     as_float64 = lambda t: host(t).astype(np.float64)  # noqa: E731
     return token_passing(host(g.src), host(g.dst), host(g.ilabel), as_float64(g.weights), as_float64(g.start_weights),
                          as_float64(g.final_weights), host(node_seq), host(detached), host(lens),
-                         float("inf") if search_beam is None else search_beam, max_active or 0)
+                         float("inf") if search_beam is None else search_beam, max_active or 0, keep_lattice)
 
 
 def _searched_lattice(inputs: _Inputs, found: SearchResult, beam: float | None) -> DenseLattice:
@@ -1147,7 +1148,7 @@ def viterbi_align(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
     num_seqs, num_frames, _ = emissions.shape
     weights, start, final = g.weights, g.start_weights, g.final_weights
     if search_beam is not None or max_active is not None:
-        searched = _search(inputs, search_beam, max_active)
+        searched = _search(inputs, search_beam, max_active, keep_lattice=False)
         device = emissions.device
         arcs = torch.from_numpy(searched.best_arcs).to(device)
         first, last = torch.from_numpy(searched.first).to(device), torch.from_numpy(searched.last).to(device)

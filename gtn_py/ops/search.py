@@ -3,7 +3,8 @@ search) whose memory and time follow the *active* (graph node, frame) pairs, not
 
 At frame 0 the tokens are the graph's start nodes, scored by their start weights. From the
 tokens of frame ``t``, every arc ``a`` out of a token's node proposes a token at frame
-``t + 1`` on ``dst[a]`` scored ``score + weight[a] + emissions[b, t, ilabel[a]]``; a node's token
+``t + 1`` on ``dst[a]`` scored ``score + weight[a] + emissions[b, t, ilabel[a]]``, unless it is
+already more than ``search_beam`` below the best proposal of the frame so far; a node's token
 keeps the best proposal (its back-pointer) and every proposing arc (the lattice). Then the
 frame is pruned: tokens scoring below the frame's best minus ``search_beam`` go, and of the
 rest at most ``max_active``, the best, stay. After the last frame, each token adds its node's
@@ -51,7 +52,7 @@ def _grown(values: np.ndarray, size: int) -> np.ndarray:  # pragma: no cover - j
 
 @numba.njit(cache=True, nogil=True)
 def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, start, final, start_offsets, start_nodes,
-                   emissions, lengths, search_beam, max_active):  # pragma: no cover - jitted
+                   emissions, lengths, search_beam, max_active, keep_lattice):  # pragma: no cover - jitted
     num_seqs, num_frames = emissions.shape[0], emissions.shape[1]
     num_nodes = start.shape[0]
     slot = np.full(num_nodes, -1, np.int64)           # node -> candidate of the frame being built
@@ -146,16 +147,20 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, start, final, sta
                     num_lat += 1
             if t == lengths[b]:
                 break
-            # Expand the tokens of frame t into the candidates of frame t + 1.
+            # Expand the tokens of frame t into the candidates of frame t + 1. A proposal more
+            # than the beam below the best one so far can never be kept: it is dropped at once.
             num_cand = 0
             num_prop = 0
+            running_best = _NEG_INF
             for tok in range(frame_first, num_tok):
                 n = tok_node[tok]
                 for k in range(out_offsets[n], out_offsets[n + 1]):
                     a = out_arcs[k]
                     score = tok_score[tok] + weight[a] + emissions[b, t, ilabel[a]]
-                    if not score > _NEG_INF:
+                    if not score > _NEG_INF or score < running_best - search_beam:
                         continue
+                    if score > running_best:
+                        running_best = score
                     d = dst[a]
                     c = slot[d]
                     if c < 0:
@@ -174,13 +179,14 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, start, final, sta
                         cand_score[c] = score
                         cand_back[c] = tok
                         cand_arc[c] = a
-                    prop_src = _grown(prop_src, num_prop + 1)
-                    prop_cand = _grown(prop_cand, num_prop + 1)
-                    prop_arc = _grown(prop_arc, num_prop + 1)
-                    prop_src[num_prop] = tok
-                    prop_cand[num_prop] = c
-                    prop_arc[num_prop] = a
-                    num_prop += 1
+                    if keep_lattice:
+                        prop_src = _grown(prop_src, num_prop + 1)
+                        prop_cand = _grown(prop_cand, num_prop + 1)
+                        prop_arc = _grown(prop_arc, num_prop + 1)
+                        prop_src[num_prop] = tok
+                        prop_cand[num_prop] = c
+                        prop_arc[num_prop] = a
+                        num_prop += 1
         # The best token of the last frame, with its final weight; back-pointers give the path.
         best = _NEG_INF
         end = -1
@@ -203,10 +209,11 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, start, final, sta
 
 def token_passing(src: np.ndarray, dst: np.ndarray, ilabel: np.ndarray, weight: np.ndarray, start: np.ndarray,
                   final: np.ndarray, node_seq: np.ndarray, emissions: np.ndarray, lengths: np.ndarray,
-                  search_beam: float, max_active: int) -> SearchResult:
+                  search_beam: float, max_active: int, keep_lattice: bool = True) -> SearchResult:
     """Run the search (see the module documentation) over a batch graph given by numpy arrays
     (weights float64; ``node_seq``: each node's sequence) and emissions ``[B, T, V]``;
-    ``max_active`` 0: no limit."""
+    ``max_active`` 0: no limit; without ``keep_lattice`` only the best paths are found (no
+    lattice arcs are recorded)."""
     num_nodes = start.shape[0]
     out_arcs = np.argsort(src, kind="stable").astype(np.int64)
     out_offsets = np.zeros(num_nodes + 1, np.int64)
@@ -217,4 +224,5 @@ def token_passing(src: np.ndarray, dst: np.ndarray, ilabel: np.ndarray, weight: 
     np.cumsum(np.bincount(node_seq[starts], minlength=emissions.shape[0]), out=start_offsets[1:])
     return SearchResult(*_token_passing(out_offsets, out_arcs, dst.astype(np.int64), ilabel.astype(np.int64),
                                         weight, start, final, start_offsets, starts, emissions,
-                                        lengths.astype(np.int64), float(search_beam), int(max_active)))
+                                        lengths.astype(np.int64), float(search_beam), int(max_active),
+                                        bool(keep_lattice)))
