@@ -516,6 +516,35 @@ def run_command(command: Callable[[argparse.Namespace], Any], args: argparse.Nam
         raise CommandRefused(message) from None
 
 
+# ---------------------------------------------------------------------- the checkpoint verbs
+def export_command(args: argparse.Namespace) -> None:
+    """``export``: a reading copy (float16 weights and the configs, no optimizer state)."""
+    save_checkpoint(args.out, reading_copy(load_checkpoint(args.checkpoint)))
+    print(f"written: {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB, float16 weights for reading and --init)")
+
+
+def average_command(args: argparse.Namespace) -> None:
+    """``average``: one checkpoint of the mean weights of several of one model config."""
+    save_checkpoint(args.out, average_checkpoints(args.checkpoint))
+    print(f"written: {args.out} (the mean of {len(args.checkpoint)} checkpoints' weights)")
+
+
+def add_checkpoint_commands(commands: Any) -> None:
+    """The ``export`` and ``average`` verbs, the same in every recipe (``commands``: the
+    subparsers; each verb's function is ``func``)."""
+    p = commands.add_parser("export", help="a reading copy of a checkpoint: float16 weights and configs, no "
+                                           "optimizer state (for evaluate, decode and --init; a few MB)")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by train or average")
+    p.add_argument("--out", required=True, type=Path, help="the reading copy")
+    p.set_defaults(func=export_command)
+    p = commands.add_parser("average", help="average the weights of runs fine-tuned from one ancestor "
+                                            "(a model soup: one model, read at one model's cost)")
+    p.add_argument("--checkpoint", required=True, action="append",
+                   help="a checkpoint written by train (repeat it; all of one model config)")
+    p.add_argument("--out", required=True, type=Path, help="the averaged checkpoint (for evaluate, decode, --init)")
+    p.set_defaults(func=average_command)
+
+
 # ---------------------------------------------------------------------- progress
 class Progress:
     """A dependency-free progress bar on stderr (one line per update when not a terminal, at most

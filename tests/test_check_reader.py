@@ -354,7 +354,7 @@ def test_two_process_gloo_run_matches_one_process(tmp_path):
 
 def test_cli_evaluate_and_decode(tmp_path, capsys):
     cli(["train", "--out", str(tmp_path), *TRAIN_ARGS])
-    cli(["make-data", "--out", str(tmp_path / "test.npz"), "--count", "6", "--min-digits", "2", "--max-digits", "3"])
+    cli(["prepare", "--out", str(tmp_path / "test.npz"), "--count", "6", "--min-digits", "2", "--max-digits", "3"])
     cli(["evaluate", "--checkpoint", str(tmp_path / CHECKPOINT), "--data", str(tmp_path / "test.npz")])
     printed = capsys.readouterr().out
     assert "string accuracy" in printed and "reject" in printed
@@ -437,7 +437,7 @@ def test_committee_reads_with_the_mean_of_its_members_scores(tmp_path, capsys, d
     with torch.no_grad():
         want = (members[0](images).span_scores + members[1](images).span_scores) / 2
         torch.testing.assert_close(committee(images).span_scores, want)
-    cli(["make-data", "--out", str(tmp_path / "test.npz"), "--count", "4", "--min-digits", "2", "--max-digits", "3"])
+    cli(["prepare", "--out", str(tmp_path / "test.npz"), "--count", "4", "--min-digits", "2", "--max-digits", "3"])
     cli(["evaluate", "--checkpoint", str(paths[0]), "--checkpoint", str(paths[1]), "--data", str(tmp_path / "test.npz"),
          "--out", str(tmp_path / "committee.json")])
     assert json.loads((tmp_path / "committee.json").read_text())["checkpoint"] == " ".join(map(str, paths))
@@ -480,7 +480,7 @@ def test_views_read_each_crop_as_given_and_as_training_would_deform_it(tmp_path,
         Views(scorer, 0)
     # evaluate --views: the reading records them
     cli(["train", "--out", str(tmp_path), *TRAIN_ARGS])
-    cli(["make-data", "--out", str(tmp_path / "test.npz"), "--count", "4", "--min-digits", "2", "--max-digits", "3"])
+    cli(["prepare", "--out", str(tmp_path / "test.npz"), "--count", "4", "--min-digits", "2", "--max-digits", "3"])
     cli(["evaluate", "--checkpoint", str(tmp_path / CHECKPOINT), "--data", str(tmp_path / "test.npz"), "--views", "3",
          "--out", str(tmp_path / "views.json")])
     assert json.loads((tmp_path / "views.json").read_text())["views"] == 3

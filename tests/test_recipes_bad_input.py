@@ -213,7 +213,7 @@ def test_the_default_threshold_is_the_measured_one_in_the_readme():
 def test_check_reader_user_errors_are_one_line(tmp_path, capsys, tiny_reader, strings):
     ckpt = str(tiny_reader)
     err = error_of(check_reader, ["evaluate", "--checkpoint", ckpt, "--data", str(tmp_path / "valid.npz")], capsys)
-    assert "no such file" in err and "make-data" in err
+    assert "no such file" in err and "prepare" in err
     assert "no such checkpoint file" in error_of(
         check_reader, ["decode", "--checkpoint", str(tmp_path / "none.pt"), str(strings)], capsys)
     (tmp_path / "photo.png").write_text("not an image")
@@ -231,7 +231,7 @@ def test_check_reader_user_errors_are_one_line(tmp_path, capsys, tiny_reader, st
     assert "not a check reader's checkpoint" in error_of(
         check_reader, ["decode", "--checkpoint", str(_speech_like(tmp_path)), str(strings)], capsys)
     assert "--min-digits 5 is more than --max-digits 3" in error_of(
-        check_reader, ["make-data", "--out", str(tmp_path / "x.npz"), "--min-digits", "5", "--max-digits", "3"], capsys)
+        check_reader, ["prepare", "--out", str(tmp_path / "x.npz"), "--min-digits", "5", "--max-digits", "3"], capsys)
     with pytest.raises(SystemExit) as stopped:  # argparse's own refusals exit with status 2 too
         check_reader(["decode", "--checkpoint", ckpt, "--grammar", "length:6-4", str(strings)])
     assert stopped.value.code == 2 and "MIN <= MAX" in capsys.readouterr().err

@@ -63,7 +63,7 @@ def run_folder(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     cli(["train", "--out", str(run), "--steps", "3", "--batch-size", "4", "--max-digits", "3", "--channels", "4", "8",
          "--hidden", "16", "--valid-every", "1", "--valid-strings", "4", "--quiet"])
-    cli(["make-data", "--out", str(run / "test.npz"), "--count", "12", "--min-digits", "2", "--max-digits", "4"])
+    cli(["prepare", "--out", str(run / "test.npz"), "--count", "12", "--min-digits", "2", "--max-digits", "4"])
     cli(["evaluate", "--checkpoint", str(run / "checkpoint.pt"), "--data", str(run / "test.npz")])
     return run
 

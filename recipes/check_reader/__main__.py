@@ -1,4 +1,4 @@
-"""python -m recipes.check_reader {train,evaluate,decode,export,make-data,demo,report} ...
+"""python -m recipes.check_reader {train,evaluate,decode,export,average,prepare,demo,report} ...
 
 Reads handwritten digit strings by segmentation with a graph transformer network (LeCun,
 Bottou, Bengio, Haffner 1998), trained end to end through the segmentation graph.
@@ -234,12 +234,7 @@ def cmd_decode(args: argparse.Namespace) -> None:
         bar.close()
 
 
-def cmd_export(args: argparse.Namespace) -> None:
-    common.save_checkpoint(args.out, common.reading_copy(common.load_checkpoint(args.checkpoint)))
-    print(f"written: {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB, float16 weights for reading and --init)")
-
-
-def cmd_make_data(args: argparse.Namespace) -> None:
+def cmd_prepare(args: argparse.Namespace) -> None:
     if args.min_digits > args.max_digits:
         raise InputError(f"--min-digits {args.min_digits} is more than --max-digits {args.max_digits}")
     config = TrainConfig(split_seed=args.split_seed, digits=args.digits, held_out=args.held_out)
@@ -264,7 +259,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"== 1. the shipped committee ({len(SHIPPED_COMMITTEE)} readers) reads {args.strings} fresh strings of "
           "4-6 held-out digits")
     data = out / "fresh_4to6.npz"
-    cmd_make_data(argparse.Namespace(split_seed=0, digits="", held_out=TrainConfig().held_out, split="held-out",
+    cmd_prepare(argparse.Namespace(split_seed=0, digits="", held_out=TrainConfig().held_out, split="held-out",
                                      min_digits=4, max_digits=6, count=args.strings, data_seed=args.data_seed,
                                      out=str(data)))
     evaluation = out / "committee_evaluation.json"
@@ -366,12 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reading_options(p)
     p.set_defaults(func=cmd_decode)
 
-    p = sub.add_parser("export", help="a reading copy of a checkpoint: float16 weights, no optimizer state")
-    p.add_argument("--checkpoint", required=True, help="checkpoint written by train")
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_export)
+    common.add_checkpoint_commands(sub)
 
-    p = sub.add_parser("make-data", help="write a string set .npz from the digit set")
+    p = sub.add_parser("prepare", help="write a string set .npz from the digit set")
     p.add_argument("--out", required=True)
     p.add_argument("--count", type=_positive_int, default=1000)
     p.add_argument("--split", choices=("held-out", "train"), default="held-out")
@@ -381,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split-seed", type=int, default=0, help="seed of the digit split (as in train)")
     p.add_argument("--digits", default="")
     p.add_argument("--held-out", type=float, default=TrainConfig().held_out)
-    p.set_defaults(func=cmd_make_data)
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("demo", help="the shipped committee on fresh strings, then a short training run "
                                      "(what `make demo` runs)")

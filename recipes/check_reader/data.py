@@ -263,9 +263,9 @@ def _member(data: np.lib.npyio.NpzFile, path: Path, name: str) -> np.ndarray:
 
 def load_strings(path: str | Path) -> StringSet:
     """Read a string set; ``labels`` is optional (decode needs none). Raises :class:`InputError`
-    for a missing file or one that is not a string set (``make-data`` writes them)."""
+    for a missing file or one that is not a string set (``prepare`` writes them)."""
     path = Path(path)
-    what = "a string set .npz: images uint8 [N, 28, W], widths, labels; `make-data` writes one"
+    what = "a string set .npz: images uint8 [N, 28, W], widths, labels; `prepare` writes one"
     with _open_npz(path, what) as data:
         images = _member(data, path, "images")
         if images.ndim != 3 or images.shape[1] != HEIGHT or images.shape[0] == 0 or images.shape[2] == 0:

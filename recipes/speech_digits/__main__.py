@@ -1,7 +1,7 @@
-"""python -m recipes.speech_digits {prepare,train,evaluate,decode,average,export} ...
+"""python -m recipes.speech_digits {prepare,train,evaluate,decode,export,average} ...
 
-Connected spoken digits recognised three ways through gtn_py graphs: word-level CTC, an HMM/NN
-hybrid and DTW templates (see README_RECIPES.md, "Speech digits").
+Connected spoken digits recognised four ways through gtn_py graphs: word-level CTC, an HMM/NN
+hybrid, an RNN-T and DTW templates (see README_RECIPES.md, "Speech digits").
 """
 
 from __future__ import annotations
@@ -323,17 +323,6 @@ def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def cmd_average(args: argparse.Namespace) -> None:
-    state = common.average_checkpoints(args.checkpoint)
-    common.save_checkpoint(args.out, state)
-    print(f"written: {args.out} (the mean of {len(args.checkpoint)} checkpoints' weights)")
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    common.save_checkpoint(args.out, common.reading_copy(common.load_checkpoint(args.checkpoint)))
-    print(f"written: {args.out} ({Path(args.out).stat().st_size / 1e6:.1f} MB, float16 weights for reading and --init)")
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m recipes.speech_digits", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -348,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="N random espeak-ng voice variants join the training voices, in each training accent "
                         "(a corpus of its own, ROOT/v1-seedS-genN; the test split is unchanged; at most 238 with "
                         "espeak-ng 1.51's 109 English voices, since espeak-ng lists at most 347)")
-    p.set_defaults(run=cmd_prepare)
+    p.set_defaults(func=cmd_prepare)
 
     p = commands.add_parser("train", help="train a model (torchrun --nproc_per_node=N for data parallelism)")
     p.add_argument("--out", required=True, help="run folder: checkpoint.pt and metrics.jsonl go here")
@@ -357,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_options(p)
-    p.set_defaults(run=cmd_train)
+    p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("evaluate", help="word and sentence error rates of a folder with transcripts")
     _add_input_options(p, transcripts=True)
@@ -368,30 +357,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--by", default="", metavar="COLUMN",
                    help="also error rates per value of this column of the utterances.tsv beside the "
                         "transcripts (e.g. voice, snr_db)")
-    p.set_defaults(run=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("decode", help="print the words recognised in each file of a folder")
     _add_input_options(p, transcripts=False)
     p.add_argument("--viz", default="", help="folder for a report of the decoded alignments")
-    p.set_defaults(run=cmd_decode)
+    p.set_defaults(func=cmd_decode)
 
-    p = commands.add_parser("average", help="average the weights of runs fine-tuned from one ancestor "
-                                            "(a model soup: one model, read at one model's cost)")
-    p.add_argument("--checkpoint", required=True, action="append",
-                   help="a checkpoint written by train (repeat it; all of one model config)")
-    p.add_argument("--out", required=True, type=Path, help="the averaged checkpoint (for evaluate, decode, --init)")
-    p.set_defaults(run=cmd_average)
-
-    p = commands.add_parser("export", help="a reading copy of a checkpoint: float16 weights and configs, no "
-                                           "optimizer state (for evaluate, decode and --init; a few MB)")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by train or average")
-    p.add_argument("--out", required=True, type=Path,
-                   help="the reading copy (e.g. recipes/speech_digits/shipped/NAME.pt)")
-    p.set_defaults(run=cmd_export)
+    common.add_checkpoint_commands(commands)
 
     args = common.show_defaults(parser).parse_args(argv)
     common.set_threads(getattr(args, "threads", 0))
-    common.run_command(args.run, args)
+    common.run_command(args.func, args)
 
 
 if __name__ == "__main__":
