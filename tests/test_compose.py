@@ -322,11 +322,68 @@ def test_determinize_batch_matches_each_graph():
 
 
 def test_determinize_errors():
-    loop = Graph.from_arcs(1, [0], [0], [1], start=[0], accept=[0])
-    with pytest.raises(gtn_py.CyclicGraphError):
-        determinize(loop)
-    with pytest.raises(InvalidGraphError, match="acceptor"):
-        determinize(gtn_py.string_graph([1], [2]))
+    # a* read as 1 per a along one path and 2 per a along the other: no finite deterministic equivalent
+    twins_fail = Graph.from_arcs(3, [0, 0, 1, 2], [1, 2, 1, 2], [1, 1, 1, 1], weights=[0.0, 0.0, -1.0, -2.0],
+                                 start=[0], accept=[1, 2])
+    with pytest.raises(InvalidGraphError, match="stopped at 500 states: this cyclic graph is most likely not "
+                                                "determinizable"):
+        determinize(twins_fail, "tropical", max_states=500)
+    with pytest.raises(gtn_py.ArgumentValueError, match="max_states is 0"):
+        determinize(twins_fail, max_states=0)
+
+
+def pair_deterministic(g: Graph) -> bool:
+    triples = list(zip(g.src.tolist(), g.ilabel.tolist(), g.olabel.tolist()))
+    return len(triples) == len(set(triples)) and (0, 0) not in {(i, o) for _, i, o in triples}
+
+
+@settings(max_examples=60, deadline=None)
+@given(graphs(max_nodes=4, max_arcs=7, num_labels=2, acceptor=True, acyclic=False, epsilons=False),
+       st.sampled_from(SEMIRINGS))
+def test_determinize_cyclic_graphs_or_say_they_cannot_be(g, semiring):
+    """A cyclic acceptor is determinized (every string up to 5 labels keeps its total) or refused
+    with the not-determinizable error; never a run without end."""
+    try:
+        out = determinize(g, semiring, max_states=300)
+    except InvalidGraphError as error:
+        assert "not determinizable" in str(error)
+        return
+    assert out.is_acceptor and is_deterministic(out)
+    assert_relations_close(relation(out, semiring, max_arcs=5), relation(g, semiring, max_arcs=5))
+
+
+def test_determinize_cyclic_graphs_as_openfst_does():
+    """Determinizable cyclic acceptors: the relation and the state and arc counts of OpenFst's."""
+    cases = [
+        Graph.from_arcs(1, [0], [0], [1], weights=[-0.5], start=[0], accept=[0], dtype=torch.float64),
+        # two paths into equal-weight cycles (the twins property holds), then different exits
+        Graph.from_arcs(4, [0, 0, 1, 2, 1, 2], [1, 2, 1, 2, 3, 3], [1, 1, 2, 2, 3, 4],
+                        weights=[-0.25, -1.0, -0.5, -0.5, -0.1, -0.3], start=[0], accept=[3], dtype=torch.float64),
+        Graph.from_arcs(3, [0, 1, 1, 2, 2], [1, 2, 0, 0, 2], [1, 2, 1, 1, 2], weights=[-1, -2, -0.5, -0.25, -3],
+                        start=[0], accept=[0, 2], dtype=torch.float64),
+    ]
+    for g in cases:
+        for semiring in SEMIRINGS:
+            f = to_fst(g, semiring)
+            f.set_start(0)  # the one start node, start weight 0: no super-start state
+            f.delete_arcs(g.num_nodes)
+            f.connect()
+            theirs = pywrapfst.determinize(f)
+            ours = determinize(g, semiring)
+            assert (ours.num_nodes, ours.num_arcs) == (theirs.num_states(), sum(1 for s in theirs.states()
+                                                                                 for _ in theirs.arcs(s)))
+            assert_relations_close(relation(ours, semiring, max_arcs=6), relation(from_fst(theirs), semiring,
+                                                                                   max_arcs=6))
+
+
+@settings(max_examples=40, deadline=None)
+@given(graphs(max_nodes=5, max_arcs=8, num_labels=2), st.sampled_from(SEMIRINGS))
+def test_determinize_transducers_over_label_pairs(g, semiring):
+    """Acyclic transducers (epsilons included): deterministic over (input, output) pairs, the
+    relation kept, as OpenFst's encode / determinize / decode."""
+    out = determinize(g, semiring)
+    assert pair_deterministic(out)
+    assert_relations_close(relation(out, semiring), relation(g, semiring))
 
 
 @pytest.mark.parametrize("semiring", SEMIRINGS)

@@ -32,11 +32,11 @@ import torch
 from torch import Tensor
 
 from ..errors import CyclicGraphError, InvalidGraphError, LabelError, WeightError
-from ..graph import EPSILON, NEG_INF, Graph, as_graph, as_integer, check_compatible, gather, subgraph
+from ..graph import EPSILON, NEG_INF, Graph, as_count, as_graph, as_integer, check_compatible, gather, subgraph
 from ..semiring import Semiring, get_semiring, kernel_plus
 from .shortest import _depths, _path_distances, push
 from .structure import connect
-from .traverse import is_acyclic, reachable, useful_nodes
+from .traverse import reachable, useful_nodes
 
 # ---------------------------------------------------------------------- numba helpers
 
@@ -587,14 +587,17 @@ def _insert_chained(keys, values, same_hash, slot, h, item):  # pragma: no cover
 @numba.njit(cache=True, nogil=True)
 def _determinize_kernel(off: np.ndarray, label: np.ndarray, dst: np.ndarray, arc_id: np.ndarray,
                         weights: np.ndarray, start_nodes: np.ndarray, start_res: np.ndarray,
-                        start_off: np.ndarray, kernel_id: int, beta: float):  # pragma: no cover - jitted
+                        start_off: np.ndarray, kernel_id: int, beta: float,
+                        max_states: np.int64):  # pragma: no cover - jitted
     """Weighted subset construction on detached (float64) weights.
 
     A state is a subset of ``(node, residual)`` entries, sorted by node; ``start_off`` cuts
     the initial entries into one start subset per graph. Returns the entries (node, residual,
     offsets per state), each state's BFS depth, the arcs ``(src, dst, label, creates dst)``,
     and the bookkeeping to recompute weights differentiably: slots ``(arc, entry of dst)``
-    and contributions ``(slot, parent entry, input arc)``.
+    and contributions ``(slot, parent entry, input arc)``; and whether it finished (False: it
+    stopped on reaching ``max_states`` states, as it would never end on a cyclic graph that is
+    not determinizable).
     """
     ent_node = np.empty(max(16, start_nodes.shape[0]), np.int64)
     ent_res = np.empty(max(16, start_nodes.shape[0]), np.float64)
@@ -610,7 +613,9 @@ def _determinize_kernel(off: np.ndarray, label: np.ndarray, dst: np.ndarray, arc
     num_states = num_entries = num_arcs = num_slots = num_contrib = 0
     moves = np.empty((16, 4), np.int64)    # (label, dst node, parent entry, input arc)
     for s in range(start_off.shape[0] - 1):
-        # Start subsets are distinct states (one per graph), never merged.
+        # One start subset per graph (subsets of different graphs never meet: their nodes
+        # differ); in the table, so that a cycle can come back to it.
+        first = num_entries
         for i in range(start_off[s], start_off[s + 1]):
             if num_entries == ent_node.shape[0]:
                 ent_node = _grow(ent_node.reshape(-1, 1)).reshape(-1)
@@ -618,6 +623,7 @@ def _determinize_kernel(off: np.ndarray, label: np.ndarray, dst: np.ndarray, arc
                 ent_level = _grow(ent_level.reshape(-1, 1)).reshape(-1)
             ent_node[num_entries] = start_nodes[i]
             ent_res[num_entries] = start_res[i]
+            ent_level[num_entries] = np.int64(np.round(start_res[i] / RESIDUAL_QUANTUM))
             num_entries += 1
         if num_states + 1 >= state_off.shape[0]:
             state_off = _grow(state_off.reshape(-1, 1)).reshape(-1)
@@ -625,10 +631,14 @@ def _determinize_kernel(off: np.ndarray, label: np.ndarray, dst: np.ndarray, arc
             same_hash = _grow(same_hash.reshape(-1, 1)).reshape(-1)
         depth[num_states] = 0
         same_hash[num_states] = -1
+        h = _subset_hash(ent_node[first:num_entries], ent_level[first:num_entries])
+        keys, values = _insert_chained(keys, values, same_hash, _hash_slot(keys, h), h, num_states)
         num_states += 1
         state_off[num_states] = num_entries
     head = 0
     while head < num_states:
+        if num_states > max_states:
+            break
         num_moves = 0
         for e in range(state_off[head], state_off[head + 1]):
             q = ent_node[e]
@@ -724,33 +734,47 @@ def _determinize_kernel(off: np.ndarray, label: np.ndarray, dst: np.ndarray, arc
             i = group_end
         head += 1
     return (ent_node[:num_entries], state_off[:num_states + 1], depth[:num_states], arcs[:num_arcs],
-            slots[:num_slots], contrib[:num_contrib])
+            slots[:num_slots], contrib[:num_contrib], head == num_states)
 
 
-def determinize(g: Graph, semiring: str | Semiring = "tropical") -> Graph:
-    """An equivalent deterministic acceptor: no two arcs out of a node share a label, and no
+DETERMINIZE_MAX_STATES = 1_000_000  # default bound: past it, a graph is taken as not determinizable
+
+
+def determinize(g: Graph, semiring: str | Semiring = "tropical", max_states: int = DETERMINIZE_MAX_STATES) -> Graph:
+    """An equivalent deterministic graph: no two arcs out of a node share a label, and no
     epsilons; each string keeps its total score in ``semiring`` (tropical: its best path's
     score, log: the sum over its paths). Input with epsilons goes through
-    :func:`remove_epsilon` first.
+    :func:`remove_epsilon` first. A transducer is determinized over its (input, output) label
+    pairs, as OpenFst's encode / determinize / decode does: no two arcs out of a node share a
+    pair (an arc reading epsilon and writing ``x`` is a symbol of its own).
 
     Weighted subset construction: a state is a set of ``(node, residual)`` entries. The
     construction decides the structure on detached weights (subsets whose residuals agree
     to ``RESIDUAL_QUANTUM`` are one state); the weights are then recomputed with torch ops
     along the same construction (each state's residuals from the arc that created it), so
-    the result is differentiable in ``g``'s arc and start weights (final weights too). Needs
-    an acyclic acceptor (after trimming): a cyclic one raises :class:`CyclicGraphError`
-    (not every cyclic graph is determinizable, and the construction would never end).
+    the result is differentiable in ``g``'s arc and start weights (final weights too).
+
+    Cyclic graphs are determinized when they can be (the twins property: two paths with the
+    same labels into cycles with the same labels have cycles of equal weight); one that cannot
+    has no finite deterministic equivalent, and the construction stops at ``max_states``
+    states with an :class:`InvalidGraphError` saying so, instead of running without end.
     """
     g = as_graph(g)
     sr = get_semiring(semiring)
+    limit = as_count(max_states, "max_states", least=1)
     if not g.is_acceptor:
-        bad = int((g.ilabel != g.olabel).nonzero()[0, 0])
-        raise InvalidGraphError(f"determinize needs an acceptor, but arc {bad} has ilabel "
-                                f"{int(g.ilabel[bad])} != olabel {int(g.olabel[bad])}")
+        pairs, code = torch.unique(torch.stack([g.ilabel, g.olabel], 1), dim=0, return_inverse=True)
+        # Code 0 stays epsilon: (0, 0) sorts first when present.
+        has_epsilon = bool(((pairs[:1, 0] == EPSILON) & (pairs[:1, 1] == EPSILON)).any())
+        labels = code + (0 if has_epsilon else 1)
+        decoded = torch.cat([pairs.new_zeros(0 if has_epsilon else 1, 2), pairs])
+        out = determinize(Graph.from_tensors(g.src, g.dst, labels, labels, g.weights, g.start_weights,
+                                             g.final_weights, node_graph=g.node_graph if g.is_batch else None,
+                                             num_graphs=g.num_graphs), sr, limit)
+        return Graph.from_tensors(out.src, out.dst, decoded[out.ilabel, 0], decoded[out.ilabel, 1], out.weights,
+                                  out.start_weights, out.final_weights,
+                                  node_graph=out.node_graph if out.is_batch else None, num_graphs=out.num_graphs)
     g = remove_epsilon(g, sr) if bool((g.ilabel == EPSILON).any()) else connect(g)
-    if not is_acyclic(g):
-        raise CyclicGraphError("determinize needs an acyclic graph (after trimming useless nodes): "
-                               "cyclic graphs need not be determinizable")
     device = g.device
     to_device = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
     # Start subsets, one per graph of the batch: residual = start weight - the graph's total.
@@ -767,9 +791,14 @@ def determinize(g: Graph, semiring: str | Semiring = "tropical") -> Graph:
     start_res = start_w - start_total[start_graph]
 
     off, label, _, dst, arc_id = _sorted_arcs(g, g.ilabel, g.olabel)
-    entries, state_off, depth, arcs, slots, contrib = _determinize_kernel(
+    entries, state_off, depth, arcs, slots, contrib, finished = _determinize_kernel(
         off, label, dst, arc_id, g.weights.detach().cpu().double().numpy(), start_nodes.cpu().numpy(),
-        start_res.detach().cpu().double().numpy(), start_off, sr.kernel_id, sr.beta)
+        start_res.detach().cpu().double().numpy(), start_off, sr.kernel_id, sr.beta, np.int64(limit))
+    if not finished:
+        raise InvalidGraphError(
+            f"determinize stopped at {limit} states: this cyclic graph is most likely not determinizable (two "
+            "paths with the same labels reach cycles with the same labels but different weights, so no finite "
+            "deterministic graph is equivalent); if it is, raise max_states")
 
     # Differentiable weights, level by level (a state's residuals come from the arc that
     # created it, whose source is one level up).
