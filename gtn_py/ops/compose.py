@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import CyclicGraphError, InvalidGraphError, LabelError, WeightError
+from ..errors import InvalidGraphError, LabelError, WeightError
 from ..graph import EPSILON, NEG_INF, Graph, as_count, as_graph, as_integer, check_compatible, gather, subgraph
 from ..semiring import Semiring, get_semiring, kernel_plus
 from .shortest import _depths, _path_distances, push
@@ -897,6 +897,59 @@ def _merge_kernel(order: np.ndarray, graph: np.ndarray, final_level: np.ndarray,
     return state_class, representative[:num_classes]
 
 
+@numba.njit(cache=True, nogil=True)
+def _refine_kernel(previous: np.ndarray, graph: np.ndarray, final_level: np.ndarray, off: np.ndarray,
+                   label: np.ndarray, level: np.ndarray, dst: np.ndarray):  # pragma: no cover - jitted
+    """One round of Moore's partition refinement (for cyclic automata): the class of each state
+    from its class in ``previous`` and its out-arcs (label, quantized weight, ``previous`` class
+    of the destination), by hash-consing with full comparison. Returns the classes and each
+    class's representative (its first state)."""
+    num_states = graph.shape[0]
+    state_class = np.full(num_states, -1, np.int64)
+    representative = np.empty(num_states, np.int64)
+    same_hash = np.empty(num_states, np.int64)
+    keys = np.full(64, -1, np.int64)
+    values = np.empty(64, np.int64)
+    num_classes = 0
+    for q in range(num_states):
+        b, e = off[q], off[q + 1]
+        dst_classes = previous[dst[b:e]]
+        h = _signature_hash(graph[q] * np.int64(1000003) ^ previous[q], final_level[q], label[b:e], level[b:e],
+                            dst_classes)
+        slot = _hash_slot(keys, h)
+        target = -1
+        c = values[slot] if keys[slot] != -1 else -1
+        while c != -1 and target == -1:
+            r = representative[c]
+            rb, re = off[r], off[r + 1]
+            if (previous[r] == previous[q] and re - rb == e - b and np.all(label[rb:re] == label[b:e])
+                    and np.all(level[rb:re] == level[b:e]) and np.all(previous[dst[rb:re]] == dst_classes)):
+                target = c
+            c = same_hash[c]
+        if target == -1:
+            target = num_classes
+            representative[target] = q
+            keys, values = _insert_chained(keys, values, same_hash, slot, h, target)
+            num_classes += 1
+        state_class[q] = target
+    return state_class, representative[:num_classes]
+
+
+def _moore_classes(graph: np.ndarray, final_level: np.ndarray, off: np.ndarray, label: np.ndarray,
+                   level: np.ndarray, dst: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Classes of equivalent states of a deterministic (possibly cyclic) acceptor: refine the
+    partition by (graph, final weight) until no round splits a class (at most one round per
+    state)."""
+    _, start = np.unique(np.stack([graph, final_level], 1), axis=0, return_inverse=True)
+    state_class = start.reshape(-1).astype(np.int64)
+    count = int(state_class.max(initial=-1)) + 1
+    while True:
+        state_class, representative = _refine_kernel(state_class, graph, final_level, off, label, level, dst)
+        if representative.shape[0] == count:
+            return state_class, representative
+        count = representative.shape[0]
+
+
 def _quantize(values: np.ndarray, delta: float) -> np.ndarray:
     """Quantization levels as OpenFst's ``Quantize`` (``floor(w / delta + 0.5)``), as the bit
     patterns of the float levels (exact, and -inf stays distinct); ``+ 0.0`` makes -0 be 0."""
@@ -926,15 +979,16 @@ def minimize(g: Graph, semiring: str | Semiring = "tropical", delta: float = MIN
     keeps its score), as OpenFst's ``fstminimize`` of a weighted acceptor.
 
     ``g`` must be a deterministic acceptor (one start node per graph, no epsilons, no two
-    arcs out of a node with one label: :func:`determinize` makes one) and acyclic after
-    trimming. Nodes on no successful path, and arcs of weight -inf, are removed first.
+    arcs out of a node with one label: :func:`determinize` makes one), acyclic or cyclic.
+    Nodes on no successful path, and arcs of weight -inf, are removed first.
 
     Weights are pushed towards the start in ``semiring``: with ``beta(q)`` the total over
     ``q``'s suffixes, an arc ``p -> q`` gets ``w + beta(q) - beta(p)``, an accept node
     ``q`` the final weight ``final(q) - beta(q)`` and the start node ``start + beta``.
-    Then equivalent states are merged bottom-up (Revuz's algorithm for acyclic automata,
-    with hash-consing): states are equivalent iff their pushed final weights and their
-    out-arcs (label, pushed weight, class of the destination) agree, weights compared
+    Then equivalent states are merged, bottom-up on an acyclic graph (Revuz's algorithm, with
+    hash-consing), by Moore's partition refinement on a cyclic one: states are equivalent
+    iff their pushed final weights and their out-arcs (label, pushed weight, class of the
+    destination) agree, weights compared
     after quantization to ``delta`` (``floor(w / delta + 0.5)``, OpenFst's ``Quantize``;
     OpenFst's default delta is 1e-6, too fine for float32 weights). The merge is decided
     on a detached float64 copy of the weights (on the CPU, once per call); each class
@@ -944,10 +998,10 @@ def minimize(g: Graph, semiring: str | Semiring = "tropical", delta: float = MIN
     the same function as ``forward_score(g)``.
 
     Batches are minimized graph by graph (states of different graphs never merge) and
-    keep their layout. The result's states are in topological order (by decreasing
-    height, then by ``g``'s order) and its arcs sorted by source and label. Raises
-    :class:`InvalidGraphError` on a transducer or a non-deterministic acceptor and
-    :class:`CyclicGraphError` on a cyclic one.
+    keep their layout. The result's states are in topological order when acyclic (by
+    decreasing height, then by ``g``'s order; cyclic: in ``g``'s order) and its arcs sorted by
+    source and label. Raises :class:`InvalidGraphError` on a transducer or a
+    non-deterministic acceptor.
     """
     g = as_graph(g)
     sr = get_semiring(semiring)
@@ -969,21 +1023,25 @@ def minimize(g: Graph, semiring: str | Semiring = "tropical", delta: float = MIN
     node_id = np.flatnonzero(useful_nodes(g))  # ids in the caller's graph of the kept nodes
     g = subgraph(g, torch.from_numpy(node_id).to(g.device))
     src, dst = g.src.cpu().numpy(), g.dst.cpu().numpy()
-    height = _depths(g.num_nodes, dst, src)  # longest distance to a leaf (leaves accept)
-    if g.num_nodes and height[0] < 0:
-        raise CyclicGraphError("minimize supports only acyclic graphs (after trimming useless nodes)")
+    height = _depths(g.num_nodes, dst, src)  # longest distance to a leaf (leaves accept); -1: cyclic
     off, label, _, sorted_dst, arc_id = _sorted_arcs(g, g.ilabel, g.olabel)
     _check_deterministic(g, off, label, node_id)
 
     # Structure on detached float64 copies; weights differentiably on g's device.
     host = push(g.detach().to("cpu", torch.float64), sr)
-    state_class, representative = _merge_kernel(
-        np.argsort(height, kind="stable"), g.node_graph.cpu().numpy(),
-        _quantize(host.final_weights.numpy(), delta), off, label,
-        _quantize(host.weights.numpy()[arc_id], delta), sorted_dst)
+    node_graph = g.node_graph.cpu().numpy()
+    final_level = _quantize(host.final_weights.numpy(), delta)
+    arc_level = _quantize(host.weights.numpy()[arc_id], delta)
+    cyclic = g.num_nodes > 0 and height[0] < 0
+    if cyclic:
+        state_class, representative = _moore_classes(node_graph, final_level, off, label, arc_level, sorted_dst)
+        height = np.zeros(g.num_nodes, np.int64)  # classes in g's order of their first states
+    else:
+        state_class, representative = _merge_kernel(np.argsort(height, kind="stable"), node_graph, final_level,
+                                                    off, label, arc_level, sorted_dst)
 
-    # Classes in topological order: by graph, then decreasing height, then g's node order.
-    layout = np.lexsort((representative, -height[representative], g.node_graph.cpu().numpy()[representative]))
+    # Classes by graph, then (acyclic) in topological order: decreasing height; then g's node order.
+    layout = np.lexsort((representative, -height[representative], node_graph[representative]))
     representative = representative[layout]
     renumber = np.empty(layout.shape[0], np.int64)
     renumber[layout] = np.arange(layout.shape[0])
