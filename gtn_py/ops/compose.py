@@ -737,6 +737,21 @@ def _determinize_kernel(off: np.ndarray, label: np.ndarray, dst: np.ndarray, arc
             slots[:num_slots], contrib[:num_contrib], head == num_states)
 
 
+def _encode_pairs(g: Graph) -> Tuple[Graph, Tensor]:
+    """A transducer as an acceptor over its (input, output) label pairs (OpenFst's encode):
+    each pair a label, (epsilon, epsilon) staying epsilon; and the pairs ``[K, 2]`` by label."""
+    pairs, code = torch.unique(torch.stack([g.ilabel, g.olabel], 1), dim=0, return_inverse=True)
+    has_epsilon = bool(((pairs[:1, 0] == EPSILON) & (pairs[:1, 1] == EPSILON)).any())  # sorts first
+    labels = code.reshape(-1) + (0 if has_epsilon else 1)
+    table = torch.cat([pairs.new_zeros(0 if has_epsilon else 1, 2), pairs])
+    return g.replace(ilabel=labels, olabel=labels), table
+
+
+def _decode_pairs(g: Graph, pairs: Tensor) -> Graph:
+    """The transducer of an acceptor over label pairs (OpenFst's decode)."""
+    return g.replace(ilabel=pairs[g.ilabel, 0], olabel=pairs[g.ilabel, 1])
+
+
 DETERMINIZE_MAX_STATES = 1_000_000  # default bound: past it, a graph is taken as not determinizable
 
 
@@ -763,17 +778,8 @@ def determinize(g: Graph, semiring: str | Semiring = "tropical", max_states: int
     sr = get_semiring(semiring)
     limit = as_count(max_states, "max_states", least=1)
     if not g.is_acceptor:
-        pairs, code = torch.unique(torch.stack([g.ilabel, g.olabel], 1), dim=0, return_inverse=True)
-        # Code 0 stays epsilon: (0, 0) sorts first when present.
-        has_epsilon = bool(((pairs[:1, 0] == EPSILON) & (pairs[:1, 1] == EPSILON)).any())
-        labels = code + (0 if has_epsilon else 1)
-        decoded = torch.cat([pairs.new_zeros(0 if has_epsilon else 1, 2), pairs])
-        out = determinize(Graph.from_tensors(g.src, g.dst, labels, labels, g.weights, g.start_weights,
-                                             g.final_weights, node_graph=g.node_graph if g.is_batch else None,
-                                             num_graphs=g.num_graphs), sr, limit)
-        return Graph.from_tensors(out.src, out.dst, decoded[out.ilabel, 0], decoded[out.ilabel, 1], out.weights,
-                                  out.start_weights, out.final_weights,
-                                  node_graph=out.node_graph if out.is_batch else None, num_graphs=out.num_graphs)
+        encoded, pairs = _encode_pairs(g)
+        return _decode_pairs(determinize(encoded, sr, limit), pairs)
     g = remove_epsilon(g, sr) if bool((g.ilabel == EPSILON).any()) else connect(g)
     device = g.device
     to_device = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
@@ -976,7 +982,8 @@ def _check_deterministic(g: Graph, off: np.ndarray, label: np.ndarray, node_id: 
 
 def minimize(g: Graph, semiring: str | Semiring = "tropical", delta: float = MINIMIZE_DELTA) -> Graph:
     """The minimal deterministic acceptor equivalent to ``g`` in ``semiring`` (each string
-    keeps its score), as OpenFst's ``fstminimize`` of a weighted acceptor.
+    keeps its score), as OpenFst's ``fstminimize`` of a weighted acceptor. A transducer is
+    minimized over its (input, output) label pairs (OpenFst's encode / minimize / decode).
 
     ``g`` must be a deterministic acceptor (one start node per graph, no epsilons, no two
     arcs out of a node with one label: :func:`determinize` makes one), acyclic or cyclic.
@@ -1000,17 +1007,15 @@ def minimize(g: Graph, semiring: str | Semiring = "tropical", delta: float = MIN
     Batches are minimized graph by graph (states of different graphs never merge) and
     keep their layout. The result's states are in topological order when acyclic (by
     decreasing height, then by ``g``'s order; cyclic: in ``g``'s order) and its arcs sorted by
-    source and label. Raises :class:`InvalidGraphError` on a transducer or a
-    non-deterministic acceptor.
+    source and label. Raises :class:`InvalidGraphError` on a non-deterministic graph.
     """
     g = as_graph(g)
     sr = get_semiring(semiring)
     if not isinstance(delta, (int, float)) or not delta > 0:
         raise WeightError(f"minimize's quantization delta must be > 0, got {delta}")
     if not g.is_acceptor:
-        bad = int((g.ilabel != g.olabel).nonzero()[0, 0])
-        raise InvalidGraphError(f"minimize needs an acceptor, but arc {bad} has ilabel "
-                                f"{int(g.ilabel[bad])} != olabel {int(g.olabel[bad])}")
+        encoded, pairs = _encode_pairs(g)
+        return _decode_pairs(minimize(encoded, sr, delta), pairs)
     if bool((g.ilabel == EPSILON).any()):
         bad = int((g.ilabel == EPSILON).nonzero()[0, 0])
         raise InvalidGraphError(f"minimize needs a deterministic acceptor, but node {int(g.src[bad])} has an "
