@@ -593,8 +593,8 @@ def _determinize_kernel(off: np.ndarray, label: np.ndarray, dst: np.ndarray, arc
 
     A state is a subset of ``(node, residual)`` entries, sorted by node; ``start_off`` cuts
     the initial entries into one start subset per graph. Returns the entries (node, residual,
-    offsets per state), each state's BFS depth, the arcs ``(src, dst, label, creates dst)``,
-    and the bookkeeping to recompute weights differentiably: slots ``(arc, entry of dst)``
+    offsets per state), each state's BFS depth, the arcs ``(src, dst, label, creates dst)`` and
+    their weights, and the bookkeeping to recompute weights differentiably: slots ``(arc, entry of dst)``
     and contributions ``(slot, parent entry, input arc)``; and whether it finished (False: it
     stopped on reaching ``max_states`` states, as it would never end on a cyclic graph that is
     not determinizable).
@@ -605,6 +605,7 @@ def _determinize_kernel(off: np.ndarray, label: np.ndarray, dst: np.ndarray, arc
     state_off = np.zeros(16, np.int64)
     depth = np.zeros(16, np.int64)
     arcs = np.empty((16, 4), np.int64)
+    arc_total = np.empty(16, np.float64)  # each arc's weight (the detached one)
     slots = np.empty((16, 2), np.int64)
     contrib = np.empty((16, 3), np.int64)
     keys = np.full(64, -1, np.int64)      # hash table: subset hash -> first state with it
@@ -709,6 +710,8 @@ def _determinize_kernel(off: np.ndarray, label: np.ndarray, dst: np.ndarray, arc
                 state_off[num_states] = num_entries
             if num_arcs == arcs.shape[0]:
                 arcs = _grow(arcs)
+                arc_total = _grow(arc_total.reshape(-1, 1)).reshape(-1)
+            arc_total[num_arcs] = total
             arcs[num_arcs, 0] = head
             arcs[num_arcs, 1] = target
             arcs[num_arcs, 2] = x
@@ -733,14 +736,21 @@ def _determinize_kernel(off: np.ndarray, label: np.ndarray, dst: np.ndarray, arc
             num_arcs += 1
             i = group_end
         head += 1
-    return (ent_node[:num_entries], state_off[:num_states + 1], depth[:num_states], arcs[:num_arcs],
-            slots[:num_slots], contrib[:num_contrib], head == num_states)
+    return (ent_node[:num_entries], ent_res[:num_entries], state_off[:num_states + 1], depth[:num_states],
+            arcs[:num_arcs], arc_total[:num_arcs], slots[:num_slots], contrib[:num_contrib], head == num_states)
 
 
 def _encode_pairs(g: Graph) -> Tuple[Graph, Tensor]:
     """A transducer as an acceptor over its (input, output) label pairs (OpenFst's encode):
     each pair a label, (epsilon, epsilon) staying epsilon; and the pairs ``[K, 2]`` by label."""
-    pairs, code = torch.unique(torch.stack([g.ilabel, g.olabel], 1), dim=0, return_inverse=True)
+    width = int(g.olabel.max()) + 1 if g.num_arcs else 1
+    if g.num_arcs and int(g.ilabel.min()) >= 0 and int(g.olabel.min()) >= 0 and \
+            int(g.ilabel.max()) < (1 << 62) // width:
+        # One integer key per pair: a 1-D unique (a sort), far faster than unique over rows.
+        keys, code = torch.unique(g.ilabel * width + g.olabel, return_inverse=True)
+        pairs = torch.stack([keys // width, keys % width], 1)
+    else:
+        pairs, code = torch.unique(torch.stack([g.ilabel, g.olabel], 1), dim=0, return_inverse=True)
     has_epsilon = bool(((pairs[:1, 0] == EPSILON) & (pairs[:1, 1] == EPSILON)).any())  # sorts first
     labels = code.reshape(-1) + (0 if has_epsilon else 1)
     table = torch.cat([pairs.new_zeros(0 if has_epsilon else 1, 2), pairs])
@@ -797,7 +807,7 @@ def determinize(g: Graph, semiring: str | Semiring = "tropical", max_states: int
     start_res = start_w - start_total[start_graph]
 
     off, label, _, dst, arc_id = _sorted_arcs(g, g.ilabel, g.olabel)
-    entries, state_off, depth, arcs, slots, contrib, finished = _determinize_kernel(
+    entries, entry_residual, state_off, depth, arcs, arc_weight, slots, contrib, finished = _determinize_kernel(
         off, label, dst, arc_id, g.weights.detach().cpu().double().numpy(), start_nodes.cpu().numpy(),
         start_res.detach().cpu().double().numpy(), start_off, sr.kernel_id, sr.beta, np.int64(limit))
     if not finished:
@@ -806,17 +816,39 @@ def determinize(g: Graph, semiring: str | Semiring = "tropical", max_states: int
             "paths with the same labels reach cycles with the same labels but different weights, so no finite "
             "deterministic graph is equivalent); if it is, raise max_states")
 
-    # Differentiable weights, level by level (a state's residuals come from the arc that
-    # created it, whose source is one level up).
     num_states = depth.shape[0]
     entry_state = np.repeat(np.arange(num_states), np.diff(state_off))
-    residual = g.weights.new_zeros(entries.shape[0])
+    arcs_d = to_device(arcs)
+    if g.weights.requires_grad or g.start_weights.requires_grad or g.final_weights.requires_grad:
+        weights, residual = _determinized_weights(g, sr, start_res, arcs_d, depth, arcs, to_device(slots), slots,
+                                                  to_device(contrib), contrib, entries.shape[0])
+    else:  # no gradient wanted: the kernel's own (float64) weights
+        weights, residual = to_device(arc_weight).to(g.dtype), to_device(entry_residual).to(g.dtype)
+        residual[: start_res.shape[0]] = start_res
+    entries_d, entry_state_d = to_device(entries), to_device(entry_state)
+    final = sr.segment_plus(residual + g.final_weights[entries_d], entry_state_d, num_states)
+    state_graph = g.node_graph[entries_d[to_device(state_off[:-1])]] if num_states else entries_d
+    start = torch.full((num_states,), NEG_INF, dtype=g.dtype, device=device)
+    start[: graphs_with_start.shape[0]] = start_total[graphs_with_start]
+    out = Graph.from_tensors(arcs_d[:, 0], arcs_d[:, 1], arcs_d[:, 2], arcs_d[:, 2], weights, start, final,
+                              node_graph=state_graph if g.is_batch else None, num_graphs=g.num_graphs)
+    if g.is_batch:  # keep each graph's states together, as Graph.batch lays them out
+        out = subgraph(out, torch.argsort(state_graph, stable=True))
+    return out
+
+
+def _determinized_weights(g: Graph, sr: Semiring, start_res: Tensor, arcs_d: Tensor, depth: np.ndarray,
+                          arcs: np.ndarray, slots_d: Tensor, slots: np.ndarray, contrib_d: Tensor,
+                          contrib: np.ndarray, num_entries: int) -> Tuple[Tensor, Tensor]:
+    """The determinized arcs' weights and the subsets' residuals recomputed differentiably,
+    level by level (a state's residuals come from the arc that created it, whose source is one
+    level up)."""
+    residual = g.weights.new_zeros(num_entries)
     residual[: start_res.shape[0]] = start_res
     weights = g.weights.new_zeros(arcs.shape[0])
     arc_level = depth[arcs[:, 0]]
     slot_level = arc_level[slots[:, 0]]
     contrib_level = slot_level[contrib[:, 0]]
-    slots_d, contrib_d, arcs_d = to_device(slots), to_device(contrib), to_device(arcs)
     for level in range(int(depth.max(initial=0)) + 1):
         a0, a1 = np.searchsorted(arc_level, [level, level + 1])
         s0, s1 = np.searchsorted(slot_level, [level, level + 1])
@@ -831,16 +863,7 @@ def determinize(g: Graph, semiring: str | Semiring = "tropical", max_states: int
         weights[a0:a1] = arc_total
         creating = arcs_d[slot_arc, 3] == 1
         residual[slots_d[s0:s1, 1][creating]] = (slot_value - arc_total[slot_arc - a0])[creating]
-    entries_d, entry_state_d = to_device(entries), to_device(entry_state)
-    final = sr.segment_plus(residual + g.final_weights[entries_d], entry_state_d, num_states)
-    state_graph = g.node_graph[entries_d[to_device(state_off[:-1])]] if num_states else entries_d
-    start = torch.full((num_states,), NEG_INF, dtype=g.dtype, device=device)
-    start[: graphs_with_start.shape[0]] = start_total[graphs_with_start]
-    out = Graph.from_tensors(arcs_d[:, 0], arcs_d[:, 1], arcs_d[:, 2], arcs_d[:, 2], weights, start, final,
-                              node_graph=state_graph if g.is_batch else None, num_graphs=g.num_graphs)
-    if g.is_batch:  # keep each graph's states together, as Graph.batch lays them out
-        out = subgraph(out, torch.argsort(state_graph, stable=True))
-    return out
+    return weights, residual
 
 
 # ---------------------------------------------------------------------- minimization
