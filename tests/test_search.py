@@ -42,18 +42,24 @@ def reference(g: gtn.Graph, emissions: torch.Tensor, search_beam: float, max_act
     tokens = {n: w for n, w in enumerate(g.start_weights.tolist()) if w > NEG_INF}
     kept = []
 
-    def prune(candidates):
-        if not candidates:
+    final = g.final_weights.tolist()
+
+    def prune(candidates, last):
+        """At the last frame tokens are ranked with their final weights."""
+        rank = {n: s + (final[n] if last else 0.0) for n, s in candidates.items()}
+        rank = {n: r for n, r in rank.items() if r > NEG_INF}
+        if not rank:
             return {}
-        best = max(candidates.values())
-        alive = sorted(((s, n) for n, s in candidates.items() if s >= best - search_beam), reverse=True)
+        best = max(rank.values())
+        alive = sorted(((r, n) for n, r in rank.items() if r >= best - search_beam), reverse=True)
         if max_active is not None:
             alive = alive[:max_active]
-        return {n: s for s, n in alive}
+        return {n: candidates[n] for _, n in alive}
 
-    tokens = prune(tokens)
+    frames = emissions.shape[1]
+    tokens = prune(tokens, frames == 0)
     kept.append(tokens)
-    for t in range(emissions.shape[1]):
+    for t in range(frames):
         candidates: dict[int, float] = {}
         for n, s in tokens.items():
             for src, dst, label, w in arcs:
@@ -61,9 +67,8 @@ def reference(g: gtn.Graph, emissions: torch.Tensor, search_beam: float, max_act
                     score = s + w + float(emissions[0, t, label])
                     if score > NEG_INF and score > candidates.get(dst, NEG_INF):
                         candidates[dst] = score
-        tokens = prune(candidates)
+        tokens = prune(candidates, t + 1 == frames)
         kept.append(tokens)
-    final = g.final_weights.tolist()
     best = max((s + final[n] for n, s in tokens.items()), default=NEG_INF)
     return kept, best
 

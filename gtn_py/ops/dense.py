@@ -209,7 +209,7 @@ _UPCAST = (torch.float16, torch.bfloat16)
 
 
 def _prepare(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike, lengths_name: str = "lengths",
-             labels_checked: bool = False) -> _Inputs:
+             labels_checked: bool = False, copy_shared: bool = True) -> _Inputs:
     """Normalise the inputs (see :class:`_Inputs`) and check them; ``lengths_name`` is what the
     caller calls the lengths, for the messages; ``labels_checked``: the caller has checked the
     graphs' labels against the emission columns already, in its own terms. Float16 and bfloat16
@@ -227,7 +227,8 @@ def _prepare(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike, length
     if isinstance(graphs, Graph):
         g = graphs
         if not g.is_batch and num_seqs > 1:
-            g = Graph.batch([g] * num_seqs)  # one graph for every sequence
+            # One graph for every sequence: copied into a batch, unless the caller reads it shared.
+            g = Graph.batch([g] * num_seqs) if copy_shared else g
             shared_arcs = max(graphs.num_arcs, 1)
     else:
         items = list(graphs) if isinstance(graphs, Iterable) else [graphs]
@@ -993,10 +994,11 @@ def _search(inputs: _Inputs, search_beam: float | None, max_active: int | None,
         raise WeightError("emissions (within the lengths) and graph weights must be finite or -inf for a pruned "
                           "search: a NaN or +inf has no rank to prune by")
     host = lambda t: t.detach().cpu().numpy()  # noqa: E731
-    node_seq = g.node_graph if g.is_batch else torch.zeros(g.num_nodes, dtype=torch.long, device=g.device)
+    # Each node's sequence; -1: one graph shared by every sequence (not copied).
+    node_seq = host(g.node_graph) if g.is_batch else np.full(g.num_nodes, -1 if inputs.shared_arcs else 0)
     as_float64 = lambda t: host(t).astype(np.float64)  # noqa: E731
     return token_passing(host(g.src), host(g.dst), host(g.ilabel), as_float64(g.weights), as_float64(g.start_weights),
-                         as_float64(g.final_weights), host(node_seq), host(detached), host(lens),
+                         as_float64(g.final_weights), node_seq, host(detached), host(lens),
                          float("inf") if search_beam is None else search_beam, max_active or 0, keep_lattice)
 
 
@@ -1047,8 +1049,9 @@ def dense_lattice(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
     """Build the dense intersection as a (batch) graph; see :func:`intersect_dense`."""
     beam = _margin(beam, "beam")
     search_beam = _margin(search_beam, "search_beam")
-    inputs = _prepare(graphs, emissions, lengths)
-    if search_beam is not None or max_active is not None:
+    searching = search_beam is not None or max_active is not None
+    inputs = _prepare(graphs, emissions, lengths, copy_shared=not searching)
+    if searching:
         return _searched_lattice(inputs, _search(inputs, search_beam, max_active), beam)
     g, emissions, lens, single, _ = inputs
     num_seqs, num_frames, _ = emissions.shape
@@ -1143,11 +1146,12 @@ def viterbi_align(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
     path the pruned search keeps, found in time and memory that follow the active states.
     """
     search_beam = _margin(search_beam, "search_beam")
-    inputs = _prepare(graphs, emissions, lengths)
+    searching = search_beam is not None or max_active is not None
+    inputs = _prepare(graphs, emissions, lengths, copy_shared=not searching)
     g, emissions, lens, single, _ = inputs
     num_seqs, num_frames, _ = emissions.shape
     weights, start, final = g.weights, g.start_weights, g.final_weights
-    if search_beam is not None or max_active is not None:
+    if searching:
         searched = _search(inputs, search_beam, max_active, keep_lattice=False)
         device = emissions.device
         arcs = torch.from_numpy(searched.best_arcs).to(device)

@@ -7,7 +7,8 @@ tokens of frame ``t``, every arc ``a`` out of a token's node proposes a token at
 already more than ``search_beam`` below the best proposal of the frame so far; a node's token
 keeps the best proposal (its back-pointer) and every proposing arc (the lattice). Then the
 frame is pruned: tokens scoring below the frame's best minus ``search_beam`` go, and of the
-rest at most ``max_active``, the best, stay. After the last frame, each token adds its node's
+rest at most ``max_active``, the best, stay (at a sequence's last frame, scores include the
+nodes' final weights). After the last frame, each token adds its node's
 final weight; the best is the answer, found by following back-pointers.
 
 Without pruning (``search_beam`` infinite, no ``max_active``) this is exactly the Viterbi
@@ -94,24 +95,29 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, start, final, sta
             num_cand += 1
         frame_first = num_tok
         for t in range(lengths[b] + 1):
-            # Prune the candidates of frame t, keep the survivors as tokens, and their arcs.
+            # Prune the candidates of frame t, keep the survivors as tokens, and their arcs. At the
+            # last frame a token is ranked with its final weight (one that cannot end is useless).
+            rank = cand_score[:num_cand].copy()
+            if t == lengths[b]:
+                for c in range(num_cand):
+                    rank[c] += final[cand_node[c]]
             best = _NEG_INF
             for c in range(num_cand):
-                if cand_score[c] > best:
-                    best = cand_score[c]
+                if rank[c] > best:
+                    best = rank[c]
             floor = best - search_beam
             keep = np.zeros(num_cand, np.bool_)
             kept = 0
             for c in range(num_cand):
-                if cand_score[c] > _NEG_INF and cand_score[c] >= floor:
+                if rank[c] > _NEG_INF and rank[c] >= floor:
                     keep[c] = True
                     kept += 1
             if max_active > 0 and kept > max_active:
-                order = np.argsort(-cand_score[:num_cand], kind="mergesort")
+                order = np.argsort(-rank, kind="mergesort")
                 keep[:] = False
                 for i in range(max_active):
                     c = order[i]
-                    if cand_score[c] > _NEG_INF and cand_score[c] >= floor:
+                    if rank[c] > _NEG_INF and rank[c] >= floor:
                         keep[c] = True
                 kept = max_active
             most_active = max(most_active, kept)
@@ -157,11 +163,12 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, start, final, sta
                 for k in range(out_offsets[n], out_offsets[n + 1]):
                     a = out_arcs[k]
                     score = tok_score[tok] + weight[a] + emissions[b, t, ilabel[a]]
-                    if not score > _NEG_INF or score < running_best - search_beam:
-                        continue
-                    if score > running_best:
-                        running_best = score
                     d = dst[a]
+                    ranked = score + final[d] if t + 1 == lengths[b] else score  # as the pruning ranks
+                    if not ranked > _NEG_INF or ranked < running_best - search_beam:
+                        continue
+                    if ranked > running_best:
+                        running_best = ranked
                     c = slot[d]
                     if c < 0:
                         cand_node = _grown(cand_node, num_cand + 1)
@@ -211,7 +218,8 @@ def token_passing(src: np.ndarray, dst: np.ndarray, ilabel: np.ndarray, weight: 
                   final: np.ndarray, node_seq: np.ndarray, emissions: np.ndarray, lengths: np.ndarray,
                   search_beam: float, max_active: int, keep_lattice: bool = True) -> SearchResult:
     """Run the search (see the module documentation) over a batch graph given by numpy arrays
-    (weights float64; ``node_seq``: each node's sequence) and emissions ``[B, T, V]``;
+    (weights float64; ``node_seq``: each node's sequence, or all -1 for one graph that every
+    sequence reads, its node and arc ids then the shared graph's) and emissions ``[B, T, V]``;
     ``max_active`` 0: no limit; without ``keep_lattice`` only the best paths are found (no
     lattice arcs are recorded)."""
     num_nodes = start.shape[0]
@@ -219,9 +227,14 @@ def token_passing(src: np.ndarray, dst: np.ndarray, ilabel: np.ndarray, weight: 
     out_offsets = np.zeros(num_nodes + 1, np.int64)
     np.cumsum(np.bincount(src, minlength=num_nodes), out=out_offsets[1:])
     starts = np.flatnonzero(start > _NEG_INF)
-    starts = starts[np.argsort(node_seq[starts], kind="stable")].astype(np.int64)
-    start_offsets = np.zeros(emissions.shape[0] + 1, np.int64)
-    np.cumsum(np.bincount(node_seq[starts], minlength=emissions.shape[0]), out=start_offsets[1:])
+    num_seqs = emissions.shape[0]
+    start_offsets = np.zeros(num_seqs + 1, np.int64)
+    if num_nodes and node_seq[0] < 0:  # shared: every sequence starts at the graph's start nodes
+        start_offsets[1:] = starts.shape[0] * np.arange(1, num_seqs + 1)
+        starts = np.tile(starts, num_seqs).astype(np.int64)
+    else:
+        starts = starts[np.argsort(node_seq[starts], kind="stable")].astype(np.int64)
+        np.cumsum(np.bincount(node_seq[starts], minlength=num_seqs), out=start_offsets[1:])
     return SearchResult(*_token_passing(out_offsets, out_arcs, dst.astype(np.int64), ilabel.astype(np.int64),
                                         weight, start, final, start_offsets, starts, emissions,
                                         lengths.astype(np.int64), float(search_beam), int(max_active),
