@@ -10,9 +10,11 @@ inputs; blank 0, full lengths). Modes:
   ``do_rnnt_pruning``, the joiner on the bands and ``rnnt_loss_pruned``.
 
 Times forward + backward (median of REPEATS after a warm-up), measures the peak extra resident
-memory of one step (run it with ``MALLOC_MMAP_THRESHOLD_`` fixed, as bench/rnnt.py does, so that
-freed blocks are not reused unseen), and returns the per-sequence losses (the full or pruned loss)."""
+memory of one step after the timings (with glibc's mmap threshold fixed by ``mallopt``, as
+bench/rnnt.py does, so that freed blocks are not reused unseen), and returns the per-sequence
+losses (the full or pruned loss)."""
 
+import ctypes
 import json
 import statistics
 import sys
@@ -71,6 +73,8 @@ def main() -> None:
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
+    ctypes.CDLL("libc.so.6").mallopt(-3, 131072)  # M_MMAP_THRESHOLD: large blocks unmapped when freed
+    step()
     Path("/proc/self/clear_refs").write_text("5")
     before = status_kb("VmRSS")
     step()

@@ -16,17 +16,17 @@ Shapes: B=16, T=200, U=40 and V=50 or 500, float32, full lengths, blank 0.
   ``rnnt_loss_pruned``).
 
 Prints each median time, peak extra memory (resident set on the CPU: the high-water mark of a
-step above the resident size before it, measured in a process of its own with glibc's mmap
-threshold fixed, so that freed blocks go back to the system and are not silently reused), the
-ratios, how far the peers' losses are from gtn_py's, and how far the pruned loss is above the
-exact loss of the same joiner.
+step above the resident size before it, measured after the timings with glibc's mmap threshold
+fixed by ``mallopt``, so that freed blocks go back to the system and are not silently reused;
+gtn_py's in a process of its own), the ratios, how far the peers' losses are from gtn_py's, and
+how far the pruned loss is above the exact loss of the same joiner.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -44,8 +44,13 @@ import gtn_py  # noqa: E402
 K2_PYTHON = Path("/root/.cache/gtn_py/k2-py310/bin/python")
 SHAPES = [(16, 200, 40, 50), (16, 200, 40, 500)]
 JOINER_DIM = 256
-# Large blocks are mapped and unmapped, never kept in the heap: resident size follows live memory.
-MEASURING_ENV = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def map_large_blocks() -> None:
+    """From now on, blocks above 128 KiB are mapped and unmapped, never kept in the heap: the
+    resident size follows live memory (timings are taken before, with the default allocator)."""
+    ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, 131072)
 
 
 def inputs(shape):
@@ -118,6 +123,7 @@ def measured_step(kind: str, shape, s_range: int):
 
 
 def peak_here(step) -> float:
+    map_large_blocks()
     step()  # compiles, caches
     Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark to the current size
     before = status_kb("VmRSS")
@@ -128,7 +134,7 @@ def peak_here(step) -> float:
 def peak_extra_mb(kind: str, shape, s_range: int = 0) -> float:
     """Peak extra memory of one step, in a fresh process (see the module documentation)."""
     out = subprocess.run([sys.executable, __file__, "--peak", kind, "--shape", ",".join(map(str, shape)),
-                          "--s-range", str(s_range)], capture_output=True, text=True, env=MEASURING_ENV, check=True)
+                          "--s-range", str(s_range)], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -139,7 +145,7 @@ def k2_run(data: dict, mode: str, repeats: int, s_range: int = 0):
         path = Path(folder) / "inputs.npz"
         np.savez(path, **{k: v.numpy() for k, v in data.items()})
         out = subprocess.run([str(K2_PYTHON), str(Path(__file__).with_name("k2_rnnt_timing.py")), str(path),
-                              str(repeats), mode, str(s_range)], capture_output=True, text=True, env=MEASURING_ENV)
+                              str(repeats), mode, str(s_range)], capture_output=True, text=True)
     if out.returncode != 0:
         return None, "not available (" + (out.stderr.strip().splitlines() or ["failed"])[-1] + ")"
     return json.loads(out.stdout.strip().splitlines()[-1]), ""
