@@ -11,7 +11,8 @@ Shapes: B=16, T=200, U=40 and V=50 or 500, float32, full lengths, blank 0.
   a joiner ``tanh(e + p) @ W`` to the loss, gradients to both. *Full*: the joiner on the whole
   (t, u) grid, then the full loss. *Pruned* (``--s-range`` u per frame): the simple loss of linear
   projections of both to V, prune ranges from it, the joiner on the bands and the pruned loss
-  (gtn_py: ``rnnt_loss_simple``, ``rnnt_prune_ranges``, ``rnnt_prune``, ``rnnt_loss_pruned``; k2:
+  (gtn_py: ``rnnt_loss_simple(..., s_range=S)`` giving the loss and the ranges from one
+  lattice, ``rnnt_prune``, ``rnnt_loss_pruned``; k2:
   ``rnnt_loss_smoothed`` without smoothing, ``get_rnnt_prune_ranges``, ``do_rnnt_pruning``,
   ``rnnt_loss_pruned``).
 
@@ -96,8 +97,7 @@ def joiner_step(data, s_range: int | None):
         losses.sum().backward()
         return losses.detach()
     am, lm = enc @ data["am"], pred @ data["lm"]
-    simple = gtn_py.rnnt_loss_simple(am, lm, targets, *lengths, reduction="sum")
-    ranges = gtn_py.rnnt_prune_ranges(am, lm, targets, *lengths, s_range=s_range)
+    simple, ranges = gtn_py.rnnt_loss_simple(am, lm, targets, *lengths, reduction="sum", s_range=s_range)
     enc_band, pred_band = gtn_py.rnnt_prune(enc, pred, ranges, s_range)
     logits = torch.tanh(enc_band + pred_band) @ out
     losses = gtn_py.rnnt_loss_pruned(logits, targets, ranges, *lengths, reduction="none")

@@ -348,6 +348,8 @@ def test_pruned_loss_sums_the_alignments_inside_the_bands(seed, width):
         return torch.tanh(e + p) @ weights
 
     ranges = gtn.rnnt_prune_ranges(am, lm, targets, frames, labels, width)
+    simple, same = gtn.rnnt_loss_simple(am.clone().requires_grad_(), lm, targets, frames, labels, s_range=width)
+    assert torch.equal(same, ranges)  # the loss's own lattice gives the same bands
     pruned = gtn.rnnt_loss_pruned(joiner(*gtn.rnnt_prune(encoder_out, predictor_out, ranges, width)), targets, ranges,
                                   frames, labels, reduction="none")
     full_log_probs = joiner(encoder_out[:, :, None], predictor_out[:, None]).log_softmax(-1)

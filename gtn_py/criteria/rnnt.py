@@ -227,16 +227,27 @@ def _simple_scores(am: Tensor, lm: Tensor, targets: Tensor, target_lengths: Leng
 
 
 def rnnt_loss_simple(am: Tensor, lm: Tensor, targets: Tensor, logit_lengths: LengthsLike,
-                     target_lengths: LengthsLike, blank: int = 0, reduction: str = "mean") -> Tensor:
+                     target_lengths: LengthsLike, blank: int = 0, reduction: str = "mean",
+                     s_range: int | None = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """The RNN-T loss of the additive ("simple") joiner ``log_softmax(am[b, t] + lm[b, u])``:
     ``am`` ``[B, T, V]`` projected from the encoder, ``lm`` ``[B, U + 1, V]`` from the prediction
     network (after blank, then each target). Equal to :func:`rnnt_loss` of the logits
     ``am[:, :, None] + lm[:, None]``, without making them: memory ``[B, T, U + 1]``. Trained
-    beside the pruned loss (it teaches ``am`` and ``lm`` where the alignments are) and used by
-    :func:`rnnt_prune_ranges`."""
+    beside the pruned loss (it teaches ``am`` and ``lm`` where the alignments are). With
+    ``s_range``, also returns :func:`rnnt_prune_ranges`'s bands, taken from this loss's own
+    lattice (one lattice instead of two: the occupancies are its gradient)."""
     scores = _simple_scores(am, lm, targets, target_lengths, blank)
-    return reduce_losses(-forward_score(_next_label_lattice(scores, logit_lengths, target_lengths)).reshape(-1),
-                         reduction)
+    totals = forward_score(_next_label_lattice(scores, logit_lengths, target_lengths)).reshape(-1)
+    loss = reduce_losses(-totals, reduction)
+    if s_range is None:
+        return loss
+    width = as_count(s_range, "s_range", least=2)
+    with torch.enable_grad():
+        (occupancy,) = torch.autograd.grad(totals.sum(), scores, retain_graph=True, allow_unused=True) \
+            if scores.requires_grad else (None,)
+    if occupancy is None:  # nothing to differentiate: the ranges' own lattice
+        return loss, rnnt_prune_ranges(am, lm, targets, logit_lengths, target_lengths, width, blank)
+    return loss, _bands(occupancy.detach(), logit_lengths, target_lengths, width)
 
 
 def rnnt_prune_ranges(am: Tensor, lm: Tensor, targets: Tensor, logit_lengths: LengthsLike,
@@ -247,15 +258,21 @@ def rnnt_prune_ranges(am: Tensor, lm: Tensor, targets: Tensor, logit_lengths: Le
     starts at 0, the last one's ends at ``U``, and each band starts at or after the previous one's
     start and at most ``s_range - 1`` after it. A sequence whose ``U`` labels need more than
     ``s_range - 1`` labels per frame has no path in its band (its pruned loss is +inf). No
-    gradient flows through the ranges."""
+    gradient flows through the ranges. (``rnnt_loss_simple(..., s_range=S)`` gives the loss and
+    these ranges from one lattice.)"""
     width = as_count(s_range, "s_range", least=2)
     am, lm = as_tensor(am, "am", ndim=3), as_tensor(lm, "lm", ndim=3)
     with torch.enable_grad():
         scores = _simple_scores(am.detach(), lm.detach(), targets, target_lengths, blank).detach().requires_grad_()
         total = forward_score(_next_label_lattice(scores, logit_lengths, target_lengths))
         (occupancy,) = torch.autograd.grad(total.sum(), scores)
-    num_seqs, num_frames, context, _ = scores.shape
-    device = scores.device
+    return _bands(occupancy, logit_lengths, target_lengths, width)
+
+
+def _bands(occupancy: Tensor, logit_lengths: LengthsLike, target_lengths: LengthsLike, width: int) -> Tensor:
+    """:func:`rnnt_prune_ranges` from the occupancies ``[B, T, U + 1, 2]`` of the simple lattice."""
+    num_seqs, num_frames, context, _ = occupancy.shape
+    device = occupancy.device
     frames = as_frame_counts(logit_lengths, num_seqs, num_frames, "logit_lengths", device)
     labels = as_frame_counts(target_lengths, num_seqs, context - 1, "target_lengths", device)
     last_start = (labels + 1 - width).clamp(min=0)[:, None]  # [B, 1]

@@ -29,7 +29,6 @@ from gtn_py.criteria.rnnt import (
     rnnt_loss_pruned,
     rnnt_loss_simple,
     rnnt_prune,
-    rnnt_prune_ranges,
 )
 from gtn_py.ops.shortest import viterbi_score
 
@@ -138,8 +137,8 @@ class TransducerModel(Recognizer):
             return rnnt_loss(logits, targets, lengths, target_lengths, blank=0, reduction="none")
         frames, predictions, targets, lengths, target_lengths = self.sides(batch)
         am, lm = self.simple_am(frames), self.simple_lm(predictions)
-        simple = rnnt_loss_simple(am, lm, targets, lengths, target_lengths, blank=0, reduction="none")
-        ranges = rnnt_prune_ranges(am, lm, targets, lengths, target_lengths, self.prune_range, blank=0)
+        simple, ranges = rnnt_loss_simple(am, lm, targets, lengths, target_lengths, blank=0, reduction="none",
+                                          s_range=self.prune_range)
         band_frames, band_predictions = rnnt_prune(frames, predictions, ranges, self.prune_range)
         pruned = rnnt_loss_pruned(self.join(band_frames, band_predictions), targets, ranges, lengths, target_lengths,
                                   blank=0, reduction="none")
