@@ -346,6 +346,20 @@ def rnnt_loss_pruned(logits: Tensor, targets: Tensor, ranges: Tensor, logit_leng
 State = Union[Tensor, Sequence[Tensor], None]
 
 
+def _decoding_inputs(encoder_out: Tensor, lengths: LengthsLike, predictor: object, joiner: object,
+                     blank: int) -> Tuple[Tensor, Tensor, int]:
+    """The checked arguments of the decoders: ``encoder_out`` ``[B, T, D]``, the lengths ``[B]``
+    (None: all ``T``) and the blank."""
+    encoder_out = as_tensor(encoder_out, "encoder_out", ndim=3)
+    for name, function in (("predictor", predictor), ("joiner", joiner)):
+        if not callable(function):
+            raise ArgumentTypeError(f"{name} must be callable (a module or a function), not {type(function).__name__}")
+    num_seqs, num_frames, _ = encoder_out.shape
+    lens = torch.full((num_seqs,), num_frames, dtype=torch.long, device=encoder_out.device) if lengths is None \
+        else as_frame_counts(lengths, num_seqs, num_frames, "lengths", encoder_out.device)
+    return encoder_out, lens, as_integer(blank, "blank")
+
+
 def rnnt_greedy_decode(encoder_out: Tensor, lengths: LengthsLike,
                        predictor: Callable[[Tensor, State], Tuple[Tensor, State]],
                        joiner: Callable[[Tensor, Tensor], Tensor], blank: int = 0,
@@ -361,18 +375,11 @@ def rnnt_greedy_decode(encoder_out: Tensor, lengths: LengthsLike,
     tensors with the batch in dimension 0 (rows that emit nothing keep theirs);
     ``joiner(encoder frames [B, D], predictor outputs [B, H]) -> logits [B, V]``. Returns the
     labels of each sequence. Runs without gradients."""
-    encoder_out = as_tensor(encoder_out, "encoder_out", ndim=3)
-    for name, function in (("predictor", predictor), ("joiner", joiner)):
-        if not callable(function):
-            raise ArgumentTypeError(f"{name} must be callable (a module or a function), not {type(function).__name__}")
-    num_seqs, num_frames, _ = encoder_out.shape
-    device = encoder_out.device
-    blank = as_integer(blank, "blank")
+    encoder_out, lens, blank = _decoding_inputs(encoder_out, lengths, predictor, joiner, blank)
+    num_seqs, device = encoder_out.shape[0], encoder_out.device
     max_symbols = as_integer(max_symbols_per_frame, "max_symbols_per_frame", ArgumentValueError)
     if max_symbols < 1:
         raise ArgumentValueError(f"max_symbols_per_frame is {max_symbols}; it must be at least 1")
-    lens = torch.full((num_seqs,), num_frames, dtype=torch.long, device=device) if lengths is None \
-        else as_frame_counts(lengths, num_seqs, num_frames, "lengths", device)
     hypotheses: List[List[int]] = [[] for _ in range(num_seqs)]
     with torch.no_grad():
         output, state = predictor(torch.full((num_seqs,), blank, dtype=torch.long, device=device), None)
@@ -420,17 +427,10 @@ def rnnt_beam_search(encoder_out: Tensor, lengths: LengthsLike,
     ``encoder_out``, ``lengths``, ``predictor`` and ``joiner`` as for :func:`rnnt_greedy_decode`
     (the predictor's state may also be a tensor or tuple with the batch in dimension 0). Runs
     without gradients."""
-    encoder_out = as_tensor(encoder_out, "encoder_out", ndim=3)
-    for name, function in (("predictor", predictor), ("joiner", joiner)):
-        if not callable(function):
-            raise ArgumentTypeError(f"{name} must be callable (a module or a function), not {type(function).__name__}")
-    num_seqs, num_frames, _ = encoder_out.shape
-    device = encoder_out.device
-    blank = as_integer(blank, "blank")
+    encoder_out, lens, blank = _decoding_inputs(encoder_out, lengths, predictor, joiner, blank)
+    num_seqs, device = encoder_out.shape[0], encoder_out.device
     width = as_count(beam, "beam", least=1)
     scale = as_number(grammar_scale, "grammar_scale")
-    lens = torch.full((num_seqs,), num_frames, dtype=torch.long, device=device) if lengths is None \
-        else as_frame_counts(lengths, num_seqs, num_frames, "lengths", device)
     if num_seqs == 0:
         return []
     seq_of_row = torch.arange(num_seqs, device=device).repeat_interleave(width)

@@ -883,19 +883,21 @@ def _signature_hash(graph: np.int64, final_level: np.int64, labels: np.ndarray, 
 
 
 @numba.njit(cache=True, nogil=True)
-def _merge_kernel(order: np.ndarray, graph: np.ndarray, final_level: np.ndarray, off: np.ndarray,
-                  label: np.ndarray, level: np.ndarray, dst: np.ndarray):  # pragma: no cover - jitted
-    """Classes of equivalent states of a deterministic acyclic acceptor (hash-consing).
+def _classes_kernel(order: np.ndarray, own: np.ndarray, final_level: np.ndarray, off: np.ndarray,
+                    label: np.ndarray, level: np.ndarray, dst: np.ndarray, previous: np.ndarray,
+                    bottom_up: bool):  # pragma: no cover - jitted
+    """Classes of equivalent states of a deterministic acceptor, by hash-consing.
 
-    States are visited in ``order``, in which every state comes after the destinations of
-    its arcs (increasing height), so their classes are final when a state is visited. Two
-    states are equivalent iff they have the same graph, the same quantized final weight
-    (``final_level``) and the same out-arcs: label, quantized weight (``level``) and class
-    of the destination (arcs grouped by source in ``off``, sorted by label). Hashes only
-    pick the candidates; signatures are compared in full, so no unequal states merge.
-    Returns each state's class and each class's representative (its first state).
-    """
-    num_states = graph.shape[0]
+    Two states are one class iff they have the same ``own`` key, the same quantized final
+    weight (``final_level``) and the same out-arcs: label, quantized weight (``level``) and
+    class of the destination (arcs grouped by source in ``off``, sorted by label). The
+    destination's class is its class in this pass when ``bottom_up`` (Revuz's algorithm for
+    acyclic automata: states visited in ``order``, every state after its arcs' destinations,
+    ``own`` the graph), else its class in ``previous`` (one round of Moore's partition
+    refinement, ``own`` = ``previous``). Hashes only pick the candidates; signatures are
+    compared in full, so no unequal states merge. Returns each state's class and each class's
+    representative (its first state)."""
+    num_states = own.shape[0]
     state_class = np.full(num_states, -1, np.int64)
     representative = np.empty(num_states, np.int64)
     same_hash = np.empty(num_states, np.int64)  # next class with the same hash
@@ -904,55 +906,18 @@ def _merge_kernel(order: np.ndarray, graph: np.ndarray, final_level: np.ndarray,
     num_classes = 0
     for q in order:
         b, e = off[q], off[q + 1]
-        dst_classes = state_class[dst[b:e]]
-        h = _signature_hash(graph[q], final_level[q], label[b:e], level[b:e], dst_classes)
+        dst_classes = state_class[dst[b:e]] if bottom_up else previous[dst[b:e]]
+        h = _signature_hash(own[q], final_level[q], label[b:e], level[b:e], dst_classes)
         slot = _hash_slot(keys, h)
         target = -1
         c = values[slot] if keys[slot] != -1 else -1
         while c != -1 and target == -1:
             r = representative[c]
             rb, re = off[r], off[r + 1]
-            if (graph[r] == graph[q] and final_level[r] == final_level[q] and re - rb == e - b
+            r_classes = state_class[dst[rb:re]] if bottom_up else previous[dst[rb:re]]
+            if (own[r] == own[q] and final_level[r] == final_level[q] and re - rb == e - b
                     and np.all(label[rb:re] == label[b:e]) and np.all(level[rb:re] == level[b:e])
-                    and np.all(state_class[dst[rb:re]] == dst_classes)):
-                target = c
-            c = same_hash[c]
-        if target == -1:
-            target = num_classes
-            representative[target] = q
-            keys, values = _insert_chained(keys, values, same_hash, slot, h, target)
-            num_classes += 1
-        state_class[q] = target
-    return state_class, representative[:num_classes]
-
-
-@numba.njit(cache=True, nogil=True)
-def _refine_kernel(previous: np.ndarray, graph: np.ndarray, final_level: np.ndarray, off: np.ndarray,
-                   label: np.ndarray, level: np.ndarray, dst: np.ndarray):  # pragma: no cover - jitted
-    """One round of Moore's partition refinement (for cyclic automata): the class of each state
-    from its class in ``previous`` and its out-arcs (label, quantized weight, ``previous`` class
-    of the destination), by hash-consing with full comparison. Returns the classes and each
-    class's representative (its first state)."""
-    num_states = graph.shape[0]
-    state_class = np.full(num_states, -1, np.int64)
-    representative = np.empty(num_states, np.int64)
-    same_hash = np.empty(num_states, np.int64)
-    keys = np.full(64, -1, np.int64)
-    values = np.empty(64, np.int64)
-    num_classes = 0
-    for q in range(num_states):
-        b, e = off[q], off[q + 1]
-        dst_classes = previous[dst[b:e]]
-        h = _signature_hash(graph[q] * np.int64(1000003) ^ previous[q], final_level[q], label[b:e], level[b:e],
-                            dst_classes)
-        slot = _hash_slot(keys, h)
-        target = -1
-        c = values[slot] if keys[slot] != -1 else -1
-        while c != -1 and target == -1:
-            r = representative[c]
-            rb, re = off[r], off[r + 1]
-            if (previous[r] == previous[q] and re - rb == e - b and np.all(label[rb:re] == label[b:e])
-                    and np.all(level[rb:re] == level[b:e]) and np.all(previous[dst[rb:re]] == dst_classes)):
+                    and np.all(r_classes == dst_classes)):
                 target = c
             c = same_hash[c]
         if target == -1:
@@ -973,7 +938,8 @@ def _moore_classes(graph: np.ndarray, final_level: np.ndarray, off: np.ndarray, 
     state_class = start.reshape(-1).astype(np.int64)
     count = int(state_class.max(initial=-1)) + 1
     while True:
-        state_class, representative = _refine_kernel(state_class, graph, final_level, off, label, level, dst)
+        state_class, representative = _classes_kernel(np.arange(graph.shape[0]), state_class, final_level, off,
+                                                      label, level, dst, state_class, False)
         if representative.shape[0] == count:
             return state_class, representative
         count = representative.shape[0]
@@ -1065,8 +1031,8 @@ def minimize(g: Graph, semiring: str | Semiring = "tropical", delta: float = MIN
         state_class, representative = _moore_classes(node_graph, final_level, off, label, arc_level, sorted_dst)
         height = np.zeros(g.num_nodes, np.int64)  # classes in g's order of their first states
     else:
-        state_class, representative = _merge_kernel(np.argsort(height, kind="stable"), node_graph, final_level,
-                                                    off, label, arc_level, sorted_dst)
+        state_class, representative = _classes_kernel(np.argsort(height, kind="stable"), node_graph, final_level,
+                                                      off, label, arc_level, sorted_dst, node_graph, True)
 
     # Classes by graph, then (acyclic) in topological order: decreasing height; then g's node order.
     layout = np.lexsort((representative, -height[representative], node_graph[representative]))
