@@ -74,7 +74,7 @@ from .ops.shortest import (
 )
 
 # Composition and friends (ops/compose.py).
-from .ops.compose import compose, determinize, intersect, minimize, remove_epsilon
+from .ops.compose import compose, determinize, intersect, minimize, remove_epsilon, remove_failure_arcs
 
 # Dense intersection with emission tensors (ops/dense.py).
 from .ops.dense import Alignment, DenseLattice, dense_lattice, dense_score, intersect_dense, viterbi_align
@@ -105,7 +105,7 @@ __all__ = [
     "arc_posteriors", "forward_score", "n_best", "path_entropy", "prune", "push", "sample", "shortest_distance",
     "total_score", "viterbi_path", "viterbi_score",
     # composition
-    "compose", "determinize", "intersect", "minimize", "remove_epsilon",
+    "compose", "determinize", "intersect", "minimize", "remove_epsilon", "remove_failure_arcs",
     # dense intersection with emission tensors
     "Alignment", "DenseLattice", "dense_lattice", "dense_score", "intersect_dense", "viterbi_align",
     # the criteria (gtn_py.criteria.__all__) and the losses module

@@ -147,9 +147,68 @@ def test_failure_arc_errors_name_the_problem():
     with pytest.raises(gtn.InvalidGraphError, match="form a cycle"):
         gtn.compose(one, cycle, phi=PHI)
     with pytest.raises(gtn.LabelError, match="writes the failure label"):
-        gtn.compose(gtn.string_graph([PHI]), cycle, phi=PHI)
+        gtn.compose(gtn.string_graph([PHI]), one, phi=PHI)
     with pytest.raises(gtn.LabelError, match="epsilon"):
         gtn.compose(one, one, phi=0)
     writes = gtn.Graph.from_arcs(2, [0], [1], [PHI], [3], start=[0], accept=[1])
     with pytest.raises(gtn.LabelError, match="writes 3"):
         gtn.compose(one, writes, phi=PHI)
+
+
+@settings(max_examples=60, deadline=None)
+@given(backoff_graphs())
+def test_removing_failure_arcs_keeps_every_strings_score(g):
+    """remove_failure_arcs: an ordinary graph scoring every string as the failure semantics do."""
+    plain = gtn.remove_failure_arcs(g, PHI)
+    assert not bool((plain.ilabel == PHI).any())
+    for length in range(4):
+        for string in itertools.product([1, 2, 3], repeat=length):
+            composed = gtn.compose(gtn.string_graph(list(string), dtype=torch.float64), plain)
+            got = float(gtn.forward_score(composed)) if composed.num_nodes else NEG_INF
+            assert got == pytest.approx(failure_scores(g, string, "log"), abs=1e-9), string
+
+
+def test_a_label_matched_halfway_down_the_chain_is_not_taken_further_down():
+    """Node 2 backs off to 1, 1 to 0; label 1 is read at nodes 1 and 0, label 2 only at 0: from
+    node 2, label 1 takes node 1's arc (one back-off), label 2 node 0's (two)."""
+    g = gtn.Graph.from_arcs(3, [2, 1, 1, 0, 0], [1, 0, 0, 0, 0], [PHI, PHI, 1, 1, 2], [PHI, PHI, 1, 1, 2],
+                            weights=[-0.1, -0.2, -1.0, -3.0, -2.0], start=[2], accept=[0, 1, 2], dtype=torch.float64)
+    plain = gtn.remove_failure_arcs(g, PHI)
+    for string in ([1], [2], [1, 1], [2, 1]):
+        composed = gtn.compose(gtn.string_graph(string, dtype=torch.float64), plain)
+        assert float(gtn.forward_score(composed)) == pytest.approx(failure_scores(g, string, "log"))
+    from_two = sorted((int(i), round(float(w), 6)) for s_, i, w in zip(plain.src, plain.ilabel, plain.weights)
+                      if int(s_) == 2)
+    assert from_two == [(1, -1.1), (2, -2.3)]
+
+
+@settings(max_examples=30, deadline=None)
+@given(backoff_graphs(), st.integers(1, 3), st.integers(0, 10_000))
+def test_dense_intersection_with_a_back_off_graph(g, frames, seed):
+    """dense_score of the expanded graph = log-sum over every frame labelling of its emission
+    score plus the failure semantics' score of the labels read."""
+    emissions = torch.randn(frames, 4, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    emissions[:, 0] = NEG_INF  # label 0 is no word here
+    want = []
+    for string in itertools.product([1, 2, 3], repeat=frames):
+        score = failure_scores(g, string, "log")
+        if score > NEG_INF:
+            want.append(score + float(sum(emissions[t, v] for t, v in enumerate(string))))
+    expected = torch.logsumexp(torch.tensor(want, dtype=torch.float64), 0) if want else torch.tensor(NEG_INF)
+    got = gtn.dense_score(gtn.remove_failure_arcs(g, PHI), emissions)
+    assert float(got) == pytest.approx(float(expected), abs=1e-9)
+
+
+def test_removing_failure_arcs_is_differentiable():
+    lm = gtn.Graph.from_arcs(3, [0, 0, 1, 1, 2], [1, 2, 2, 0, 0], [1, 2, 2, PHI, PHI], [1, 2, 2, PHI, PHI],
+                             weights=[-1.0, -2.0, -0.5, -0.3, -0.4], start=[1],
+                             final_weights=[-1.0, NEG_INF, NEG_INF], dtype=torch.float64)
+    weights = lm.weights.clone().requires_grad_()
+    final = lm.final_weights.clone().requires_grad_()
+    emissions = torch.randn(3, 4, dtype=torch.float64)
+
+    def total(w, f):
+        g = gtn.Graph.from_tensors(lm.src, lm.dst, lm.ilabel, lm.olabel, w, lm.start_weights, f)
+        return gtn.dense_score(gtn.remove_failure_arcs(g, PHI), emissions)
+
+    assert torch.autograd.gradcheck(total, (weights, final))

@@ -131,6 +131,8 @@ GOOD: Dict[str, Tuple[Callable[..., Any], tuple, dict]] = {
                                                 [3], [2]), dict(blank=0)),
     "compose_phi": (lambda g1, g2, phi: gtn.compose(g1, g2, phi=phi), (A, gtn.Graph.from_arcs(
         2, [0, 1], [0, 0], [1, 9], [1, 9], start=[1], accept=[0]), 9), {}),
+    "remove_failure_arcs": (gtn.remove_failure_arcs, (gtn.Graph.from_arcs(
+        2, [0, 1], [0, 0], [1, 9], [1, 9], start=[1], accept=[0]), 9), {}),
     "ctc_graph_loss": (gtn.ctc_graph_loss, (LP, gtn.label_sequences([[1, 2]]), [5]), dict(blank=0)),
     "ctc_greedy_decode": (gtn.ctc_greedy_decode, (EM[None],), dict(lengths=[4], blank=0)),
     "ctc_decode": (gtn.ctc_decode, (EM[None],), dict(lengths=[4], blank=0)),

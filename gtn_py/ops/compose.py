@@ -311,58 +311,122 @@ def _check_batches(g1: Graph, g2: Graph) -> None:
                                 f"{g2.num_graphs}: batches compose pairwise (or with a single graph)")
 
 
-def _failure_arcs(g1: Graph, g2: Graph, phi: int | None, match2: np.ndarray, off2: np.ndarray,
-                  id2: np.ndarray) -> Tuple[np.ndarray, Tensor]:
-    """For :func:`compose` with failure arcs: ``phi_out`` (each ``g2`` node's failure arc, as a
-    sorted position, or -1; all -1 without ``phi``) and ``g2``'s final weights *through* its
-    failure arcs: a node that does not accept takes the failure arc's weight plus the final
-    weight where the chain leads (differentiable)."""
-    phi_out = np.full(g2.num_nodes, -1, np.int64)
-    if phi is None:
-        return phi_out, g2.final_weights
+def _failure_structure(g: Graph, phi: object, what: str) -> Tuple[int, np.ndarray]:
+    """The failure label (checked) and each node's failure arc (an arc id, or -1) of a graph
+    whose arcs reading ``phi`` are failure arcs: at most one per node, writing nothing (``phi``
+    or epsilon), no cycle of them. ``what`` names the graph in the errors."""
     phi = as_integer(phi, "phi")
     if phi == EPSILON:
         raise LabelError(f"phi = {EPSILON} is epsilon; failure arcs need a label of their own")
+    arcs = (g.ilabel == phi).nonzero().reshape(-1).cpu().numpy()
+    olabel = g.olabel.cpu().numpy()[arcs]
+    bad = np.flatnonzero((olabel != phi) & (olabel != EPSILON))
+    if bad.shape[0]:
+        raise LabelError(f"{what}'s failure arc {int(arcs[bad[0]])} writes {int(olabel[bad[0]])}: a failure arc "
+                         f"writes nothing (output label {phi} or epsilon)")
+    nodes = g.src.cpu().numpy()[arcs]
+    unique, counts = np.unique(nodes, return_counts=True)
+    if (counts > 1).any():
+        raise InvalidGraphError(f"{what}'s node {int(unique[counts > 1][0])} has two failure arcs (label {phi}); "
+                                "a node has at most one")
+    failure_arc = np.full(g.num_nodes, -1, np.int64)
+    failure_arc[nodes] = arcs
+    # A cycle of failure arcs would never end: pointer doubling finds one in log2(N) steps.
+    jump = np.full(g.num_nodes, -1, np.int64)
+    jump[nodes] = g.dst.cpu().numpy()[arcs]
+    for _ in range(max(1, int(np.ceil(np.log2(g.num_nodes + 1)))) + 1):
+        jump = np.where(jump >= 0, jump[np.maximum(jump, 0)], -1)
+    if (jump >= 0).any():
+        raise InvalidGraphError(f"{what}'s failure arcs (label {phi}) form a cycle through node "
+                                f"{int(np.flatnonzero(jump >= 0)[0])}: a failure chain must end")
+    return phi, failure_arc
+
+
+def _final_through_failures(g: Graph, failure_arc: np.ndarray) -> Tensor:
+    """``g``'s final weights through its failure arcs: a node that does not accept takes its
+    failure arc's weight plus the final weight where the chain leads (differentiable)."""
+    device = g.device
+    node = torch.arange(g.num_nodes, device=device)
+    chain_weight = torch.zeros_like(g.final_weights)
+    failure = torch.from_numpy(failure_arc).to(device)
+    while True:
+        moving = (g.final_weights.index_select(0, node) == NEG_INF) & (failure.index_select(0, node) >= 0)
+        if not bool(moving.any()):
+            break
+        arc = failure.index_select(0, node).clamp(min=0)
+        chain_weight = chain_weight + torch.where(moving, gather(g.weights, arc), torch.zeros_like(chain_weight))
+        node = torch.where(moving, g.dst.index_select(0, arc), node)
+    return chain_weight + g.final_weights.index_select(0, node)
+
+
+def _failure_arcs(g1: Graph, g2: Graph, phi: int | None, id2: np.ndarray) -> Tuple[np.ndarray, Tensor]:
+    """For :func:`compose` with failure arcs: ``phi_out`` (each ``g2`` node's failure arc, as a
+    position in ``g2``'s sorted arcs ``id2``, or -1; all -1 without ``phi``) and ``g2``'s final
+    weights through its failure arcs."""
+    phi_out = np.full(g2.num_nodes, -1, np.int64)
+    if phi is None:
+        return phi_out, g2.final_weights
+    phi, failure_arc = _failure_structure(g2, phi, "g2")
     writes = (g1.olabel == phi).nonzero()
     if writes.numel():
         a = int(writes[0, 0])
         raise LabelError(f"g1's arc {a} writes the failure label {phi}: g1's output labels are matched, and a "
                          "failure arc is taken only when no label matches")
-    positions = np.flatnonzero(match2 == phi)
-    arcs = id2[positions]
-    if arcs.shape[0]:
-        olabel = g2.olabel.cpu().numpy()[arcs]
-        bad = np.flatnonzero((olabel != phi) & (olabel != EPSILON))
-        if bad.shape[0]:
-            raise LabelError(f"g2's failure arc {int(arcs[bad[0]])} writes {int(olabel[bad[0]])}: a failure arc "
-                             f"writes nothing (output label {phi} or epsilon)")
-    nodes = np.searchsorted(off2, positions, side="right") - 1
-    if np.unique(nodes).shape[0] != nodes.shape[0]:
-        twice = nodes[np.flatnonzero(nodes[1:] == nodes[:-1])[0]]
-        raise InvalidGraphError(f"g2's node {int(twice)} has two failure arcs (label {phi}); a node has at most one")
-    phi_out[nodes] = positions
-    # A cycle of failure arcs would never end: pointer doubling finds one in log2(N) steps.
-    following = np.full(g2.num_nodes, -1, np.int64)
-    following[nodes] = g2.dst.cpu().numpy()[arcs]
-    jump = following.copy()
-    for _ in range(max(1, int(np.ceil(np.log2(g2.num_nodes + 1)))) + 1):
-        jump = np.where(jump >= 0, jump[np.maximum(jump, 0)], -1)
-    if (jump >= 0).any():
-        raise InvalidGraphError(f"g2's failure arcs (label {phi}) form a cycle through node "
-                                f"{int(np.flatnonzero(jump >= 0)[0])}: a failure chain must end")
-    device = g2.device
-    node = torch.arange(g2.num_nodes, device=device)
-    chain_weight = torch.zeros_like(g2.final_weights)
-    failure_arc = torch.full((g2.num_nodes,), -1, dtype=torch.long, device=device)
-    failure_arc[torch.from_numpy(nodes).to(device)] = torch.from_numpy(arcs).to(device)
-    while True:
-        moving = (g2.final_weights.index_select(0, node) == NEG_INF) & (failure_arc.index_select(0, node) >= 0)
-        if not bool(moving.any()):
-            break
-        arc = failure_arc.index_select(0, node).clamp(min=0)
-        chain_weight = chain_weight + torch.where(moving, gather(g2.weights, arc), torch.zeros_like(chain_weight))
-        node = torch.where(moving, g2.dst.index_select(0, arc), node)
-    return phi_out, chain_weight + g2.final_weights.index_select(0, node)
+    position = np.empty(id2.shape[0], np.int64)
+    position[id2] = np.arange(id2.shape[0])
+    has = failure_arc >= 0
+    phi_out[has] = position[failure_arc[has]]
+    return phi_out, _final_through_failures(g2, failure_arc)
+
+
+def remove_failure_arcs(g: Graph, phi: int) -> Graph:
+    """An equivalent graph without failure arcs (label ``phi``, the semantics of
+    :func:`compose`'s ``phi``): each node gets, for every label its own arcs lack, the arcs of
+    the first node of its failure chain that reads it, weighted by the failure arcs taken plus
+    that arc; a node that does not accept accepts through its chain. For dense intersection
+    (``intersect_dense``, ``dense_score``, ``viterbi_align``) with a back-off model, and for
+    any operation without failure semantics. The expansion adds up to (nodes x labels) arcs;
+    differentiable in ``g``'s weights."""
+    g = as_graph(g)
+    phi, failure_arc = _failure_structure(g, phi, "g")
+    device = g.device
+    src, dst, ilabel = (t.cpu().numpy() for t in (g.src, g.dst, g.ilabel))
+    ordinary = np.flatnonzero(ilabel != phi)
+    width = int(ilabel.max()) + 1 if ilabel.shape[0] else 1
+    # Arcs of each node, by node: CSR over the ordinary arcs.
+    order = ordinary[np.argsort(src[ordinary], kind="stable")]
+    offsets = np.zeros(g.num_nodes + 1, np.int64)
+    np.cumsum(np.bincount(src[order], minlength=g.num_nodes), out=offsets[1:])
+    covered = np.unique(src[ordinary] * width + ilabel[ordinary])  # (node, label) pairs with an arc
+    origin = np.flatnonzero(failure_arc >= 0)        # nodes still following their chain
+    taken = failure_arc[origin]                      # the failure arc taken at this depth
+    chain_weight = g.weights.index_select(0, torch.from_numpy(taken).to(device))
+    new_src, new_arc, new_weight = [], [], []
+    while origin.shape[0]:
+        at = dst[taken]                              # the node reached
+        counts = offsets[at + 1] - offsets[at]
+        owner = np.repeat(np.arange(origin.shape[0]), counts)
+        arc = order[np.repeat(offsets[at], counts) + np.arange(owner.shape[0])
+                    - np.repeat(np.cumsum(counts) - counts, counts)]
+        keys = origin[owner] * width + ilabel[arc]
+        fresh = ~np.isin(keys, covered)
+        new_src.append(origin[owner[fresh]])
+        new_arc.append(arc[fresh])
+        new_weight.append(chain_weight.index_select(0, torch.from_numpy(owner[fresh]).to(device))
+                          + g.weights.index_select(0, torch.from_numpy(arc[fresh]).to(device)))
+        covered = np.union1d(covered, keys)          # labels read here are matched here
+        going = failure_arc[at] >= 0
+        origin, taken = origin[going], failure_arc[at[going]]
+        chain_weight = chain_weight.index_select(0, torch.from_numpy(np.flatnonzero(going)).to(device)) \
+            + g.weights.index_select(0, torch.from_numpy(taken).to(device))
+    added_arc = np.concatenate(new_arc) if new_arc else np.zeros(0, np.int64)
+    keep = torch.from_numpy(np.concatenate([ordinary, added_arc])).to(device)
+    sources = torch.from_numpy(np.concatenate([src[ordinary]] + new_src)).to(device)
+    weights = torch.cat([g.weights.index_select(0, torch.from_numpy(ordinary).to(device))] + new_weight)
+    return Graph.from_tensors(sources, g.dst.index_select(0, keep), g.ilabel.index_select(0, keep),
+                              g.olabel.index_select(0, keep), weights, g.start_weights,
+                              _final_through_failures(g, failure_arc),
+                              node_graph=g.node_graph if g.is_batch else None, num_graphs=g.num_graphs)
 
 
 def compose(g1: Graph, g2: Graph, phi: int | None = None) -> Graph:
@@ -386,7 +450,7 @@ def compose(g1: Graph, g2: Graph, phi: int | None = None) -> Graph:
     _check_batches(g1, g2)
     off1, match1, out1, dst1, id1 = _sorted_arcs(g1, g1.olabel, g1.ilabel)
     off2, match2, out2, dst2, id2 = _sorted_arcs(g2, g2.ilabel, g2.olabel)
-    phi_out, final_weights2 = _failure_arcs(g1, g2, phi, match2, off2, id2)
+    phi_out, final_weights2 = _failure_arcs(g1, g2, phi, id2)
     final1 = (g1.final_weights > NEG_INF).cpu().numpy()
     start1, start2 = _start_pairs(g1, g2)
     states, arcs, num_starts, chains = _compose_kernel(

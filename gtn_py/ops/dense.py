@@ -1113,7 +1113,8 @@ def intersect_dense(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike 
     and weight ``weights[a] + emissions[b, t, ilabel[a]]``, differentiable w.r.t. both. Start
     weights sit on frame 0, final weights at each sequence's length. ``beam`` keeps only nodes and
     arcs on a path whose score is within ``beam`` of the sequence's best path (pruning the output).
-    Label 0 is emission column 0 here, not epsilon.
+    Label 0 is emission column 0 here, not epsilon. A graph with failure (back-off) arcs is
+    intersected after :func:`~gtn_py.ops.compose.remove_failure_arcs`.
 
     Search-time pruning, for decoding with large graphs (``search_beam`` and/or ``max_active``):
     the lattice is built frame by frame by token passing (:mod:`gtn_py.ops.search`), keeping at
