@@ -267,7 +267,7 @@ def test_cyclic_path_distances_pass_gradcheck():
     w = g.weights.detach().clone().requires_grad_()
     for sr in (gtn.LOG, LogSemiring(0.7)):
         assert torch.autograd.gradcheck(
-            lambda w, i, sr=sr: shortest._path_distances(g.num_nodes, g.src, g.dst, w, i, sr), (w, init))
+            lambda w, i, sr=sr: shortest.path_distances(g.num_nodes, g.src, g.dst, w, i, sr), (w, init))
 
 
 # ---------------------------------------------------------------------- 4. n-best over distinct outputs

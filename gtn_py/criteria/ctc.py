@@ -29,7 +29,7 @@ from ..errors import DtypeMismatchError, InvalidGraphError, LabelError
 from ..graph import NEG_INF, Graph, as_batch, as_count, as_frame_counts, as_whole_numbers, gather
 from ..losses import reduce_losses
 from ..ops.compose import compose, remove_epsilon
-from ..ops.dense import GraphsLike, LengthsLike, _dense_score, viterbi_align
+from ..ops.dense import GraphsLike, LengthsLike, dense_score, viterbi_align
 from ..ops.traverse import group_arcs
 from ..semiring import Semiring
 
@@ -312,8 +312,8 @@ def _losses(log_probs: Tensor, graphs: Graph, input_lengths: LengthsLike, zero_i
         raise DtypeMismatchError("log_probs must be a floating-point tensor [T, B, V]")
     if log_probs.dim() != 3:
         raise InvalidGraphError(f"log_probs must be [T, B, V], got {tuple(log_probs.shape)}")
-    losses = -_dense_score(graphs, log_probs.transpose(0, 1), input_lengths, "log", backend,
-                           lengths_name="input_lengths", labels_checked=labels_checked)
+    losses = -dense_score(graphs, log_probs.transpose(0, 1), input_lengths, "log", backend,
+                          lengths_name="input_lengths", labels_checked=labels_checked)
     if zero_infinity:
         losses = torch.where(torch.isinf(losses), torch.zeros_like(losses), losses)
     return losses

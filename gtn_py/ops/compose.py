@@ -34,9 +34,9 @@ from torch import Tensor
 from ..errors import InvalidGraphError, LabelError, WeightError
 from ..graph import EPSILON, NEG_INF, Graph, as_count, as_graph, as_integer, check_compatible, gather, subgraph
 from ..semiring import Semiring, get_semiring, kernel_plus
-from .shortest import _depths, _path_distances, push
+from .shortest import path_distances, push
 from .structure import connect
-from .traverse import reachable, useful_nodes
+from .traverse import node_depths, reachable, useful_nodes
 
 # ---------------------------------------------------------------------- numba helpers
 
@@ -606,7 +606,7 @@ def remove_epsilon(g: Graph, semiring: str | Semiring = "log") -> Graph:
     lifted_d, new_d, pairs_d = to_device(lifted), to_device(new_arcs), to_device(pairs)
     diagonal = pairs_d[:, 0] == pairs_d[:, 1]
     init = torch.where(diagonal, g.weights.new_zeros(()), g.weights.new_full((), NEG_INF))
-    closure = _path_distances(pairs.shape[0], lifted_d[:, 0], lifted_d[:, 1],
+    closure = path_distances(pairs.shape[0], lifted_d[:, 0], lifted_d[:, 1],
                               gather(g.weights, lifted_d[:, 2]), init, sr)
     arc = new_d[:, 2]
     weights = closure[new_d[:, 1]] + gather(g.weights, arc)
@@ -1081,7 +1081,7 @@ def minimize(g: Graph, semiring: str | Semiring = "tropical", delta: float = MIN
     node_id = np.flatnonzero(useful_nodes(g))  # ids in the caller's graph of the kept nodes
     g = subgraph(g, torch.from_numpy(node_id).to(g.device))
     src, dst = g.src.cpu().numpy(), g.dst.cpu().numpy()
-    height = _depths(g.num_nodes, dst, src)  # longest distance to a leaf (leaves accept); -1: cyclic
+    height = node_depths(g.num_nodes, dst, src)  # longest distance to a leaf (leaves accept); -1: cyclic
     off, label, _, sorted_dst, arc_id = _sorted_arcs(g, g.ilabel, g.olabel)
     _check_deterministic(g, off, label, node_id)
 

@@ -911,7 +911,8 @@ def _viterbi_grads(lay: _Layout, slots: Tensor, weights: Tensor, start: Tensor, 
 
 
 def dense_score(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = None,
-                semiring: Union[str, Semiring] = "log", backend: str = "native") -> Tensor:
+                semiring: Union[str, Semiring] = "log", backend: str = "native", *,
+                lengths_name: str = "lengths", labels_checked: bool = False) -> Tensor:
     """Total score of each graph intersected with its emission sequence, without building the lattice.
 
     ``emissions`` are ``[B, T, V]`` (or ``[T, V]`` for one sequence) log-scores; ``graphs`` are a
@@ -935,13 +936,11 @@ def dense_score(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = No
     +inf emission within a sequence's length raises :class:`WeightError`.
 
     ``backend="k2"`` computes the same totals and gradients with ``k2.intersect_dense``.
+
+    For wrappers that speak of the inputs in their own terms (``ctc_loss``): ``lengths_name`` is
+    what the error messages call the lengths, and ``labels_checked`` skips the check of the
+    graphs' labels against the emission columns that the caller has made already.
     """
-    return _dense_score(graphs, emissions, lengths, semiring, backend)
-
-
-def _dense_score(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike, semiring: Union[str, Semiring],
-                 backend: str, lengths_name: str = "lengths", labels_checked: bool = False) -> Tensor:
-    """:func:`dense_score` for callers that speak of the inputs in their own terms (see :func:`_prepare`)."""
     k2 = use_k2(backend)
     sr = get_semiring(semiring)
     g, emissions, lens, single, _ = _prepare(graphs, emissions, lengths, lengths_name, labels_checked)

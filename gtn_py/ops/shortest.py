@@ -54,7 +54,7 @@ from ..graph import NEG_INF, Graph, as_graph, as_graph_list, as_integer, gather,
 from ..k2 import k2_total_score, use_k2
 from ..semiring import KERNEL_LOG, LOG, Semiring, get_semiring, kernel_plus, segment_max
 from .structure import connect
-from .traverse import csr_arcs, useful_nodes
+from .traverse import csr_arcs, node_depths, useful_nodes
 
 GraphLike = Union[Graph, Sequence[Graph]]
 SemiringLike = Union[str, Semiring]
@@ -115,37 +115,6 @@ def _adjoint_sweep(order, tail, head, coefficient, grad):  # pragma: no cover - 
             total += coefficient[a] * adjoint[head[a]]
         adjoint[n] = total
     return adjoint
-
-
-@numba.njit(cache=True, nogil=True)
-def _depths(num_nodes, tail, head):  # pragma: no cover - jitted
-    """Longest-path depth of every node (Kahn); ``-1`` on nodes a cycle keeps from the order."""
-    order, offsets = csr_arcs(num_nodes, tail)
-    indegree = np.zeros(num_nodes, np.int64)
-    for a in range(head.shape[0]):
-        indegree[head[a]] += 1
-    depth = np.full(num_nodes, -1, np.int64)
-    queue = np.empty(num_nodes, np.int64)
-    size = 0
-    for n in range(num_nodes):
-        if indegree[n] == 0:
-            queue[size] = n
-            depth[n] = 0
-            size += 1
-    done = 0
-    while done < size:
-        n = queue[done]
-        done += 1
-        for k in range(offsets[n], offsets[n + 1]):
-            m = head[order[k]]
-            depth[m] = max(depth[m], depth[n] + 1)
-            indegree[m] -= 1
-            if indegree[m] == 0:
-                queue[size] = m
-                size += 1
-    if done < num_nodes:
-        depth[:] = -1
-    return depth
 
 
 @numba.njit(cache=True, nogil=True)
@@ -438,7 +407,7 @@ def _distances(g: Graph, sr: Semiring, reverse: bool, useful_only: bool = False)
         if order.shape[0] == g.num_nodes:
             return torch.from_numpy(dist).to(weights.dtype), torch.from_numpy(pred)
     else:
-        depth = _depths(g.num_nodes, _numpy(tail), _numpy(head))
+        depth = node_depths(g.num_nodes, _numpy(tail), _numpy(head))
         if g.num_nodes == 0 or depth[0] >= 0:
             return _level_sweep(tail, head, weights, init, sr, depth)
     if useful_only:
@@ -564,11 +533,11 @@ def push(g: GraphLike, semiring: SemiringLike = "log", toward: str = "start") ->
         raise ArgumentValueError(f"toward must be 'start' or 'end', not {toward!r}")
     sr = get_semiring(semiring)
     if toward == "start":
-        potential = _path_distances(graph.num_nodes, graph.dst, graph.src, graph.weights, graph.final_weights, sr)
+        potential = path_distances(graph.num_nodes, graph.dst, graph.src, graph.weights, graph.final_weights, sr)
         weights = graph.weights + potential[graph.dst] - potential[graph.src]
         start, final = graph.start_weights + potential, graph.final_weights - potential
     else:
-        potential = _path_distances(graph.num_nodes, graph.src, graph.dst, graph.weights, graph.start_weights, sr)
+        potential = path_distances(graph.num_nodes, graph.src, graph.dst, graph.weights, graph.start_weights, sr)
         weights = graph.weights + potential[graph.src] - potential[graph.dst]
         start, final = graph.start_weights - potential, graph.final_weights + potential
     useless = potential == NEG_INF  # -inf - -inf: a node (and its arcs) on no successful path
@@ -760,7 +729,7 @@ class _CyclicLogDistances(torch.autograd.Function):
         return grad_weights, grad_init, None, None, None
 
 
-def _path_distances(num_nodes: int, tail: Tensor, head: Tensor, weights: Tensor, init: Tensor,
+def path_distances(num_nodes: int, tail: Tensor, head: Tensor, weights: Tensor, init: Tensor,
                     sr: Semiring) -> Tensor:
     """Forward distances (from ``init``) along arcs ``tail -> head`` that stay differentiable
     in ``weights`` and ``init``. Acyclic graphs: :class:`_AcyclicDistances` over the compiled
@@ -775,7 +744,7 @@ def _path_distances(num_nodes: int, tail: Tensor, head: Tensor, weights: Tensor,
             return _AcyclicDistances.apply(weights, init, tail, head, sr, torch.from_numpy(dist),
                                            torch.from_numpy(pred), order)
     else:
-        depth = _depths(num_nodes, tail_host, head_host)
+        depth = node_depths(num_nodes, tail_host, head_host)
         if num_nodes == 0 or depth[0] >= 0:
             with torch.no_grad():
                 level_dist, level_pred = _level_sweep(tail, head, weights, init, sr, depth)
@@ -834,8 +803,8 @@ def path_entropy(g: GraphLike) -> Tensor:
     graphs whose sums converge are supported (else :class:`DivergenceError`)."""
     graph, batched = _as_graph(g)
     w, start, final = graph.weights, graph.start_weights, graph.final_weights
-    alpha = _path_distances(graph.num_nodes, graph.src, graph.dst, w, start, LOG)
-    beta = _path_distances(graph.num_nodes, graph.dst, graph.src, w, final, LOG)
+    alpha = path_distances(graph.num_nodes, graph.src, graph.dst, w, start, LOG)
+    beta = path_distances(graph.num_nodes, graph.dst, graph.src, w, final, LOG)
     total = LOG.segment_plus(alpha + final, graph.node_graph, graph.num_graphs)
     node_total = total[graph.node_graph]
 
