@@ -114,3 +114,19 @@ def test_has_nan_or_plus_inf_is_exact():
     assert has_nan_or_plus_inf(torch.tensor([1.0, math.nan], dtype=torch.bfloat16))
     assert not has_nan_or_plus_inf(torch.tensor([1.0, 2.0], dtype=torch.bfloat16))
     assert not has_nan_or_plus_inf(torch.zeros(0))
+
+
+def test_unique_rows_is_unique_over_rows():
+    """The 1-D mixed-radix key and its fallback (ranges past int64) give torch.unique(dim=0)'s answer."""
+    from gtn_py.graph import unique_rows
+
+    generator = torch.Generator().manual_seed(0)
+    for high in (3, 10**6, 2**40):
+        columns = [torch.randint(-high, high, (500,), generator=generator) for _ in range(3)]
+        columns[1][:250] = columns[1][250:]  # repeated rows
+        columns[0][:250], columns[2][:250] = columns[0][250:], columns[2][250:]
+        values, inverse = unique_rows(columns)
+        want_values, want_inverse = torch.unique(torch.stack(columns, 1), dim=0, return_inverse=True)
+        assert torch.equal(values, want_values) and torch.equal(inverse, want_inverse)
+    values, inverse = unique_rows([torch.zeros(0, dtype=torch.long)] * 2)
+    assert values.shape == (0, 2) and inverse.shape == (0,)

@@ -30,6 +30,7 @@ from ..graph import (
     as_number,
     as_tensor,
     gather,
+    unique_rows,
 )
 from ..losses import reduce_losses
 from ..ops.dense import GraphsLike, LengthsLike
@@ -484,8 +485,7 @@ def _merge_and_keep(scores: Tensor, nodes: Tensor, states: Tensor, width: int) -
     their scores and candidate indices ``[B, width]``."""
     num_rows, num_candidates = scores.shape
     row = torch.arange(num_rows, device=scores.device).repeat_interleave(num_candidates)
-    keys = torch.stack([row, nodes.reshape(-1), states.reshape(-1)], 1)
-    _, group = torch.unique(keys, dim=0, return_inverse=True)
+    _, group = unique_rows([row, nodes.reshape(-1), states.reshape(-1)])
     flat = scores.reshape(-1)
     num_groups = int(group.max()) + 1
     peak = flat.new_full((num_groups,), NEG_INF).scatter_reduce(0, group, flat, "amax")

@@ -32,7 +32,18 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidGraphError, LabelError, WeightError
-from ..graph import EPSILON, NEG_INF, Graph, as_count, as_graph, as_integer, check_compatible, gather, subgraph
+from ..graph import (
+    EPSILON,
+    NEG_INF,
+    Graph,
+    as_count,
+    as_graph,
+    as_integer,
+    check_compatible,
+    gather,
+    subgraph,
+    unique_rows,
+)
 from ..semiring import Semiring, get_semiring, kernel_plus
 from .shortest import path_distances, push
 from .structure import connect
@@ -807,14 +818,7 @@ def _determinize_kernel(off: np.ndarray, label: np.ndarray, dst: np.ndarray, arc
 def _encode_pairs(g: Graph) -> Tuple[Graph, Tensor]:
     """A transducer as an acceptor over its (input, output) label pairs (OpenFst's encode):
     each pair a label, (epsilon, epsilon) staying epsilon; and the pairs ``[K, 2]`` by label."""
-    width = int(g.olabel.max()) + 1 if g.num_arcs else 1
-    if g.num_arcs and int(g.ilabel.min()) >= 0 and int(g.olabel.min()) >= 0 and \
-            int(g.ilabel.max()) < (1 << 62) // width:
-        # One integer key per pair: a 1-D unique (a sort), far faster than unique over rows.
-        keys, code = torch.unique(g.ilabel * width + g.olabel, return_inverse=True)
-        pairs = torch.stack([keys // width, keys % width], 1)
-    else:
-        pairs, code = torch.unique(torch.stack([g.ilabel, g.olabel], 1), dim=0, return_inverse=True)
+    pairs, code = unique_rows([g.ilabel, g.olabel])
     has_epsilon = bool(((pairs[:1, 0] == EPSILON) & (pairs[:1, 1] == EPSILON)).any())  # sorts first
     labels = code.reshape(-1) + (0 if has_epsilon else 1)
     table = torch.cat([pairs.new_zeros(0 if has_epsilon else 1, 2), pairs])
