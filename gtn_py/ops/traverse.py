@@ -128,30 +128,16 @@ def is_acyclic(g: Graph) -> bool:
 
 @numba.njit(cache=True, nogil=True)
 def node_depths(num_nodes, tail, head):  # pragma: no cover - jitted
-    """Longest-path depth of every node (Kahn); ``-1`` on nodes a cycle keeps from the order."""
-    order, offsets = csr_arcs(num_nodes, tail)
-    indegree = np.zeros(num_nodes, np.int64)
-    for a in range(head.shape[0]):
-        indegree[head[a]] += 1
+    """Longest-path depth of every node along arcs ``tail -> head`` (0 for nodes without
+    in-arcs); all ``-1`` when a cycle keeps some node from the topological order."""
+    order = _kahn(num_nodes, tail, head)
     depth = np.full(num_nodes, -1, np.int64)
-    queue = np.empty(num_nodes, np.int64)
-    size = 0
-    for n in range(num_nodes):
-        if indegree[n] == 0:
-            queue[size] = n
-            depth[n] = 0
-            size += 1
-    done = 0
-    while done < size:
-        n = queue[done]
-        done += 1
+    if order.shape[0] < num_nodes:
+        return depth
+    out_arcs, offsets = csr_arcs(num_nodes, tail)
+    depth[:] = 0
+    for n in order:
         for k in range(offsets[n], offsets[n + 1]):
-            m = head[order[k]]
+            m = head[out_arcs[k]]
             depth[m] = max(depth[m], depth[n] + 1)
-            indegree[m] -= 1
-            if indegree[m] == 0:
-                queue[size] = m
-                size += 1
-    if done < num_nodes:
-        depth[:] = -1
     return depth
