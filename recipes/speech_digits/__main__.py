@@ -36,16 +36,25 @@ SHIPPED = Path(__file__).resolve().parent / "shipped"
 SHIPPED_INDEX = SHIPPED / "models.json"
 # Where evaluate writes its results for a shipped model (never into the committed folder).
 DEFAULT_EVALUATION_DIR = Path("out") / "speech_digits"
-def model_options(kind: str, pairs: list[str]) -> dict[str, Any]:
-    """The ``--option KEY=VALUE`` settings of a ``kind`` model, checked and typed by the kind's
-    ``Options`` dataclass (an unknown key would otherwise be silently ignored)."""
+def option_pairs(pairs: list[str], kind: str | None = None) -> dict[str, str]:
+    """``--option KEY=VALUE`` strings as a dict (``kind``: the model kind, for the message)."""
     values: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            settings = ", ".join(name for name, *_ in option_fields(MODELS[kind].Options)) or "none"
-            raise InputError(f"--option {pair!r}: expected KEY=VALUE (--model {kind} settings: {settings})")
+            hint = ""
+            if kind is not None:
+                hint = f" (--model {kind} settings: " + (
+                    ", ".join(name for name, *_ in option_fields(MODELS[kind].Options)) or "none") + ")"
+            raise InputError(f"--option {pair!r}: expected KEY=VALUE{hint}")
         values[key] = value
+    return values
+
+
+def model_options(kind: str, pairs: list[str]) -> dict[str, Any]:
+    """The ``--option KEY=VALUE`` settings of a ``kind`` model, checked and typed by the kind's
+    ``Options`` dataclass (an unknown key would otherwise be silently ignored)."""
+    values = option_pairs(pairs, kind)
     options: Any = parse_options(MODELS[kind].Options, values, kind)
     return {key: getattr(options, key) for key in values}
 
@@ -189,7 +198,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         raise InputError("--by groups whole utterances; it does not apply to the isolated words of --segmenter")
     groups = _groups(args.transcripts, args.by) if args.by else {}
     checkpoints = _checkpoints(args)
-    model, state = load_model(checkpoints, args.device, args.warps, _reading_options(args))
+    model, state = load_model(checkpoints, args.device, args.warps, option_pairs(args.option))
     utterances = _inputs(args)
     if args.segmenter:
         segmenter, _ = load_model(args.segmenter, args.device)
@@ -232,7 +241,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
-    model, _ = load_model(_checkpoints(args), args.device, args.warps, _reading_options(args))
+    model, _ = load_model(_checkpoints(args), args.device, args.warps, option_pairs(args.option))
     utterances = _inputs(args)
     hyps = decode_features(model, [u.features for u in utterances], args.batch_size, args.device,
                            show_progress=not args.quiet)
@@ -292,15 +301,6 @@ def _factors(text: str) -> tuple[float, ...]:
     if not all(0.5 <= a <= 2.0 for a in factors):
         raise argparse.ArgumentTypeError(f"warp factors must lie in [0.5, 2], got {text}")
     return factors
-
-
-def _reading_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``--option`` of evaluate and decode: settings of the checkpoint's model kind that change how
-    it reads (an RNN-T's ``beam``), checked against that kind."""
-    if not args.option:
-        return {}
-    kind = model_config_of(_checkpoints(args)[0], common.load_checkpoint(_checkpoints(args)[0])).kind
-    return model_options(kind, args.option)
 
 
 def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:

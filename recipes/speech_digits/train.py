@@ -142,7 +142,8 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
     """A model from a checkpoint written by :func:`train`, and the checkpoint. Several checkpoints
     (CTC or hybrid models of one kind), or vocal tract ``warps`` of the input to average over, make
     a :class:`~.models.Committee`; the state returned is the first one's. ``options`` replace
-    settings of the checkpoints' model kind for reading (e.g. an RNN-T's ``beam``)."""
+    settings of the checkpoints' model kind for reading (e.g. an RNN-T's ``beam``; values as
+    given on the command line, checked by the kind's ``Options``)."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
     models, states = [], []
     for p in paths:
