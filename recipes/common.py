@@ -302,6 +302,44 @@ def restore(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer
     return int(state["step"])
 
 
+def load_models(paths: Sequence[str | Path], device: torch.device | str,
+                build: Callable[[str | Path, dict[str, Any]], nn.Module]
+                ) -> tuple[list[nn.Module], list[dict[str, Any]]]:
+    """The model of each checkpoint (``build(path, state)`` makes it from the checkpoint's config),
+    given its weights and set to reading (``eval``), and the checkpoints."""
+    models, states = [], []
+    for path in paths:
+        state = load_checkpoint(path, device)
+        model = build(path, state).to(device)
+        load_weights(model, state["model"], str(path), "the model its config describes")
+        models.append(model.eval())
+        states.append(state)
+    return models, states
+
+
+class Committee(nn.Module):
+    """Trained models reading as one: every member scores every view of the input, and the
+    log-scores of all (member, view) pairs are averaged (a product of experts in the log domain).
+    ``views`` maps an input to the list of its views, the input as given first and then
+    test-time transformations of it (None: the input alone). A member returns its log-scores, or
+    a tuple of them and more (lengths, say): then the committee returns the mean scores with the
+    rest of the first member's output on the first view."""
+
+    def __init__(self, members: Sequence[nn.Module], views: nn.Module | None = None):
+        super().__init__()
+        if not members:
+            raise ValueError("a committee needs at least one member")
+        self.members = nn.ModuleList(members)
+        self.views = views
+
+    def forward(self, inputs: Any) -> Any:
+        views = [inputs] if self.views is None else self.views(inputs)
+        outputs = [member(view) for member in self.members for view in views]
+        if isinstance(outputs[0], tuple):
+            return (torch.stack([out[0] for out in outputs]).mean(0), *outputs[0][1:])
+        return torch.stack(outputs).mean(0)
+
+
 def reading_copy(state: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's weights in float16 with its configs and step, without the optimizer state:
     a sixth of the size (Adam keeps two more copies), small enough to keep in the repository. It reads (``evaluate``,

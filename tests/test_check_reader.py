@@ -34,28 +34,26 @@ from recipes.check_reader.data import (
 )
 from recipes.check_reader.evaluate import read_batch, reject_curve
 from recipes.check_reader.model import (
+    GARBAGE,
+    DeformedViews,
     ModelConfig,
     SegmentationReader,
-    Views,
     WindowReader,
     grammar_graph,
+    sequence_loss,
     target_graphs,
 )
-from recipes.check_reader.objectives import sequence_loss
 from recipes.check_reader.oversegment import CutConfig, batch_spans, span_crops, to_batch_tensor
 from recipes.check_reader.train import (
     CHECKPOINT,
-    GARBAGE,
     METRICS,
     TrainConfig,
-    batch_loss,
     digit_split,
     load_model,
-    pretrain_examples,
     pretrain_loss,
     train,
 )
-from recipes.common import confusions, edit_distance
+from recipes.common import Committee, confusions, edit_distance
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(channels=(4, 8), hidden=16)
@@ -193,7 +191,7 @@ def test_a_few_steps_lower_the_loss(digits):
     losses = []
     for _ in range(12):
         optimizer.zero_grad()
-        each = batch_loss(model, config, [s.image for s in samples], [s.label for s in samples])
+        each = model.losses([s.image for s in samples], [s.label for s in samples], config.criterion)
         assert bool(torch.isfinite(each).all())
         loss = each.mean()
         loss.backward()
@@ -210,7 +208,7 @@ def test_pretraining_examples_and_loss(digits, kind):
     torch.manual_seed(0)
     model = SegmentationReader(ModelConfig(**TINY)) if kind == "segmentation" else \
         WindowReader(ModelConfig(kind="ctc", **TINY))
-    crops, targets = pretrain_examples(model, samples, [np.random.default_rng(i) for i in range(4)])
+    crops, targets = model.pretrain_examples(samples, [np.random.default_rng(i) for i in range(4)])
     assert crops.shape == (len(targets), 1, 28, 28)
     positives = targets[targets != GARBAGE].tolist()
     written = [int(ch) for s in samples for ch in s.label]
@@ -336,22 +334,6 @@ TRAIN_ARGS = ["--steps", "2", "--pretrain-steps", "2", "--pretrain-batch", "4",
               "--valid-strings", "2", "--quiet"]
 
 
-@pytest.mark.slow
-def test_two_process_gloo_run_matches_one_process(tmp_path):
-    # gloo on the CPU also where CUDA is there (two processes, one GPU)
-    one = _run(["-m", "recipes.check_reader", "train", "--out", str(tmp_path / "one"), "--threads", "1",
-                "--device", "cpu", *TRAIN_ARGS], timeout=300)
-    assert one.returncode == 0, one.stderr
-    two = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "recipes.check_reader",
-                "train", "--out", str(tmp_path / "two"), "--threads", "1", "--device", "cpu", *TRAIN_ARGS],
-               timeout=300)
-    assert two.returncode == 0, two.stderr
-    a = torch.load(tmp_path / "one" / CHECKPOINT, weights_only=False)["model"]
-    b = torch.load(tmp_path / "two" / CHECKPOINT, weights_only=False)["model"]
-    for name in a:
-        assert torch.allclose(a[name], b[name], atol=1e-5, rtol=1e-4), name
-
-
 def test_cli_evaluate_and_decode(tmp_path, capsys):
     cli(["train", "--out", str(tmp_path), *TRAIN_ARGS])
     cli(["prepare", "--out", str(tmp_path / "test.npz"), "--count", "6", "--min-digits", "2", "--max-digits", "3"])
@@ -464,7 +446,7 @@ def test_views_read_each_crop_as_given_and_as_training_would_deform_it(tmp_path,
     deformation of the same random draws would, and the span scores are the views' mean."""
     crops = torch.from_numpy(digits[1].images[:6, None].astype(np.float32) / 255.0)
     scorer = torch.nn.Flatten()  # "scores" that are the pixels, to see what each view read
-    views = Views(scorer, 3, strength=1.0, seed=5)
+    views = DeformedViews(3, strength=1.0, seed=5)
     seen = torch.nn.functional.grid_sample(crops.repeat(3, 1, 1, 1), views.grids.repeat_interleave(6, 0),
                                            align_corners=True).reshape(3, 6, -1)
     torch.testing.assert_close(seen[0], crops.reshape(6, -1))
@@ -474,10 +456,10 @@ def test_views_read_each_crop_as_given_and_as_training_would_deform_it(tmp_path,
         for i in range(6):
             want = _bilinear(crops[i, 0].numpy(), src_y, src_x)
             np.testing.assert_allclose(seen[k, i].reshape(28, 28).numpy(), want, atol=1e-5)
-    torch.testing.assert_close(views(crops), seen.mean(0))
-    torch.testing.assert_close(Views(scorer, 1)(crops), scorer(crops))
+    torch.testing.assert_close(Committee([scorer], views)(crops), seen.mean(0))
+    torch.testing.assert_close(Committee([scorer], DeformedViews(1))(crops), scorer(crops))
     with pytest.raises(ValueError, match="at least 1"):
-        Views(scorer, 0)
+        DeformedViews(0)
     # evaluate --views: the reading records them
     cli(["train", "--out", str(tmp_path), *TRAIN_ARGS])
     cli(["prepare", "--out", str(tmp_path / "test.npz"), "--count", "4", "--min-digits", "2", "--max-digits", "3"])

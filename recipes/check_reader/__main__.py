@@ -18,13 +18,12 @@ import torch
 from .. import common
 from ..common import InputError
 from .data import GeneratorConfig, load_strings, make_strings, page_to_string, read_png, save_strings
-from .evaluate import Reading, evaluate_strings, format_summary, read_batch
-from .model import ModelConfig, SegmentationReader, Views, WindowReader, grammar_lengths
+from .evaluate import evaluate_strings, format_summary, read_batch
+from .model import CRITERIA, DeformedViews, ModelConfig, Reader, Reading, grammar_lengths, reader_kind
 from .oversegment import CutConfig
 from .report import build_reading_report, build_report
 from .train import CHECKPOINT, TrainConfig, digit_split, load_model, train
 
-CRITERIA = ("nll", "perceptron", "hinge", "ctc")
 PRETRAIN_STEPS = 1000
 # decode's default --threshold: the confidence at which the committed committee (the eight context
 # readers, README_RECIPES.md) reads the validation strings with at most 1 % of them wrong.
@@ -85,11 +84,11 @@ def _configs(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
     if args.min_digits > args.max_digits:
         raise InputError(f"--min-digits {args.min_digits} is more than --max-digits {args.max_digits}")
     gen = GeneratorConfig(min_digits=args.min_digits, max_digits=args.max_digits, distort=args.distort)
-    model = ModelConfig(kind="ctc" if args.criterion == "ctc" else "segmentation",
+    model = ModelConfig(kind=reader_kind(args.criterion),
                         channels=tuple(args.channels), hidden=args.hidden,
                         cuts=CutConfig(grid=args.grid, min_piece=args.min_piece, max_span=args.max_span),
                         grammar=args.grammar, context=args.context)
-    if args.context and model.kind == "ctc":
+    if args.context and model.kind != "segmentation":
         raise InputError("--context is for segmentation readers: the CTC baseline's windows already hold the "
                          "neighbours")
     config = TrainConfig(criterion=args.criterion, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
@@ -132,17 +131,16 @@ def _grammar(text: str) -> str:
     return text
 
 
-def _load_reader(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
+def _load_reader(args: argparse.Namespace) -> tuple[Reader, dict]:
     """The reader of ``--checkpoint`` (a committee if repeated), with the reading options'
     overrides of its grammar and of its cuts applied."""
     cuts = {name: value for name, value in (("grid", args.grid), ("min_piece", args.min_piece))
             if value is not None}
     model, state = load_model(args.checkpoint, args.device, cuts=cuts)
     if args.grammar:
-        model.config.grammar = args.grammar  # type: ignore[union-attr]
+        model.config.grammar = args.grammar
     if args.views > 1:
-        reader: SegmentationReader | WindowReader = model  # type: ignore[assignment]
-        reader.recogniser = Views(reader.recogniser, args.views, args.view_strength)
+        model.recogniser = common.Committee([model.recogniser], DeformedViews(args.views, args.view_strength))
     return model, state
 
 

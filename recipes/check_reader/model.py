@@ -1,27 +1,35 @@
-"""The recogniser and the graphs built around it.
+"""The readers: the recogniser, the graphs built around it, their criteria and their readings.
 
 :class:`Recogniser` is a small convolutional network scoring a 28x28 crop for every class.
 :class:`SegmentationReader` runs it on every span of every image of a minibatch in one call
 and turns the scores into interpretation graphs (segmentation graph -> recognition
 transformer -> optional grammar). :class:`WindowReader` is the CTC baseline: the same
-network slid over the image in columns.
+network slid over the image in columns. Both are :class:`Reader` s: the trainer, the evaluation
+and the commands use them through that interface only.
+
+Reading: the confidence of a reading is its posterior ``P(reading | image)`` = exp(forward score
+of the paths that read it - forward score of all paths), so a user can reject readings below a
+threshold and trade rejects for errors (the reject curve).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import abc
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gtn_py import Graph, string_graph
+from gtn_py import Graph, losses, string_graph
+from gtn_py.criteria.ctc import ctc_greedy_decode, ctc_loss
 from gtn_py.criteria.segmentation import recognition_graph, segmentation_graph
 from gtn_py.ops.compose import compose
+from gtn_py.ops.shortest import forward_score, n_best, viterbi_path
 
 from ..common import InputError
-from .data import deformation
+from .data import StringSample, deformation
 from .oversegment import CROP, CutConfig, Spans, batch_spans, span_crops, to_batch_tensor
 
 NUM_DIGITS = 10
@@ -78,31 +86,18 @@ class Recogniser(nn.Module):
         return self.classify(self.features(crops))
 
 
-class Committee(nn.Module):
-    """Several recognisers scoring as one: the mean of their span scores (a product of experts
-    in the log domain), e.g. readers trained from different seeds or with different augmentation."""
-
-    def __init__(self, members: list[nn.Module]):
-        super().__init__()
-        self.members = nn.ModuleList(members)
-
-    def forward(self, crops: Tensor) -> Tensor:
-        return torch.stack([m(crops) for m in self.members]).mean(0)
-
-
-class Views(nn.Module):
-    """A recogniser that reads each crop as given and under ``count - 1`` fixed random
-    deformations (the law of the training augmentation, :func:`~.data.deformation`, at
-    ``strength``), its span scores averaged: test-time augmentation, a committee of views.
-    The deformations are drawn once from ``seed``, so a reading is reproducible."""
+class DeformedViews(nn.Module):
+    """The views of a batch of crops that a committee reads (:class:`~recipes.common.Committee`):
+    the crops as given and under ``count - 1`` fixed random deformations (the law of the training
+    augmentation, :func:`~.data.deformation`, at ``strength``): test-time augmentation. The
+    deformations are drawn once from ``seed``, so a reading is reproducible."""
 
     grids: Tensor
 
-    def __init__(self, recogniser: nn.Module, count: int, strength: float = 1.0, seed: int = 0):
+    def __init__(self, count: int, strength: float = 1.0, seed: int = 0):
         super().__init__()
         if count < 1:
             raise ValueError(f"views: need at least 1 (the crop as given), got {count}")
-        self.recogniser = recogniser
         rng = np.random.default_rng(seed)
         ys, xs = np.mgrid[0:CROP, 0:CROP].astype(np.float32)
         positions = [(ys, xs)] + [deformation(rng, CROP, CROP, strength) for _ in range(count - 1)]
@@ -110,11 +105,10 @@ class Views(nn.Module):
         grids = np.stack([np.stack([x, y], axis=-1) for y, x in positions]).astype(np.float32)
         self.register_buffer("grids", torch.from_numpy(grids) * (2.0 / (CROP - 1)) - 1.0, persistent=False)
 
-    def forward(self, crops: Tensor) -> Tensor:
+    def forward(self, crops: Tensor) -> list[Tensor]:
         num_crops = crops.shape[0]
-        views = [F.grid_sample(crops, grid.expand(num_crops, -1, -1, -1), align_corners=True)
-                 for grid in self.grids.to(crops)]  # the crops' dtype and device
-        return self.recogniser(torch.cat(views)).reshape(len(views), num_crops, -1).mean(0)
+        return [F.grid_sample(crops, grid.expand(num_crops, -1, -1, -1), align_corners=True)
+                for grid in self.grids.to(crops)]  # the crops' dtype and device
 
 
 def label_ids(text: str) -> list[int]:
@@ -161,23 +155,106 @@ def target_graphs(labels: list[str], device: torch.device) -> Graph:
 
 @dataclass
 class Interpretation:
-    """What the reader builds for a minibatch."""
+    """What the segmentation reader builds for a minibatch."""
 
     spans: Spans
     span_scores: Tensor      # [S, C]
     graphs: Graph            # batch: span-label -> digit-label transducers (grammar composed in)
 
 
-class SegmentationReader(nn.Module):
+@dataclass
+class Reading:
+    """A string read: its text, its confidence (the posterior of the text given the image), and
+    for a segmentation reader the candidate cuts and the segments of its best path."""
+
+    text: str
+    confidence: float
+    cuts: list[int] = field(default_factory=list)                      # candidate cut x positions
+    segments: list[tuple[int, int, str]] = field(default_factory=list)  # Viterbi spans (x0, x1, digit)
+
+
+GARBAGE = -1  # pretraining target of a mis-segmented span (or of a window between digits)
+
+
+def sequence_loss(criterion: str, graphs: Graph, labels: list[str], margin: float = 1.0) -> Tensor:
+    """Per-string losses ``[B]`` of a batch of interpretation graphs against the correct strings
+    (from :mod:`gtn_py.losses`; +inf for a string that cannot be read correctly at all, e.g. more
+    digits than pieces):
+
+    * ``nll`` (the paper's *discriminative forward*): ``-log P(correct string | image)`` =
+      forward score of all paths - forward score of the paths that read the correct string;
+    * ``perceptron`` (*discriminative Viterbi* without margin): best path overall - best correct path;
+    * ``hinge``: ``max(0, margin + best correct path energy - energy of the most offending incorrect reading)``.
+    """
+    correct = compose(graphs, target_graphs(labels, graphs.device))
+    if criterion == "nll":
+        return losses.nll(correct, graphs, reduction="none")
+    if criterion == "perceptron":
+        return losses.perceptron(correct, graphs, reduction="none")
+    if criterion == "hinge":
+        return losses.hinge(correct, graphs, margin=margin, reduction="none")
+    raise ValueError(f"unknown criterion {criterion!r}; use one of {SegmentationReader.CRITERIA}")
+
+
+class Reader(nn.Module, abc.ABC):
+    """What every check reader offers its trainer, its evaluation and the commands: per-string
+    losses under a criterion, readings with confidences, and the examples and targets of the
+    recogniser's isolated-digit pretraining. ``recogniser`` scores 28x28 crops (one network, or a
+    :class:`~recipes.common.Committee` of them)."""
+
+    CRITERIA: tuple[str, ...]
+    config: ModelConfig
+    recogniser: nn.Module
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @abc.abstractmethod
+    def losses(self, images: list[np.ndarray], labels: list[str], criterion: str, margin: float = 1.0) -> Tensor:
+        """Per-string losses ``[B]`` under ``criterion`` (one of :attr:`CRITERIA`), +inf where a
+        string cannot be read."""
+
+    @abc.abstractmethod
+    def read(self, images: list[np.ndarray], candidates: int = 1) -> list[Reading]:
+        """The reading of each string image, with its confidence."""
+
+    @abc.abstractmethod
+    def pretrain_examples(self, samples: list[StringSample], rngs: list[np.random.Generator],
+                          garbage_ratio: int = 1, tolerance: int = 2, ignore: int = 4) -> tuple[Tensor, Tensor]:
+        """Crops ``[S, K, 28, 28]`` and targets ``[S]`` (digit 0-9 or :data:`GARBAGE`) for the
+        recogniser's pretraining on training strings."""
+
+    @abc.abstractmethod
+    def pretrain_logits(self, crops: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Cross-entropy logits of the recogniser on pretraining crops and the class of each
+        target (where garbage goes is the reader's choice)."""
+
+
+def span_targets(x0: np.ndarray, x1: np.ndarray, sample: StringSample, tolerance: int, ignore: int) -> np.ndarray:
+    """Digit (0-9) of each span whose two ends lie within ``tolerance`` pixels of a digit's true
+    boundaries, GARBAGE when some end is further than ``ignore`` pixels from every digit's, and
+    -2 (unused) in between, where a crop is almost, but not quite, a digit."""
+    b = sample.boundaries
+    miss = np.maximum(np.abs(x0[:, None] - b[None, :-1]), np.abs(x1[:, None] - b[None, 1:]))  # [S, digits]
+    best = miss.argmin(axis=1)
+    distance = miss[np.arange(len(x0)), best]
+    digits = np.array([int(ch) for ch in sample.label], np.int64)[best]
+    return np.where(distance <= tolerance, digits, np.where(distance > ignore, GARBAGE, -2))
+
+
+class SegmentationReader(Reader):
+    """The graph transformer network: the recogniser scores every candidate span of every image
+    of a minibatch in one call, and the scores become interpretation graphs (segmentation graph ->
+    recognition transformer -> optional grammar), trained by :func:`sequence_loss`."""
+
+    CRITERIA = ("nll", "perceptron", "hinge")
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.recogniser: nn.Module = Recogniser(NUM_DIGITS, config.channels, config.hidden,
                                                 inputs=2 if config.context else 1)  # or a Committee
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
 
     def forward(self, images: list[np.ndarray]) -> Interpretation:
         spans = batch_spans(images, self.config.cuts)
@@ -191,19 +268,104 @@ class SegmentationReader(nn.Module):
             graphs = compose(graphs, grammar)
         return Interpretation(spans, scores, graphs)
 
+    def losses(self, images: list[np.ndarray], labels: list[str], criterion: str, margin: float = 1.0) -> Tensor:
+        return sequence_loss(criterion, self(images).graphs, labels, margin)
 
-class WindowReader(nn.Module):
+    def read(self, images: list[np.ndarray], candidates: int = 1) -> list[Reading]:
+        """The string of the Viterbi path, or, with ``candidates`` K > 1, of the K best paths with
+        distinct strings the one with the highest posterior (which sums over all its
+        segmentations; the Viterbi path's string is not always the most probable)."""
+        interp = self(images)
+        graphs, spans = interp.graphs, interp.spans
+        if candidates == 1:
+            paths = [[p] for p in viterbi_path(graphs).unbatch()]
+        else:
+            paths = [batch.unbatch() for batch in n_best(graphs, candidates, distinct_outputs=True)]
+        kept_per_image = torch.bincount(spans.image, minlength=len(images))
+        first_span = (torch.cumsum(kept_per_image, 0) - kept_per_image).tolist()
+        options: list[list[tuple[str, list[tuple[int, int, str]]]]] = []   # per image: (text, segments) per candidate
+        for b, image_paths in enumerate(paths):
+            options.append([])
+            for path in image_paths:
+                order = torch.argsort(path.src)
+                span_ids = (path.ilabel[order] - 1 + first_span[b]).tolist()
+                digits = path.olabel[order].tolist()
+                options[-1].append((label_text(digits), [(int(spans.x0[s]), int(spans.x1[s]), str(d - 1))
+                                                        for s, d in zip(span_ids, digits)]))
+        owner = [b for b, opts in enumerate(options) for _ in opts]
+        posterior = posteriors(graphs, owner, [text for opts in options for text, _ in opts])
+        readings, first = [], 0
+        for b, opts in enumerate(options):
+            best = max(range(len(opts)), key=lambda j: posterior[first + j]) if opts else -1
+            text, segments = opts[best] if opts else ("", [])
+            readings.append(Reading(text, posterior[first + best] if opts else 0.0,
+                                    [int(x) for x in spans.cuts[b]], segments))
+            first += len(opts)
+        return readings
+
+    def pretrain_examples(self, samples: list[StringSample], rngs: list[np.random.Generator],
+                          garbage_ratio: int = 1, tolerance: int = 2, ignore: int = 4) -> tuple[Tensor, Tensor]:
+        """The candidate spans of the strings (as the reader cuts them): every well-formed digit
+        (:func:`span_targets`) and at most ``garbage_ratio`` garbage spans per digit, drawn by
+        each string's own generator (``rngs``, so that the choice does not depend on how a batch
+        is shared out among processes)."""
+        images = [s.image for s in samples]
+        spans = batch_spans(images, self.config.cuts)
+        image = spans.image.numpy()
+        x0, x1 = spans.x0.numpy(), spans.x1.numpy()
+        per_image, chosen_parts = [], []
+        first = 0
+        for b, (sample, rng) in enumerate(zip(samples, rngs)):  # spans are grouped by image, in order
+            mine = span_targets(x0[image == b], x1[image == b], sample, tolerance, ignore)
+            positive, garbage = np.flatnonzero(mine >= 0), np.flatnonzero(mine == GARBAGE)
+            garbage = rng.choice(garbage, size=min(len(garbage), garbage_ratio * max(1, len(positive))),
+                                 replace=False)
+            chosen_parts.append(first + np.sort(np.concatenate([positive, garbage])))
+            per_image.append(mine)
+            first += len(mine)
+        chosen = torch.from_numpy(np.concatenate(chosen_parts))
+        targets = np.concatenate(per_image)
+        subset = replace(spans, image=spans.image[chosen], x0=spans.x0[chosen], x1=spans.x1[chosen])
+        return (span_crops(to_batch_tensor(images, self.device), subset, self.config.context),
+                torch.from_numpy(targets[chosen.numpy()]).to(self.device))
+
+    def pretrain_logits(self, crops: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Garbage is a fixed zero logit beside the ten digit scores, so that a well-formed digit
+        gets positive span scores and a mis-segmented span negative ones (the graph uses the raw
+        scores)."""
+        scores = self.recogniser(crops)
+        scores = torch.cat([scores, scores.new_zeros(scores.shape[0], 1)], dim=1)
+        return scores, torch.where(targets == GARBAGE, torch.full_like(targets, NUM_DIGITS), targets)
+
+
+def posteriors(graphs: Graph, owner: list[int], texts: list[str]) -> list[float]:
+    """Posterior of reading ``texts[i]`` in graph ``owner[i]`` of the batch (0 for an empty reading)."""
+    readable = [i for i, t in enumerate(texts) if t]
+    out = [0.0] * len(texts)
+    if not readable:
+        return out
+    total = forward_score(graphs).reshape(-1)
+    chosen = [owner[i] for i in readable]
+    if chosen != list(range(len(total))):   # several candidates per graph, or unreadable graphs
+        parts = graphs.unbatch()
+        graphs = Graph.batch([parts[b] for b in chosen])
+    correct = forward_score(compose(graphs, target_graphs([texts[i] for i in readable], graphs.device)))
+    post = torch.exp((correct.reshape(-1) - total[torch.tensor(chosen, device=total.device)]).clamp(max=0)).tolist()
+    for i, p in zip(readable, post):
+        out[i] = float(p)
+    return out
+
+
+class WindowReader(Reader):
     """The CTC baseline: the same recogniser (one more output, the blank) on 28-pixel windows
-    every ``ctc_stride`` columns. Returns log-probabilities ``[T, B, C+1]`` and lengths."""
+    every ``ctc_stride`` columns. ``forward`` returns log-probabilities ``[T, B, C+1]`` and lengths."""
+
+    CRITERIA = ("ctc",)
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
         self.recogniser = Recogniser(NUM_DIGITS + 1, config.channels, config.hidden)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
 
     def windows(self, batch: Tensor) -> tuple[Tensor, int]:
         """The windows of ``[B, 28, W]`` images (uint8): crops ``[B * T, 1, 28, 28]`` in [0, 1],
@@ -219,6 +381,68 @@ class WindowReader(nn.Module):
         lengths = torch.tensor([im.shape[1] // stride + 1 for im in images], device=self.device)
         return scores.log_softmax(-1).transpose(0, 1), lengths.clamp(max=num_frames)
 
+    def losses(self, images: list[np.ndarray], labels: list[str], criterion: str = "ctc",
+               margin: float = 1.0) -> Tensor:
+        """gtn_py's CTC (blank = 0) over the column windows."""
+        if criterion not in self.CRITERIA:
+            raise ValueError(f"a window reader trains with {self.CRITERIA}, not {criterion!r}")
+        log_probs, lengths = self(images)
+        targets = torch.tensor([x for s in labels for x in label_ids(s)], device=log_probs.device)
+        target_lengths = torch.tensor([len(s) for s in labels], device=log_probs.device)
+        return ctc_loss(log_probs, targets, lengths, target_lengths, blank=0, reduction="none")
 
-def build_reader(config: ModelConfig) -> nn.Module:
-    return WindowReader(config) if config.kind == "ctc" else SegmentationReader(config)
+    def read(self, images: list[np.ndarray], candidates: int = 1) -> list[Reading]:
+        """Best-path decoding (``candidates`` is ignored); the confidence is the CTC posterior of
+        the decoded string."""
+        log_probs, lengths = self(images)
+        texts = [label_text(labels) for labels in ctc_greedy_decode(log_probs.transpose(0, 1), lengths)]
+        out = []
+        for b, text in enumerate(texts):
+            if not text:
+                out.append(Reading(text, 0.0))
+                continue
+            target = torch.tensor(label_ids(text), device=log_probs.device)
+            nll = ctc_loss(log_probs[:, b:b + 1], target, lengths[b:b + 1], torch.tensor([len(text)]),
+                           blank=0, reduction="none")
+            out.append(Reading(text, float(torch.exp(-nll[0]))))
+        return out
+
+    def pretrain_examples(self, samples: list[StringSample], rngs: list[np.random.Generator],
+                          garbage_ratio: int = 1, tolerance: int = 2, ignore: int = 4) -> tuple[Tensor, Tensor]:
+        """The column windows: a window whose centre is within ``ctc_stride / 2`` of a digit's
+        centre is that digit, every other window garbage (= blank); the other arguments do not apply."""
+        crops, frames = self.windows(to_batch_tensor([s.image for s in samples], self.device))
+        stride = self.config.ctc_stride
+        frame_targets = []
+        for s in samples:
+            centres = (s.boundaries[:-1] + s.boundaries[1:]) / 2
+            t = np.arange(frames) * stride
+            near = np.abs(t[:, None] - centres[None, :])
+            best = near.argmin(axis=1)
+            digits = np.array([int(ch) for ch in s.label], np.int64)[best]
+            frame_targets.append(np.where(near[np.arange(frames), best] <= stride / 2, digits, GARBAGE))
+        return crops, torch.from_numpy(np.concatenate(frame_targets)).to(self.device)
+
+    def pretrain_logits(self, crops: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Garbage is the blank output (label 0, digits d + 1)."""
+        return self.recogniser(crops), torch.where(targets == GARBAGE, torch.zeros_like(targets), targets + 1)
+
+
+READERS: dict[str, type[Reader]] = {"segmentation": SegmentationReader, "ctc": WindowReader}
+
+
+def reader_kind(criterion: str) -> str:
+    """The kind of reader that trains with ``criterion``."""
+    for kind, reader in READERS.items():
+        if criterion in reader.CRITERIA:
+            return kind
+    raise ValueError(f"unknown criterion {criterion!r}; use one of {CRITERIA}")
+
+
+CRITERIA = tuple(c for reader in READERS.values() for c in reader.CRITERIA)
+
+
+def build_reader(config: ModelConfig) -> Reader:
+    if config.kind not in READERS:
+        raise ValueError(f"unknown reader kind {config.kind!r} ({', '.join(READERS)})")
+    return READERS[config.kind](config)

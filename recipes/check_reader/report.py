@@ -26,8 +26,8 @@ from viz.svgplot import Series, line_chart
 
 from .. import common
 from .data import GeneratorConfig, make_strings, write_png
-from .evaluate import Reading, read_batch, reject_curve
-from .model import SegmentationReader
+from .evaluate import read_batch, reject_curve
+from .model import Reading, SegmentationReader
 from .train import CHECKPOINT, METRICS, TrainConfig, digit_split, load_model
 
 # Plot backgrounds double as markers: the rendering test finds each figure by its colour.

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -31,17 +32,12 @@ from torch import Tensor, nn
 
 from .. import common
 from ..common import CHECKPOINT, METRICS
-from .data import DigitSet, GeneratorConfig, StringSample, load_digits, make_strings, sample_strings, split_digits
+from .data import DigitSet, GeneratorConfig, load_digits, make_strings, sample_strings, split_digits
 from .evaluate import evaluate_strings
-from .model import Committee, ModelConfig, SegmentationReader, WindowReader, build_reader, label_ids
-from .objectives import ctc_loss, sequence_loss
-from .oversegment import batch_spans, span_crops, to_batch_tensor
+from .model import GARBAGE, READERS, ModelConfig, Reader, build_reader
 
 __all__ = ["CHECKPOINT", "METRICS", "TrainConfig", "digit_split", "learning_rate", "load_model", "pretrain",
-           "pretrain_examples", "batch_loss", "train"]
-
-GARBAGE = -1  # pretraining target of a mis-segmented span (or a window between digits, for CTC)
-
+           "pretrain_loss", "train"]
 
 @dataclass
 class TrainConfig:
@@ -83,39 +79,34 @@ def learning_rate(config: TrainConfig, step: int) -> float:
 
 
 def load_model(path: str | Path | Sequence[str | Path], device: torch.device | str = "cpu",
-               cuts: Mapping[str, int] | None = None) -> tuple[nn.Module, dict]:
+               cuts: Mapping[str, int] | None = None) -> tuple[Reader, dict]:
     """A reader from a checkpoint written by :func:`train`, and the checkpoint. Several checkpoints
     of segmentation readers with the same cuts make one reader whose recogniser is their
-    :class:`Committee` (the state returned is the first one's). ``cuts`` reads with these
+    :class:`~recipes.common.Committee` (the state returned is the first one's). ``cuts`` reads with these
     :class:`CutConfig` settings instead of the checkpoints' (e.g. ``{"grid": 4}``; segmentation
     readers only), so readers trained with other cuts can make one committee."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
-    states = [common.load_checkpoint(p, device) for p in paths]
+    configs: list[ModelConfig] = []
 
-    def reading_config(p: str | Path, state: dict) -> ModelConfig:
+    def build(p: str | Path, state: dict) -> Reader:
         config = reader_config(p, state)
         if cuts:
             if config.kind != "segmentation":
                 raise common.InputError(f"{p}: cuts (--grid, --min-piece) are for segmentation readers; "
                                         "a CTC reader reads column windows")
             config.cuts = replace(config.cuts, **cuts)
-        return config
-
-    configs = [reading_config(p, state) for p, state in zip(paths, states)]
-    first = configs[0]
-    models: list[Reader] = []
-    for p, state, config in zip(paths, states, configs):
-        model: Reader = build_reader(config).to(device)  # type: ignore[assignment]
-        common.load_weights(model, state["model"], str(p), "its own model config")
-        model.eval()
-        models.append(model)
-        if len(paths) > 1 and (config.kind != "segmentation" or config.cuts != first.cuts):
+        if len(paths) > 1 and (config.kind != "segmentation" or (configs and config.cuts != configs[0].cuts)):
             raise common.InputError(f"{p}: a committee needs segmentation readers with the same cuts as {paths[0]}")
+        configs.append(config)
+        return build_reader(config)
+
+    models, states = common.load_models(paths, device, build)
+    reader = cast(Reader, models[0])
     if len(models) > 1:
-        models[0].recogniser = Committee([m.recogniser for m in models])
+        reader.recogniser = common.Committee([cast(Reader, m).recogniser for m in models])
         # Crops with the surroundings when some member reads them; the others read the span alone.
-        first.context = any(config.context for config in configs)
-    return models[0], states[0]
+        reader.config.context = any(config.context for config in configs)
+    return reader, states[0]
 
 
 def reader_config(path: str | Path, state: dict) -> ModelConfig:
@@ -128,82 +119,19 @@ def reader_config(path: str | Path, state: dict) -> ModelConfig:
     except (KeyError, TypeError, ValueError) as error:
         raise common.InputError(f"{path}: not a check reader's checkpoint ({type(error).__name__}: {error})") \
             from None
-    if config.kind not in ("segmentation", "ctc"):
+    if config.kind not in READERS:
         raise common.InputError(f"{path}: not a check reader's checkpoint (model kind {config.kind!r})")
     return config
 
 
 # ---------------------------------------------------------------------- pretraining
-def _span_targets(x0: np.ndarray, x1: np.ndarray, sample: StringSample, tolerance: int, ignore: int) -> np.ndarray:
-    """Digit (0-9) of each span whose two ends lie within ``tolerance`` pixels of a digit's true
-    boundaries, GARBAGE when some end is further than ``ignore`` pixels from every digit's, and
-    -2 (unused) in between, where a crop is almost, but not quite, a digit."""
-    b = sample.boundaries
-    miss = np.maximum(np.abs(x0[:, None] - b[None, :-1]), np.abs(x1[:, None] - b[None, 1:]))  # [S, digits]
-    best = miss.argmin(axis=1)
-    distance = miss[np.arange(len(x0)), best]
-    digits = np.array([int(ch) for ch in sample.label], np.int64)[best]
-    return np.where(distance <= tolerance, digits, np.where(distance > ignore, GARBAGE, -2))
-
-
-Reader = SegmentationReader | WindowReader
-
-
-def pretrain_examples(model: Reader, samples: list[StringSample], rngs: list[np.random.Generator],
-                      garbage_ratio: int = 1, tolerance: int = 2, ignore: int = 4) -> tuple[Tensor, Tensor]:
-    """Crops ``[S, 1, 28, 28]`` and targets ``[S]`` (digit 0-9 or GARBAGE) for pretraining.
-
-    Segmentation reader: the candidate spans of the strings (as the reader cuts them), every
-    well-formed digit and at most ``garbage_ratio`` garbage spans per digit, drawn by each string's
-    own generator (``rngs``, so that the choice does not depend on how a batch is shared out among
-    processes). CTC baseline: its
-    column windows, a window whose centre is within ``stride / 2`` of a digit's centre being that
-    digit and every other window garbage (= blank)."""
-    images = [s.image for s in samples]
-    batch = to_batch_tensor(images, model.device)
-    if isinstance(model, WindowReader):
-        crops, frames = model.windows(batch)
-        stride = model.config.ctc_stride
-        frame_targets = []
-        for s in samples:
-            centres = (s.boundaries[:-1] + s.boundaries[1:]) / 2
-            t = np.arange(frames) * stride
-            near = np.abs(t[:, None] - centres[None, :])
-            best = near.argmin(axis=1)
-            digits = np.array([int(ch) for ch in s.label], np.int64)[best]
-            frame_targets.append(np.where(near[np.arange(frames), best] <= stride / 2, digits, GARBAGE))
-        return crops, torch.from_numpy(np.concatenate(frame_targets)).to(model.device)
-    spans = batch_spans(images, model.config.cuts)
-    image = spans.image.numpy()
-    x0, x1 = spans.x0.numpy(), spans.x1.numpy()
-    per_image, chosen_parts = [], []
-    first = 0
-    for b, (sample, rng) in enumerate(zip(samples, rngs)):  # spans are grouped by image, in order
-        mine = _span_targets(x0[image == b], x1[image == b], sample, tolerance, ignore)
-        positive, garbage = np.flatnonzero(mine >= 0), np.flatnonzero(mine == GARBAGE)
-        garbage = rng.choice(garbage, size=min(len(garbage), garbage_ratio * max(1, len(positive))), replace=False)
-        chosen_parts.append(first + np.sort(np.concatenate([positive, garbage])))
-        per_image.append(mine)
-        first += len(mine)
-    chosen = torch.from_numpy(np.concatenate(chosen_parts))
-    targets = np.concatenate(per_image)
-    subset = replace(spans, image=spans.image[chosen], x0=spans.x0[chosen], x1=spans.x1[chosen])
-    return (span_crops(batch, subset, model.config.context),
-            torch.from_numpy(targets[chosen.numpy()]).to(model.device))
-
-
 def pretrain_loss(model: Reader, crops: Tensor, targets: Tensor,
                   counts: tuple[float, float] | None = None) -> Tensor:
     """Mean cross-entropy over the digits plus mean cross-entropy over the garbage (so their
     proportions do not matter); ``counts`` = (digits, garbage) to divide by instead of this batch's
     (the global batch's, under data parallelism). Segmentation: garbage is a fixed zero logit
     beside the ten digit scores; CTC: garbage is the blank output (label 0, digits d + 1)."""
-    scores = model.recogniser(crops)
-    if isinstance(model, WindowReader):
-        labels = torch.where(targets == GARBAGE, torch.zeros_like(targets), targets + 1)
-    else:
-        scores = torch.cat([scores, scores.new_zeros(scores.shape[0], 1)], dim=1)
-        labels = torch.where(targets == GARBAGE, torch.full_like(targets, scores.shape[1] - 1), targets)
+    scores, labels = model.pretrain_logits(crops, targets)
     each = F.cross_entropy(scores, labels, reduction="none")
     is_garbage = targets == GARBAGE
     parts = (~is_garbage, is_garbage)
@@ -223,7 +151,7 @@ def pretrain(model: Reader, config: TrainConfig, train_digits: DigitSet, world: 
         mine = slice(world.rank, None, world.size)
         samples = sample_strings(train_digits, config.pretrain_batch, rng, config.generator)[mine]
         rngs = [np.random.default_rng([config.seed, 1 << 30, step, i]) for i in range(config.pretrain_batch)][mine]
-        crops, targets = pretrain_examples(model, samples, rngs)
+        crops, targets = model.pretrain_examples(samples, rngs)
         garbage = float((targets == GARBAGE).sum())
         counts = common.sum_over_processes([len(targets) - garbage, garbage], world)
         # The global batch's loss, its crops weighted as one batch (global counts): each process
@@ -237,16 +165,6 @@ def pretrain(model: Reader, config: TrainConfig, train_digits: DigitSet, world: 
 
 
 # ---------------------------------------------------------------------- the global training
-def batch_loss(model: nn.Module, config: TrainConfig, images: list[np.ndarray], labels: list[str]) -> Tensor:
-    """Per-string losses ``[B]`` of the criterion (+inf where a string cannot be read)."""
-    if config.criterion == "ctc":
-        log_probs, lengths = model(images)
-        targets = torch.tensor([x for s in labels for x in label_ids(s)], device=log_probs.device)
-        target_lengths = torch.tensor([len(s) for s in labels], device=log_probs.device)
-        return ctc_loss(log_probs, targets, lengths, target_lengths)
-    return sequence_loss(config.criterion, model(images).graphs, labels, config.margin)
-
-
 def _save(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
           model_config: ModelConfig, config: TrainConfig) -> None:
     common.save_checkpoint(path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
@@ -262,7 +180,7 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resum
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT
     torch.manual_seed(config.seed)
-    model: Reader = build_reader(model_config).to(dev)  # type: ignore[assignment]
+    model = build_reader(model_config).to(dev)
     if config.init:
         # Fine-tuning: another run's weights, read through this run's cuts, grammar and schedule.
         state = common.load_checkpoint(config.init, dev)
@@ -290,7 +208,7 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resum
     def step_loss(step: int) -> common.StepLoss:
         rng = np.random.default_rng([config.seed, step])
         strings = sample_strings(train_digits, config.batch_size, rng, config.generator)[world.rank::world.size]
-        losses = batch_loss(model, config, [s.image for s in strings], [s.label for s in strings])
+        losses = model.losses([s.image for s in strings], [s.label for s in strings], config.criterion, config.margin)
         finite = torch.isfinite(losses)
         kept = losses[finite]
         return common.StepLoss(kept.sum() * world.size / config.batch_size, float(kept.detach().sum()),

@@ -29,7 +29,7 @@ from gtn_py.criteria.ctc import ctc_decode, ctc_expand, ctc_loss, label_sequence
 from gtn_py.graph import Graph
 from gtn_py.ops.dense import viterbi_align
 
-from ..common import InputError
+from ..common import Committee, InputError
 from .data import DIGIT_WORDS
 from .frontend import frequency_warp
 
@@ -251,7 +251,7 @@ class Recognizer(nn.Module, abc.ABC):
 class FrameScorer(Recognizer):
     """A recogniser whose network gives log-scores per output frame (``forward(batch) -> (scores
     [B, T', C], lengths)``) and whose graph search reads only those: CTC and the hybrid. Split so
-    that a :class:`Committee` can search with its members' combined scores."""
+    that a :class:`CommitteeReader` can search with its members' combined scores."""
 
     @abc.abstractmethod
     def decode_scores(self, scores: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
@@ -268,14 +268,31 @@ class FrameScorer(Recognizer):
         return self.align_scores(batch, *self(batch))
 
 
-class Committee(FrameScorer):
-    """Trained models of one kind (CTC or hybrid) with the same outputs and frame rate recognising
-    as one, each on the features as given and, with ``warps``, on the features as other vocal
-    tracts would give them (:func:`~.frontend.frequency_warp` of each factor; 1.0 is the features
-    as given): the frame log-scores of every (model, warp) are averaged (a product of experts,
-    renormalised) and the first member's graphs are searched with them. For decoding only."""
+class WarpViews(nn.Module):
+    """The views of a batch that a committee reads (:class:`~recipes.common.Committee`): its
+    features as other vocal tracts would give them, one per warp factor
+    (:func:`~.frontend.frequency_warp`; 1.0 is the features as given). The warps are linear maps
+    of the cepstra, so zero padding stays zero and they commute with the mean normalisation done
+    at load time."""
 
     warp_matrices: Tensor
+
+    def __init__(self, warps: Sequence[float] = (1.0,)):
+        super().__init__()
+        if not warps:
+            raise ValueError("a committee needs at least one warp factor (1.0: the features as given)")
+        matrices = np.stack([frequency_warp(float(a)) for a in warps]).astype(np.float32)
+        self.register_buffer("warp_matrices", torch.from_numpy(matrices))
+
+    def forward(self, batch: Batch) -> list[Batch]:
+        return [batch._replace(features=batch.features @ warp) for warp in self.warp_matrices]
+
+
+class CommitteeReader(FrameScorer):
+    """Trained models of one kind (CTC or hybrid) with the same outputs and frame rate reading
+    as one: their :class:`~recipes.common.Committee` over the :class:`WarpViews` of each batch
+    gives the frame log-scores (the mean over every (model, warp), renormalised), and the first
+    member's graphs are searched with them. For decoding only."""
 
     def __init__(self, members: Sequence[FrameScorer], warps: Sequence[float] = (1.0,)):
         super().__init__()
@@ -284,20 +301,12 @@ class Committee(FrameScorer):
             if (m.config.kind, m.config.options, m.config.encoder.stride) != (
                     first.config.kind, first.config.options, first.config.encoder.stride):
                 raise ValueError("a committee needs models of one kind with the same options and stride")
-        if not warps:
-            raise ValueError("a committee needs at least one warp factor (1.0: the features as given)")
-        self.members = nn.ModuleList(members)
         self.config = first.config
-        matrices = np.stack([frequency_warp(float(a)) for a in warps]).astype(np.float32)
-        self.register_buffer("warp_matrices", torch.from_numpy(matrices).to(next(first.parameters()).device))
+        self.committee = Committee(members, WarpViews(warps).to(next(first.parameters()).device))
 
     def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        # The warps are linear maps of the cepstra: zero padding stays zero, and they commute with
-        # the mean normalisation done at load time.
-        outputs = [m(batch._replace(features=batch.features @ warp))
-                   for m in self.members for warp in self.warp_matrices]
-        mean = torch.stack([scores for scores, _ in outputs]).mean(0)
-        return mean.log_softmax(-1), outputs[0][1]
+        scores, lengths = self.committee(batch)
+        return scores.log_softmax(-1), lengths
 
     def losses(self, batch: Batch) -> Tensor:
         raise NotImplementedError("a committee decodes; train its members one by one")
@@ -305,7 +314,7 @@ class Committee(FrameScorer):
     @property
     def first(self) -> FrameScorer:
         """The member whose graphs are searched (all members share their outputs and frame rate)."""
-        return cast(FrameScorer, self.members[0])
+        return cast(FrameScorer, self.committee.members[0])
 
     def decode_scores(self, scores: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
         return self.first.decode_scores(scores, lengths)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from .data import Utterance
 from .evaluate import evaluate_model
 from .frontend import DEFAULT_CONFIG, frequency_mask, frequency_warp
 from .kinds import MODEL_KINDS, build_model
-from .models import Committee, FrameScorer, ModelConfig, Recognizer, make_batch
+from .models import CommitteeReader, FrameScorer, ModelConfig, Recognizer, make_batch
 
 NUM_FILTERS = DEFAULT_CONFIG.num_filters
 
@@ -141,26 +141,23 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
                ) -> tuple[Recognizer, dict[str, Any]]:
     """A model from a checkpoint written by :func:`train`, and the checkpoint. Several checkpoints
     (CTC or hybrid models of one kind), or vocal tract ``warps`` of the input to average over, make
-    a :class:`~.models.Committee`; the state returned is the first one's. ``options`` replace
+    a :class:`~.models.CommitteeReader`; the state returned is the first one's. ``options`` replace
     settings of the checkpoints' model kind for reading (e.g. an RNN-T's ``beam``; values as
     given on the command line, checked by the kind's ``Options``)."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
-    models, states = [], []
-    for p in paths:
-        state = common.load_checkpoint(p, device)
+
+    def build(p: str | Path, state: dict[str, Any]) -> Recognizer:
         config = model_config_of(p, state)
         config.options = {**config.options, **(options or {})}
-        model = build_model(config).to(device)
-        common.load_weights(model, state["model"], str(p), "the model its config describes")
-        model.eval()
-        models.append(model)
-        states.append(state)
+        return build_model(config)
+
+    models, states = common.load_models(paths, device, build)
     if len(models) == 1 and not warps:
-        return models[0], states[0]
+        return cast(Recognizer, models[0]), states[0]
     scorers = [m for m in models if isinstance(m, FrameScorer)]
     if len(scorers) != len(models):
         raise common.InputError(f"{', '.join(map(str, paths))}: a committee (or warps) needs CTC or hybrid models")
-    return Committee(scorers, warps or (1.0,)).eval(), states[0]
+    return CommitteeReader(scorers, warps or (1.0,)).eval(), states[0]
 
 
 def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utterances: Sequence[Utterance],
