@@ -28,6 +28,7 @@ speech-deps:
 lint: $(STAMP)
 	$(PY) -m ruff check gtn_py recipes tests
 	$(PY) -m mypy gtn_py recipes
+	$(VENV)/bin/lint-imports --no-cache  # the library's floors (pyproject.toml [tool.importlinter])
 
 # Tests run torch single-threaded: they are many small problems, for which OpenMP workers cost
 # more than they give (and tests that start several processes would oversubscribe the cores).

@@ -40,7 +40,8 @@ from typing import Any, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .errors import ArgumentValueError, BackendUnavailableError, CyclicGraphError, LabelError
+from .backends import Backend, register_backend
+from .errors import BackendUnavailableError, CyclicGraphError, LabelError
 from .graph import NEG_INF, Graph, gather, subgraph
 from .ops.traverse import topological_order
 from .semiring import Semiring, get_semiring
@@ -65,17 +66,6 @@ def _import_k2() -> Any:
     except ImportError as err:  # k2 also raises ImportError when its torch version does not match
         raise BackendUnavailableError(f"{INSTALL_ADVICE} (import k2 failed: {err})") from err
     return k2
-
-
-BACKENDS = ("native", "k2")
-
-
-def use_k2(backend: str) -> bool:
-    """Whether ``backend`` asks for k2's kernels (the ``backend=`` argument of the totals and
-    dense-intersection functions); raises ArgumentValueError for an unknown name."""
-    if backend not in BACKENDS:
-        raise ArgumentValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
-    return backend == "k2"
 
 
 def is_available() -> bool:
@@ -368,3 +358,5 @@ def k2_dense_totals(g: Graph, emissions: Tensor, lens: Tensor, semiring: Semirin
         totals = torch.where(empty, totals, k2_totals)
     return totals.to(emissions.dtype)
 
+
+register_backend("k2", Backend(total_score=k2_total_score, dense_totals=k2_dense_totals))

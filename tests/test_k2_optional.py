@@ -65,3 +65,36 @@ def test_unknown_backend_is_a_value_error():
         gtn_py.forward_score(small_graph(), backend="cuda")
     with pytest.raises(ValueError, match="backend"):
         gtn_py.dense_score(small_graph(), torch.zeros(1, 2), backend="openfst")
+
+
+def test_the_core_imports_no_backend():
+    """k2's adapter registers itself when first asked for; importing gtn_py does not import it."""
+    import subprocess
+    code = "import sys, gtn_py; assert 'gtn_py.k2' not in sys.modules, 'gtn_py imported its k2 adapter'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_registered_backend_is_what_backend_selects(monkeypatch):
+    from gtn_py import backends
+    calls = []
+
+    def totals(graphs, semiring):
+        calls.append(semiring.name)
+        return gtn_py.total_score(graphs, semiring) + 1.0
+
+    def dense_totals(g, emissions, lengths, semiring):
+        calls.append(("dense", tuple(emissions.shape), lengths.tolist()))
+        return gtn_py.dense_score(g, emissions, lengths, semiring) + 2.0
+
+    monkeypatch.setattr(backends, "_registered", dict(backends._registered))
+    backends.register_backend("shifted", backends.Backend(totals, dense_totals))
+    assert "shifted" in backends.backend_names()
+    g = small_graph()
+    assert float(gtn_py.forward_score(g, backend="shifted")) == pytest.approx(float(gtn_py.forward_score(g)) + 1.0)
+    assert float(gtn_py.viterbi_score(g, backend="shifted")) == pytest.approx(float(gtn_py.viterbi_score(g)) + 1.0)
+    emissions = torch.zeros(1, 1, 2)
+    assert float(gtn_py.dense_score(g, emissions, backend="shifted")[0]) == pytest.approx(
+        float(gtn_py.dense_score(g, emissions)[0]) + 2.0)
+    assert calls == ["log", "tropical", ("dense", (1, 1, 2), [1])]
+    with pytest.raises(ValueError, match="own kernels"):
+        backends.register_backend("native", backends.Backend(totals, dense_totals))

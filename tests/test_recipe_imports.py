@@ -73,3 +73,19 @@ def test_the_recipes_import_graph_has_no_circle():
 
     for module in sorted(graph):
         visit(module, [])
+
+
+def test_no_private_name_is_imported_from_another_module():
+    """The library, the recipes, viz, bench and tools use each other's public names only (a
+    private name is its module's own business: it may change without notice)."""
+    found = []
+    for folder in ("gtn_py", "recipes", "viz", "bench", "tools"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    found += [f"{path.relative_to(ROOT)}:{node.lineno} {a.name}" for a in node.names
+                              if a.name.startswith("_") and a.name != "__version__"]
+                elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") \
+                        and isinstance(node.value, ast.Name) and node.value.id in ("gtn", "gtn_py"):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.value.id}.{node.attr}")
+    assert not found, f"private names used from other modules: {found}"

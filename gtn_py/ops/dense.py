@@ -48,9 +48,9 @@ try:  # Triton compiles the CUDA kernels (torch's CUDA wheels bring it); without
 except ImportError:  # pragma: no cover - depends on the install
     _TRITON = False
 
+from ..backends import get_backend
 from ..errors import DeviceMismatchError, DtypeMismatchError, InvalidGraphError, LabelError, WeightError
 from ..graph import NEG_INF, Graph, as_frame_counts, has_nan_or_plus_inf, nan_or_plus_inf, subgraph
-from ..k2 import k2_dense_totals, use_k2
 from ..semiring import Semiring, get_semiring, segment_max
 from .search import SearchResult, token_passing
 from .shortest import shortest_distance
@@ -935,17 +935,18 @@ def dense_score(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = No
     checked when a graph is built, not here: a check would cost a host sync on CUDA); a NaN or
     +inf emission within a sequence's length raises :class:`WeightError`.
 
-    ``backend="k2"`` computes the same totals and gradients with ``k2.intersect_dense``.
+    ``backend="k2"`` computes the same totals and gradients with ``k2.intersect_dense``
+    (:mod:`gtn_py.backends`).
 
     For wrappers that speak of the inputs in their own terms (``ctc_loss``): ``lengths_name`` is
     what the error messages call the lengths, and ``labels_checked`` skips the check of the
     graphs' labels against the emission columns that the caller has made already.
     """
-    k2 = use_k2(backend)
+    other = get_backend(backend)
     sr = get_semiring(semiring)
     g, emissions, lens, single, _ = _prepare(graphs, emissions, lengths, lengths_name, labels_checked)
-    if k2:
-        totals = k2_dense_totals(g, emissions, lens, sr)
+    if other is not None:
+        totals = other.dense_totals(g, emissions, lens, sr)
         return totals[0] if single else totals
     lay = _Layout.of(g, emissions.shape[0], emissions.shape[2])
     totals = _DenseScore.apply(g.weights, g.start_weights, g.final_weights, lay.emission_columns(emissions, lens),

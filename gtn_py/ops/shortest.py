@@ -49,9 +49,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..backends import get_backend
 from ..errors import ArgumentTypeError, ArgumentValueError, DivergenceError, DtypeMismatchError, WeightError
 from ..graph import NEG_INF, Graph, as_graph, as_graph_list, as_integer, gather, subgraph
-from ..k2 import k2_total_score, use_k2
 from ..semiring import KERNEL_LOG, LOG, Semiring, get_semiring, kernel_plus, segment_max
 from .structure import connect
 from .traverse import csr_arcs, node_depths, useful_nodes
@@ -763,10 +763,11 @@ def total_score(g: GraphLike, semiring: SemiringLike = "log", backend: str = "na
     it is the indicator of one best path (ties: the path :func:`viterbi_path` returns).
 
     ``backend="k2"`` computes the same totals and gradients with k2 (acyclic graphs; see
-    :mod:`gtn_py.k2`).
+    :mod:`gtn_py.k2` and :mod:`gtn_py.backends`).
     """
-    if use_k2(backend):
-        return k2_total_score(g, semiring)
+    other = get_backend(backend)
+    if other is not None:
+        return other.total_score(g, get_semiring(semiring))
     graph, batched = _as_graph(g)
     sr = get_semiring(semiring)
     total = _TotalScore.apply(graph.weights, graph.start_weights, graph.final_weights, graph, sr)
