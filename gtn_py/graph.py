@@ -845,19 +845,32 @@ def subgraph(g: Graph, nodes: Tensor, keep_batch: bool = True, arcs: Tensor | No
 
     Differentiable: weights are gathered from ``g``.
     """
+    return subgraph_with_arc_map(g, nodes, keep_batch, arcs)[0]
+
+
+def subgraph_with_arc_map(g: Graph, nodes: Tensor, keep_batch: bool = True,
+                          arcs: Tensor | None = None) -> tuple[Graph, Tensor]:
+    """:func:`subgraph` and its arc map: the index in ``g`` of each arc of the result."""
     g._flush()
     remap = torch.full((g.num_nodes,), -1, dtype=torch.long, device=g.device)
     remap[nodes] = torch.arange(nodes.shape[0], device=g.device)
     between = (remap[g._src] >= 0) & (remap[g._dst] >= 0)
-    arcs = (between if arcs is None else between & arcs).nonzero().reshape(-1)
+    kept = (between if arcs is None else between & arcs).nonzero().reshape(-1)
     node_graph = None
     num_graphs = 1
     if keep_batch and g._node_graph is not None:
         node_graph, num_graphs = g._node_graph[nodes], g._num_graphs
     return Graph.from_tensors(
-        remap[g._src[arcs]], remap[g._dst[arcs]], g._ilabel[arcs], g._olabel[arcs],
-        g._weights.index_select(0, arcs), g._start.index_select(0, nodes),
-        g._final.index_select(0, nodes), node_graph=node_graph, num_graphs=num_graphs)
+        remap[g._src[kept]], remap[g._dst[kept]], g._ilabel[kept], g._olabel[kept],
+        g._weights.index_select(0, kept), g._start.index_select(0, nodes),
+        g._final.index_select(0, nodes), node_graph=node_graph, num_graphs=num_graphs), kept
+
+
+def as_flag(value: object, what: str) -> bool:
+    """``value`` if it is a bool (numpy's included); :class:`ArgumentTypeError` otherwise."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ArgumentTypeError(f"{what} must be True or False, not {type(value).__name__} {value!r}")
+    return bool(value)
 
 
 # ---------------------------------------------------------------------- common graphs

@@ -24,7 +24,7 @@ to the CPU once per call; the result's weights are computed on the inputs' devic
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Literal, Tuple, overload
 
 import numba
 import numpy as np
@@ -37,6 +37,7 @@ from ..graph import (
     NEG_INF,
     Graph,
     as_count,
+    as_flag,
     as_graph,
     as_integer,
     check_compatible,
@@ -440,7 +441,13 @@ def remove_failure_arcs(g: Graph, phi: int) -> Graph:
                               node_graph=g.node_graph if g.is_batch else None, num_graphs=g.num_graphs)
 
 
-def compose(g1: Graph, g2: Graph, phi: int | None = None) -> Graph:
+@overload
+def compose(g1: Graph, g2: Graph, phi: int | None = None, return_arc_map: Literal[False] = False) -> Graph: ...
+@overload
+def compose(g1: Graph, g2: Graph, phi: int | None = None, *,
+            return_arc_map: Literal[True]) -> Tuple[Graph, Tensor]: ...
+def compose(g1: Graph, g2: Graph, phi: int | None = None,
+            return_arc_map: bool = False) -> Graph | Tuple[Graph, Tensor]:
     """The composition ``g1 o g2``: pairs ``(x, z)`` such that ``g1`` maps ``x`` to some ``y``
     and ``g2`` maps ``y`` to ``z``, with score ``g1(x, y) + g2(y, z)`` summed over ``y`` (in
     any semiring: every pair of matching paths gives exactly one path of the result).
@@ -457,7 +464,14 @@ def compose(g1: Graph, g2: Graph, phi: int | None = None) -> Graph:
     Arc-sorted inputs (``g1`` by output label, ``g2`` by input label, see
     :func:`gtn_py.ops.structure.arcsort`)
     skip an internal sort. Differentiable in both inputs' arc, start and final weights.
+
+    ``return_arc_map``: also return the arc map ``[E, 2]``: for each arc of the result, the arc
+    of ``g1`` and the arc of ``g2`` it pairs (-1 where one side stays put on an epsilon), so
+    that its weight is ``gather(g1.weights, map[:, 0]) + gather(g2.weights, map[:, 1])`` (plus,
+    with ``phi``, the failure arcs taken before the match) and per-arc attributes of either
+    input follow with :func:`~gtn_py.graph.gather`.
     """
+    with_map = as_flag(return_arc_map, "return_arc_map")
     _check_batches(g1, g2)
     off1, match1, out1, dst1, id1 = _sorted_arcs(g1, g1.olabel, g1.ilabel)
     off2, match2, out2, dst2, id2 = _sorted_arcs(g2, g2.ilabel, g2.olabel)
@@ -500,11 +514,12 @@ def compose(g1: Graph, g2: Graph, phi: int | None = None) -> Graph:
     start = torch.where(to_device(is_start[kept]), start, start.new_full((), NEG_INF))
     final = g1.final_weights.index_select(0, node1) + final_weights2.index_select(0, node2)
     batch = g1.is_batch or g2.is_batch
-    return Graph.from_tensors(
+    out = Graph.from_tensors(
         to_device(renumber[arcs[:, 0]]), to_device(renumber[arcs[:, 1]]), to_device(arcs[:, 2]),
         to_device(arcs[:, 3]), weights, start, final,
         node_graph=to_device(graph_of_state[kept]) if batch else None,
         num_graphs=max(g1.num_graphs, g2.num_graphs))
+    return (out, torch.stack([map1, map2], 1)) if with_map else out
 
 
 def _graph_of(g1: Graph, g2: Graph, node1: np.ndarray, node2: np.ndarray) -> np.ndarray:
@@ -516,15 +531,24 @@ def _graph_of(g1: Graph, g2: Graph, node1: np.ndarray, node2: np.ndarray) -> np.
     return np.zeros(node1.shape[0], np.int64)
 
 
-def intersect(g1: Graph, g2: Graph, phi: int | None = None) -> Graph:
+@overload
+def intersect(g1: Graph, g2: Graph, phi: int | None = None, return_arc_map: Literal[False] = False) -> Graph: ...
+@overload
+def intersect(g1: Graph, g2: Graph, phi: int | None = None, *,
+              return_arc_map: Literal[True]) -> Tuple[Graph, Tensor]: ...
+def intersect(g1: Graph, g2: Graph, phi: int | None = None,
+              return_arc_map: bool = False) -> Graph | Tuple[Graph, Tensor]:
     """The intersection of two acceptors: the strings both accept, with summed scores (``phi``:
-    the label of ``g2``'s failure arcs, see :func:`compose`)."""
+    the label of ``g2``'s failure arcs; ``return_arc_map``: also the arc map ``[E, 2]``; see
+    :func:`compose`)."""
     for name, g in (("g1", as_graph(g1, "g1")), ("g2", as_graph(g2, "g2"))):
         if not g.is_acceptor:
             bad = int((g.ilabel != g.olabel).nonzero()[0, 0])
             raise InvalidGraphError(
                 f"intersect needs acceptors, but {name}'s arc {bad} has ilabel {int(g.ilabel[bad])} "
                 f"!= olabel {int(g.olabel[bad])}; use compose for transducers")
+    if as_flag(return_arc_map, "return_arc_map"):
+        return compose(g1, g2, phi, return_arc_map=True)
     return compose(g1, g2, phi)
 
 
@@ -592,7 +616,13 @@ def _epsilon_closure(num_nodes: int, src: np.ndarray, dst: np.ndarray, is_eps: n
     return pairs[:num_pairs], lifted[:num_lifted], new_arcs[:num_new]
 
 
-def remove_epsilon(g: Graph, semiring: str | Semiring = "log") -> Graph:
+@overload
+def remove_epsilon(g: Graph, semiring: str | Semiring = "log", return_arc_map: Literal[False] = False) -> Graph: ...
+@overload
+def remove_epsilon(g: Graph, semiring: str | Semiring = "log", *,
+                   return_arc_map: Literal[True]) -> Tuple[Graph, Tensor]: ...
+def remove_epsilon(g: Graph, semiring: str | Semiring = "log",
+                   return_arc_map: bool = False) -> Graph | Tuple[Graph, Tensor]:
     """An equivalent graph without epsilon arcs (arcs whose input and output labels are both
     epsilon; on an acceptor, the label-0 arcs), preserving the weighted relation in
     ``semiring``.
@@ -606,9 +636,14 @@ def remove_epsilon(g: Graph, semiring: str | Semiring = "log") -> Graph:
     sum converges (tropical: no cycle with a positive score; log: the geometric series
     converges); otherwise :class:`DivergenceError`. Nodes left useless (entered only by
     epsilon arcs) are dropped.
+
+    ``return_arc_map``: also return the arc map ``[E]``: for each arc of the result, the
+    non-epsilon arc of ``g`` it continues with (whose labels it carries; its weight adds the
+    closure distance before it), so that per-arc attributes follow: ``values[arc_map]``.
     """
+    with_map = as_flag(return_arc_map, "return_arc_map")
     sr = get_semiring(semiring)
-    g = connect(g)  # useless epsilon cycles must not raise (or cost anything)
+    g, useful_arcs = connect(g, return_arc_map=True)  # useless epsilon cycles must not raise (or cost anything)
     is_eps = (g.ilabel == EPSILON) & (g.olabel == EPSILON)
     pairs, lifted, new_arcs = _epsilon_closure(g.num_nodes, g.src.cpu().numpy(), g.dst.cpu().numpy(),
                                                is_eps.cpu().numpy())
@@ -625,7 +660,8 @@ def remove_epsilon(g: Graph, semiring: str | Semiring = "log") -> Graph:
     out = Graph.from_tensors(new_d[:, 0], g.dst[arc], g.ilabel[arc], g.olabel[arc], weights,
                               g.start_weights, final, node_graph=g.node_graph if g.is_batch else None,
                               num_graphs=g.num_graphs)
-    return connect(out)
+    out, kept = connect(out, return_arc_map=True)
+    return (out, useful_arcs[arc[kept]]) if with_map else out
 
 
 # ---------------------------------------------------------------------- determinization

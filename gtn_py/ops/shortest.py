@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from typing import List, Sequence, Tuple, Union
+from typing import List, Literal, Sequence, Tuple, Union, overload
 
 import numba
 import numpy as np
@@ -51,7 +51,16 @@ from torch import Tensor
 
 from ..backends import get_backend
 from ..errors import ArgumentTypeError, ArgumentValueError, DivergenceError, DtypeMismatchError, WeightError
-from ..graph import NEG_INF, Graph, as_graph, as_graph_list, as_integer, gather, subgraph
+from ..graph import (
+    NEG_INF,
+    Graph,
+    as_flag,
+    as_graph,
+    as_graph_list,
+    as_integer,
+    gather,
+    subgraph_with_arc_map,
+)
 from ..semiring import KERNEL_LOG, LOG, Semiring, get_semiring, kernel_plus, segment_max
 from .structure import connect
 from .traverse import csr_arcs, node_depths, useful_nodes
@@ -837,7 +846,14 @@ def _best_path_share(g: Graph, alpha: Tensor, pred: Tensor, shares: Tuple[Tensor
     return least.index_put((found,), torch.minimum(least[found], ends))
 
 
-def prune(g: GraphLike, beam: float | None = None, *, min_posterior: float | None = None) -> Graph:
+@overload
+def prune(g: GraphLike, beam: float | None = None, *, min_posterior: float | None = None,
+          return_arc_map: Literal[False] = False) -> Graph: ...
+@overload
+def prune(g: GraphLike, beam: float | None = None, *, min_posterior: float | None = None,
+          return_arc_map: Literal[True]) -> Tuple[Graph, Tensor]: ...
+def prune(g: GraphLike, beam: float | None = None, *, min_posterior: float | None = None,
+          return_arc_map: bool = False) -> Graph | Tuple[Graph, Tensor]:
     """Keep only what lies on good paths, per graph (a list or batch gives a batch).
 
     ``beam``: the arcs and nodes on some successful path whose score is within ``beam`` of
@@ -852,8 +868,12 @@ def prune(g: GraphLike, beam: float | None = None, *, min_posterior: float | Non
     Node and arc order are kept and the weights are gathers of ``g``'s (differentiable), as in
     :func:`~gtn_py.ops.structure.connect`. As with OpenFst, the result can still hold a path
     worse than the beam, made of arcs that each lie on a good path.
+
+    ``return_arc_map``: also return the arc map, the index in ``g`` (its batch, for a list) of
+    each arc kept (``[E]``), so that per-arc attributes follow: ``values[arc_map]``.
     """
     graph, _ = _as_graph(g)
+    with_map = as_flag(return_arc_map, "return_arc_map")
     if beam is None and min_posterior is None:
         raise ArgumentValueError("prune needs a beam, a min_posterior or both")
     if beam is not None:
@@ -880,7 +900,10 @@ def prune(g: GraphLike, beam: float | None = None, *, min_posterior: float | Non
     neg_inf = graph.weights.new_full((), NEG_INF)
     masked = graph.with_weights(graph.weights, torch.where(final_kept, graph.final_weights, neg_inf),
                                 torch.where(start_kept, graph.start_weights, neg_inf))
-    return connect(subgraph(masked, torch.arange(graph.num_nodes, device=graph.device), arcs=arcs))
+    pruned, pruned_arcs = subgraph_with_arc_map(masked, torch.arange(graph.num_nodes, device=graph.device),
+                                                arcs=arcs)
+    out, connected_arcs = connect(pruned, return_arc_map=True)
+    return (out, pruned_arcs[connected_arcs]) if with_map else out
 
 
 # ---------------------------------------------------------------------- paths as graphs

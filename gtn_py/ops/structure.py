@@ -18,14 +18,24 @@ is never a batch.
 
 from __future__ import annotations
 
-from typing import Sequence, Tuple
+from typing import Literal, Sequence, Tuple, overload
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from ..errors import ArgumentTypeError, ArgumentValueError
-from ..graph import NEG_INF, Graph, as_graph, as_graph_list, as_integer, gather, subgraph
+from ..graph import (
+    NEG_INF,
+    Graph,
+    as_flag,
+    as_graph,
+    as_graph_list,
+    as_integer,
+    gather,
+    subgraph,
+    subgraph_with_arc_map,
+)
 from ..semiring import Semiring, get_semiring
 from .traverse import group_arcs, topological_order, useful_nodes
 
@@ -181,12 +191,20 @@ def reverse(g: Graph) -> Graph:
 
 
 # ---------------------------------------------------------------------- trimming and sorting
-def connect(g: Graph) -> Graph:
+@overload
+def connect(g: Graph, return_arc_map: Literal[False] = False) -> Graph: ...
+@overload
+def connect(g: Graph, return_arc_map: Literal[True]) -> Tuple[Graph, Tensor]: ...
+def connect(g: Graph, return_arc_map: bool = False) -> Graph | Tuple[Graph, Tensor]:
     """Keep only the nodes on some successful path: reachable from a start node and reaching
     an accept node (node order and arc order kept). Per graph on a batch; a graph with no
-    successful path becomes empty but keeps its place in the batch."""
+    successful path becomes empty but keeps its place in the batch.
+
+    ``return_arc_map``: also return the arc map, the index in ``g`` of each arc kept (``[E]``),
+    so that per-arc attributes follow the arcs: ``values[arc_map]``."""
     as_graph(g)
-    return subgraph(g, torch.from_numpy(np.flatnonzero(useful_nodes(g))).to(g.device))
+    out, arc_map = subgraph_with_arc_map(g, torch.from_numpy(np.flatnonzero(useful_nodes(g))).to(g.device))
+    return (out, arc_map) if as_flag(return_arc_map, "return_arc_map") else out
 
 
 def topsort(g: Graph) -> Graph:
