@@ -51,16 +51,7 @@ from torch import Tensor
 
 from ..backends import get_backend
 from ..errors import ArgumentTypeError, ArgumentValueError, DivergenceError, DtypeMismatchError, WeightError
-from ..graph import (
-    NEG_INF,
-    Graph,
-    as_flag,
-    as_graph,
-    as_graph_list,
-    as_integer,
-    gather,
-    subgraph_with_arc_map,
-)
+from ..graph import NEG_INF, Graph, as_flag, as_graph, as_graph_list, as_integer, gather, subgraph_with_arc_map
 from ..semiring import KERNEL_LOG, LOG, Semiring, get_semiring, kernel_plus, segment_max
 from .structure import connect
 from .traverse import csr_arcs, node_depths, useful_nodes
