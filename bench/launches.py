@@ -5,9 +5,9 @@ CUDA code path, on a machine without a GPU.
 
 On CUDA, small problems are bound by the host launching kernels and waiting at syncs, not by
 the GPU. This runs ``ctc_loss`` forward + backward (``--align``: ``viterbi_align`` of the CTC
-graphs) on CPU tensors with gtn_py's CUDA branches taken: the Triton kernels are selected (by
-``sweeps(triton_on_cpu=True)``, as for the interpreter) but stubbed out, so they cost nothing and
-count as the two launches each call makes; everything else runs as it would on CUDA. A
+graphs) on CPU tensors with gtn_py's CUDA branches taken: the Triton kernels are selected (a
+``TritonKernels`` for CPU tensors, as for the interpreter, given to ``dense_kernels``) but stubbed
+out, so they cost nothing and count as the launches they are; everything else runs as it would on CUDA. A
 ``TorchDispatchMode`` records each operation that is not a view or an allocation, under the
 gtn_py function that issued it. Syncs are the operations that read a device value on the host
 (``.item()``/``int()``, ``nonzero``, ``unique``); on CUDA the emissions' NaN check adds one
@@ -20,7 +20,6 @@ import argparse
 import collections
 import sys
 import traceback
-import types
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import gtn_py  # noqa: E402
 from gtn_py.ops import dense  # noqa: E402
+from gtn_py.ops.dense.triton_kernels import TritonKernels  # noqa: E402
 
 NO_LAUNCH = {"reshape", "slice", "view", "detach", "transpose", "select", "_unsafe_view", "t", "unsqueeze",
              "squeeze", "as_strided", "alias", "expand", "empty", "empty_like", "new_empty", "empty_strided",
@@ -70,12 +70,7 @@ def main():
     parser.add_argument("shape", nargs="*", type=int, default=[32, 500, 50, 30], help="B T S V")
     opts = parser.parse_args()
     batch, frames, target_length, vocab = opts.shape
-    dense._TRITON = True  # as if Triton were installed; its kernels are the stubs below
-    if not hasattr(dense, "triton"):  # Triton is not installed: the launch helper needs only this
-        dense.triton = types.SimpleNamespace(next_power_of_2=lambda n: 1 << max(n - 1, 0).bit_length())
-    kernels = ["_forward_kernel_cuda", "_backward_log_kernel_cuda", "_backtrack_kernel_cuda"]
-    for name in kernels:
-        setattr(dense, name, _Stub())
+    stubs = TritonKernels("cpu", kernels=(_Stub(), _Stub(), _Stub()))  # the CUDA path, launching nothing
     gen = torch.Generator().manual_seed(0)
     log_probs = torch.randn(frames, batch, vocab, generator=gen).log_softmax(-1).requires_grad_()
     targets = torch.randint(1, vocab, (batch, target_length), generator=gen)
@@ -88,7 +83,7 @@ def main():
             gtn_py.ctc_loss(log_probs, targets, lengths, target_lengths, reduction="sum").backward()
             log_probs.grad = None
 
-    with dense.sweeps(triton_on_cpu=True):
+    with dense.dense_kernels(stubs):
         step()
         recorder = Recorder()
         _Stub.launches = 0

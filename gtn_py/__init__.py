@@ -76,8 +76,16 @@ from .ops.shortest import (
 # Composition and friends (ops/compose.py).
 from .ops.compose import compose, determinize, intersect, minimize, remove_epsilon, remove_failure_arcs
 
-# Dense intersection with emission tensors (ops/dense.py).
-from .ops.dense import Alignment, DenseLattice, dense_lattice, dense_score, intersect_dense, viterbi_align
+# Dense intersection with emission tensors (ops/dense/).
+from .ops.dense import (
+    Alignment,
+    DenseLattice,
+    dense_kernels,
+    dense_lattice,
+    dense_score,
+    intersect_dense,
+    viterbi_align,
+)
 
 # Criteria (criteria/): graph builders and losses for training; every name in
 # gtn_py.criteria.__all__ (CTC, ASG, HMM, DTW, CRF, segmentation graphs) is exported here too.
@@ -107,7 +115,7 @@ __all__ = [
     # composition
     "compose", "determinize", "intersect", "minimize", "remove_epsilon", "remove_failure_arcs",
     # dense intersection with emission tensors
-    "Alignment", "DenseLattice", "dense_lattice", "dense_score", "intersect_dense", "viterbi_align",
+    "Alignment", "DenseLattice", "dense_kernels", "dense_lattice", "dense_score", "intersect_dense", "viterbi_align",
     # the criteria (gtn_py.criteria.__all__) and the losses module
     *criteria.__all__, "criteria", "losses",
 ]

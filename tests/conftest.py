@@ -20,10 +20,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
 @pytest.fixture
-def choose_sweeps():
-    """``choose_sweeps(compiled=False)`` or ``(triton_on_cpu=True)``: how the dense sweeps run for
-    the rest of the test (gtn_py.ops.dense.sweeps, undone when the test ends)."""
-    from gtn_py.ops.dense import sweeps
+def choose_kernels():
+    """``choose_kernels("torch")`` (or "auto", "numba", "triton"): the kernels of the dense sweeps
+    for the rest of the test (gtn_py.ops.dense.dense_kernels, undone when the test ends)."""
+    from gtn_py.ops.dense import dense_kernels
 
     with contextlib.ExitStack() as stack:
-        yield lambda **choice: stack.enter_context(sweeps(**choice))
+        yield lambda choice: stack.enter_context(dense_kernels(choice))

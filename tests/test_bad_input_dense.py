@@ -40,8 +40,8 @@ def test_half_precision_ctc_is_summed_in_float32(dtype):
 
 @backends
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_half_precision_dense_score_matches_float32(use_kernels, dtype, choose_sweeps):
-    choose_sweeps(compiled=use_kernels)
+def test_half_precision_dense_score_matches_float32(use_kernels, dtype, choose_kernels):
+    choose_kernels("auto" if use_kernels else "torch")
     g = gtn_py.Graph.from_arcs(2, [0, 0, 1, 1], [0, 1, 1, 0], [1, 2, 0, 2], start=[0], accept=[1],
                                weights=torch.tensor([-0.5, -1.0, -0.25, -2.0]))
     emissions = torch.randn(2, 2000, 3).log_softmax(-1).to(dtype).requires_grad_()
@@ -63,12 +63,12 @@ def _graph_with_weights(weights: torch.Tensor) -> gtn_py.Graph:
 
 @backends
 @pytest.mark.parametrize("semiring", ["log", "tropical"])
-def test_nan_weight_after_construction_gives_nan(use_kernels, semiring, choose_sweeps):
+def test_nan_weight_after_construction_gives_nan(use_kernels, semiring, choose_kernels):
     """A NaN written into the weights after construction (the from_arcs(weights=Parameter)
     pattern) gave -inf, or was skipped by the max: it now gives NaN for its own sequence, as a
     NaN does in torch (also on an arc into a dead end: -inf + NaN is NaN); the other sequences
     of the batch keep their totals."""
-    choose_sweeps(compiled=use_kernels)
+    choose_kernels("auto" if use_kernels else "torch")
     weights = torch.nn.Parameter(torch.zeros(5))
     g = _graph_with_weights(weights)
     emissions = torch.randn(2, 2, 3).log_softmax(-1)
@@ -101,8 +101,8 @@ def test_nan_weight_after_construction_gives_nan(use_kernels, semiring, choose_s
 
 
 @backends
-def test_nan_start_or_final_weight_gives_nan(use_kernels, choose_sweeps):
-    choose_sweeps(compiled=use_kernels)
+def test_nan_start_or_final_weight_gives_nan(use_kernels, choose_kernels):
+    choose_kernels("auto" if use_kernels else "torch")
     emissions = torch.randn(3, 3).log_softmax(-1)
     for field in ("start_weights", "final_weights"):
         g = gtn_py.Graph.from_arcs(2, [0, 0, 1], [1, 1, 1], [1, 2, 2], start=[0], accept=[1])

@@ -47,8 +47,8 @@ SHAPES = [(1, 1, 2, 1), (5, 1, 3, 2), (12, 4, 5, 4), (30, 3, 8, 10), (50, 8, 20,
 @pytest.mark.parametrize("use_kernels", [True, False], ids=["kernels", "tensors"])
 @pytest.mark.parametrize("shape", SHAPES, ids=[str(s) for s in SHAPES])
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-def test_matches_torch_float64(shape, reduction, use_kernels, choose_sweeps):
-    choose_sweeps(compiled=use_kernels)
+def test_matches_torch_float64(shape, reduction, use_kernels, choose_kernels):
+    choose_kernels("auto" if use_kernels else "torch")
     T, B, V, S = shape
     gen = torch.Generator().manual_seed(hash(shape) % 1000)
     logits = torch.randn(T, B, V, dtype=torch.float64, generator=gen)

@@ -15,14 +15,16 @@ from strategies import graphs
 import gtn_py
 from gtn_py import Graph, LabelError, WeightError
 from gtn_py.ops import dense
-from gtn_py.ops.dense import dense_lattice, dense_score, intersect_dense, viterbi_align
+from gtn_py.ops.dense import dense_lattice, dense_score, intersect_dense, triton_kernels, viterbi_align
+from gtn_py.ops.dense.dispatch import choose_kernels as choose_kernels_for
+from gtn_py.ops.dense.layout import Layout
 
 NEG_INF = float("-inf")
 
 
 def kernels(enabled: bool):
     """Use the compiled kernels or the tensor formulation inside the block."""
-    return dense.sweeps(compiled=enabled)
+    return dense.dense_kernels("auto" if enabled else "torch")
 
 
 backends = pytest.mark.parametrize("use_kernels", [True, False], ids=["kernels", "tensors"])
@@ -96,8 +98,8 @@ def test_lattice_forward_score_and_gradients_match_fused():
 
 @backends
 @pytest.mark.parametrize("semiring", ["log", "tropical"])
-def test_gradcheck_emissions_and_graph_weights(use_kernels, semiring, choose_sweeps):
-    choose_sweeps(compiled=use_kernels)
+def test_gradcheck_emissions_and_graph_weights(use_kernels, semiring, choose_kernels):
+    choose_kernels("auto" if use_kernels else "torch")
     torch.manual_seed(1)
     g = Graph.from_arcs(4, [0, 0, 1, 1, 2, 3, 3, 0], [1, 2, 1, 3, 3, 3, 0, 3], [1, 2, 0, 1, 2, 0, 1, 0],
                         weights=torch.randn(8, dtype=torch.float64),
@@ -122,14 +124,14 @@ def test_gradcheck_emissions_and_graph_weights(use_kernels, semiring, choose_swe
     assert torch.autograd.gradcheck(lambda s, f: total(weights.detach(), s, f, emissions.detach()), (w_s, w_f))
 
 
-def test_kernels_and_tensors_agree_float32(choose_sweeps):
+def test_kernels_and_tensors_agree_float32(choose_kernels):
     torch.manual_seed(2)
     gs = [Graph.from_arcs(3, [0, 1, 1, 2, 0], [1, 1, 2, 2, 2], [1, 2, 3, 0, 3], start=[0], accept=[2]),
           Graph.from_arcs(2, [0, 0, 1], [0, 1, 1], [1, 2, 3], start=[0], accept=[1])]
     emissions = torch.randn(2, 40, 4).log_softmax(-1).requires_grad_()
     results = []
     for kernels in (True, False):
-        choose_sweeps(compiled=kernels)
+        choose_kernels("auto" if kernels else "torch")
         total = dense_score(gs, emissions, [40, 25])
         results.append((total, torch.autograd.grad(total.sum(), emissions)[0]))
     assert torch.allclose(results[0][0], results[1][0], rtol=1e-5)
@@ -137,8 +139,8 @@ def test_kernels_and_tensors_agree_float32(choose_sweeps):
 
 
 @backends
-def test_impossible_sequence_is_minus_inf_with_zero_gradient(use_kernels, choose_sweeps):
-    choose_sweeps(compiled=use_kernels)
+def test_impossible_sequence_is_minus_inf_with_zero_gradient(use_kernels, choose_kernels):
+    choose_kernels("auto" if use_kernels else "torch")
     g = Graph.from_arcs(3, [0, 1], [1, 2], [1, 2], start=[0], accept=[2], dtype=torch.float64)
     emissions = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
     total = dense_score(g, emissions, [4, 2])      # needs exactly 2 frames
@@ -149,10 +151,10 @@ def test_impossible_sequence_is_minus_inf_with_zero_gradient(use_kernels, choose
 
 @backends
 @pytest.mark.parametrize("semiring", ["log", "tropical"])
-def test_graph_without_arcs_and_empty_sequence(use_kernels, semiring, choose_sweeps):
+def test_graph_without_arcs_and_empty_sequence(use_kernels, semiring, choose_kernels):
     """Only a length-0 sequence has a path through a graph with no arcs: its total is the
     final weight, and the backward pass (Viterbi backtracking included) has no arc to visit."""
-    choose_sweeps(compiled=use_kernels)
+    choose_kernels("auto" if use_kernels else "torch")
     final = torch.tensor([0.25], dtype=torch.float64, requires_grad=True)
     g = Graph.from_arcs(1, [], [], [], start=[0], dtype=torch.float64).with_weights(
         torch.zeros(0, dtype=torch.float64), final_weights=final)
@@ -177,8 +179,8 @@ def test_single_sequence_and_shared_graph():
 
 
 @backends
-def test_viterbi_align_matches_best_path(use_kernels, choose_sweeps):
-    choose_sweeps(compiled=use_kernels)
+def test_viterbi_align_matches_best_path(use_kernels, choose_kernels):
+    choose_kernels("auto" if use_kernels else "torch")
     torch.manual_seed(3)
     g = Graph.from_arcs(3, [0, 0, 1, 1, 2, 0], [1, 0, 2, 1, 2, 2], [0, 1, 2, 0, 1, 2],
                         weights=torch.randn(6, dtype=torch.float64), start=[0], accept=[2], dtype=torch.float64)
@@ -203,8 +205,8 @@ def test_viterbi_align_matches_best_path(use_kernels, choose_sweeps):
 
 
 @backends
-def test_beam_prunes_to_the_best_paths(use_kernels, choose_sweeps):
-    choose_sweeps(compiled=use_kernels)
+def test_beam_prunes_to_the_best_paths(use_kernels, choose_kernels):
+    choose_kernels("auto" if use_kernels else "torch")
     torch.manual_seed(4)
     g = Graph.from_arcs(2, [0, 0, 1, 1], [0, 1, 1, 0], [0, 1, 2, 1], start=[0], accept=[0, 1], dtype=torch.float64)
     emissions = torch.randn(1, 8, 3, dtype=torch.float64) * 3
@@ -253,7 +255,7 @@ _FLOAT_POINTERS = {"alpha", "totals", "arc_weight", "columns", "start", "final",
 _SIZES = {"num_nodes", "num_slots", "num_columns", "num_frames"}
 
 
-@pytest.mark.skipif(not dense._TRITON or os.environ.get("TRITON_INTERPRET") == "1",
+@pytest.mark.skipif(not triton_kernels.TRITON_AVAILABLE or os.environ.get("TRITON_INTERPRET") == "1",
                     reason="compiles the Triton kernels for CUDA without a GPU: needs triton, not its interpreter "
                            "(make test-triton)")
 @pytest.mark.parametrize("target", [(90, "Hopper"), (80, "Ampere")], ids=lambda t: t[1] if isinstance(t, tuple) else t)
@@ -273,11 +275,11 @@ def test_triton_kernels_compile_for_cuda(target, dtype):
         assert compiled.asm["cubin"]
 
     for tropical, keep in [(False, False), (True, False), (True, True)]:
-        build(dense._forward_kernel_cuda, MAX_PLUS=tropical, KEEP_SLOTS=keep, SLOTS=4, BLOCK=1024, warps=8)
-    build(dense._forward_kernel_cuda, MAX_PLUS=False, KEEP_SLOTS=False, SLOTS=64, BLOCK=16)
-    build(dense._backward_log_kernel_cuda, SLOTS=4, BLOCK=1024, warps=8)
-    build(dense._backward_log_kernel_cuda, SLOTS=64, BLOCK=16)
-    build(dense._backtrack_kernel_cuda)
+        build(triton_kernels.forward_kernel_cuda, MAX_PLUS=tropical, KEEP_SLOTS=keep, SLOTS=4, BLOCK=1024, warps=8)
+    build(triton_kernels.forward_kernel_cuda, MAX_PLUS=False, KEEP_SLOTS=False, SLOTS=64, BLOCK=16)
+    build(triton_kernels.backward_log_kernel_cuda, SLOTS=4, BLOCK=1024, warps=8)
+    build(triton_kernels.backward_log_kernel_cuda, SLOTS=64, BLOCK=16)
+    build(triton_kernels.backtrack_kernel_cuda)
 
 
 def test_label_outside_emissions_raises():
@@ -288,11 +290,11 @@ def test_label_outside_emissions_raises():
 
 @backends
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
-def test_nan_or_plus_inf_emission_raises(use_kernels, bad, choose_sweeps):
+def test_nan_or_plus_inf_emission_raises(use_kernels, bad, choose_kernels):
     """A NaN that meets no finite score used to vanish in the max-shifted sums (a finite total for
     NaN input). Every operation that reads emissions says where it is; beyond a sequence's
     length nothing is read, so nothing is checked there."""
-    choose_sweeps(compiled=use_kernels)
+    choose_kernels("auto" if use_kernels else "torch")
     g = Graph.from_arcs(2, [0, 0, 1], [0, 1, 1], [1, 2, 1], start=[0], accept=[1], dtype=torch.float64)
     emissions = torch.randn(2, 5, 3, dtype=torch.float64)
     emissions[1, 3, 1] = bad
@@ -380,18 +382,19 @@ def test_cuda_kernel_sweeps_match_cpu(dtype, semiring):
             torch.testing.assert_close(mine, theirs, **_kernel_tolerance(dtype))
 
 
-@pytest.mark.skipif(not (dense._TRITON and os.environ.get("TRITON_INTERPRET") == "1"),
+@pytest.mark.skipif(not (triton_kernels.TRITON_AVAILABLE and os.environ.get("TRITON_INTERPRET") == "1"),
                     reason="checks the Triton kernels without a GPU: needs triton and TRITON_INTERPRET=1 "
                            "(make test-triton)")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_triton_kernels_interpreted_match_numba(dtype, choose_sweeps):
+def test_triton_kernels_interpreted_match_numba(dtype, choose_kernels):
     """The CUDA kernels' code run by Triton's interpreter on the CPU against the numba kernels
     (:func:`_kernel_case`): what CI can check of them without a GPU (not races or compilation)."""
     run = _kernel_case(dtype)
     numba_results = {semiring: run("cpu", True, semiring) for semiring in ("log", "tropical")}
-    choose_sweeps(triton_on_cpu=True)
-    assert dense._kernel_backend(dense._Layout.of(Graph.batch([gtn_py.ctc_graph([[1, 2]])]), 1, 3),
-                                 torch.zeros(1, 1, dtype=dtype), dense.get_semiring("log")) == "triton"
+    choose_kernels("triton")
+    lay = Layout.of(Graph.batch([gtn_py.ctc_graph([[1, 2]])]), 1, 3)
+    with dense.dense_kernels("triton"):
+        assert choose_kernels_for(lay, torch.zeros(1, 1, dtype=dtype), gtn_py.get_semiring("log")).name == "triton"
     for semiring, theirs_all in numba_results.items():
         for mine, theirs in zip(run("cpu", True, semiring), theirs_all, strict=True):
             torch.testing.assert_close(mine, theirs, **_kernel_tolerance(dtype))
@@ -400,7 +403,7 @@ def test_triton_kernels_interpreted_match_numba(dtype, choose_sweeps):
     targets, lengths = torch.tensor([[1, 2, 2, 3, 3, 4], [1, 2, 3, 0, 0, 0], [4, 4, 0, 0, 0, 0]]), [6, 3, 2]
 
     def ctc(triton_on_cpu: bool):
-        choose_sweeps(triton_on_cpu=triton_on_cpu)
+        choose_kernels("triton" if triton_on_cpu else "auto")
         x = log_probs.clone().requires_grad_()
         losses = gtn_py.ctc_loss(x, targets, [7, 7, 5], lengths, reduction="none")
         zeroed = gtn_py.ctc_loss(x, targets, [7, 7, 5], lengths, reduction="sum", zero_infinity=True)
@@ -422,7 +425,7 @@ def test_triton_kernels_interpreted_match_numba(dtype, choose_sweeps):
     for semiring in ("log", "tropical"):
         results = []
         for triton_on_cpu in (True, False):
-            choose_sweeps(triton_on_cpu=triton_on_cpu)
+            choose_kernels("triton" if triton_on_cpu else "auto")
             totals = dense_score(nan_graphs, emissions, [7, 5], semiring=semiring)
             results.append((totals, torch.autograd.grad(totals.sum(), weights)[0]))
         (triton_totals, triton_grads), (numba_totals, numba_grads) = results

@@ -24,6 +24,7 @@ to the CPU once per call; the result's weights are computed on the inputs' devic
 
 from __future__ import annotations
 
+import math
 from typing import Literal, Tuple, overload
 
 import numba
@@ -1104,8 +1105,8 @@ def minimize(g: Graph, semiring: str | Semiring = "tropical", delta: float = MIN
     """
     g = as_graph(g)
     sr = get_semiring(semiring)
-    if not isinstance(delta, (int, float)) or not delta > 0:
-        raise WeightError(f"minimize's quantization delta must be > 0, got {delta}")
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta < math.inf:
+        raise WeightError(f"minimize's quantization delta must be a finite number > 0, got {delta!r}")
     if not g.is_acceptor:
         encoded, pairs = _encode_pairs(g)
         return _decode_pairs(minimize(encoded, sr, delta), pairs)
