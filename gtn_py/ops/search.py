@@ -54,6 +54,8 @@ def _grown(values: np.ndarray, size: int) -> np.ndarray:  # pragma: no cover - j
 @numba.njit(cache=True, nogil=True)
 def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, start, final, start_offsets, start_nodes,
                    emissions, lengths, search_beam, max_active, keep_lattice):  # pragma: no cover - jitted
+    # out_arcs[k] is the k-th arc in source order; dst, ilabel and weight are given in that order
+    # too, so that expanding a token reads its arcs' data sequentially.
     num_seqs, num_frames = emissions.shape[0], emissions.shape[1]
     num_nodes = start.shape[0]
     slot = np.full(num_nodes, -1, np.int64)           # node -> candidate of the frame being built
@@ -158,17 +160,22 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, start, final, sta
             num_cand = 0
             num_prop = 0
             running_best = _NEG_INF
+            cut = _NEG_INF
+            emitted = emissions[b, t]
+            last_step = t + 1 == lengths[b]
             for tok in range(frame_first, num_tok):
                 n = tok_node[tok]
+                base = tok_score[tok]
                 for k in range(out_offsets[n], out_offsets[n + 1]):
-                    a = out_arcs[k]
-                    score = tok_score[tok] + weight[a] + emissions[b, t, ilabel[a]]
-                    d = dst[a]
-                    ranked = score + final[d] if t + 1 == lengths[b] else score  # as the pruning ranks
-                    if not ranked > _NEG_INF or ranked < running_best - search_beam:
-                        continue
+                    score = base + weight[k] + emitted[ilabel[k]]
+                    d = dst[k]
+                    ranked = score + final[d] if last_step else score  # as the pruning ranks
+                    if not ranked > cut:
+                        if not ranked > _NEG_INF or ranked < cut:
+                            continue
                     if ranked > running_best:
                         running_best = ranked
+                        cut = running_best - search_beam
                     c = slot[d]
                     if c < 0:
                         cand_node = _grown(cand_node, num_cand + 1)
@@ -180,19 +187,19 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, start, final, sta
                         cand_node[c] = d
                         cand_score[c] = score
                         cand_back[c] = tok
-                        cand_arc[c] = a
+                        cand_arc[c] = out_arcs[k]
                         num_cand += 1
                     elif score > cand_score[c]:
                         cand_score[c] = score
                         cand_back[c] = tok
-                        cand_arc[c] = a
+                        cand_arc[c] = out_arcs[k]
                     if keep_lattice:
                         prop_src = _grown(prop_src, num_prop + 1)
                         prop_cand = _grown(prop_cand, num_prop + 1)
                         prop_arc = _grown(prop_arc, num_prop + 1)
                         prop_src[num_prop] = tok
                         prop_cand[num_prop] = c
-                        prop_arc[num_prop] = a
+                        prop_arc[num_prop] = out_arcs[k]
                         num_prop += 1
         # The best token of the last frame, with its final weight; back-pointers give the path.
         best = _NEG_INF
@@ -235,7 +242,8 @@ def token_passing(src: np.ndarray, dst: np.ndarray, ilabel: np.ndarray, weight: 
     else:
         starts = starts[np.argsort(node_seq[starts], kind="stable")].astype(np.int64)
         np.cumsum(np.bincount(node_seq[starts], minlength=num_seqs), out=start_offsets[1:])
-    return SearchResult(*_token_passing(out_offsets, out_arcs, dst.astype(np.int64), ilabel.astype(np.int64),
-                                        weight, start, final, start_offsets, starts, emissions,
+    return SearchResult(*_token_passing(out_offsets, out_arcs, dst[out_arcs].astype(np.int64),
+                                        ilabel[out_arcs].astype(np.int64), weight[out_arcs], start, final,
+                                        start_offsets, starts, emissions,
                                         lengths.astype(np.int64), float(search_beam), int(max_active),
                                         bool(keep_lattice)))
