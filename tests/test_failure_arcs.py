@@ -212,3 +212,59 @@ def test_removing_failure_arcs_is_differentiable():
         return gtn.dense_score(gtn.remove_failure_arcs(g, PHI), emissions)
 
     assert torch.autograd.gradcheck(total, (weights, final))
+
+
+# ---------------------------------------------------------------------- in the pruned dense search
+@settings(max_examples=80, deadline=None)
+@given(backoff_graphs(), st.integers(0, 4), st.integers(0, 2**31 - 1))
+def test_dense_search_takes_failure_arcs_as_their_removal_does(g, frames, seed):
+    """Dense intersection with ``phi`` (the failure arcs taken by the search, on the fly) gives
+    the lattice of the graph whose failure arcs are removed: the same totals and gradients, and
+    the same best paths, for one graph shared by two sequences."""
+    generator = torch.Generator().manual_seed(seed)
+    emissions = torch.randn(2, frames, 4, generator=generator, dtype=torch.float64).log_softmax(-1)
+    lengths = [frames, max(frames - 1, 0)]
+    weights = g.weights.detach().clone().requires_grad_()
+    on_the_fly = gtn.forward_score(gtn.intersect_dense(g.replace(weights=weights), emissions, lengths, phi=PHI))
+    removed_weights = g.weights.detach().clone().requires_grad_()
+    removed = gtn.dense_score(gtn.remove_failure_arcs(g.replace(weights=removed_weights), PHI), emissions, lengths)
+    torch.testing.assert_close(on_the_fly, removed)
+    if bool(torch.isfinite(removed).any()):
+        finite = torch.isfinite(removed)
+        grad, = torch.autograd.grad(on_the_fly[finite].sum(), weights)
+        want, = torch.autograd.grad(removed[finite].sum(), removed_weights)
+        torch.testing.assert_close(grad, want)
+    best = gtn.viterbi_align(g, emissions, lengths, phi=PHI)
+    exact = gtn.viterbi_align(gtn.remove_failure_arcs(g, PHI), emissions, lengths)
+    torch.testing.assert_close(best.scores, exact.scores)
+    # the path graph carries the failure arcs' weights: its score is the alignment's
+    torch.testing.assert_close(gtn.viterbi_score(best.path), best.scores)
+    # pruning keeps a path no better than the exact one
+    pruned = gtn.viterbi_align(g, emissions, lengths, search_beam=0.5, max_active=2, phi=PHI)
+    assert bool((pruned.scores <= best.scores + 1e-9).all())
+
+
+def test_dense_search_with_a_back_off_model():
+    """A bigram read from an ARPA file, its back-off arcs taken by the search: the best path of
+    emissions that spell a sentence is that sentence, scored as the failure-free graph scores it."""
+    arpa = ("\\data\\\nngram 1=4\nngram 2=2\n\n\\1-grams:\n-1.0 </s>\n-99 <s> -0.5\n-0.7 a -0.3\n-0.9 b -0.2\n\n"
+            "\\2-grams:\n-0.1 <s> a\n-0.2 a b\n\n\\end\\\n")
+    model = gtn.read_arpa(arpa, dtype=torch.float64)
+    num_labels = max(model.symbols) + 1
+    spelled = [model.symbols.index(w) if isinstance(model.symbols, list) else
+               next(k for k, v in model.symbols.items() if v == w) for w in ("a", "b", "a")]
+    emissions = torch.full((3, num_labels), -20.0, dtype=torch.float64)
+    emissions[torch.arange(3), torch.tensor(spelled)] = 0.0
+    graph = model.graph
+    best = gtn.viterbi_align(graph, emissions, phi=model.phi)
+    assert best.labels.tolist() == spelled
+    exact = gtn.viterbi_align(gtn.remove_failure_arcs(graph, model.phi), emissions)
+    assert float(best.scores) == pytest.approx(float(exact.scores))
+
+
+def test_dense_search_refuses_a_phi_label_elsewhere():
+    g = gtn.Graph.from_arcs(2, [0, 1], [1, 0], [1, 7], weights=[0.0, -1.0], start=[0], accept=[1])
+    with pytest.raises(gtn.LabelError, match="ilabel 7 has no emission column"):
+        gtn.viterbi_align(g, torch.zeros(2, 3), phi=9)
+    with pytest.raises(gtn.LabelError, match="epsilon"):
+        gtn.viterbi_align(g, torch.zeros(2, 8), phi=0)

@@ -40,7 +40,6 @@ from ..graph import (
     as_count,
     as_flag,
     as_graph,
-    as_integer,
     check_compatible,
     gather,
     subgraph,
@@ -48,7 +47,7 @@ from ..graph import (
 )
 from ..semiring import Semiring, get_semiring, kernel_plus
 from .shortest import path_distances, push
-from .structure import connect
+from .structure import connect, failure_structure, final_through_failures
 from .traverse import node_depths, reachable, useful_nodes
 
 # ---------------------------------------------------------------------- numba helpers
@@ -324,54 +323,6 @@ def _check_batches(g1: Graph, g2: Graph) -> None:
                                 f"{g2.num_graphs}: batches compose pairwise (or with a single graph)")
 
 
-def _failure_structure(g: Graph, phi: object, what: str) -> Tuple[int, np.ndarray]:
-    """The failure label (checked) and each node's failure arc (an arc id, or -1) of a graph
-    whose arcs reading ``phi`` are failure arcs: at most one per node, writing nothing (``phi``
-    or epsilon), no cycle of them. ``what`` names the graph in the errors."""
-    phi = as_integer(phi, "phi")
-    if phi == EPSILON:
-        raise LabelError(f"phi = {EPSILON} is epsilon; failure arcs need a label of their own")
-    arcs = (g.ilabel == phi).nonzero().reshape(-1).cpu().numpy()
-    olabel = g.olabel.cpu().numpy()[arcs]
-    bad = np.flatnonzero((olabel != phi) & (olabel != EPSILON))
-    if bad.shape[0]:
-        raise LabelError(f"{what}'s failure arc {int(arcs[bad[0]])} writes {int(olabel[bad[0]])}: a failure arc "
-                         f"writes nothing (output label {phi} or epsilon)")
-    nodes = g.src.cpu().numpy()[arcs]
-    unique, counts = np.unique(nodes, return_counts=True)
-    if (counts > 1).any():
-        raise InvalidGraphError(f"{what}'s node {int(unique[counts > 1][0])} has two failure arcs (label {phi}); "
-                                "a node has at most one")
-    failure_arc = np.full(g.num_nodes, -1, np.int64)
-    failure_arc[nodes] = arcs
-    # A cycle of failure arcs would never end: pointer doubling finds one in log2(N) steps.
-    jump = np.full(g.num_nodes, -1, np.int64)
-    jump[nodes] = g.dst.cpu().numpy()[arcs]
-    for _ in range(max(1, int(np.ceil(np.log2(g.num_nodes + 1)))) + 1):
-        jump = np.where(jump >= 0, jump[np.maximum(jump, 0)], -1)
-    if (jump >= 0).any():
-        raise InvalidGraphError(f"{what}'s failure arcs (label {phi}) form a cycle through node "
-                                f"{int(np.flatnonzero(jump >= 0)[0])}: a failure chain must end")
-    return phi, failure_arc
-
-
-def _final_through_failures(g: Graph, failure_arc: np.ndarray) -> Tensor:
-    """``g``'s final weights through its failure arcs: a node that does not accept takes its
-    failure arc's weight plus the final weight where the chain leads (differentiable)."""
-    device = g.device
-    node = torch.arange(g.num_nodes, device=device)
-    chain_weight = torch.zeros_like(g.final_weights)
-    failure = torch.from_numpy(failure_arc).to(device)
-    while True:
-        moving = (g.final_weights.index_select(0, node) == NEG_INF) & (failure.index_select(0, node) >= 0)
-        if not bool(moving.any()):
-            break
-        arc = failure.index_select(0, node).clamp(min=0)
-        chain_weight = chain_weight + torch.where(moving, gather(g.weights, arc), torch.zeros_like(chain_weight))
-        node = torch.where(moving, g.dst.index_select(0, arc), node)
-    return chain_weight + g.final_weights.index_select(0, node)
-
-
 def _failure_arcs(g1: Graph, g2: Graph, phi: int | None, id2: np.ndarray) -> Tuple[np.ndarray, Tensor]:
     """For :func:`compose` with failure arcs: ``phi_out`` (each ``g2`` node's failure arc, as a
     position in ``g2``'s sorted arcs ``id2``, or -1; all -1 without ``phi``) and ``g2``'s final
@@ -379,7 +330,7 @@ def _failure_arcs(g1: Graph, g2: Graph, phi: int | None, id2: np.ndarray) -> Tup
     phi_out = np.full(g2.num_nodes, -1, np.int64)
     if phi is None:
         return phi_out, g2.final_weights
-    phi, failure_arc = _failure_structure(g2, phi, "g2")
+    phi, failure_arc = failure_structure(g2, phi, "g2")
     writes = (g1.olabel == phi).nonzero()
     if writes.numel():
         a = int(writes[0, 0])
@@ -389,7 +340,7 @@ def _failure_arcs(g1: Graph, g2: Graph, phi: int | None, id2: np.ndarray) -> Tup
     position[id2] = np.arange(id2.shape[0])
     has = failure_arc >= 0
     phi_out[has] = position[failure_arc[has]]
-    return phi_out, _final_through_failures(g2, failure_arc)
+    return phi_out, final_through_failures(g2, failure_arc)
 
 
 def remove_failure_arcs(g: Graph, phi: int) -> Graph:
@@ -401,7 +352,7 @@ def remove_failure_arcs(g: Graph, phi: int) -> Graph:
     any operation without failure semantics. The expansion adds up to (nodes x labels) arcs;
     differentiable in ``g``'s weights."""
     g = as_graph(g)
-    phi, failure_arc = _failure_structure(g, phi, "g")
+    phi, failure_arc = failure_structure(g, phi, "g")
     device = g.device
     src, dst, ilabel = (t.cpu().numpy() for t in (g.src, g.dst, g.ilabel))
     ordinary = np.flatnonzero(ilabel != phi)
@@ -438,7 +389,7 @@ def remove_failure_arcs(g: Graph, phi: int) -> Graph:
     weights = torch.cat([g.weights.index_select(0, torch.from_numpy(ordinary).to(device))] + new_weight)
     return Graph.from_tensors(sources, g.dst.index_select(0, keep), g.ilabel.index_select(0, keep),
                               g.olabel.index_select(0, keep), weights, g.start_weights,
-                              _final_through_failures(g, failure_arc),
+                              final_through_failures(g, failure_arc),
                               node_graph=g.node_graph if g.is_batch else None, num_graphs=g.num_graphs)
 
 

@@ -52,13 +52,15 @@ def _grown(values: np.ndarray, size: int) -> np.ndarray:  # pragma: no cover - j
 
 
 @numba.njit(cache=True, nogil=True)
-def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, start, final, start_offsets, start_nodes,
-                   emissions, lengths, search_beam, max_active, keep_lattice):  # pragma: no cover - jitted
+def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, fail_dst, fail_weight, start, final, start_offsets,
+                   start_nodes, emissions, lengths, search_beam, max_active, keep_lattice):  # pragma: no cover - jitted
     # out_arcs[k] is the k-th arc in source order; dst, ilabel and weight are given in that order
     # too, so that expanding a token reads its arcs' data sequentially.
     num_seqs, num_frames = emissions.shape[0], emissions.shape[1]
     num_nodes = start.shape[0]
     slot = np.full(num_nodes, -1, np.int64)           # node -> candidate of the frame being built
+    matched = np.zeros(emissions.shape[2], np.int64)  # label -> the last expansion whose chain matched it
+    expansion = 0
     tok_seq = np.empty(64, np.int64)
     tok_frame = np.empty(64, np.int64)
     tok_node = np.empty(64, np.int64)
@@ -165,42 +167,55 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, start, final, sta
             last_step = t + 1 == lengths[b]
             for tok in range(frame_first, num_tok):
                 n = tok_node[tok]
+                # The token's node and its failure chain: a node further down the chain reads
+                # only the labels that no node before it on the chain has an arc for.
+                expansion += 1
+                m = n
                 base = tok_score[tok]
-                for k in range(out_offsets[n], out_offsets[n + 1]):
-                    score = base + weight[k] + emitted[ilabel[k]]
-                    d = dst[k]
-                    ranked = score + final[d] if last_step else score  # as the pruning ranks
-                    if not ranked > cut:
-                        if not ranked > _NEG_INF or ranked < cut:
+                while True:
+                    for k in range(out_offsets[m], out_offsets[m + 1]):
+                        if m != n and matched[ilabel[k]] == expansion:
                             continue
-                    if ranked > running_best:
-                        running_best = ranked
-                        cut = running_best - search_beam
-                    c = slot[d]
-                    if c < 0:
-                        cand_node = _grown(cand_node, num_cand + 1)
-                        cand_score = _grown(cand_score, num_cand + 1)
-                        cand_back = _grown(cand_back, num_cand + 1)
-                        cand_arc = _grown(cand_arc, num_cand + 1)
-                        c = num_cand
-                        slot[d] = c
-                        cand_node[c] = d
-                        cand_score[c] = score
-                        cand_back[c] = tok
-                        cand_arc[c] = out_arcs[k]
-                        num_cand += 1
-                    elif score > cand_score[c]:
-                        cand_score[c] = score
-                        cand_back[c] = tok
-                        cand_arc[c] = out_arcs[k]
-                    if keep_lattice:
-                        prop_src = _grown(prop_src, num_prop + 1)
-                        prop_cand = _grown(prop_cand, num_prop + 1)
-                        prop_arc = _grown(prop_arc, num_prop + 1)
-                        prop_src[num_prop] = tok
-                        prop_cand[num_prop] = c
-                        prop_arc[num_prop] = out_arcs[k]
-                        num_prop += 1
+                        score = base + weight[k] + emitted[ilabel[k]]
+                        d = dst[k]
+                        ranked = score + final[d] if last_step else score  # as the pruning ranks
+                        if not ranked > cut:
+                            if not ranked > _NEG_INF or ranked < cut:
+                                continue
+                        if ranked > running_best:
+                            running_best = ranked
+                            cut = running_best - search_beam
+                        c = slot[d]
+                        if c < 0:
+                            cand_node = _grown(cand_node, num_cand + 1)
+                            cand_score = _grown(cand_score, num_cand + 1)
+                            cand_back = _grown(cand_back, num_cand + 1)
+                            cand_arc = _grown(cand_arc, num_cand + 1)
+                            c = num_cand
+                            slot[d] = c
+                            cand_node[c] = d
+                            cand_score[c] = score
+                            cand_back[c] = tok
+                            cand_arc[c] = out_arcs[k]
+                            num_cand += 1
+                        elif score > cand_score[c]:
+                            cand_score[c] = score
+                            cand_back[c] = tok
+                            cand_arc[c] = out_arcs[k]
+                        if keep_lattice:
+                            prop_src = _grown(prop_src, num_prop + 1)
+                            prop_cand = _grown(prop_cand, num_prop + 1)
+                            prop_arc = _grown(prop_arc, num_prop + 1)
+                            prop_src[num_prop] = tok
+                            prop_cand[num_prop] = c
+                            prop_arc[num_prop] = out_arcs[k]
+                            num_prop += 1
+                    if fail_dst[m] < 0:
+                        break
+                    for k in range(out_offsets[m], out_offsets[m + 1]):
+                        matched[ilabel[k]] = expansion
+                    base += fail_weight[m]
+                    m = fail_dst[m]
         # The best token of the last frame, with its final weight; back-pointers give the path.
         best = _NEG_INF
         end = -1
@@ -223,16 +238,30 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, start, final, sta
 
 def token_passing(src: np.ndarray, dst: np.ndarray, ilabel: np.ndarray, weight: np.ndarray, start: np.ndarray,
                   final: np.ndarray, node_seq: np.ndarray, emissions: np.ndarray, lengths: np.ndarray,
-                  search_beam: float, max_active: int, keep_lattice: bool = True) -> SearchResult:
+                  search_beam: float, max_active: int, keep_lattice: bool = True,
+                  failure_arc: np.ndarray | None = None) -> SearchResult:
     """Run the search (see the module documentation) over a batch graph given by numpy arrays
     (weights float64; ``node_seq``: each node's sequence, or all -1 for one graph that every
     sequence reads, its node and arc ids then the shared graph's) and emissions ``[B, T, V]``;
     ``max_active`` 0: no limit; without ``keep_lattice`` only the best paths are found (no
-    lattice arcs are recorded)."""
+    lattice arcs are recorded). ``failure_arc``: each node's failure arc (or -1), which reads no
+    frame: a token expands its node's arcs, then, for the labels none of them reads, the arcs of
+    the node its failure arc leads to (adding its weight), and so on down the chain; ``final``
+    must then be the final weights through the chains. A lattice arc records the arc that reads
+    its frame; the failure arcs before it lead from its source token's node to that arc's source."""
     num_nodes = start.shape[0]
-    out_arcs = np.argsort(src, kind="stable").astype(np.int64)
+    is_failure = np.zeros(src.shape[0], bool)
+    fail_dst = np.full(num_nodes, -1, np.int64)
+    fail_weight = np.zeros(num_nodes, np.float64)
+    if failure_arc is not None:
+        has = failure_arc >= 0
+        is_failure[failure_arc[has]] = True
+        fail_dst[has] = dst[failure_arc[has]]
+        fail_weight[has] = weight[failure_arc[has]]
+    ordinary = np.flatnonzero(~is_failure)
+    out_arcs = ordinary[np.argsort(src[ordinary], kind="stable")].astype(np.int64)
     out_offsets = np.zeros(num_nodes + 1, np.int64)
-    np.cumsum(np.bincount(src, minlength=num_nodes), out=out_offsets[1:])
+    np.cumsum(np.bincount(src[ordinary], minlength=num_nodes), out=out_offsets[1:])
     starts = np.flatnonzero(start > _NEG_INF)
     num_seqs = emissions.shape[0]
     start_offsets = np.zeros(num_seqs + 1, np.int64)
@@ -243,7 +272,7 @@ def token_passing(src: np.ndarray, dst: np.ndarray, ilabel: np.ndarray, weight: 
         starts = starts[np.argsort(node_seq[starts], kind="stable")].astype(np.int64)
         np.cumsum(np.bincount(node_seq[starts], minlength=num_seqs), out=start_offsets[1:])
     return SearchResult(*_token_passing(out_offsets, out_arcs, dst[out_arcs].astype(np.int64),
-                                        ilabel[out_arcs].astype(np.int64), weight[out_arcs], start, final,
-                                        start_offsets, starts, emissions,
+                                        ilabel[out_arcs].astype(np.int64), weight[out_arcs], fail_dst, fail_weight,
+                                        start, final, start_offsets, starts, emissions,
                                         lengths.astype(np.int64), float(search_beam), int(max_active),
                                         bool(keep_lattice)))

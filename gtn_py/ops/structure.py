@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import ArgumentTypeError, ArgumentValueError
+from ..errors import ArgumentTypeError, ArgumentValueError, InvalidGraphError, LabelError
 from ..graph import (
+    EPSILON,
     NEG_INF,
     Graph,
     as_flag,
@@ -361,3 +362,52 @@ def equivalent(g1: Graph, g2: Graph, semiring: str | Semiring = "log", tol: floa
     total1 = ring.segment_plus(first[3], which[:split], distinct.shape[0])
     total2 = ring.segment_plus(second[3], which[split:], distinct.shape[0])
     return bool(torch.isclose(total1, total2, rtol=tol, atol=tol).all())
+
+
+# ---------------------------------------------------------------------- failure (phi) arcs
+def failure_structure(g: Graph, phi: object, what: str) -> Tuple[int, np.ndarray]:
+    """The failure label (checked) and each node's failure arc (an arc id, or -1) of a graph
+    whose arcs reading ``phi`` are failure arcs: at most one per node, writing nothing (``phi``
+    or epsilon), no cycle of them. ``what`` names the graph in the errors."""
+    phi = as_integer(phi, "phi")
+    if phi == EPSILON:
+        raise LabelError(f"phi = {EPSILON} is epsilon; failure arcs need a label of their own")
+    arcs = (g.ilabel == phi).nonzero().reshape(-1).cpu().numpy()
+    olabel = g.olabel.cpu().numpy()[arcs]
+    bad = np.flatnonzero((olabel != phi) & (olabel != EPSILON))
+    if bad.shape[0]:
+        raise LabelError(f"{what}'s failure arc {int(arcs[bad[0]])} writes {int(olabel[bad[0]])}: a failure arc "
+                         f"writes nothing (output label {phi} or epsilon)")
+    nodes = g.src.cpu().numpy()[arcs]
+    unique, counts = np.unique(nodes, return_counts=True)
+    if (counts > 1).any():
+        raise InvalidGraphError(f"{what}'s node {int(unique[counts > 1][0])} has two failure arcs (label {phi}); "
+                                "a node has at most one")
+    failure_arc = np.full(g.num_nodes, -1, np.int64)
+    failure_arc[nodes] = arcs
+    # A cycle of failure arcs would never end: pointer doubling finds one in log2(N) steps.
+    jump = np.full(g.num_nodes, -1, np.int64)
+    jump[nodes] = g.dst.cpu().numpy()[arcs]
+    for _ in range(max(1, int(np.ceil(np.log2(g.num_nodes + 1)))) + 1):
+        jump = np.where(jump >= 0, jump[np.maximum(jump, 0)], -1)
+    if (jump >= 0).any():
+        raise InvalidGraphError(f"{what}'s failure arcs (label {phi}) form a cycle through node "
+                                f"{int(np.flatnonzero(jump >= 0)[0])}: a failure chain must end")
+    return phi, failure_arc
+
+
+def final_through_failures(g: Graph, failure_arc: np.ndarray) -> Tensor:
+    """``g``'s final weights through its failure arcs: a node that does not accept takes its
+    failure arc's weight plus the final weight where the chain leads (differentiable)."""
+    device = g.device
+    node = torch.arange(g.num_nodes, device=device)
+    chain_weight = torch.zeros_like(g.final_weights)
+    failure = torch.from_numpy(failure_arc).to(device)
+    while True:
+        moving = (g.final_weights.index_select(0, node) == NEG_INF) & (failure.index_select(0, node) >= 0)
+        if not bool(moving.any()):
+            break
+        arc = failure.index_select(0, node).clamp(min=0)
+        chain_weight = chain_weight + torch.where(moving, gather(g.weights, arc), torch.zeros_like(chain_weight))
+        node = torch.where(moving, g.dst.index_select(0, arc), node)
+    return chain_weight + g.final_weights.index_select(0, node)

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...errors import InvalidGraphError, WeightError
+from ...errors import InvalidGraphError, LabelError, WeightError
 from ...graph import NEG_INF, Graph, nan_or_plus_inf, subgraph
 from ...semiring import get_semiring
 from ..search import SearchResult, token_passing
 from ..shortest import shortest_distance
+from ..structure import failure_structure, final_through_failures
 from ..traverse import reachable
 from .dispatch import choose_kernels
 from .layout import GraphsLike, Inputs, Layout, LengthsLike, chunk_frames, prepare_inputs
@@ -45,8 +46,44 @@ def _margin(value: float | None, name: str) -> float | None:
     return number
 
 
+class Failures(NamedTuple):
+    """A graph's failure (phi) arcs for the pruned search: each node's failure arc (-1: none), as
+    numpy for the search and as a tensor, and the final weights through the failure chains."""
+
+    arc_np: np.ndarray
+    arc: Tensor
+    final: Tensor
+
+
+def _failures(g: Graph, phi: object, num_labels: int) -> Failures:
+    """The failure arcs of ``g`` (label ``phi``, checked as :func:`~gtn_py.ops.compose.compose`
+    checks them); its other arcs must read emission columns."""
+    phi, failure_arc = failure_structure(g, phi, "graphs")
+    reads = (g.ilabel != phi) & (g.ilabel >= num_labels)
+    if bool(reads.any()):
+        a = int(reads.nonzero()[0, 0])
+        raise LabelError(f"arc {a}: ilabel {int(g.ilabel[a])} has no emission column (emissions have "
+                         f"V = {num_labels}; failure arcs read label phi = {phi}, every other arc a column)")
+    return Failures(failure_arc, torch.from_numpy(failure_arc).to(g.device), final_through_failures(g, failure_arc))
+
+
+def _chain_weights(g: Graph, failures: Failures, from_nodes: Tensor, to_nodes: Tensor) -> Tensor:
+    """The weights of the failure arcs from each ``from_nodes[i]`` down its chain to
+    ``to_nodes[i]`` (0 where they are equal), summed; differentiable."""
+    total = g.weights.new_zeros(from_nodes.shape)
+    node = from_nodes
+    for _ in range(g.num_nodes + 1):
+        moving = node != to_nodes
+        if not bool(moving.any()):
+            return total
+        arc = failures.arc.index_select(0, node).clamp(min=0)
+        total = total + torch.where(moving, g.weights.index_select(0, arc), total.new_zeros(()))
+        node = torch.where(moving, g.dst.index_select(0, arc), node)
+    raise AssertionError("a lattice arc's source is not on its token's failure chain")
+
+
 def _search(inputs: Inputs, search_beam: float | None, max_active: int | None,
-            keep_lattice: bool = True) -> SearchResult:
+            keep_lattice: bool = True, failures: Failures | None = None) -> SearchResult:
     """Token passing with search-time pruning (:mod:`.search`) on CPU copies of the inputs."""
     g, emissions, lens, _, _ = inputs
     if max_active is not None:
@@ -63,20 +100,25 @@ def _search(inputs: Inputs, search_beam: float | None, max_active: int | None,
     # Each node's sequence; -1: one graph shared by every sequence (not copied).
     node_seq = host(g.node_graph) if g.is_batch else np.full(g.num_nodes, -1 if inputs.shared_arcs else 0)
     as_float64 = lambda t: host(t).astype(np.float64)  # noqa: E731
+    final = g.final_weights if failures is None else failures.final
     return token_passing(host(g.src), host(g.dst), host(g.ilabel), as_float64(g.weights), as_float64(g.start_weights),
-                         as_float64(g.final_weights), node_seq, host(detached), host(lens),
-                         float("inf") if search_beam is None else search_beam, max_active or 0, keep_lattice)
+                         as_float64(final), node_seq, host(detached), host(lens),
+                         float("inf") if search_beam is None else search_beam, max_active or 0, keep_lattice,
+                         None if failures is None else failures.arc_np)
 
 
-def _searched_lattice(inputs: Inputs, found: SearchResult, beam: float | None) -> DenseLattice:
+def _searched_lattice(inputs: Inputs, found: SearchResult, beam: float | None,
+                      failures: Failures | None = None) -> DenseLattice:
     """The lattice a pruned search kept, trimmed to its successful paths (and, with ``beam``, to
-    those within ``beam`` of the best), as :func:`dense_lattice` returns it."""
+    those within ``beam`` of the best), as :func:`dense_lattice` returns it; with ``failures``,
+    each arc's weight adds the failure arcs taken before it, and finals are through the chains."""
     g, emissions, lens, single, _ = inputs
+    final = g.final_weights if failures is None else failures.final
     num_seqs = emissions.shape[0]
     device = emissions.device
     lens_host = lens.cpu().numpy()
     level, nodes, seqs = found.token_frame, found.token_node, found.token_seq
-    accepts = (level == lens_host[seqs]) & (g.final_weights.detach().cpu().numpy()[nodes] > NEG_INF)
+    accepts = (level == lens_host[seqs]) & (final.detach().cpu().numpy()[nodes] > NEG_INF)
     useful = reachable(found.arc_dst, found.arc_src, accepts)  # every token is reached from a start
     keep_arc = useful[found.arc_src] & useful[found.arc_dst]
     renumber = np.cumsum(useful) - 1
@@ -84,9 +126,12 @@ def _searched_lattice(inputs: Inputs, found: SearchResult, beam: float | None) -
     level_t, node_t, seq_t = to_device(level[useful]), to_device(nodes[useful]), to_device(seqs[useful])
     arc_map = to_device(found.arc_id[keep_arc])
     frame = to_device(level[found.arc_src[keep_arc]])
-    weights, start, final = g.weights, g.start_weights, g.final_weights
+    weights, start = g.weights, g.start_weights
     seq = seq_t.index_select(0, to_device(renumber[found.arc_src[keep_arc]]))
     arc_weights = weights.index_select(0, arc_map) + emissions[seq, frame, g.ilabel[arc_map]]
+    if failures is not None:
+        arc_weights = arc_weights + _chain_weights(g, failures, to_device(nodes[found.arc_src[keep_arc]]),
+                                                   g.src.index_select(0, arc_map))
     neg_inf = start.new_full((), NEG_INF)
     start_weights = torch.where(level_t == 0, start.index_select(0, node_t), neg_inf)
     final_weights = torch.where(level_t == lens[seq_t], final.index_select(0, node_t), neg_inf)
@@ -111,14 +156,15 @@ def _searched_lattice(inputs: Inputs, found: SearchResult, beam: float | None) -
 
 def dense_lattice(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = None,
                   beam: float | None = None, search_beam: float | None = None,
-                  max_active: int | None = None) -> DenseLattice:
+                  max_active: int | None = None, phi: int | None = None) -> DenseLattice:
     """Build the dense intersection as a (batch) graph; see :func:`intersect_dense`."""
     beam = _margin(beam, "beam")
     search_beam = _margin(search_beam, "search_beam")
-    searching = search_beam is not None or max_active is not None
-    inputs = prepare_inputs(graphs, emissions, lengths, copy_shared=not searching)
+    searching = search_beam is not None or max_active is not None or phi is not None
+    inputs = prepare_inputs(graphs, emissions, lengths, copy_shared=not searching, labels_checked=phi is not None)
     if searching:
-        return _searched_lattice(inputs, _search(inputs, search_beam, max_active), beam)
+        failures = None if phi is None else _failures(inputs.graph, phi, inputs.emissions.shape[2])
+        return _searched_lattice(inputs, _search(inputs, search_beam, max_active, failures=failures), beam, failures)
     g, emissions, lens, single, _ = inputs
     num_seqs, num_frames, _ = emissions.shape
     lay = Layout.of(g, num_seqs, emissions.shape[2])
@@ -173,7 +219,7 @@ def dense_lattice(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
 
 def intersect_dense(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = None,
                     beam: float | None = None, search_beam: float | None = None,
-                    max_active: int | None = None) -> Graph:
+                    max_active: int | None = None, phi: int | None = None) -> Graph:
     """The dense intersection as a graph (a batch of ``B`` lattices; one graph for ``[T, V]``).
 
     Nodes are the ``(graph node, frame)`` pairs on some successful path (reachable and
@@ -181,8 +227,7 @@ def intersect_dense(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike 
     and weight ``weights[a] + emissions[b, t, ilabel[a]]``, differentiable w.r.t. both. Start
     weights sit on frame 0, final weights at each sequence's length. ``beam`` keeps only nodes and
     arcs on a path whose score is within ``beam`` of the sequence's best path (pruning the output).
-    Label 0 is emission column 0 here, not epsilon. A graph with failure (back-off) arcs is
-    intersected after :func:`~gtn_py.ops.compose.remove_failure_arcs`.
+    Label 0 is emission column 0 here, not epsilon.
 
     Search-time pruning, for decoding with large graphs (``search_beam`` and/or ``max_active``):
     the lattice is built frame by frame by token passing (:mod:`gtn_py.ops.search`), keeping at
@@ -191,8 +236,19 @@ def intersect_dense(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike 
     not the graph; ``beam`` then prunes the lattice kept. An approximation: the best path can be
     pruned away (exact with ``search_beam=inf`` and no ``max_active``). Runs on the CPU (CUDA
     inputs are copied there for the search; the lattice's weights stay on their device).
+
+    Failure (back-off) arcs, ``phi``: the label of the graphs' failure arcs (an n-gram language
+    model's back-off arcs, :func:`~gtn_py.io.read_arpa`), with :func:`~gtn_py.ops.compose.compose`'s
+    semantics: at a node, an emission label that no arc of the node reads is read through the
+    node's failure chain (adding the failure arcs' weights; no frame is consumed on a failure
+    arc), and a node that does not accept accepts through its chain. The search takes the
+    failure arcs as it goes (exact with no ``search_beam`` and no ``max_active``), so a back-off
+    model is used as it is, without the nodes x labels arcs of
+    :func:`~gtn_py.ops.compose.remove_failure_arcs` (which gives the same lattice, and is how
+    :func:`dense_score` takes such a graph). A lattice arc's weight adds the failure arcs taken
+    before it; its arc map names the arc that reads its frame.
     """
-    return dense_lattice(graphs, emissions, lengths, beam, search_beam, max_active).graph
+    return dense_lattice(graphs, emissions, lengths, beam, search_beam, max_active, phi).graph
 
 
 class Alignment(NamedTuple):
@@ -205,7 +261,8 @@ class Alignment(NamedTuple):
 
 
 def viterbi_align(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = None,
-                  search_beam: float | None = None, max_active: int | None = None) -> Alignment:
+                  search_beam: float | None = None, max_active: int | None = None,
+                  phi: int | None = None) -> Alignment:
     """Viterbi alignment: the best path of each sequence, as frame-level labels and as a graph.
 
     The path graph of sequence ``b`` has ``lengths[b] + 1`` nodes (none if no path exists), the
@@ -213,15 +270,20 @@ def viterbi_align(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
     first node's start weight and the last node's final weight. ``search_beam`` and
     ``max_active`` search with pruning at each frame (see :func:`intersect_dense`): the best
     path the pruned search keeps, found in time and memory that follow the active states.
+    ``phi``: the label of the graphs' failure arcs, taken by the search (see :func:`intersect_dense`);
+    ``arcs`` then names the arc that reads each frame, whose path weight adds the failure arcs
+    taken before it.
     """
     search_beam = _margin(search_beam, "search_beam")
-    searching = search_beam is not None or max_active is not None
-    inputs = prepare_inputs(graphs, emissions, lengths, copy_shared=not searching)
+    searching = search_beam is not None or max_active is not None or phi is not None
+    inputs = prepare_inputs(graphs, emissions, lengths, copy_shared=not searching, labels_checked=phi is not None)
     g, emissions, lens, single, _ = inputs
     num_seqs, num_frames, _ = emissions.shape
-    weights, start, final = g.weights, g.start_weights, g.final_weights
+    failures = None if phi is None else _failures(g, phi, emissions.shape[2])
+    weights, start = g.weights, g.start_weights
+    final = g.final_weights if failures is None else failures.final
     if searching:
-        searched = _search(inputs, search_beam, max_active, keep_lattice=False)
+        searched = _search(inputs, search_beam, max_active, keep_lattice=False, failures=failures)
         device = emissions.device
         arcs = torch.from_numpy(searched.best_arcs).to(device)
         first, last = torch.from_numpy(searched.first).to(device), torch.from_numpy(searched.last).to(device)
@@ -248,6 +310,10 @@ def viterbi_align(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
     seq, frame = on_path.nonzero(as_tuple=True)
     path_arcs = arcs[seq, frame]
     arc_weights = weights.index_select(0, path_arcs) + emissions[seq, frame, g.ilabel[path_arcs]]
+    if failures is not None:  # the chain from the node the path is at (its first, or the last arc's end)
+        before = arcs[seq, (frame - 1).clamp(min=0)]
+        at = torch.where(frame > 0, g.dst.index_select(0, before.clamp(min=0)), first.index_select(0, seq))
+        arc_weights = arc_weights + _chain_weights(g, failures, at, g.src.index_select(0, path_arcs))
     num_nodes = int(sizes.sum())
     node_seq = torch.repeat_interleave(sizes)
     neg_inf = start.new_full((num_nodes,), NEG_INF)
