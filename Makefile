@@ -67,6 +67,7 @@ bench: $(STAMP)
 	$(PY) bench/k2_scores.py
 	$(PY) bench/rnnt.py
 	$(PY) bench/decode.py
+	$(PY) bench/backoff.py
 	$(PY) bench/compile.py
 
 # The API reference from the docstrings (pdoc) into out/docs/index.html; fails on a pdoc warning

@@ -475,8 +475,9 @@ def read_arpa(source: PathLike | IO[str], symbols: SymbolTable | None = None, *,
     start node is ``<s>``'s. Composed with ``phi`` (``compose(words, model.graph, phi=model.phi)``)
     a word sequence scores exactly ``log P(w_1 .. w_n </s> | <s>)`` under the back-off formula
     (a back-off arc is taken only for a word its history has no n-gram for);
-    ``remove_failure_arcs(model.graph, model.phi)`` gives the same model with ordinary arcs
-    (for dense intersection).
+    dense intersection takes it as it is (``intersect_dense(..., phi=model.phi)``, and
+    ``viterbi_align``), and ``remove_failure_arcs(model.graph, model.phi)`` gives the same model
+    with ordinary arcs (for ``dense_score``).
 
     ``symbols``: a symbol table whose labels the words take (words it lacks, and
     ``phi_symbol``, get new labels after its largest); default: ``<eps>`` is 0 and the words
