@@ -432,3 +432,28 @@ def test_triton_kernels_interpreted_match_numba(dtype, choose_kernels):
         assert math.isnan(float(triton_totals[0].detach())) and math.isfinite(float(triton_totals[1].detach()))
         torch.testing.assert_close(triton_totals, numba_totals, equal_nan=True, **_kernel_tolerance(dtype))
         torch.testing.assert_close(triton_grads, numba_grads, equal_nan=True, **_kernel_tolerance(dtype))
+
+
+def test_dense_kernels_choose_in_one_place():
+    """``dense_kernels`` chooses for its block only: numba on CPU tensors where it applies (the
+    log semiring at temperature 1, float32/64), the tensor sweeps otherwise or when asked, a
+    given SweepKernels object where it applies; an unknown choice is refused."""
+    lay = Layout.of(Graph.batch([gtn_py.ctc_graph([[1, 2]])]), 1, 3)
+    columns = torch.zeros(4, 3)
+    log, tempered = gtn_py.get_semiring("log"), gtn_py.LogSemiring(0.5)
+    assert choose_kernels_for(lay, columns, log).name == "numba"
+    assert choose_kernels_for(lay, columns, tempered).name == "torch"  # no compiled kernel for beta != 1
+    assert choose_kernels_for(lay, columns.half(), log).name == "torch"
+    with dense.dense_kernels("torch"):
+        assert choose_kernels_for(lay, columns, log).name == "torch"
+        with dense.dense_kernels("numba"):
+            assert choose_kernels_for(lay, columns, log).name == "numba"
+        assert choose_kernels_for(lay, columns, log).name == "torch"
+    stub = triton_kernels.TritonKernels("cpu", kernels=(None, None, None))
+    with dense.dense_kernels(stub):
+        assert choose_kernels_for(lay, columns, log) is stub
+        assert choose_kernels_for(lay, columns, tempered).name == "torch"
+    assert choose_kernels_for(lay, columns, log).name == "numba"
+    with pytest.raises(ValueError, match="kernels must be one of"):
+        with dense.dense_kernels("cuda"):
+            pass
