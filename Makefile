@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-8)
 
-.PHONY: demo test docs lint test-cuda test-k2 test-triton bench system-deps speech-deps clean
+.PHONY: demo speech-demo test docs lint test-cuda test-k2 test-triton bench system-deps speech-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -78,6 +78,11 @@ docs: $(STAMP)
 # CUDA cases only (on a machine with a GPU).
 test-cuda: $(STAMP) system-deps
 	$(PY) -m pytest -q -m cuda tests
+
+# The speech recipe's shipped models read 500 fresh utterances of held-out voices (synthesised,
+# cached in out/speech_demo): word error rates beside RESULTS.md's, speed, an HTML alignment report.
+speech-demo: $(STAMP) speech-deps
+	OMP_NUM_THREADS=1 $(PY) -m recipes.speech_digits demo --threads 1
 
 # The main job: the shipped committee of check readers reads fresh strings of held-out digits
 # (accuracy with its interval, reject curve, HTML report), then a short training run through the

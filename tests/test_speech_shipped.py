@@ -115,3 +115,17 @@ def test_a_missing_or_malformed_list_is_a_clear_error(tmp_path: Path) -> None:
                                                                   "command": ""}]}))
     with pytest.raises(InputError, match="lists no model that reads on its own"):
         default_checkpoint(tmp_path / "models.json")
+
+
+@needs_synth
+def test_demo_reads_fresh_utterances_with_every_shipped_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """``make speech-demo``'s command, on 6 utterances: a row per shipped model, the JSON table
+    and the alignment report written."""
+    main(["demo", "--count", "6", "--root", str(tmp_path / "data"), "--out", str(tmp_path), "--jobs", "1",
+          "--viz-count", "2", "--quiet"])
+    table = json.loads((tmp_path / "speech_demo.json").read_text())
+    assert [row["file"] for row in table["models"]] == [m["file"] for m in MODELS]
+    assert all(0 <= row["wer"] <= 100 and row["words"] > 0 for row in table["models"])
+    assert (tmp_path / "viz" / "index.html").is_file()
+    out = capsys.readouterr().out
+    assert "6 utterances of held-out voices" in out and all(m["file"] in out for m in MODELS)

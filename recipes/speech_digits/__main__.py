@@ -1,4 +1,4 @@
-"""python -m recipes.speech_digits {prepare,train,evaluate,decode,export,average} ...
+"""python -m recipes.speech_digits {prepare,train,evaluate,decode,export,average,demo} ...
 
 Connected spoken digits recognised four ways through gtn_py graphs: word-level CTC, an HMM/NN
 hybrid, an RNN-T and DTW templates (see README_RECIPES.md, "Speech digits").
@@ -23,6 +23,7 @@ from .. import common
 from ..common import InputError
 from .data import Utterance, load_corpus, load_directory, load_labelled, utterance_table
 from .evaluate import Result, decode_features, evaluate_model, format_summary, write_report
+from .frontend import DEFAULT_CONFIG
 from .hybrid import isolated_words
 from .kinds import MODEL_KINDS, MODELS, READERS, options_help
 from .models import EncoderConfig, ModelConfig, option_fields, parse_options
@@ -253,6 +254,48 @@ def cmd_decode(args: argparse.Namespace) -> None:
         print(f"report: {index}", file=sys.stderr)
 
 
+def cmd_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``make speech-demo``: fresh test utterances of the held-out voices (a corpus seed of their
+    own), read by every shipped model; a table of their word error rates beside the ones
+    RESULTS.md gives, and the HTML alignment report of the best model's readings."""
+    start = time.perf_counter()
+    corpus = prepare(args.root, seed=args.seed, sizes={"test": args.count}, jobs=args.jobs, log=print)
+    utterances = load_corpus(corpus, "test")
+    audio = sum(u.features.shape[0] for u in utterances) / DEFAULT_CONFIG.frame_rate
+    print(f"{len(utterances)} utterances of held-out voices ({audio:.0f} s of audio) in {corpus}, "
+          f"{time.perf_counter() - start:.0f} s")
+    rows = []
+    report = None
+    for entry in shipped_models():
+        model, _ = load_model(entry["path"])
+        reading = utterances
+        began = time.perf_counter()
+        if entry.get("segmenter"):  # DTW templates read the words their segmenter cuts (timed with them)
+            segmenter, _ = load_model(SHIPPED / entry["segmenter"])
+            reading = isolated_words(segmenter, utterances)
+        result = evaluate_model(model, reading, show_progress=not args.quiet)
+        seconds = time.perf_counter() - began
+        summary = result.summary()
+        rows.append({"file": entry["file"], "kind": entry["kind"], "units": "isolated words" if entry.get(
+            "segmenter") else "utterances", "wer": summary["wer"], "results_wer": entry["test_wer"],
+                     "sub": summary["substitutions"], "del": summary["deletions"], "ins": summary["insertions"],
+                     "words": summary["words"], "seconds": seconds})
+        if report is None and entry["kind"] in READERS:
+            report = write_report(model, utterances[:args.viz_count], Path(args.out) / "viz", result)
+    print(f"\n{'model':10} {'kind':7} {'WER here':>9} {'(sub/del/ins of words)':>24} {'RESULTS.md':>10} "
+          f"{'read in':>8}  x real time")
+    for row in rows:
+        errors = f"{row['sub']}/{row['del']}/{row['ins']} of {row['words']}"
+        print(f"{row['file']:10} {row['kind']:7} {row['wer']:8.1f} % {errors:>24} {row['results_wer']:9.1f} % "
+              f"{row['seconds']:7.1f} s  {audio / max(row['seconds'], 1e-9):6.0f}"
+              + ("  (isolated words cut by its segmenter)" if row["units"] != "utterances" else ""))
+    common.write_json(Path(args.out) / "speech_demo.json", {"corpus": str(corpus), "audio_seconds": audio,
+                                                             "models": rows})
+    print(f"written: {Path(args.out) / 'speech_demo.json'}; report of {rows[0]['file'] if rows else '-'}'s "
+          f"readings: {report}")
+    return rows
+
+
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     e, t = EncoderConfig(), TrainConfig()
     p.add_argument("--model", choices=MODEL_KINDS, default="ctc")
@@ -363,6 +406,19 @@ def main(argv: list[str] | None = None) -> None:
     _add_input_options(p, transcripts=False)
     p.add_argument("--viz", default="", help="folder for a report of the decoded alignments")
     p.set_defaults(func=cmd_decode)
+
+    p = commands.add_parser("demo", help="fresh utterances of held-out voices read by every shipped model "
+                                         "(make speech-demo)")
+    p.add_argument("--root", type=Path, default=Path("out") / "speech_demo" / "data",
+                   help="where the utterances are synthesised (cached: a second run reuses them)")
+    p.add_argument("--seed", type=int, default=7, help="corpus seed (0 is the test set of RESULTS.md)")
+    p.add_argument("--count", type=int, default=500, help="test utterances")
+    p.add_argument("--jobs", type=int, default=None, help="parallel synthesis jobs (default: CPU count)")
+    p.add_argument("--out", default=str(Path("out") / "speech_demo"), help="the table (JSON) and the report")
+    p.add_argument("--viz-count", type=int, default=6, help="utterances drawn in the report")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
 
     common.add_checkpoint_commands(commands)
 
