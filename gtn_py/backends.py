@@ -54,10 +54,12 @@ def get_backend(name: str) -> Backend | None:
     """The backend ``backend=name`` selects: None for gtn_py's own kernels; a known backend's
     module is imported on first use (an optional library missing raises there, when it is used);
     :class:`~gtn_py.errors.ArgumentValueError` for a name nobody registered."""
+    if not isinstance(name, str):
+        raise ArgumentValueError(f"backend must be one of {backend_names()}, not {name!r}")
     if name == NATIVE:
         return None
-    if name not in _registered and isinstance(name, str) and name in KNOWN_BACKENDS:
+    if name not in _registered and name in KNOWN_BACKENDS:
         importlib.import_module(KNOWN_BACKENDS[name])
-    if not isinstance(name, str) or name not in _registered:
+    if name not in _registered:
         raise ArgumentValueError(f"backend must be one of {backend_names()}, not {name!r}")
     return _registered[name]
