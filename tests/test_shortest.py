@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from oracle import logsumexp, node_distances, paths, paths_with_ends, relation, strings_of, total
 from strategies import graphs
 
-import gtn_py.ops.shortest as shortest
+import gtn_py.ops.distance as distance
 from gtn_py import (
     TROPICAL,
     ArgumentValueError,
@@ -149,8 +149,8 @@ def test_level_sweep_for_cuda_matches_kernel(g, semiring):
     from gtn_py.semiring import get_semiring
     sr = get_semiring(semiring)
     depth = node_depths(g.num_nodes, g.src.numpy(), g.dst.numpy())
-    levels, level_pred = shortest._level_sweep(g.src, g.dst, g.weights, g.start_weights, sr, depth)
-    kernel, kernel_pred = shortest._distances(g, sr, reverse=False)
+    levels, level_pred = distance._level_sweep(g.src, g.dst, g.weights, g.start_weights, sr, depth)
+    kernel, kernel_pred = distance.node_distances(g, sr, reverse=False)
     assert torch.allclose(levels, kernel, atol=1e-9)
     if semiring == "tropical":  # both best-arc choices reach the same score
         via = gather(kernel[g.src] + g.weights, level_pred, NEG_INF)
@@ -297,7 +297,7 @@ def distance_problems(draw):
 
 
 def path_distances(g: Graph, weights, init, sr):
-    return shortest.path_distances(g.num_nodes, g.src, g.dst, weights, init, sr)
+    return distance.path_distances(g.num_nodes, g.src, g.dst, weights, init, sr)
 
 
 @given(distance_problems(), st.sampled_from(DISTANCE_SEMIRINGS))
@@ -323,7 +323,7 @@ def test_acyclic_path_distances_match_level_sweep_and_oracle(problem, sr, seed):
     dist = path_distances(g, w, i, sr)
     assert type(dist.grad_fn).__name__ == "_AcyclicDistancesBackward"  # one node, not one per level
     depth = node_depths(g.num_nodes, g.src.numpy(), g.dst.numpy())
-    old = shortest._level_sweep(g.src, g.dst, w, i, sr, depth)[0]
+    old = distance._level_sweep(g.src, g.dst, w, i, sr, depth)[0]
     assert torch.allclose(dist, old, rtol=1e-12, atol=1e-12)
     assert torch.equal(dist == NEG_INF, old == NEG_INF)
     if sr.beta in (1.0, math.inf):
@@ -352,8 +352,8 @@ def test_level_adjoint_for_cuda_matches_kernel(g, seed):
     coefficient = torch.rand(g.num_arcs, generator=generator, dtype=torch.float64)
     grad = torch.rand(g.num_nodes, generator=generator, dtype=torch.float64) - 0.5
     depth = node_depths(g.num_nodes, g.src.numpy(), g.dst.numpy())
-    levels = shortest._level_adjoint(g.src, g.dst, coefficient, grad, depth)
-    kernel = shortest._adjoint_sweep(topological_order(g).numpy(), g.src.numpy(), g.dst.numpy(), coefficient.numpy(),
+    levels = distance._level_adjoint(g.src, g.dst, coefficient, grad, depth)
+    kernel = distance._adjoint_sweep(topological_order(g).numpy(), g.src.numpy(), g.dst.numpy(), coefficient.numpy(),
                                      grad.numpy())
     assert torch.allclose(levels, torch.from_numpy(kernel), rtol=1e-12, atol=1e-12)
 
@@ -599,7 +599,7 @@ def test_cuda_path_distances_match_cpu(sr):
         # detach: on the CPU, .to() returns the tensor itself, which must not become a leaf that
         # requires grad (the CUDA copy would then be a non-leaf without .grad)
         w, i = weights.detach().to(device).requires_grad_(), init.detach().to(device).requires_grad_()
-        dist = shortest.path_distances(g.num_nodes, g.src.to(device), g.dst.to(device), w, i, sr)
+        dist = distance.path_distances(g.num_nodes, g.src.to(device), g.dst.to(device), w, i, sr)
         assert type(dist.grad_fn).__name__ == "_AcyclicDistancesBackward"
         dist.backward(grad.to(device))
         assert w.grad.device.type == device and not torch.isnan(w.grad).any() and not torch.isnan(i.grad).any()

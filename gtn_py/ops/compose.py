@@ -46,7 +46,8 @@ from ..graph import (
     unique_rows,
 )
 from ..semiring import Semiring, get_semiring, kernel_plus
-from .shortest import path_distances, push
+from .distance import path_distances
+from .shortest import push
 from .structure import connect, failure_structure, final_through_failures
 from .traverse import node_depths, reachable, useful_nodes
 
