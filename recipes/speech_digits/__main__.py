@@ -339,6 +339,13 @@ def _mel_filters(text: str) -> int:
     return filters
 
 
+def _utterance_count(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"at least 1 utterance, got {text}")
+    return count
+
+
 def _factors(text: str) -> tuple[float, ...]:
     factors = tuple(float(x) for x in text.split(","))
     if not all(0.5 <= a <= 2.0 for a in factors):
@@ -412,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--root", type=Path, default=Path("out") / "speech_demo" / "data",
                    help="where the utterances are synthesised (cached: a second run reuses them)")
     p.add_argument("--seed", type=int, default=7, help="corpus seed (0 is the test set of RESULTS.md)")
-    p.add_argument("--count", type=int, default=500, help="test utterances")
+    p.add_argument("--count", type=_utterance_count, default=500, help="test utterances")
     p.add_argument("--jobs", type=int, default=None, help="parallel synthesis jobs (default: CPU count)")
     p.add_argument("--out", default=str(Path("out") / "speech_demo"), help="the table (JSON) and the report")
     p.add_argument("--viz-count", type=int, default=6, help="utterances drawn in the report")
