@@ -4,7 +4,8 @@ Every arc of graph ``b`` consumes exactly one frame of sequence ``b`` and reads 
 column of its input label: along a path, the arc taken at frame ``t`` adds
 ``weight + emissions[b, t, ilabel]``, and a successful path takes exactly ``lengths[b]`` arcs.
 So, unlike in composition, **label 0 is not epsilon here**: it reads column 0 (where a CTC
-blank usually lives, as in torch). Graphs must have labels in ``[0, V)``.
+blank usually lives, as in torch). Graphs must have labels in ``[0, V)`` (failure arcs aside:
+the lattices and alignments take them with ``phi=``, reading no frame).
 
 Two forms:
 
