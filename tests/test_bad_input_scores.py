@@ -292,9 +292,12 @@ def test_n_best_distinct_outputs_time_is_linear_in_max_paths():
     gtn.n_best(body, 10, distinct_outputs=True, max_paths=100)
     times = []
     for max_paths in (2000, 8000):
-        began = time.perf_counter()
-        got = gtn.n_best(body, 10**9, distinct_outputs=True, max_paths=max_paths)
-        times.append(time.perf_counter() - began)
+        took = []  # the best of three: one run's time can carry a pause of the machine
+        for _ in range(3):
+            began = time.perf_counter()
+            got = gtn.n_best(body, 10**9, distinct_outputs=True, max_paths=max_paths)
+            took.append(time.perf_counter() - began)
+        times.append(min(took))
         scores = [gtn.viterbi_score(p).item() for p in got[:50]]
         assert scores == sorted(scores, reverse=True)
         outputs = [tuple(x for x in p.olabel.tolist() if x) for p in got]
