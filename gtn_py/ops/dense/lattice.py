@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...errors import InvalidGraphError, LabelError, WeightError
-from ...graph import NEG_INF, Graph, nan_or_plus_inf, subgraph
+from ...errors import InvalidGraphError, WeightError
+from ...graph import NEG_INF, Graph, as_integer, nan_or_plus_inf, subgraph
 from ...semiring import get_semiring
 from ..search import SearchResult, token_passing
 from ..shortest import shortest_distance
@@ -55,15 +55,10 @@ class Failures(NamedTuple):
     final: Tensor
 
 
-def _failures(g: Graph, phi: object, num_labels: int) -> Failures:
+def _failures(g: Graph, phi: int) -> Failures:
     """The failure arcs of ``g`` (label ``phi``, checked as :func:`~gtn_py.ops.compose.compose`
-    checks them); its other arcs must read emission columns."""
-    phi, failure_arc = failure_structure(g, phi, "graphs")
-    reads = (g.ilabel != phi) & (g.ilabel >= num_labels)
-    if bool(reads.any()):
-        a = int(reads.nonzero()[0, 0])
-        raise LabelError(f"arc {a}: ilabel {int(g.ilabel[a])} has no emission column (emissions have "
-                         f"V = {num_labels}; failure arcs read label phi = {phi}, every other arc a column)")
+    checks them)."""
+    _, failure_arc = failure_structure(g, phi, "graphs")
     return Failures(failure_arc, torch.from_numpy(failure_arc).to(g.device), final_through_failures(g, failure_arc))
 
 
@@ -161,9 +156,10 @@ def dense_lattice(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
     beam = _margin(beam, "beam")
     search_beam = _margin(search_beam, "search_beam")
     searching = search_beam is not None or max_active is not None or phi is not None
-    inputs = prepare_inputs(graphs, emissions, lengths, copy_shared=not searching, labels_checked=phi is not None)
+    phi = None if phi is None else as_integer(phi, "phi")
+    inputs = prepare_inputs(graphs, emissions, lengths, copy_shared=not searching, failure_label=phi)
     if searching:
-        failures = None if phi is None else _failures(inputs.graph, phi, inputs.emissions.shape[2])
+        failures = None if phi is None else _failures(inputs.graph, phi)
         return _searched_lattice(inputs, _search(inputs, search_beam, max_active, failures=failures), beam, failures)
     g, emissions, lens, single, _ = inputs
     num_seqs, num_frames, _ = emissions.shape
@@ -276,10 +272,11 @@ def viterbi_align(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike = 
     """
     search_beam = _margin(search_beam, "search_beam")
     searching = search_beam is not None or max_active is not None or phi is not None
-    inputs = prepare_inputs(graphs, emissions, lengths, copy_shared=not searching, labels_checked=phi is not None)
+    phi = None if phi is None else as_integer(phi, "phi")
+    inputs = prepare_inputs(graphs, emissions, lengths, copy_shared=not searching, failure_label=phi)
     g, emissions, lens, single, _ = inputs
     num_seqs, num_frames, _ = emissions.shape
-    failures = None if phi is None else _failures(g, phi, emissions.shape[2])
+    failures = None if phi is None else _failures(g, phi)
     weights, start = g.weights, g.start_weights
     final = g.final_weights if failures is None else failures.final
     if searching:

@@ -139,10 +139,12 @@ _UPCAST = (torch.float16, torch.bfloat16)
 
 
 def prepare_inputs(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike, lengths_name: str = "lengths",
-             labels_checked: bool = False, copy_shared: bool = True) -> Inputs:
+                   labels_checked: bool = False, copy_shared: bool = True,
+                   failure_label: int | None = None) -> Inputs:
     """Normalise the inputs (see :class:`Inputs`) and check them; ``lengths_name`` is what the
     caller calls the lengths, for the messages; ``labels_checked``: the caller has checked the
-    graphs' labels against the emission columns already, in its own terms. Float16 and bfloat16
+    graphs' labels against the emission columns already, in its own terms; ``failure_label``:
+    arcs with this label are failure arcs, which read no column. Float16 and bfloat16
     emissions (and graphs) are cast to float32 here, differentiably: the results are float32,
     the gradients come back in the input dtype."""
     if not isinstance(emissions, Tensor) or not emissions.dtype.is_floating_point:
@@ -178,7 +180,10 @@ def prepare_inputs(graphs: GraphsLike, emissions: Tensor, lengths: LengthsLike, 
         emissions = emissions.float()
         g = g.to(dtype=torch.float32)
     if g.num_arcs and not labels_checked:
-        bad = (g.ilabel >= num_labels).nonzero()
+        reads = g.ilabel >= num_labels
+        if failure_label is not None:  # failure arcs read no column
+            reads &= g.ilabel != failure_label
+        bad = reads.nonzero()
         if bad.numel():
             a = int(bad[0, 0])
             raise LabelError(f"arc {a}: ilabel {int(g.ilabel[a])} has no emission column "
