@@ -1,6 +1,6 @@
 """Semirings: all the algebra of gtn_py, so that every algorithm is written once.
 
-Weights are scores (higher is better). Both semirings here share ``times = +`` and
+Weights are scores (higher is better). The two scalar semirings share ``times = +`` and
 ``one = 0``, ``zero = -inf``; they differ in ``plus``:
 
 * :class:`LogSemiring` with inverse temperature ``beta``:
@@ -12,11 +12,24 @@ Weights are scores (higher is better). Both semirings here share ``times = +`` a
 
 Every reduction is stable at -inf: reducing only -inf gives -inf, never NaN, and gradients
 through such reductions are zero.
+
+Both have compiled kernels and closed-form derivatives in every algorithm (:attr:`Semiring.closed_form`).
+Any other semiring is evaluated through its interface alone (:meth:`Semiring.lift`,
+:meth:`~Semiring.times`, :meth:`~Semiring.plus2`, :meth:`~Semiring.segment_plus`,
+:meth:`~Semiring.readout`) by the algorithms that accept any semiring (``total_score`` and
+``shortest_distance``, on acyclic graphs), with gradients by autograd. Its elements may be
+vectors (``element_shape``); two are defined here:
+
+* :class:`EntropySemiring`: elements ``(log-total, expected score)``; the total of a graph reads
+  out as the entropy of its path distribution;
+* :class:`KMaxSemiring` ``(k)``: elements are the ``k`` best scores in decreasing order; the total
+  of a graph reads out as the scores of its ``k`` best paths.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Tuple
 
 import numba
 import numpy as np
@@ -25,7 +38,8 @@ from torch import Tensor
 
 from .errors import ArgumentTypeError, ArgumentValueError
 
-__all__ = ["Semiring", "LogSemiring", "TropicalSemiring", "LOG", "TROPICAL", "get_semiring"]
+__all__ = ["Semiring", "LogSemiring", "TropicalSemiring", "EntropySemiring", "KMaxSemiring", "LOG", "TROPICAL",
+           "ENTROPY", "get_semiring"]
 
 NEG_INF = float("-inf")
 
@@ -50,7 +64,11 @@ class Semiring:
       under the path distribution at inverse temperature :attr:`beta`;
     * :attr:`kernel_id` and :attr:`beta`: how compiled graph kernels evaluate ``plus``
       (:func:`kernel_plus`), and :attr:`dense_kernel`: which compiled dense-intersection
-      kernels (numba on the CPU, Triton on CUDA) compute its totals, if any.
+      kernels (numba on the CPU, Triton on CUDA) compute its totals, if any;
+    * :attr:`closed_form`: whether the algorithms' compiled kernels and closed-form
+      derivatives apply (the log semiring at any temperature, the tropical one). Otherwise the
+      semiring is evaluated through :meth:`lift`, :meth:`times`, :meth:`plus2`,
+      :meth:`segment_plus` and :meth:`readout` on elements of shape ``[..., *element_shape]``.
     """
 
     name: str = "semiring"
@@ -59,6 +77,20 @@ class Semiring:
     kernel_id: int = -1
     beta: float = 1.0
     idempotent: bool = False
+    element_shape: Tuple[int, ...] = ()
+
+    @property
+    def closed_form(self) -> bool:
+        """Whether every algorithm has compiled kernels and closed-form derivatives for it."""
+        return self.kernel_id >= 0
+
+    def lift(self, scores: Tensor) -> Tensor:
+        """The elements ``[..., *element_shape]`` that weights (scores ``[...]``) stand for."""
+        return scores
+
+    def readout(self, elements: Tensor) -> Tensor:
+        """What a total (an element) tells the user, e.g. an entropy or the k best scores."""
+        return elements
 
     @property
     def dense_kernel(self) -> int | None:
@@ -87,8 +119,8 @@ class Semiring:
         """Reduce ``values`` into ``num_segments`` bins given by ``segment`` (empty bins: zero)."""
         raise NotImplementedError
 
-    @staticmethod
-    def times(a: Tensor, b: Tensor) -> Tensor:
+    def times(self, a: Tensor, b: Tensor) -> Tensor:
+        """Elementwise ``a (x) b`` (``+`` for scores)."""
         return a + b
 
     def __repr__(self) -> str:
@@ -160,21 +192,123 @@ class TropicalSemiring(Semiring):
         return segment_max(values, segment, num_segments)
 
 
+class EntropySemiring(Semiring):
+    """The expectation semiring of the entropy of the path distribution (Li and Eisner 2009),
+    kept in log space: an element ``(a, m)`` stands for a set of paths with log-sum of scores
+    ``a`` and mean score ``m`` (each path weighted by ``exp(score - a)``). A weight ``w`` is
+    ``(w, w)``; ``times`` adds both parts (scores add along a path); ``plus`` takes the
+    log-sum of the ``a`` and the mean of the ``m`` weighted by ``exp(a_i - a)``. A total
+    ``(log Z, E[score])`` reads out as the entropy ``log Z - E[score]`` in nats (NaN where
+    there is no path: no distribution). Stable at -inf, in float32 and float64."""
+
+    name = "entropy"
+    element_shape = (2,)
+
+    def lift(self, scores: Tensor) -> Tensor:
+        # an impossible score contributes nothing to a mean; 0 keeps ``0 * score`` finite
+        return torch.stack([scores, torch.where(scores > NEG_INF, scores, torch.zeros_like(scores))], -1)
+
+    def readout(self, elements: Tensor) -> Tensor:
+        log_total, mean = elements[..., 0], elements[..., 1]
+        return torch.where(log_total > NEG_INF, log_total - mean, torch.full_like(log_total, math.nan))
+
+    @staticmethod
+    def _share(log_part: Tensor, log_total: Tensor) -> Tensor:
+        """``exp(a_i - a)``: a part's share of a sum (0 where the sum is empty)."""
+        finite = torch.where(log_total > NEG_INF, log_total, torch.zeros_like(log_total))
+        return torch.exp(log_part - finite)
+
+    def plus(self, x: Tensor, dim: int) -> Tensor:
+        dim = dim % (x.dim() - 1)  # ``dim`` counts the element dimensions out
+        log_total = torch.logsumexp(x[..., 0], dim) if x.shape[dim] else x[..., 0].sum(dim) + NEG_INF
+        share = self._share(x[..., 0], log_total.unsqueeze(dim))
+        return torch.stack([log_total, (share * x[..., 1]).sum(dim)], -1)
+
+    def plus2(self, a: Tensor, b: Tensor) -> Tensor:
+        return self.plus(torch.stack([a, b]), 0)
+
+    def segment_plus(self, values: Tensor, segment: Tensor, num_segments: int) -> Tensor:
+        log_total = segment_logsumexp(values[:, 0], segment, num_segments)
+        share = self._share(values[:, 0], log_total[segment])
+        mean = values.new_zeros(num_segments).index_add(0, segment, share * values[:, 1])
+        return torch.stack([log_total, mean], -1)
+
+
+class KMaxSemiring(Semiring):
+    """The ``k`` best scores: an element is a vector of ``k`` scores in decreasing order
+    (-inf where there are fewer). ``plus`` keeps the ``k`` best of both, ``times`` the ``k``
+    best pairwise sums; a weight ``w`` is ``(w, -inf, ..., -inf)``. A total reads out as the
+    scores of the ``k`` best paths (paths, not distinct strings: see ``n_best`` for those),
+    ``[..., k]``; ``KMaxSemiring(1)`` is the tropical semiring. The derivative of the ``i``-th
+    score is the indicator of the ``i``-th best path (ties: one of them)."""
+
+    def __init__(self, k: int):
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+            raise ArgumentTypeError(f"KMaxSemiring: k must be an int, not {type(k).__name__}")
+        if k < 1:
+            raise ArgumentValueError(f"KMaxSemiring: k must be at least 1, got {k}")
+        self.k = int(k)
+        self.element_shape = (self.k,)
+        self.name = f"kmax({self.k})"
+
+    def lift(self, scores: Tensor) -> Tensor:
+        rest = scores.new_full((*scores.shape, self.k - 1), NEG_INF)
+        return torch.cat([scores.unsqueeze(-1), rest], -1)
+
+    def _best(self, x: Tensor) -> Tensor:
+        """The ``k`` largest entries of the last dimension, in decreasing order."""
+        return x.topk(self.k, -1).values
+
+    def times(self, a: Tensor, b: Tensor) -> Tensor:
+        return self._best((a.unsqueeze(-1) + b.unsqueeze(-2)).flatten(-2))
+
+    def plus(self, x: Tensor, dim: int) -> Tensor:
+        dim = dim % (x.dim() - 1)
+        if x.shape[dim] == 0:
+            return x.new_full((*x.shape[:dim], *x.shape[dim + 1:]), NEG_INF)
+        return self._best(x.movedim(dim, -2).flatten(-2))
+
+    def plus2(self, a: Tensor, b: Tensor) -> Tensor:
+        return self._best(torch.cat([a, b], -1))
+
+    def segment_plus(self, values: Tensor, segment: Tensor, num_segments: int) -> Tensor:
+        out = values.new_full((num_segments, self.k), NEG_INF)
+        if values.numel() == 0:
+            return out
+        flat = values.reshape(-1)
+        owner = segment.repeat_interleave(self.k)
+        # best first within each segment: sort by score, then (stably) by segment
+        by_score = flat.detach().argsort(descending=True, stable=True)
+        order = by_score[owner[by_score].argsort(stable=True)]
+        owner = owner[order]
+        first = torch.searchsorted(owner, owner, right=False)
+        rank = torch.arange(owner.shape[0], device=owner.device) - first
+        keep = rank < self.k
+        return out.index_put((owner[keep], rank[keep]), flat[order[keep]])
+
+
 LOG = LogSemiring()
 TROPICAL = TropicalSemiring()
+ENTROPY = EntropySemiring()
 
 
-def get_semiring(semiring: str | Semiring) -> Semiring:
-    """Accept a semiring or its name: ``"log"``, ``"tropical"`` (also ``"max"``, ``"viterbi"``).
-    Another type raises :class:`ArgumentTypeError`, an unknown name :class:`ArgumentValueError`."""
+def get_semiring(semiring: str | Semiring, any_semiring: bool = False) -> Semiring:
+    """Accept a semiring or its name: ``"log"``, ``"tropical"`` (also ``"max"``, ``"viterbi"``),
+    ``"entropy"``. Another type raises :class:`ArgumentTypeError`, an unknown name
+    :class:`ArgumentValueError`, and so does a semiring without closed forms
+    (:attr:`Semiring.closed_form`) unless the caller evaluates ``any_semiring``."""
+    names = {"log": LOG, "tropical": TROPICAL, "max": TROPICAL, "viterbi": TROPICAL, "entropy": ENTROPY}
     if isinstance(semiring, Semiring):
+        if not (any_semiring or semiring.closed_form):
+            raise ArgumentValueError(
+                f"this operation needs the log or the tropical semiring, not {semiring}; semirings evaluated "
+                "through their interface are taken by total_score and shortest_distance")
         return semiring
-    names = {"log": LOG, "tropical": TROPICAL, "max": TROPICAL, "viterbi": TROPICAL}
     if not isinstance(semiring, str):
         raise ArgumentTypeError(f"semiring must be a name ({', '.join(sorted(names))}) or a Semiring such as "
                                 f"LogSemiring(beta), not {type(semiring).__name__}")
     try:
-        return names[semiring]
+        return get_semiring(names[semiring], any_semiring)
     except KeyError:
         raise ArgumentValueError(f"unknown semiring {semiring[:40]!r}; use one of {sorted(names)} "
                                  "or a Semiring") from None

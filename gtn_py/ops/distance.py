@@ -18,6 +18,9 @@ How distances are computed:
   connected components: the arcs the elimination creates). A component whose cycles have a
   total probability of 1 or more raises :class:`DivergenceError`. Gradients solve the adjoint
   system the same way.
+* **Any other semiring** (acyclic graphs, both devices): the level sweep through the semiring's
+  interface (:func:`element_distances`: ``lift``, ``times``, ``segment_plus``, ``plus2``), on
+  elements that may be vectors, with gradients by autograd.
 * Totals, gradients, paths and samples only look at arcs on some successful path, so a
   divergent cycle that no successful path touches does not matter there.
 * A NaN weight reached from a start node makes the distances after it, the totals of its
@@ -41,7 +44,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import DivergenceError
+from ..errors import CyclicGraphError, DivergenceError
 from ..graph import NEG_INF, Graph
 from ..semiring import KERNEL_LOG, LOG, Semiring, kernel_plus
 from .traverse import csr_arcs, node_depths, useful_nodes
@@ -378,7 +381,8 @@ def segment_argmax(values: Tensor, segment: Tensor, maxima: Tensor) -> Tensor:
 def _level_sweep(tail: Tensor, head: Tensor, weights: Tensor, init: Tensor, sr: Semiring,
                  depth: np.ndarray) -> Tuple[Tensor, Tensor]:
     """Acyclic distances level by level (``depth``: longest-path depth of each node); each
-    level's nodes pull from their incoming arcs in one vectorized ``segment_plus``."""
+    level's nodes pull from their incoming arcs in one vectorized ``segment_plus``. Written
+    against the semiring's interface only (``weights`` and ``init`` are its elements)."""
     device = weights.device
     num_nodes = depth.shape[0]
     node_order, node_offsets = csr_arcs(int(depth.max(initial=0)) + 1, depth)
@@ -395,7 +399,7 @@ def _level_sweep(tail: Tensor, head: Tensor, weights: Tensor, init: Tensor, sr: 
     for level in range(1, node_offsets.shape[0] - 1):
         nodes = node_order_d[node_offsets[level]:node_offsets[level + 1]]
         arcs = arc_order_d[arc_offsets[level]:arc_offsets[level + 1]]
-        values = dist[tail[arcs]] + weights[arcs]
+        values = sr.times(dist[tail[arcs]], weights[arcs])
         segment = local_head[arcs]
         pulled = sr.segment_plus(values, segment, nodes.shape[0])
         if tropical:
@@ -403,6 +407,18 @@ def _level_sweep(tail: Tensor, head: Tensor, weights: Tensor, init: Tensor, sr: 
             pred[nodes] = torch.where(pulled > init[nodes], arcs[best], pred.new_full((), -1))
         dist[nodes] = sr.plus2(init[nodes], pulled)
     return dist, pred
+
+
+def element_distances(num_nodes: int, tail: Tensor, head: Tensor, weights: Tensor, init: Tensor,
+                      sr: Semiring) -> Tensor:
+    """Forward distances (from ``init``, along arcs ``tail -> head``) as elements of ``sr``,
+    ``[N, *sr.element_shape]``, for any semiring: the scores are lifted to elements and swept
+    level by level through the semiring's interface; differentiable by autograd. Acyclic graphs
+    only (:class:`CyclicGraphError`: a sum over cycles needs a closure the interface lacks)."""
+    depth = node_depths(num_nodes, np.ascontiguousarray(_numpy(tail)), np.ascontiguousarray(_numpy(head)))
+    if num_nodes and depth[0] < 0:
+        raise CyclicGraphError(f"the {sr} semiring is evaluated on acyclic graphs only, and this graph has a cycle")
+    return _level_sweep(tail, head, sr.lift(weights), sr.lift(init), sr, depth)[0]
 
 
 def _relax(tail: Tensor, head: Tensor, weights: Tensor, init: Tensor, sr: Semiring) -> Tuple[Tensor, Tensor]:

@@ -31,7 +31,14 @@ from ..backends import get_backend
 from ..errors import ArgumentTypeError, ArgumentValueError, DtypeMismatchError, WeightError
 from ..graph import NEG_INF, Graph, as_flag, as_graph, as_graph_list, as_integer, gather, subgraph_with_arc_map
 from ..semiring import LOG, Semiring, get_semiring, segment_max
-from .distance import follow_backpointers, node_distances, path_distances, segment_argmax, useful_arcs
+from .distance import (
+    element_distances,
+    follow_backpointers,
+    node_distances,
+    path_distances,
+    segment_argmax,
+    useful_arcs,
+)
 from .structure import connect
 from .traverse import csr_arcs
 
@@ -87,11 +94,18 @@ def shortest_distance(g: GraphLike, semiring: SemiringLike = "log", reverse: boo
 
     Unreachable nodes get -inf. Not differentiable (use :func:`total_score` for gradients).
     Raises :class:`DivergenceError` if some node's distance diverges (cyclic graphs, see the
-    module documentation).
+    module documentation). A semiring without closed forms gives each node's distance as it
+    reads out (e.g. ``KMaxSemiring(k)``: ``[N, k]``), on acyclic graphs.
     """
     graph, _ = _as_graph(g)
     reverse = bool(reverse)
-    return node_distances(graph, get_semiring(semiring), reverse)[0]
+    sr = get_semiring(semiring, any_semiring=True)
+    if not sr.closed_form:
+        tail, head = (graph.dst, graph.src) if reverse else (graph.src, graph.dst)
+        init = graph.final_weights if reverse else graph.start_weights
+        with torch.no_grad():
+            return sr.readout(element_distances(graph.num_nodes, tail, head, graph.weights, init, sr))
+    return node_distances(graph, sr, reverse)[0]
 
 
 def push(g: GraphLike, semiring: SemiringLike = "log", toward: str = "start") -> Graph:
@@ -218,15 +232,26 @@ def total_score(g: GraphLike, semiring: SemiringLike = "log", backend: str = "na
     (any ``beta``) the gradient is the arcs' posterior probability; in the tropical semiring
     it is the indicator of one best path (ties: the path :func:`viterbi_path` returns).
 
-    ``backend="k2"`` computes the same totals and gradients with k2 (acyclic graphs; see
-    :mod:`gtn_py.k2` and :mod:`gtn_py.backends`).
+    Any other semiring (:attr:`~gtn_py.semiring.Semiring.closed_form` false) is evaluated on
+    acyclic graphs through its interface, with gradients by autograd, and the totals are what
+    its elements read out: ``EntropySemiring()`` (or ``"entropy"``) gives the entropy of each
+    graph's path distribution, ``KMaxSemiring(k)`` the scores of its ``k`` best paths
+    (``[..., k]``).
+
+    ``backend="k2"`` computes the same totals and gradients with k2 (acyclic graphs, the log
+    and tropical semirings; see :mod:`gtn_py.k2` and :mod:`gtn_py.backends`).
     """
     other = get_backend(backend)
     if other is not None:
         return other.total_score(g, get_semiring(semiring))
     graph, batched = _as_graph(g)
-    sr = get_semiring(semiring)
-    total = _TotalScore.apply(graph.weights, graph.start_weights, graph.final_weights, graph, sr)
+    sr = get_semiring(semiring, any_semiring=True)
+    if sr.closed_form:
+        total = _TotalScore.apply(graph.weights, graph.start_weights, graph.final_weights, graph, sr)
+    else:
+        alpha = element_distances(graph.num_nodes, graph.src, graph.dst, graph.weights, graph.start_weights, sr)
+        ending = sr.times(alpha, sr.lift(graph.final_weights))
+        total = sr.readout(sr.segment_plus(ending, graph.node_graph, graph.num_graphs))
     return total if batched else total[0]
 
 
@@ -257,7 +282,9 @@ def path_entropy(g: GraphLike) -> Tensor:
     path, NaN where a graph has none. Differentiable w.r.t. the weights (the posteriors are built
     from differentiable distances, so no second derivative of the forward algorithm is needed):
     e.g. an entropy bonus on a lattice from :func:`~gtn_py.ops.dense.intersect_dense`. Cyclic
-    graphs whose sums converge are supported (else :class:`DivergenceError`)."""
+    graphs whose sums converge are supported (else :class:`DivergenceError`). On acyclic graphs
+    it equals ``total_score(g, EntropySemiring())``, the same quantity from the entropy
+    semiring's algebra (a level sweep with autograd, where this is two compiled sweeps)."""
     graph, batched = _as_graph(g)
     w, start, final = graph.weights, graph.start_weights, graph.final_weights
     alpha = path_distances(graph.num_nodes, graph.src, graph.dst, w, start, LOG)
