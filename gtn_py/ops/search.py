@@ -55,7 +55,9 @@ def _grown(values: np.ndarray, size: int) -> np.ndarray:  # pragma: no cover - j
 def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, fail_dst, fail_weight, start, final, start_offsets,
                    start_nodes, emissions, lengths, search_beam, max_active, keep_lattice):  # pragma: no cover - jitted
     # out_arcs[k] is the k-th arc in source order; dst, ilabel and weight are given in that order
-    # too, so that expanding a token reads its arcs' data sequentially.
+    # too, so that expanding a token reads its arcs' data sequentially. A frame has at most one
+    # candidate per node, so the candidates' arrays have a node's room; the other arrays grow
+    # (doubling) once per frame or per expanded node, never per entry.
     num_seqs, num_frames = emissions.shape[0], emissions.shape[1]
     num_nodes = start.shape[0]
     slot = np.full(num_nodes, -1, np.int64)           # node -> candidate of the frame being built
@@ -70,10 +72,12 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, fail_dst, fail_we
     lat_src = np.empty(64, np.int64)
     lat_dst = np.empty(64, np.int64)
     lat_arc = np.empty(64, np.int64)
-    cand_node = np.empty(64, np.int64)
-    cand_score = np.empty(64, np.float64)
-    cand_back = np.empty(64, np.int64)
-    cand_arc = np.empty(64, np.int64)
+    cand_node = np.empty(num_nodes, np.int64)
+    cand_score = np.empty(num_nodes, np.float64)
+    cand_back = np.empty(num_nodes, np.int64)
+    cand_arc = np.empty(num_nodes, np.int64)
+    rank = np.empty(num_nodes, np.float64)
+    token_of = np.empty(num_nodes, np.int64)
     prop_src = np.empty(64, np.int64)                 # proposals: (token, candidate, arc)
     prop_cand = np.empty(64, np.int64)
     prop_arc = np.empty(64, np.int64)
@@ -88,10 +92,9 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, fail_dst, fail_we
         num_prop = 0
         for k in range(start_offsets[b], start_offsets[b + 1]):
             n = start_nodes[k]
-            cand_node = _grown(cand_node, num_cand + 1)
-            cand_score = _grown(cand_score, num_cand + 1)
-            cand_back = _grown(cand_back, num_cand + 1)
-            cand_arc = _grown(cand_arc, num_cand + 1)
+            if slot[n] >= 0:
+                continue
+            slot[n] = num_cand
             cand_node[num_cand] = n
             cand_score[num_cand] = start[n]
             cand_back[num_cand] = -1
@@ -101,42 +104,48 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, fail_dst, fail_we
         for t in range(lengths[b] + 1):
             # Prune the candidates of frame t, keep the survivors as tokens, and their arcs. At the
             # last frame a token is ranked with its final weight (one that cannot end is useless).
-            rank = cand_score[:num_cand].copy()
-            if t == lengths[b]:
-                for c in range(num_cand):
-                    rank[c] += final[cand_node[c]]
             best = _NEG_INF
             for c in range(num_cand):
+                rank[c] = cand_score[c] + final[cand_node[c]] if t == lengths[b] else cand_score[c]
                 if rank[c] > best:
                     best = rank[c]
             floor = best - search_beam
-            keep = np.zeros(num_cand, np.bool_)
             kept = 0
             for c in range(num_cand):
+                slot[cand_node[c]] = -1
                 if rank[c] > _NEG_INF and rank[c] >= floor:
-                    keep[c] = True
                     kept += 1
+                else:
+                    rank[c] = _NEG_INF  # pruned
             if max_active > 0 and kept > max_active:
-                order = np.argsort(-rank, kind="mergesort")
-                keep[:] = False
-                for i in range(max_active):
-                    c = order[i]
-                    if rank[c] > _NEG_INF and rank[c] >= floor:
-                        keep[c] = True
+                # keep the max_active best, ties in candidate order: a selection, not a sort
+                threshold = -np.partition(-rank[:num_cand], max_active - 1)[max_active - 1]
+                above = 0
+                for c in range(num_cand):
+                    if rank[c] > threshold:
+                        above += 1
+                ties = max_active - above
+                for c in range(num_cand):
+                    if rank[c] == threshold and rank[c] > _NEG_INF:
+                        if ties > 0:
+                            ties -= 1
+                        else:
+                            rank[c] = _NEG_INF
+                    elif rank[c] < threshold:
+                        rank[c] = _NEG_INF
                 kept = max_active
             most_active = max(most_active, kept)
-            token_of = np.full(num_cand, -1, np.int64)
+            tok_seq = _grown(tok_seq, num_tok + kept)
+            tok_frame = _grown(tok_frame, num_tok + kept)
+            tok_node = _grown(tok_node, num_tok + kept)
+            tok_score = _grown(tok_score, num_tok + kept)
+            tok_back = _grown(tok_back, num_tok + kept)
+            tok_arc = _grown(tok_arc, num_tok + kept)
             frame_first = num_tok
             for c in range(num_cand):
-                slot[cand_node[c]] = -1
-                if not keep[c]:
+                if rank[c] == _NEG_INF:
+                    token_of[c] = -1
                     continue
-                tok_seq = _grown(tok_seq, num_tok + 1)
-                tok_frame = _grown(tok_frame, num_tok + 1)
-                tok_node = _grown(tok_node, num_tok + 1)
-                tok_score = _grown(tok_score, num_tok + 1)
-                tok_back = _grown(tok_back, num_tok + 1)
-                tok_arc = _grown(tok_arc, num_tok + 1)
                 tok_seq[num_tok] = b
                 tok_frame[num_tok] = t
                 tok_node[num_tok] = cand_node[c]
@@ -145,12 +154,12 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, fail_dst, fail_we
                 tok_arc[num_tok] = cand_arc[c]
                 token_of[c] = num_tok
                 num_tok += 1
+            lat_src = _grown(lat_src, num_lat + num_prop)
+            lat_dst = _grown(lat_dst, num_lat + num_prop)
+            lat_arc = _grown(lat_arc, num_lat + num_prop)
             for p in range(num_prop):
                 d = token_of[prop_cand[p]]
                 if d >= 0:
-                    lat_src = _grown(lat_src, num_lat + 1)
-                    lat_dst = _grown(lat_dst, num_lat + 1)
-                    lat_arc = _grown(lat_arc, num_lat + 1)
                     lat_src[num_lat] = prop_src[p]
                     lat_dst[num_lat] = d
                     lat_arc[num_lat] = prop_arc[p]
@@ -173,6 +182,11 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, fail_dst, fail_we
                 m = n
                 base = tok_score[tok]
                 while True:
+                    if keep_lattice:
+                        room = num_prop + out_offsets[m + 1] - out_offsets[m]
+                        prop_src = _grown(prop_src, room)
+                        prop_cand = _grown(prop_cand, room)
+                        prop_arc = _grown(prop_arc, room)
                     for k in range(out_offsets[m], out_offsets[m + 1]):
                         if m != n and matched[ilabel[k]] == expansion:
                             continue
@@ -187,10 +201,6 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, fail_dst, fail_we
                             cut = running_best - search_beam
                         c = slot[d]
                         if c < 0:
-                            cand_node = _grown(cand_node, num_cand + 1)
-                            cand_score = _grown(cand_score, num_cand + 1)
-                            cand_back = _grown(cand_back, num_cand + 1)
-                            cand_arc = _grown(cand_arc, num_cand + 1)
                             c = num_cand
                             slot[d] = c
                             cand_node[c] = d
@@ -203,9 +213,6 @@ def _token_passing(out_offsets, out_arcs, dst, ilabel, weight, fail_dst, fail_we
                             cand_back[c] = tok
                             cand_arc[c] = out_arcs[k]
                         if keep_lattice:
-                            prop_src = _grown(prop_src, num_prop + 1)
-                            prop_cand = _grown(prop_cand, num_prop + 1)
-                            prop_arc = _grown(prop_arc, num_prop + 1)
                             prop_src[num_prop] = tok
                             prop_cand[num_prop] = c
                             prop_arc[num_prop] = out_arcs[k]
@@ -250,18 +257,23 @@ def token_passing(src: np.ndarray, dst: np.ndarray, ilabel: np.ndarray, weight: 
     must then be the final weights through the chains. A lattice arc records the arc that reads
     its frame; the failure arcs before it lead from its source token's node to that arc's source."""
     num_nodes = start.shape[0]
-    is_failure = np.zeros(src.shape[0], bool)
     fail_dst = np.full(num_nodes, -1, np.int64)
     fail_weight = np.zeros(num_nodes, np.float64)
-    if failure_arc is not None:
-        has = failure_arc >= 0
-        is_failure[failure_arc[has]] = True
-        fail_dst[has] = dst[failure_arc[has]]
-        fail_weight[has] = weight[failure_arc[has]]
-    ordinary = np.flatnonzero(~is_failure)
-    out_arcs = ordinary[np.argsort(src[ordinary], kind="stable")].astype(np.int64)
-    out_offsets = np.zeros(num_nodes + 1, np.int64)
-    np.cumsum(np.bincount(src[ordinary], minlength=num_nodes), out=out_offsets[1:])
+    if failure_arc is None and bool((src[1:] >= src[:-1]).all()):
+        # arcs already in source order (as graphs are built): read in place, no gathers
+        out_arcs = np.arange(src.shape[0], dtype=np.int64)
+        out_src, out_dst, out_ilabel, out_weight = src, dst, ilabel, weight
+    else:
+        is_failure = np.zeros(src.shape[0], bool)
+        if failure_arc is not None:
+            has = failure_arc >= 0
+            is_failure[failure_arc[has]] = True
+            fail_dst[has] = dst[failure_arc[has]]
+            fail_weight[has] = weight[failure_arc[has]]
+        ordinary = np.flatnonzero(~is_failure)
+        out_arcs = ordinary[np.argsort(src[ordinary], kind="stable")].astype(np.int64)
+        out_src, out_dst, out_ilabel, out_weight = src[out_arcs], dst[out_arcs], ilabel[out_arcs], weight[out_arcs]
+    out_offsets = np.searchsorted(out_src, np.arange(num_nodes + 1)).astype(np.int64)
     starts = np.flatnonzero(start > _NEG_INF)
     num_seqs = emissions.shape[0]
     start_offsets = np.zeros(num_seqs + 1, np.int64)
@@ -271,8 +283,9 @@ def token_passing(src: np.ndarray, dst: np.ndarray, ilabel: np.ndarray, weight: 
     else:
         starts = starts[np.argsort(node_seq[starts], kind="stable")].astype(np.int64)
         np.cumsum(np.bincount(node_seq[starts], minlength=num_seqs), out=start_offsets[1:])
-    return SearchResult(*_token_passing(out_offsets, out_arcs, dst[out_arcs].astype(np.int64),
-                                        ilabel[out_arcs].astype(np.int64), weight[out_arcs], fail_dst, fail_weight,
+    as_int64 = lambda a: np.ascontiguousarray(a, np.int64)  # noqa: E731
+    return SearchResult(*_token_passing(out_offsets, out_arcs, as_int64(out_dst), as_int64(out_ilabel),
+                                        np.ascontiguousarray(out_weight, np.float64), fail_dst, fail_weight,
                                         start, final, start_offsets, starts, emissions,
                                         lengths.astype(np.int64), float(search_beam), int(max_active),
                                         bool(keep_lattice)))

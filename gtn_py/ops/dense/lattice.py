@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from ...errors import InvalidGraphError, WeightError
-from ...graph import NEG_INF, Graph, as_integer, nan_or_plus_inf, subgraph
+from ...graph import NEG_INF, Graph, as_integer, has_nan_or_plus_inf, subgraph
 from ...semiring import get_semiring
 from ..search import SearchResult, token_passing
 from ..shortest import shortest_distance
@@ -86,9 +86,10 @@ def _search(inputs: Inputs, search_beam: float | None, max_active: int | None,
             raise InvalidGraphError(f"max_active must be a whole number >= 1 (or None for no limit), got "
                                     f"{max_active!r}")
     detached = emissions.detach()
-    frames = torch.arange(detached.shape[1], device=detached.device)
-    used = (frames[None, :] < lens[:, None])[:, :, None]
-    if bool((nan_or_plus_inf(detached) & used).any()) or bool(torch.isnan(g.weights.detach()).any()):
+    if not bool((lens == detached.shape[1]).all()):  # frames beyond a sequence's length are not read
+        frames = torch.arange(detached.shape[1], device=detached.device)
+        detached = detached.masked_fill((frames[None, :] >= lens[:, None])[:, :, None], NEG_INF)
+    if has_nan_or_plus_inf(detached) or bool(torch.isnan(g.weights.detach()).any()):
         raise WeightError("emissions (within the lengths) and graph weights must be finite or -inf for a pruned "
                           "search: a NaN or +inf has no rank to prune by")
     host = lambda t: t.detach().cpu().numpy()  # noqa: E731
