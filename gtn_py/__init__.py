@@ -23,7 +23,8 @@ from .errors import (
     WeightError,
 )
 from .graph import EPSILON, Arc, Graph, check_compatible, gather, linear_graph, scalar_graph, string_graph
-# The semirings (semiring.__all__): the log semiring with a temperature, the tropical one, get_semiring.
+# The semirings (semiring.__all__): log (with a temperature) and tropical with closed forms; entropy and
+# k-max through the Semiring interface; get_semiring.
 from .semiring import *  # noqa: F403
 from .ops.traverse import is_acyclic, topological_order
 

@@ -57,3 +57,15 @@ def test_entropy_of_a_ctc_lattice_is_zero_for_one_frame_per_label_and_grows_with
     loose = gtn.path_entropy(gtn.intersect_dense(target, emissions, lengths=[6]))
     assert float(tight[0] if tight.dim() else tight) == pytest.approx(0.0, abs=1e-12)  # only "1 2" fits
     assert float(loose[0] if loose.dim() else loose) > 0.5
+
+
+def test_float32_entropy_of_a_long_lattice_is_as_precise_as_its_weights():
+    # the entropy is the difference of two totals of about -700 here: computed in float32, it
+    # would lose two digits (0.02 nats off)
+    emissions = torch.randn(4, 200, 30, generator=torch.Generator().manual_seed(0)).log_softmax(-1)
+    lattice = gtn.intersect_dense(gtn.ctc_graph([list(range(1, 11))] * 4), emissions)
+    exact = gtn.path_entropy(lattice.to(dtype=torch.float64))
+    assert float(exact.min()) > 30
+    assert gtn.path_entropy(lattice).dtype == torch.float32
+    assert torch.allclose(gtn.path_entropy(lattice).double(), exact, atol=1e-4, rtol=0)
+    assert torch.allclose(gtn.total_score(lattice, gtn.ENTROPY).double(), exact, atol=1e-2, rtol=0)

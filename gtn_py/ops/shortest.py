@@ -286,7 +286,8 @@ def path_entropy(g: GraphLike) -> Tensor:
     it equals ``total_score(g, EntropySemiring())``, the same quantity from the entropy
     semiring's algebra (a level sweep with autograd, where this is two compiled sweeps)."""
     graph, batched = _as_graph(g)
-    w, start, final = graph.weights, graph.start_weights, graph.final_weights
+    # in float64: the entropy is a difference of two totals of the size of the path scores
+    w, start, final = graph.weights.double(), graph.start_weights.double(), graph.final_weights.double()
     alpha = path_distances(graph.num_nodes, graph.src, graph.dst, w, start, LOG)
     beta = path_distances(graph.num_nodes, graph.dst, graph.src, w, final, LOG)
     total = LOG.segment_plus(alpha + final, graph.node_graph, graph.num_graphs)
@@ -303,7 +304,7 @@ def path_entropy(g: GraphLike) -> Tensor:
     mean_score = (expected(alpha[graph.src] + w + beta[graph.dst] - total[arc_graph], w, arc_graph)
                   + expected(start + beta - node_total, start, graph.node_graph)
                   + expected(alpha + final - node_total, final, graph.node_graph))
-    entropy = torch.where(total > NEG_INF, total - mean_score, torch.full_like(total, math.nan))
+    entropy = torch.where(total > NEG_INF, total - mean_score, torch.full_like(total, math.nan)).to(graph.dtype)
     return entropy if batched else entropy[0]
 
 
