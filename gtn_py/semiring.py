@@ -225,7 +225,7 @@ class EntropySemiring(Semiring):
 
     def plus(self, x: Tensor, dim: int) -> Tensor:
         dim = dim % (x.dim() - 1)  # ``dim`` counts the element dimension out
-        log_total = torch.logsumexp(x[..., 0], dim) if x.shape[dim] else x[..., 0].sum(dim) + NEG_INF
+        log_total = logsumexp(x[..., 0], dim)
         entropy = self._mixed(x[..., 0], x[..., 1], log_total.unsqueeze(dim)).sum(dim)
         return torch.stack([log_total, entropy], -1)
 
@@ -341,6 +341,17 @@ def segment_max(values: Tensor, segment: Tensor, num_segments: int) -> Tensor:
     if values.numel() == 0:
         return out
     return out.scatter_reduce(0, segment, values, reduce="amax", include_self=True)
+
+
+def logsumexp(x: Tensor, dim: int) -> Tensor:
+    """``log(sum(exp(x)))`` along ``dim``, stable at -inf: where every term is -inf (or there are
+    none) the result is -inf with a zero gradient, where ``torch.logsumexp``'s gradient is NaN.
+    What a semiring evaluated by autograd needs, e.g. at a node no path reaches."""
+    if x.shape[dim] == 0:
+        return x.sum(dim) + NEG_INF
+    peak = x.detach().amax(dim, keepdim=True)
+    peak = torch.where(torch.isfinite(peak), peak, torch.zeros_like(peak))
+    return safe_log(torch.exp(x - peak).sum(dim)) + peak.squeeze(dim)
 
 
 def segment_logsumexp(values: Tensor, segment: Tensor, num_segments: int) -> Tensor:

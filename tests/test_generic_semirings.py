@@ -16,6 +16,7 @@ from strategies import graphs
 
 import gtn_py as gtn
 from gtn_py.semiring import Semiring, segment_logsumexp
+from gtn_py.semiring import logsumexp as stable_logsumexp
 
 
 def enumerated_entropy(g: gtn.Graph) -> float:
@@ -113,7 +114,7 @@ class InterfaceLog(Semiring):
     name = "interface-log"
 
     def plus(self, x, dim):
-        return torch.logsumexp(x, dim)
+        return stable_logsumexp(x, dim)
 
     def segment_plus(self, values, segment, num_segments):
         return segment_logsumexp(values, segment, num_segments)
@@ -130,6 +131,20 @@ def test_a_semiring_defined_outside_the_library_runs_through_the_interface(g):
         for by_interface, by_closed_form in zip(torch.autograd.grad(ours, leaves, materialize_grads=True),
                                                 torch.autograd.grad(closed, leaves, materialize_grads=True)):
             assert torch.allclose(by_interface, by_closed_form, atol=1e-9)
+
+
+@pytest.mark.parametrize("semiring", [InterfaceLog(), gtn.ENTROPY, gtn.KMaxSemiring(2)], ids=str)
+def test_nodes_no_path_reaches_pass_on_zero_gradients(semiring):
+    # node 2 is reached by no path, node 3 reaches no accept node: every sum there is of -inf
+    leaves = [torch.tensor([0.5, -0.25], dtype=torch.float64, requires_grad=True),
+              torch.tensor([-math.inf, 0.0, 0.3, -math.inf], dtype=torch.float64, requires_grad=True),
+              torch.tensor([0.0, -math.inf, -math.inf, -math.inf], dtype=torch.float64, requires_grad=True)]
+    g = gtn.Graph.from_arcs(4, [0, 2], [1, 3], [1, 2], [1, 2], torch.zeros(2), start=[0], accept=[1],
+                            dtype=torch.float64).with_weights(*leaves)
+    total = gtn.total_score(g, semiring)
+    grads = torch.autograd.grad(total.sum(), leaves, materialize_grads=True)
+    assert all(bool(torch.isfinite(grad).all()) for grad in grads)
+    assert grads[0][1] == 0 and grads[1][2] == 0 and grads[2][2] == 0
 
 
 def test_what_the_interface_route_refuses():
