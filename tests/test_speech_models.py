@@ -34,6 +34,7 @@ from recipes.speech_digits.models import (
     frame_label_prior,
     make_batch,
     segments,
+    unit_lexicon,
     word_ids,
 )
 from recipes.speech_digits.train import TrainConfig, augment_features, load_model, split_valid, train
@@ -254,6 +255,31 @@ def test_ctc_steps_lower_the_loss() -> None:
     steps_lower_loss("ctc")
 
 
+def test_ctc_with_two_units_per_word_steps_lower_the_loss() -> None:
+    steps_lower_loss("ctc", {"units": 2})
+
+
+def test_ctc_units_are_read_back_as_words_and_aligned_as_words() -> None:
+    """With 3 units per word, a frame sequence that spells "five five two" unit by unit (blanks
+    between some units, a unit held over frames) decodes to those words through the unit lexicon,
+    and the alignment of that transcript covers each word from its first unit to its last."""
+    model = build_model(ModelConfig("ctc", TINY, {"units": 3}))
+    second, first = WORD_ID["two"], WORD_ID["one"]
+    assert model.labels(("two", "one")) == [3 * second - 2, 3 * second - 1, 3 * second,
+                                            3 * first - 2, 3 * first - 1, 3 * first]
+    assert unit_lexicon(3).num_arcs == 3 * NUM_WORDS and unit_lexicon(1).num_arcs == NUM_WORDS
+    five, two = (3 * (WORD_ID["five"] - 1) + 1, 3 * (WORD_ID["two"] - 1) + 1)
+    frames = [0, five, five + 1, 0, five + 2, five, five + 1, five + 1, five + 2, 0, two, two + 1, two + 2, 0]
+    log_probs = torch.full((1, len(frames), 1 + 3 * NUM_WORDS), -20.0)
+    log_probs[0, torch.arange(len(frames)), torch.tensor(frames)] = 0.0
+    lengths = torch.tensor([len(frames)])
+    assert model.decode_scores(log_probs.log_softmax(-1), lengths) == [("five", "five", "two")]
+    batch = make_batch([np.zeros((2 * len(frames), 13), np.float32)], [("five", "five", "two")])
+    stride = TINY.stride
+    assert model.align_scores(batch, log_probs.log_softmax(-1), lengths) == [
+        [("five", 1 * stride, 5 * stride), ("five", 5 * stride, 9 * stride), ("two", 10 * stride, 13 * stride)]]
+
+
 def test_ctc_output_starts_at_the_prior_of_its_frame_labels() -> None:
     utterances = corpus(6)
     model = build_model(ModelConfig("ctc", TINY))
@@ -267,6 +293,10 @@ def test_ctc_output_starts_at_the_prior_of_its_frame_labels() -> None:
     torch.testing.assert_close(model.output.bias.softmax(-1), prior)
     with pytest.raises(InputError, match="cannot hold"):
         frame_label_prior([("one", "two")] * 10, 20)
+    units = frame_label_prior([u.words for u in utterances], frames, units=2)
+    assert units.shape == (1 + 2 * NUM_WORDS,) and float(units.sum()) == pytest.approx(1.0)
+    assert float(units[0]) == pytest.approx((frames - 2 * (words + NUM_WORDS)) / frames)
+    assert float(units[1]) == float(units[2]) == pytest.approx(float(prior[1]))
 
 
 def test_ctc_trains_from_scratch_out_of_the_all_blank_output(tmp_path: Path) -> None:

@@ -323,40 +323,63 @@ class CommitteeReader(FrameScorer):
         return self.first.align_scores(batch, scores, lengths)
 
 
-def frame_label_prior(transcripts: Sequence[Sequence[str]], frames: int) -> Tensor:
-    """The share of CTC's output frames that each label takes when every word is one frame and
-    the other ``frames`` are blank: ``[12]``, blank first, each word by its count (plus one, so
-    that no word starts at zero)."""
+def frame_label_prior(transcripts: Sequence[Sequence[str]], frames: int, units: int = 1) -> Tensor:
+    """The share of CTC's output frames that each label takes when every word's ``units`` labels
+    take a frame each and the other ``frames`` are blank: ``[1 + 11 units]``, blank first, each
+    word's labels by the word's count (plus one, so that no label starts at zero)."""
     counts = torch.ones(NUM_WORDS + 1)
     for words in transcripts:
         for w in words:
             counts[WORD_ID[w]] += 1
+    counts = torch.cat([counts[:1], counts[1:].repeat_interleave(units)])
     spoken = float(counts[1:].sum())
     if frames <= spoken:
-        raise InputError(f"the training utterances' {frames} output frames cannot hold their {spoken:.0f} words "
-                         "(CTC needs a frame per word): transcripts and features do not match")
+        raise InputError(f"the training utterances' {frames} output frames cannot hold their {spoken:.0f} labels "
+                         "(CTC needs a frame per label): transcripts and features do not match")
     counts[0] = frames - spoken
     return counts / frames
 
 
 @dataclass(frozen=True)
 class CTCOptions:
-    """CTC has no settings of its own (the encoder's are shared by every kind)."""
+    units: int = option(1, "CTC labels per word, spoken in order (1: word-level CTC)", least=1)
+
+
+def unit_lexicon(units: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Graph:
+    """The digit loop over CTC units: word ``w`` is the labels ``(w - 1) units + 1 ...  w units``
+    in order, written out as the word id on its first label (a transducer; 1 unit: the word loop)."""
+    if units == 1:
+        return word_loop(dtype, device)
+    nodes = 1 + NUM_WORDS * (units - 1)
+    src, dst, ilabel, olabel = [], [], [], []
+    for w in range(1, NUM_WORDS + 1):
+        inner = [1 + (w - 1) * (units - 1) + j for j in range(units - 1)]
+        path = [0, *inner, 0]
+        for j in range(units):
+            src.append(path[j])
+            dst.append(path[j + 1])
+            ilabel.append((w - 1) * units + 1 + j)
+            olabel.append(w if j == 0 else 0)
+    return Graph.from_arcs(nodes, src, dst, ilabel, olabel, start=[0], accept=[0], dtype=dtype, device=device)
 
 
 class CTCModel(FrameScorer):
-    """Word-level CTC: 12 outputs per frame (blank and the 11 digit words), trained with
-    gtn_py's CTC (dense intersection of each transcript's CTC graph) and decoded through the CTC
-    expansion of the digit-loop grammar."""
+    """CTC over the digit words: ``1 + 11 units`` outputs per frame (blank and each word's
+    ``units`` labels), trained with gtn_py's CTC (dense intersection of each transcript's CTC
+    graph) and decoded through the CTC expansion of the digit loop over units."""
 
     Options = CTCOptions
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        parse_options(CTCOptions, config.options, "ctc")
+        self.units = parse_options(CTCOptions, config.options, "ctc").units
         self.encoder = Encoder(config.encoder)
-        self.output = nn.Linear(self.encoder.dim, NUM_WORDS + 1)
+        self.output = nn.Linear(self.encoder.dim, NUM_WORDS * self.units + 1)
+
+    def labels(self, words: Sequence[str]) -> list[int]:
+        """A transcript's CTC labels: each word's units in order."""
+        return [(w - 1) * self.units + 1 + j for w in word_ids(words) for j in range(self.units)]
 
     def prepare(self, features: Sequence[np.ndarray], transcripts: Sequence[Sequence[str]] | None = None) -> None:
         """The feature statistics, and with the ``transcripts`` the output bias at the log prior
@@ -369,29 +392,38 @@ class CTCModel(FrameScorer):
         if transcripts is not None:
             frames = self.encoder.output_lengths(torch.tensor([len(f) for f in features]))
             with torch.no_grad():
-                self.output.bias.copy_(frame_label_prior(transcripts, int(frames.sum())).log())
+                self.output.bias.copy_(frame_label_prior(transcripts, int(frames.sum()), self.units).log())
 
     def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        """Log-probabilities ``[B, T', 12]`` and their lengths."""
+        """Log-probabilities ``[B, T', 1 + 11 units]`` and their lengths."""
         x, lengths = self.encoder(batch.features, batch.lengths)
         return self.output(x).log_softmax(-1), lengths
 
     def losses(self, batch: Batch) -> Tensor:
         log_probs, lengths = self(batch)
-        targets = [word_ids(w) for w in batch.words]
+        targets = [self.labels(w) for w in batch.words]
         flat = torch.tensor([x for t in targets for x in t], dtype=torch.long, device=log_probs.device)
         target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
         return ctc_loss(log_probs.transpose(0, 1), flat, lengths, target_lengths, blank=0, reduction="none")
 
     def decode_scores(self, log_probs: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
-        grammar = word_loop(log_probs.dtype, log_probs.device)
+        grammar = unit_lexicon(self.units, log_probs.dtype, log_probs.device)
         return [tuple(DIGIT_WORDS[i - 1] for i in seq) for seq in ctc_decode(log_probs, lengths, grammar)]
 
     def align_scores(self, batch: Batch, log_probs: Tensor, lengths: Tensor) -> list[list[tuple[str, int, int]]]:
-        """Where each word's (non-blank) frames lie on the best path of its transcript's CTC graph."""
-        graphs = ctc_expand(label_sequences([word_ids(w) for w in batch.words], device=log_probs.device,
+        """Where each word's (non-blank) frames lie on the best path of its transcript's CTC graph:
+        from the first frame of its first unit to the last of its last."""
+        graphs = ctc_expand(label_sequences([self.labels(w) for w in batch.words], device=log_probs.device,
                                             dtype=log_probs.dtype))
         labels = viterbi_align(graphs, log_probs, lengths).labels.cpu()
         stride = self.config.encoder.stride
-        return [[(DIGIT_WORDS[w - 1], a, b) for w, a, b in segments(row[:n].tolist(), stride)]
-                for row, n in zip(labels, lengths.tolist())]
+        out: list[list[tuple[str, int, int]]] = []
+        for row, n in zip(labels, lengths.tolist()):
+            words: list[tuple[str, int, int]] = []
+            for label, a, b in segments(row[:n].tolist(), stride):
+                if (label - 1) % self.units == 0:  # a word's first unit starts it
+                    words.append((DIGIT_WORDS[(label - 1) // self.units], a, b))
+                else:
+                    words[-1] = (words[-1][0], words[-1][1], b)
+            out.append(words)
+        return out
