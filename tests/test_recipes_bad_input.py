@@ -253,7 +253,8 @@ def test_speech_user_errors_are_one_line(tmp_path, capsys):
     assert "expected KEY=VALUE" in error_of(speech, ["train", "--out", str(tmp_path), "--option", "states"], capsys)
     assert "option states=0: must be finite and at least 1" in error_of(
         speech, ["train", "--out", str(tmp_path), "--model", "hybrid", "--option", "states=0"], capsys)
-    assert "(its settings: none)" in error_of(speech, ["train", "--out", str(tmp_path), "--option", "states=3"], capsys)
+    assert "not a setting of --model ctc (its settings: units)" in error_of(
+        speech, ["train", "--out", str(tmp_path), "--option", "states=3"], capsys)
 
 
 def test_speech_checkpoints_of_other_models_are_one_line_errors(tmp_path, capsys, tiny_reader):
