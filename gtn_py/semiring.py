@@ -229,9 +229,6 @@ class EntropySemiring(Semiring):
         entropy = self._mixed(x[..., 0], x[..., 1], log_total.unsqueeze(dim)).sum(dim)
         return torch.stack([log_total, entropy], -1)
 
-    def plus2(self, a: Tensor, b: Tensor) -> Tensor:
-        return self.plus(torch.stack([a, b]), 0)
-
     def segment_plus(self, values: Tensor, segment: Tensor, num_segments: int) -> Tensor:
         log_total = segment_logsumexp(values[:, 0], segment, num_segments)
         terms = self._mixed(values[:, 0], values[:, 1], log_total[segment])
