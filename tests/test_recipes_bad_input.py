@@ -249,11 +249,11 @@ def test_speech_user_errors_are_one_line(tmp_path, capsys):
     assert "run `python -m recipes.speech_digits prepare`" in err
     err = error_of(speech, ["train", "--out", str(tmp_path / "run"), "--model", "hybrid", "--option", "templates=2"],
                    capsys)
-    assert "not a setting of --model hybrid (its settings: states, criterion, transitions)" in err
+    assert "not a setting of --model hybrid (its settings: states, criterion, transitions, word_score)" in err
     assert "expected KEY=VALUE" in error_of(speech, ["train", "--out", str(tmp_path), "--option", "states"], capsys)
     assert "option states=0: must be finite and at least 1" in error_of(
         speech, ["train", "--out", str(tmp_path), "--model", "hybrid", "--option", "states=0"], capsys)
-    assert "not a setting of --model ctc (its settings: units)" in error_of(
+    assert "not a setting of --model ctc (its settings: units, word_score)" in error_of(
         speech, ["train", "--out", str(tmp_path), "--option", "states=3"], capsys)
 
 

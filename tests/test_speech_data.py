@@ -244,10 +244,10 @@ def test_generated_voices_join_training_only() -> None:
 def test_generated_voice_is_spoken_with_its_own_variant(tmp_path: Path) -> None:
     from dataclasses import replace
 
-    from recipes.speech_digits.synth import SynthesisError, Voice, synthesize, utterance_spec, write_generated_variants
+    from recipes.speech_digits.synth import SynthesisError, Voice, synthesize, utterance_spec, write_generated_voices
 
     spec = next(s for s in (utterance_spec(0, "train", i, generated=2) for i in range(100)) if s.voice.is_generated)
-    home = write_generated_variants(tmp_path / "corpus", seed=0, count=2)
+    home = write_generated_voices(tmp_path / "corpus", seed=0, count=2)
     variant = spec.voice.name.split("+")[1]
     assert (home / "espeak-ng-data" / "voices" / "!v" / variant).read_text().startswith("language variant")
     spoken = synthesize(spec, seed=0, espeak_home=home)
@@ -272,15 +272,15 @@ def test_as_many_generated_voices_as_espeak_ng_can_list(tmp_path: Path) -> None:
         Voice,
         synthesize,
         utterance_spec,
-        write_generated_variants,
+        write_generated_voices,
     )
 
     with pytest.raises(SynthesisError, match="at most") as too_many:
-        write_generated_variants(tmp_path / "corpus", seed=0, count=1000)
+        write_generated_voices(tmp_path / "corpus", seed=0, count=1000)
     most = int(re.search(r"at most (\d+) generated", str(too_many.value)).group(1))
     assert most >= 100  # the shipped models' corpus has 100 (prepare --generated-voices 100)
-    home = write_generated_variants(tmp_path / "corpus", seed=0, count=most)
-    one = write_generated_variants(tmp_path / "one", seed=0, count=1)
+    home = write_generated_voices(tmp_path / "corpus", seed=0, count=most)
+    one = write_generated_voices(tmp_path / "one", seed=0, count=1)
     spec = replace(utterance_spec(0, "train", 0), rate=170.0, word_gap=0, reverb=None, snr_db=None)
     accents = [a for a in ESPEAK_ACCENTS if a not in TEST_ESPEAK_ACCENTS]
 
@@ -291,6 +291,95 @@ def test_as_many_generated_voices_as_espeak_ng_can_list(tmp_path: Path) -> None:
     assert len({audio.tobytes() for audio in last}) == len(accents)  # each accent its own, none a fallback
     for accent in accents:
         assert np.array_equal(speak(f"{accent}+gen000", home), speak(f"{accent}+gen000", one)), accent
+
+
+@needs_synth
+def test_generated_accents_join_training_only() -> None:
+    """Generated accents are training accents changed: never a test accent's phoneme table or rules."""
+    from recipes.speech_digits.synth import (
+        ACCENT_FEATURES,
+        TEST_ESPEAK_ACCENTS,
+        TRAINING_DICTRULES,
+        TRAINING_PHONEME_TABLES,
+        corpus_dir,
+        generated_accent,
+        split_voices,
+        utterance_spec,
+    )
+
+    plain, _ = split_voices("train", generated=2)
+    more, _ = split_voices("train", generated=2, accents=3)
+    added = [v for v in more if v not in plain]
+    accents = {v.name.split("+")[0] for v in added}
+    assert accents == {"en-x-acc000", "en-x-acc001", "en-x-acc002"} and all(v.is_generated for v in added)
+    # Each generated accent is spoken by the default voice, every training variant and every generated one.
+    assert len(added) == 3 * len([v for v in plain if v.name.split("+")[0] == "en-us"])
+    assert split_voices("test", generated=2, accents=3) == split_voices("test")
+    assert [utterance_spec(0, "test", i, 2, 3) for i in range(40)] == [utterance_spec(0, "test", i) for i in range(40)]
+    with pytest.raises(ValueError, match="generated accents"):
+        split_voices("train", accents=1001)
+    assert corpus_dir("data", 0, 100, 30).name == "v1-seed0-gen100-acc30"
+    assert corpus_dir("data", 0, 0, 30).name == "v1-seed0-acc30"
+    texts = [generated_accent(0, i) for i in range(60)]
+    assert texts == [generated_accent(0, i) for i in range(60)] and len(set(texts)) == 60
+    assert generated_accent(1, 0) != texts[0]
+    keywords = {"name", "language", "phonemes", "dictrules", "stressLength", "stressAmp", "replace"}
+    replacements = {f"{old} {new}" for feature in ACCENT_FEATURES.values() for old, new in feature}
+    test_tables = {"en-sc", "en-wi"}  # the phoneme tables of TEST_ESPEAK_ACCENTS (lang/gmw/en-GB-scotland, en-029)
+    assert len(test_tables) == len(TEST_ESPEAK_ACCENTS)
+    features_drawn = []
+    for text in texts:
+        lines = [line.split(maxsplit=1) for line in text.splitlines()]
+        assert {key for key, _ in lines} <= keywords
+        values = dict((key, value) for key, value in lines if key != "replace")
+        assert values.get("phonemes", "en") in TRAINING_PHONEME_TABLES and values.get("phonemes") not in test_tables
+        assert values.get("dictrules", "") in TRAINING_DICTRULES
+        replaced = [value.split(maxsplit=1)[1] for key, value in lines if key == "replace"]
+        assert set(replaced) <= replacements
+        sources = [r.split()[0] for r in replaced]
+        assert len(sources) == len(set(sources))  # one change per phoneme
+        features_drawn.append(len(replaced))
+    assert 2 <= np.mean(features_drawn) <= 7 and min(features_drawn) < max(features_drawn)
+
+
+@needs_synth
+def test_every_accent_feature_is_spoken_in_every_training_table(tmp_path: Path) -> None:
+    """espeak-ng silently drops a replacement it cannot read (a phoneme missing from the table, or one it
+    does not replace, as LOT's 0): each feature's new phonemes must appear in what it speaks."""
+    from recipes.speech_digits.synth import ACCENT_FEATURES, TRAINING_PHONEME_TABLES, write_generated_voices
+
+    home = write_generated_voices(tmp_path / "corpus", seed=0, count=0)
+    languages = home / "espeak-ng-data" / "lang" / "gen"
+    words = "oh zero one two three four five six seven eight nine the thin how sing cut dress trap nurse away"
+    def speak(name: str, table: str, changes: tuple[tuple[str, str], ...]) -> str:
+        text = f"name {name}\nlanguage {name}\nphonemes {table}\n"
+        (languages / name).write_text(text + "".join(f"replace 00 {old} {new}\n" for old, new in changes))
+        return subprocess.run(["espeak-ng", "--path", str(home), "-q", "-x", "-v", name, words],
+                              capture_output=True, text=True, check=True).stdout
+
+    for table in TRAINING_PHONEME_TABLES:
+        unchanged = speak("en-x-acc000", table, ())
+        for feature, changes in ACCENT_FEATURES.items():
+            spoken = speak("en-x-acc001", table, changes)
+            assert spoken != unchanged, (table, feature, spoken)
+            assert all(new == "NULL" or new in spoken for _, new in changes), (table, feature, spoken)
+
+
+@needs_synth
+def test_generated_accent_is_spoken_with_its_own_accent(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from recipes.speech_digits.synth import Voice, synthesize, utterance_spec, write_generated_voices
+
+    specs = (utterance_spec(0, "train", i, accents=2) for i in range(200))
+    spec = next(s for s in specs if s.voice.name.split("+")[0] == "en-x-acc001")
+    home = write_generated_voices(tmp_path / "corpus", seed=0, count=0, accents=2)
+    assert (home / "espeak-ng-data" / "lang" / "gen" / "en-x-acc001").read_text().startswith("name en-x-acc001")
+    spoken = synthesize(spec, seed=0, espeak_home=home)
+    other = synthesize(replace(spec, voice=Voice("espeak-ng", spec.voice.name.replace("acc001", "acc000"))),
+                       seed=0, espeak_home=home)
+    assert spoken.size > 8000 and np.abs(spoken).max() > 1000
+    assert spoken.shape != other.shape or not np.allclose(spoken, other)
 
 
 @needs_synth

@@ -280,6 +280,32 @@ def test_ctc_units_are_read_back_as_words_and_aligned_as_words() -> None:
         [("five", 1 * stride, 5 * stride), ("five", 5 * stride, 9 * stride), ("two", 10 * stride, 13 * stride)]]
 
 
+@pytest.mark.parametrize("kind", ["ctc", "hybrid"])
+def test_word_score_trades_deletions_for_insertions(kind: str) -> None:
+    """The ``word_score`` reading option scores each word of the decoding grammar: a large penalty
+    reads nothing, a bonus reads more words than none, and a frame where blank narrowly beats a
+    word is read as that word once the bonus outweighs the difference."""
+    model = build_model(ModelConfig(kind, TINY))
+    scores = torch.randn(2, 40, model.output.out_features, generator=torch.Generator().manual_seed(0))
+    log_probs, lengths = scores.log_softmax(-1), torch.tensor([40, 31])
+
+    def words_read(word_score: float) -> int:
+        model.word_score = word_score
+        return sum(len(words) for words in model.decode_scores(log_probs, lengths))
+
+    assert words_read(-1000.0) == 0
+    assert 0 < words_read(0.0) < words_read(5.0)
+    if kind == "ctc":
+        five = WORD_ID["five"]
+        frames = torch.full((1, 3, 1 + NUM_WORDS), -20.0)
+        frames[0, :, 0] = 0.0
+        frames[0, 1, five] = -0.5  # the middle frame: blank by 0.5
+        model.word_score = 0.0
+        assert model.decode_scores(frames.log_softmax(-1), torch.tensor([3])) == [()]
+        model.word_score = 1.0
+        assert model.decode_scores(frames.log_softmax(-1), torch.tensor([3])) == [("five",)]
+
+
 def test_ctc_output_starts_at_the_prior_of_its_frame_labels() -> None:
     utterances = corpus(6)
     model = build_model(ModelConfig("ctc", TINY))

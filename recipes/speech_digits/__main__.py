@@ -98,11 +98,11 @@ def _disk_usage(path: Path) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     for split in ("train", "test"):
-        espeak, flite = split_voices(split, args.generated_voices)
+        espeak, flite = split_voices(split, args.generated_voices, args.generated_accents)
         print(f"{split} voices: {len(espeak)} espeak-ng, {len(flite)} flite ({', '.join(v.name for v in flite)})")
     start = time.perf_counter()
     corpus = prepare(args.root, seed=args.seed, sizes={"train": args.train_size, "test": args.test_size},
-                     jobs=args.jobs, log=print, generated=args.generated_voices)
+                     jobs=args.jobs, log=print, generated=args.generated_voices, accents=args.generated_accents)
     elapsed = time.perf_counter() - start
     print(f"corpus {corpus}: {_disk_usage(corpus) / 2**20:.1f} MiB, prepared in {elapsed:.1f} s")
     for split in ("train", "test"):
@@ -387,6 +387,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="N random espeak-ng voice variants join the training voices, in each training accent "
                         "(a corpus of its own, ROOT/v1-seedS-genN; the test split is unchanged; at most 238 with "
                         "espeak-ng 1.51's 109 English voices, since espeak-ng lists at most 347)")
+    p.add_argument("--generated-accents", type=int, default=0, metavar="N",
+                   help="N random accents join the training accents: a training accent's phoneme table with a "
+                        "random set of English accent features (a corpus of its own, ROOT/v1-seedS[-genN]-accN; "
+                        "the test split is unchanged; voices and accents together at most 238)")
     p.set_defaults(func=cmd_prepare)
 
     p = commands.add_parser("train", help="train a model (torchrun --nproc_per_node=N for data parallelism)")

@@ -30,6 +30,7 @@ from gtn_py.graph import Graph
 from .data import DIGIT_WORDS, Utterance
 from .models import (
     NUM_WORDS,
+    WORD_SCORE_HELP,
     Batch,
     Encoder,
     FrameScorer,
@@ -64,14 +65,17 @@ def transcript_grammars(transcripts: Sequence[Sequence[int]], dtype: torch.dtype
     return Graph.batch(graphs)
 
 
-def word_loop_with_silence(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Graph:
+def word_loop_with_silence(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                           word_score: float = 0.0) -> Graph:
     """Any sequence of words with optional silences, never two silences in a row: node 0 after a
-    word (or at the start), node 1 after a silence."""
+    word (or at the start), node 1 after a silence; each word scored ``word_score``."""
     words = torch.arange(1, NUM_WORDS + 1)
     src = torch.cat([torch.zeros_like(words), torch.ones_like(words), torch.zeros(1, dtype=torch.long)])
     dst = torch.cat([torch.zeros_like(words), torch.zeros_like(words), torch.ones(1, dtype=torch.long)])
     labels = torch.cat([words, words, torch.tensor([SILENCE])])
-    return Graph.from_arcs(2, src, dst, labels, labels, start=[0], accept=[0, 1], dtype=dtype, device=device)
+    weights = torch.cat([torch.full((2 * NUM_WORDS,), word_score), torch.zeros(1)])
+    return Graph.from_arcs(2, src, dst, labels, labels, start=[0], accept=[0, 1], weights=weights, dtype=dtype,
+                           device=device)
 
 
 def state_segments(states: Sequence[int], states_per_word: int, stride: int) -> list[tuple[str, int, int]]:
@@ -99,6 +103,7 @@ class HybridOptions:
     states: int = option(3, "HMM states per word", least=1)
     criterion: Literal["mmi", "ml"] = option("mmi", "the transcript among all answers, or its likelihood alone")
     transitions: Literal["learned", "fixed"] = option("learned", "transition scores learned or fixed at 1/2")
+    word_score: float = option(0.0, WORD_SCORE_HELP)
 
 
 class HybridModel(FrameScorer):
@@ -111,6 +116,7 @@ class HybridModel(FrameScorer):
         self.states = options.states
         self.criterion = options.criterion
         learned = options.transitions
+        self.word_score = options.word_score
         self.num_states = NUM_WORDS * self.states + 1
         self.encoder = Encoder(config.encoder)
         self.output = nn.Linear(self.encoder.dim, self.num_states)
@@ -150,8 +156,8 @@ class HybridModel(FrameScorer):
         return torch.where(torch.isinf(numerator), -numerator, denominator - numerator)
 
     def decode_scores(self, scores: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
-        graph = hmm.decoding_graph(self.lexicon(), word_loop_with_silence(scores.dtype, scores.device))
-        best = hmm.hmm_decode(graph, scores, lengths)
+        grammar = word_loop_with_silence(scores.dtype, scores.device, self.word_score)
+        best = hmm.hmm_decode(hmm.decoding_graph(self.lexicon(), grammar), scores, lengths)
         return [tuple(DIGIT_WORDS[w - 1] for w in words if w != SILENCE) for words in best.words]
 
     def align_scores(self, batch: Batch, scores: Tensor, lengths: Tensor) -> list[list[tuple[str, int, int]]]:

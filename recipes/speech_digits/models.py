@@ -61,11 +61,13 @@ def word_ids(words: Sequence[str]) -> list[int]:
     return [WORD_ID[w] for w in words]
 
 
-def word_loop(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Graph:
-    """The digit-loop grammar: any sequence of digit words (one node, a loop per word)."""
+def word_loop(dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu", word_score: float = 0.0) -> Graph:
+    """The digit-loop grammar: any sequence of digit words (one node, a loop per word), each word
+    scored ``word_score`` (a word insertion bonus when positive, a penalty when negative)."""
     labels = torch.arange(1, NUM_WORDS + 1)
     zeros = torch.zeros_like(labels)
-    return Graph.from_arcs(1, zeros, zeros, labels, labels, start=[0], accept=[0], dtype=dtype, device=device)
+    return Graph.from_arcs(1, zeros, zeros, labels, labels, start=[0], accept=[0],
+                           weights=torch.full((NUM_WORDS,), word_score), dtype=dtype, device=device)
 
 
 # ---------------------------------------------------------------------- model options
@@ -340,16 +342,22 @@ def frame_label_prior(transcripts: Sequence[Sequence[str]], frames: int, units: 
     return counts / frames
 
 
+WORD_SCORE_HELP = "log-score added to each word read (decoding only: > 0 reads more words, < 0 fewer)"
+
+
 @dataclass(frozen=True)
 class CTCOptions:
     units: int = option(1, "CTC labels per word, spoken in order (1: word-level CTC)", least=1)
+    word_score: float = option(0.0, WORD_SCORE_HELP)
 
 
-def unit_lexicon(units: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Graph:
+def unit_lexicon(units: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                 word_score: float = 0.0) -> Graph:
     """The digit loop over CTC units: word ``w`` is the labels ``(w - 1) units + 1 ...  w units``
-    in order, written out as the word id on its first label (a transducer; 1 unit: the word loop)."""
+    in order, written out as the word id on its first label, which is scored ``word_score`` (a
+    transducer; 1 unit: the word loop)."""
     if units == 1:
-        return word_loop(dtype, device)
+        return word_loop(dtype, device, word_score)
     nodes = 1 + NUM_WORDS * (units - 1)
     src, dst, ilabel, olabel = [], [], [], []
     for w in range(1, NUM_WORDS + 1):
@@ -360,7 +368,9 @@ def unit_lexicon(units: int, dtype: torch.dtype = torch.float32, device: torch.d
             dst.append(path[j + 1])
             ilabel.append((w - 1) * units + 1 + j)
             olabel.append(w if j == 0 else 0)
-    return Graph.from_arcs(nodes, src, dst, ilabel, olabel, start=[0], accept=[0], dtype=dtype, device=device)
+    weights = [word_score if label else 0.0 for label in olabel]
+    return Graph.from_arcs(nodes, src, dst, ilabel, olabel, start=[0], accept=[0], weights=weights, dtype=dtype,
+                           device=device)
 
 
 class CTCModel(FrameScorer):
@@ -373,7 +383,9 @@ class CTCModel(FrameScorer):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.units = parse_options(CTCOptions, config.options, "ctc").units
+        options = parse_options(CTCOptions, config.options, "ctc")
+        self.units = options.units
+        self.word_score = options.word_score
         self.encoder = Encoder(config.encoder)
         self.output = nn.Linear(self.encoder.dim, NUM_WORDS * self.units + 1)
 
@@ -407,7 +419,7 @@ class CTCModel(FrameScorer):
         return ctc_loss(log_probs.transpose(0, 1), flat, lengths, target_lengths, blank=0, reduction="none")
 
     def decode_scores(self, log_probs: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
-        grammar = unit_lexicon(self.units, log_probs.dtype, log_probs.device)
+        grammar = unit_lexicon(self.units, log_probs.dtype, log_probs.device, self.word_score)
         return [tuple(DIGIT_WORDS[i - 1] for i in seq) for seq in ctc_decode(log_probs, lengths, grammar)]
 
     def align_scores(self, batch: Batch, log_probs: Tensor, lengths: Tensor) -> list[list[tuple[str, int, int]]]:

@@ -8,7 +8,9 @@ so an interrupted run resumes where it stopped).
 Voices are split between train and test so the test measures generalisation to unseen voices: test
 voices use espeak-ng accents and voice variants that never occur in training (both held out at once), and
 a flite voice that training never hears. Training can hear more speakers than espeak-ng installs:
-``generated`` random voice variants (:func:`generated_variant`), spoken in the training accents only.
+``generated`` random voice variants (:func:`generated_variant`), spoken in the training accents only,
+and more accents: ``accents`` random accents (:func:`generated_accent`), each a training accent's
+phoneme table with a random set of the sound changes that tell English accents apart.
 """
 
 from __future__ import annotations
@@ -48,6 +50,42 @@ GENERATED_STREAM = 1000  # their random stream: [seed, GENERATED_STREAM, index],
 # Voice files espeak-ng lists without overflowing its voice list (N_VOICES_LIST = 350, a compile-time
 # constant; measured: 347 language and variant files list cleanly, 348 overflow).
 ESPEAK_MAX_VOICES = 347
+GENERATED_ACCENT_PREFIX = "en-x-acc"  # generated accents are en-x-acc000, en-x-acc001, ...
+GENERATED_ACCENT_STREAM = 2000  # their random stream: [seed, GENERATED_ACCENT_STREAM, index]
+# What a generated accent starts from: the phoneme tables and dictionary rule sets of the training
+# accents (lang/gmw/en* of espeak-ng 1.51; "en" is the table of the accent without a phonemes line).
+TRAINING_PHONEME_TABLES = ("en", "en-us", "en-us-nyc", "en-rp", "en-n", "en-wm")
+TRAINING_DICTRULES = ("", "6", "3 6")
+# Sound changes that distinguish accents of English (in the lexical sets of Wells, Accents of English,
+# 1982, and the consonant features of second-language Englishes), as espeak-ng phoneme replacements;
+# every phoneme named exists in each training table (LOT is left out: espeak-ng 1.51 does not replace
+# its phoneme, named 0). A generated accent draws each with probability
+# ACCENT_FEATURE_SHARE, so most accents combine a few; of two that change one phoneme, the first drawn.
+ACCENT_FEATURES: dict[str, tuple[tuple[str, str], ...]] = {
+    "FACE monophthong": (("eI", "e:"),),
+    "GOAT monophthong": (("oU", "o:"),),
+    "GOAT open": (("oU", "O:"),),
+    "PRICE monophthong": (("aI", "A:"),),
+    "MOUTH monophthong": (("aU", "A:"),),
+    "STRUT as FOOT": (("V", "U"),),
+    "STRUT central": (("V", "@"),),
+    "KIT tense": (("I", "i:"),),
+    "FLEECE lax": (("i:", "I"),),
+    "GOOSE lax": (("u:", "U"),),
+    "DRESS raised": (("E", "e"),),
+    "TRAP raised": (("a", "E"),),
+    "TRAP broad": (("a", "A:"),),
+    "NURSE front": (("3:", "E"),),
+    "FORCE open": (("o@", "O@"),),
+    "schwa as STRUT": (("@", "V"),),
+    "TH stopping": (("T", "t"), ("D", "d")),
+    "TH fronting": (("T", "f"), ("D", "v")),
+    "H dropping": (("h", "NULL"),),
+    "G dropping": (("N", "n"),),
+    "W as V": (("w", "v"),),
+    "Z devoiced": (("z", "s"),),
+}
+ACCENT_FEATURE_SHARE = 0.2
 SNR_CHOICES_DB = (None, 40.0, 30.0, 20.0, 15.0, 10.0, 5.0)
 NOISE_COLOURS = ("white", "pink", "brown")
 
@@ -63,8 +101,10 @@ class Voice:
 
     @property
     def is_generated(self) -> bool:
-        """An espeak-ng voice whose variant is one of :func:`generated_variant`'s, not an installed one."""
-        return self.engine == "espeak-ng" and is_generated_variant(self.name.partition("+")[2])
+        """An espeak-ng voice whose variant is one of :func:`generated_variant`'s or whose accent is one of
+        :func:`generated_accent`'s, not an installed one (spoken from :func:`write_generated_voices`' data)."""
+        accent, _, variant = self.name.partition("+")
+        return self.engine == "espeak-ng" and (is_generated_variant(variant) or is_generated_accent(accent))
 
     def __str__(self) -> str:
         return f"{self.engine}:{self.name}"
@@ -127,7 +167,7 @@ def is_test_variant(variant: str) -> bool:
 
 
 def is_generated_variant(variant: str) -> bool:
-    """A variant name written by :func:`write_generated_variants` (``gen`` and digits)."""
+    """A variant name written by :func:`write_generated_voices` (``gen`` and digits)."""
     return variant.startswith(GENERATED_PREFIX) and variant[len(GENERATED_PREFIX):].isdigit()
 
 
@@ -159,9 +199,46 @@ def generated_variant(seed: int, index: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_generated_variants(corpus: Path, seed: int, count: int) -> Path:
-    """A private copy of espeak-ng's data with the ``count`` generated variants added; returns the folder
-    to pass as ``espeak-ng --path``.
+def is_generated_accent(accent: str) -> bool:
+    """An accent name written by :func:`write_generated_voices` (``en-x-acc`` and digits)."""
+    suffix = accent[len(GENERATED_ACCENT_PREFIX):]
+    return accent.startswith(GENERATED_ACCENT_PREFIX) and suffix.isdigit()
+
+
+def generated_accent(seed: int, index: int) -> str:
+    """The espeak-ng language file of generated accent ``index`` (a function of (seed, index) only).
+
+    A random accent of English built from the training accents alone: one of their phoneme tables and
+    dictionary rule sets, each of :data:`ACCENT_FEATURES` with probability :data:`ACCENT_FEATURE_SHARE`
+    (as ``replace`` lines), and random syllable lengths and amplitudes by stress (its rhythm). Written in
+    the syntax of espeak-ng's own language files (``lang/gmw/en*``)."""
+    rng = np.random.default_rng([seed, GENERATED_ACCENT_STREAM, index])
+    name = f"{GENERATED_ACCENT_PREFIX}{index:03d}"
+    lines = [f"name {name}", f"language {name}"]
+    table = TRAINING_PHONEME_TABLES[int(rng.integers(len(TRAINING_PHONEME_TABLES)))]
+    if table != "en":
+        lines.append(f"phonemes {table}")
+    dictrules = TRAINING_DICTRULES[int(rng.integers(len(TRAINING_DICTRULES)))]
+    if dictrules:
+        lines.append(f"dictrules {dictrules}")
+    # Unstressed, diminished, secondary, primary... (espeak-ng's 8 stress levels): lengths in ms-like units.
+    lengths = np.sort(rng.uniform(120, 200, size=4)).round().astype(int)
+    final = np.sort(rng.uniform(220, 310, size=2)).round().astype(int)
+    lines.append("stressLength " + " ".join(map(str, [lengths[0], lengths[1], lengths[2], lengths[3], 0, 0,
+                                                       final[0], final[1]])))
+    amplitudes = rng.integers(15, 23, size=8)
+    lines.append("stressAmp " + " ".join(map(str, amplitudes)))
+    changed: set[str] = set()
+    for feature in ACCENT_FEATURES.values():
+        if rng.random() < ACCENT_FEATURE_SHARE and not changed & {old for old, _ in feature}:
+            lines += [f"replace 00 {old} {new}" for old, new in feature]
+            changed |= {old for old, _ in feature}
+    return "\n".join(lines) + "\n"
+
+
+def write_generated_voices(corpus: Path, seed: int, count: int, accents: int = 0) -> Path:
+    """A private copy of espeak-ng's data with the ``count`` generated variants and the ``accents``
+    generated accents added; returns the folder to pass as ``espeak-ng --path``.
 
     espeak-ng lists at most :data:`ESPEAK_MAX_VOICES` voice files (languages and variants); past that it
     drops voices from the list, and a language that is dropped is either "not found" or silently spoken
@@ -180,48 +257,55 @@ def write_generated_variants(corpus: Path, seed: int, count: int) -> Path:
         if path.is_file() and not path.name.lower().startswith("en"):
             path.unlink()
     variants = data / "voices" / "!v"
-    listed = sum(1 for p in (data / "lang").rglob("*") if p.is_file())
+    languages = data / "lang" / "gen"
+    languages.mkdir(exist_ok=True)
+    listed = sum(1 for p in (data / "lang").rglob("*") if p.is_file() and not is_generated_accent(p.name))
     listed += sum(1 for p in variants.iterdir() if p.is_file() and not is_generated_variant(p.name))
-    if listed + count > ESPEAK_MAX_VOICES:
+    if listed + count + accents > ESPEAK_MAX_VOICES:
         raise SynthesisError(f"espeak-ng lists at most {ESPEAK_MAX_VOICES} voices and {listed} are installed "
-                             f"English ones: at most {ESPEAK_MAX_VOICES - listed} generated voices, not {count}")
-    for index in range(count):
-        path = variants / f"{GENERATED_PREFIX}{index:03d}"
-        text = generated_variant(seed, index)
+                             f"English ones: at most {ESPEAK_MAX_VOICES - listed} generated voices and accents, "
+                             f"not {count} + {accents}")
+    files = [(variants / f"{GENERATED_PREFIX}{i:03d}", generated_variant(seed, i)) for i in range(count)]
+    files += [(languages / f"{GENERATED_ACCENT_PREFIX}{i:03d}", generated_accent(seed, i)) for i in range(accents)]
+    for path, text in files:
         if not path.exists() or path.read_text() != text:
             _atomic_write(path, functools.partial(Path.write_text, data=text))
     return home
 
 
-def split_voices(split: str, generated: int = 0) -> tuple[list[Voice], list[Voice]]:
+def split_voices(split: str, generated: int = 0, accents: int = 0) -> tuple[list[Voice], list[Voice]]:
     """(espeak-ng voices, flite voices) of a split; ``generated`` generated variants join the training
-    accents (never the test's)."""
-    espeak, flite = _split_voices(split, generated)
+    accents and ``accents`` generated accents the training accents (never the test's)."""
+    espeak, flite = _split_voices(split, generated, accents)
     return list(espeak), list(flite)
 
 
 @functools.cache
-def _split_voices(split: str, generated: int) -> tuple[tuple[Voice, ...], tuple[Voice, ...]]:
+def _split_voices(split: str, generated: int, accents: int) -> tuple[tuple[Voice, ...], tuple[Voice, ...]]:
     """:func:`split_voices`, built once per (split, generated): every utterance spec draws from it
     (building it took 2.5 ms with 200 generated voices, 80 % of a spec's cost)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if not 0 <= generated <= 1000:
         raise ValueError(f"generated voices: 0 to 1000 (gen000 ... gen999), got {generated}")
+    if not 0 <= accents <= 1000:
+        raise ValueError(f"generated accents: 0 to 1000 ({GENERATED_ACCENT_PREFIX}000 ...), got {accents}")
     test = split == "test"
-    accents = [a for a in ESPEAK_ACCENTS if (a in TEST_ESPEAK_ACCENTS) == test]
-    variants = [v for v in espeak_variants() if is_test_variant(v) == test]
-    names = [f"{a}+{v}" for a in accents for v in variants]
+    languages = [a for a in ESPEAK_ACCENTS if (a in TEST_ESPEAK_ACCENTS) == test]
     if not test:
-        names = list(accents) + names  # the accents' own default voices
-        names += [f"{a}+{GENERATED_PREFIX}{i:03d}" for a in accents for i in range(generated)]
+        languages += [f"{GENERATED_ACCENT_PREFIX}{i:03d}" for i in range(accents)]
+    variants = [v for v in espeak_variants() if is_test_variant(v) == test]
+    names = [f"{a}+{v}" for a in languages for v in variants]
+    if not test:
+        names = list(languages) + names  # the accents' own default voices
+        names += [f"{a}+{GENERATED_PREFIX}{i:03d}" for a in languages for i in range(generated)]
     flite = tuple(Voice("flite", v) for v in FLITE_VOICES if (v in TEST_FLITE_VOICES) == test)
     return tuple(Voice("espeak-ng", n) for n in names), flite
 
 
-def utterance_spec(seed: int, split: str, index: int, generated: int = 0) -> UtteranceSpec:
-    """The ``index``-th utterance of ``split``: a function of (seed, split, index, generated) only."""
-    espeak, flite = _split_voices(split, generated)
+def utterance_spec(seed: int, split: str, index: int, generated: int = 0, accents: int = 0) -> UtteranceSpec:
+    """The ``index``-th utterance of ``split``: a function of (seed, split, index, generated, accents) only."""
+    espeak, flite = _split_voices(split, generated, accents)
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     words = tuple(DIGIT_WORDS[i] for i in rng.integers(0, len(DIGIT_WORDS), size=int(rng.integers(1, 8))))
     if rng.random() < FLITE_SHARE:
@@ -261,11 +345,11 @@ def _run(command: list[str], stdin: bytes | None = None) -> bytes:
 
 def _tts_wav(spec: UtteranceSpec, workdir: str, espeak_home: Path | None) -> str:
     """Write the unperturbed TTS output of ``spec`` to a WAV file in ``workdir``; return its path.
-    ``espeak_home``: the data made by :func:`write_generated_variants`, for generated voices."""
+    ``espeak_home``: the data made by :func:`write_generated_voices`, for generated voices."""
     path = os.path.join(workdir, "tts.wav")
     if spec.voice.engine == "espeak-ng":
         if spec.voice.is_generated and espeak_home is None:
-            raise SynthesisError(f"{spec.voice} is a generated voice: pass the folder of write_generated_variants")
+            raise SynthesisError(f"{spec.voice} is a generated voice: pass the folder of write_generated_voices")
         data = ["--path", str(espeak_home)] if spec.voice.is_generated else []
         _run(["espeak-ng", *data, "-v", spec.voice.name, "-s", str(int(spec.rate)), "-p", str(int(spec.pitch)),
               "-g", str(spec.word_gap), "-w", path, spec.text])
@@ -300,7 +384,7 @@ def active_power(x: np.ndarray, sample_rate: int) -> float:
 def synthesize(spec: UtteranceSpec, seed: int, sample_rate: int = 16000,
                espeak_home: Path | None = None) -> np.ndarray:
     """Samples (int16 scale, float64) of one utterance at ``sample_rate`` (``espeak_home``: see
-    :func:`write_generated_variants`, needed for generated voices)."""
+    :func:`write_generated_voices`, needed for generated voices)."""
     with tempfile.TemporaryDirectory(prefix="digits-") as workdir:
         tts = _tts_wav(spec, workdir, espeak_home)
         effects = ["speed", str(spec.speed), "tempo", str(spec.tempo)]
@@ -322,9 +406,11 @@ def synthesize(spec: UtteranceSpec, seed: int, sample_rate: int = 16000,
     return np.clip(x * 32767.0, -32768.0, 32767.0)
 
 
-def corpus_dir(root: str | Path, seed: int, generated: int = 0) -> Path:
-    """Where the corpus for ``seed`` (with ``generated`` generated voice variants) lives under ``root``."""
-    return Path(root) / (f"v{CORPUS_VERSION}-seed{seed}" + (f"-gen{generated}" if generated else ""))
+def corpus_dir(root: str | Path, seed: int, generated: int = 0, accents: int = 0) -> Path:
+    """Where the corpus for ``seed`` (with ``generated`` generated voice variants and ``accents`` generated
+    accents) lives under ``root``."""
+    name = f"v{CORPUS_VERSION}-seed{seed}" + (f"-gen{generated}" if generated else "")
+    return Path(root) / (name + (f"-acc{accents}" if accents else ""))
 
 
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -356,9 +442,11 @@ def prepare(
     config: MfccConfig = DEFAULT_CONFIG,
     log: Callable[[str], None] | None = None,
     generated: int = 0,
+    accents: int = 0,
 ) -> Path:
     """Make (or complete from the cache) the corpus: for each split, ``sizes[split]`` utterances;
-    ``generated`` generated voice variants join the training voices (a corpus of its own).
+    ``generated`` generated voice variants and ``accents`` generated accents join the training voices (a
+    corpus of its own).
 
     Writes ``<corpus>/<split>/wav/*.wav``, ``mfc/*.mfc`` (no CMN), ``transcripts.txt`` (Sphinx style,
     exactly the utterances asked for) and ``utterances.tsv`` (the parameters of each). Returns the corpus
@@ -367,11 +455,11 @@ def prepare(
     require_tools("espeak-ng", "flite", "sox")
     sizes = {"train": 3000, "test": 500} if sizes is None else sizes
     jobs = jobs or os.cpu_count() or 1
-    out = corpus_dir(root, seed, generated)
-    espeak_home = write_generated_variants(out, seed, generated) if generated else None
+    out = corpus_dir(root, seed, generated, accents)
+    espeak_home = write_generated_voices(out, seed, generated, accents) if generated or accents else None
     for split, size in sizes.items():
         start = time.perf_counter()
-        specs = [utterance_spec(seed, split, i, generated) for i in range(size)]
+        specs = [utterance_spec(seed, split, i, generated, accents) for i in range(size)]
         made = _prepare_split(out / split, specs, seed, jobs, config, espeak_home)
         if log is not None:
             log(f"{split}: {size} utterances ({made} synthesised now, {size - made} cached) "
