@@ -17,6 +17,7 @@ from recipes.speech_digits.data import (
     load_directory,
     load_labelled,
     read_transcripts,
+    utterance_table,
     write_transcripts,
 )
 from recipes.speech_digits.frontend import DEFAULT_CONFIG, mfcc, read_wav, resample, write_wav
@@ -404,3 +405,9 @@ def test_prepare_tiny_corpus_is_deterministic_and_cached(tmp_path: Path) -> None
     prepare(tmp_path / "a", seed=7, sizes={"train": 3}, jobs=1)
     assert (corpus / "train" / "wav" / "train-000000.wav").stat().st_mtime_ns == stamp
     assert len(load_corpus(corpus, "train")) == 3
+    # The table of each utterance's parameters names its voice and, for `evaluate --by accent`, its accent.
+    table = utterance_table(corpus / "train")
+    for i in range(3):
+        voice = utterance_spec(7, "train", i).voice
+        assert table[f"train-{i:06d}"]["voice"] == str(voice)
+        assert table[f"train-{i:06d}"]["accent"] == voice.accent == str(voice).split("+")[0]

@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> None:
                                                    "forced alignment cuts out of the input (for dtw models)")
     p.add_argument("--by", default="", metavar="COLUMN",
                    help="also error rates per value of this column of the utterances.tsv beside the "
-                        "transcripts (e.g. voice, snr_db)")
+                        "transcripts (e.g. accent, voice, snr_db)")
     p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("decode", help="print the words recognised in each file of a folder")

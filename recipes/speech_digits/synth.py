@@ -106,6 +106,12 @@ class Voice:
         accent, _, variant = self.name.partition("+")
         return self.engine == "espeak-ng" and (is_generated_variant(variant) or is_generated_accent(accent))
 
+    @property
+    def accent(self) -> str:
+        """The voice without its variant: ``espeak-ng:en-029`` for ``espeak-ng:en-029+Alex``; a flite
+        voice is an accent of its own."""
+        return f"{self.engine}:{self.name.partition('+')[0]}"
+
     def __str__(self) -> str:
         return f"{self.engine}:{self.name}"
 
@@ -486,11 +492,11 @@ def _write_transcript_file(path: Path, specs: Sequence[UtteranceSpec]) -> None:
 
 
 def _write_table(path: Path, specs: Sequence[UtteranceSpec]) -> None:
-    fields = ("utt_id", "voice", "rate", "pitch", "word_gap", "speed", "tempo", "reverb", "level_db",
+    fields = ("utt_id", "voice", "accent", "rate", "pitch", "word_gap", "speed", "tempo", "reverb", "level_db",
               "snr_db", "noise", "lead_s", "trail_s", "text")
     lines = ["\t".join(fields)]
     for s in specs:
-        values = [s.utt_id, str(s.voice), s.rate, s.pitch, s.word_gap, s.speed, s.tempo, s.reverb, s.level_db,
-                  s.snr_db, s.noise, s.lead_s, s.trail_s, " ".join(s.words)]
+        values = [s.utt_id, str(s.voice), s.voice.accent, s.rate, s.pitch, s.word_gap, s.speed, s.tempo, s.reverb,
+                  s.level_db, s.snr_db, s.noise, s.lead_s, s.trail_s, " ".join(s.words)]
         lines.append("\t".join("-" if v is None else str(v) for v in values))
     path.write_text("\n".join(lines) + "\n")
