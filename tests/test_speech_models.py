@@ -28,9 +28,12 @@ from recipes.speech_digits.mfc import write_mfc
 from recipes.speech_digits.models import (
     NUM_WORDS,
     WORD_ID,
+    Batch,
     CommitteeReader,
     EncoderConfig,
     ModelConfig,
+    ProductOfExperts,
+    Recognizer,
     frame_label_prior,
     make_batch,
     segments,
@@ -494,7 +497,74 @@ def test_committee_searches_with_the_mean_of_its_members_scores(tmp_path: Path) 
         torch.testing.assert_close(warped, ((by_hand[0] + by_hand[1]) / 2).log_softmax(-1))
     ctc = train(tmp_path / "ctc", ModelConfig("ctc", TINY), config, utterances, show_progress=False)
     with pytest.raises(ValueError, match="one kind"):
-        load_model([paths[0], ctc])
+        load_model([paths[0], ctc], combine="frames")
+
+
+class ScriptedReader(Recognizer):
+    """A stand-in member of a product of experts: fixed readings, fixed energies of answers."""
+
+    def __init__(self, readings: list[tuple[str, ...]], energies: dict[tuple[str, ...], float]):
+        super().__init__()
+        self.config = ModelConfig("ctc", TINY)
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.readings, self.energy = readings, energies
+
+    def losses(self, batch: Batch) -> torch.Tensor:
+        return torch.tensor([self.energy.get(words, 50.0) for words in batch.words])
+
+    def decode(self, batch: Batch) -> list[tuple[str, ...]]:
+        return self.readings[:len(batch.words)]
+
+    def align(self, batch: Batch) -> list[list[tuple[str, int, int]]]:
+        return [[] for _ in batch.words]
+
+
+def test_product_of_experts_reads_the_answer_of_least_summed_energy(tmp_path: Path) -> None:
+    one, two, three = ("one",), ("two",), ("three",)
+    a = ScriptedReader([one, one, one], {one: 1.0, two: 5.0, three: torch.inf})
+    b = ScriptedReader([two, three, two], {one: 3.0, two: 0.5, three: 0.1})
+    batch = make_batch([np.zeros((20, 13), np.float32)] * 3)
+    # utterance 0: one 4.0 < two 5.5; utterance 1: three ruled out by a's infinite energy, one 4.0;
+    # the answers are those read, so "three" (b's reading of utterance 1 only) is no candidate elsewhere.
+    assert ProductOfExperts([a, b]).decode(batch) == [one, one, one]
+    b.energy[one] = 10.0
+    assert ProductOfExperts([a, b]).decode(batch) == [two, one, two]
+    a.energy = {words: torch.inf for words in (one, two, three)}  # none finite: the first member's reading
+    assert ProductOfExperts([a, b]).decode(batch) == [one, one, one]
+
+    # Trained members of three kinds, two warps: the answer of least loss summed over every
+    # (member, warp), among the answers any of them read on any warp, each utterance on its own.
+    utterances = corpus(6)
+    config = TrainConfig(steps=3, batch_size=4, lr=1e-2, warmup=1, valid_size=0)
+    paths = [train(tmp_path / kind, ModelConfig(kind, TINY, options), config, utterances, show_progress=False)
+             for kind, options in (("hybrid", {"states": 2}), ("ctc", {}), ("rnnt", {"predictor": 8, "joiner": 8}))]
+    warps = (1.0, 1.15)
+    reader, _ = load_model(paths, warps=warps)
+    assert isinstance(reader, ProductOfExperts)
+    members = [load_model(p)[0] for p in paths]
+    matrices = [torch.from_numpy(frequency_warp(w)).float() for w in warps]
+    batch = make_batch([u.features for u in utterances])
+    with torch.no_grad():
+        read = reader.decode(batch)
+        assert sum(len(found) for found in reader.candidates(reader.views(batch))) > len(utterances)
+        for i, u in enumerate(utterances):
+            views = [make_batch([u.features]) for _ in warps]
+            views = [v._replace(features=v.features @ m) for v, m in zip(views, matrices)]
+            answers = list(dict.fromkeys(m.decode(v)[0] for m in members for v in views))
+            energy = [sum(float(m.losses(v._replace(words=[w]))[0]) for m in members for v in views) for w in answers]
+            assert read[i] == answers[int(np.argmin(energy))]
+        assert len(reader.align(make_batch([u.features for u in utterances], [u.words for u in utterances]))) == 6
+    ml = train(tmp_path / "ml", ModelConfig("hybrid", TINY, {"states": 2, "criterion": "ml"}), config, utterances,
+               show_progress=False)
+    with pytest.raises(InputError, match="log P"):
+        load_model([paths[0], ml])
+    with pytest.raises(InputError, match="not a setting of any model"):
+        load_model(paths, options={"bogus": "1"})
+    beams = load_model(paths, options={"beam": "2", "states": "2"})[0]
+    assert "beam" not in beams.members[0].config.options and "beam" not in beams.members[1].config.options
+    assert beams.members[2].beam == 2 and beams.members[0].states == 2
+    # An RNN-T scores the empty answer too (the predictor reads its start alone).
+    assert torch.isfinite(members[2].losses(make_batch([u.features for u in utterances[:2]]))).all()
 
 
 def test_average_makes_one_model_of_the_mean_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,7 +28,7 @@ from .hybrid import isolated_words
 from .kinds import MODEL_KINDS, MODELS, READERS, options_help
 from .models import EncoderConfig, ModelConfig, option_fields, parse_options
 from .synth import corpus_dir, prepare, split_voices
-from .train import NUM_FILTERS, TrainConfig, load_model, model_config_of, train
+from .train import COMBINE, NUM_FILTERS, TrainConfig, load_model, model_config_of, train
 
 DEFAULT_ROOT = Path("data/speech_digits")
 # The committed reading copies, and their list: file, kind, WER on the held-out test voices, and
@@ -199,7 +199,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
         raise InputError("--by groups whole utterances; it does not apply to the isolated words of --segmenter")
     groups = _groups(args.transcripts, args.by) if args.by else {}
     checkpoints = _checkpoints(args)
-    model, state = load_model(checkpoints, args.device, args.warps, option_pairs(args.option))
+    model, state = load_model(checkpoints, args.device, args.warps, option_pairs(args.option), args.combine)
     utterances = _inputs(args)
     if args.segmenter:
         segmenter, _ = load_model(args.segmenter, args.device)
@@ -242,7 +242,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
-    model, _ = load_model(_checkpoints(args), args.device, args.warps, option_pairs(args.option))
+    model, _ = load_model(_checkpoints(args), args.device, args.warps, option_pairs(args.option), args.combine)
     utterances = _inputs(args)
     hyps = decode_features(model, [u.features for u in utterances], args.batch_size, args.device,
                            show_progress=not args.quiet)
@@ -355,14 +355,20 @@ def _factors(text: str) -> tuple[float, ...]:
 
 def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:
     p.add_argument("--checkpoint", action="append", default=[],
-                   help="a checkpoint written by train (or export); repeat it to recognise with a committee of "
-                        "CTC or hybrid models (their frame scores averaged); default: the best CTC or hybrid "
-                        "model of recipes/speech_digits/shipped/models.json")
+                   help="a checkpoint written by train (or export); repeat it to recognise with a committee "
+                        "(see --combine); default: the best CTC, hybrid or RNN-T model of "
+                        "recipes/speech_digits/shipped/models.json")
     p.add_argument("--warps", type=_factors, default=(), metavar="A,B,...",
-                   help="score the input as vocal tracts scaled by each factor would give it (1: as given) "
-                        "and average the frame scores (test-time augmentation; e.g. 0.85,0.92,1,1.08,1.17,1.27,1.38)")
+                   help="read the input also as vocal tracts scaled by each factor would give it (1: as given; "
+                        "test-time augmentation; e.g. 0.85,0.92,1,1.08,1.17,1.27,1.38)")
+    p.add_argument("--combine", choices=COMBINE, default="auto",
+                   help="how several checkpoints or warps read as one: 'frames' averages frame scores (CTC or "
+                        "hybrid models of one kind), 'answers' gives each utterance the answer, of those any "
+                        "member read on any warp, of least summed loss over every member and warp (any kinds "
+                        "but DTW); auto: frames where it can (default)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="a reading setting of the model's kind, e.g. beam=8 for an RNN-T (see train --help)")
+                   help="a reading setting of the model's kind, e.g. beam=8 for an RNN-T (see train --help); with "
+                        "kinds mixed, it applies to those that have it")
     p.add_argument("--input", required=True, type=Path, help="folder of .wav (any rate) or Sphinx .mfc files")
     if transcripts:
         p.add_argument("--transcripts", required=True, help="lines 'one two three (utterance-id)'")

@@ -124,6 +124,11 @@ class HybridModel(FrameScorer):
         self.word_transitions = nn.Parameter(torch.zeros(NUM_WORDS, self.states, 2), requires_grad=learned == "learned")
         self.silence_transitions = nn.Parameter(torch.zeros(1, 2), requires_grad=learned == "learned")
 
+    @property
+    def loss_is_posterior(self) -> bool:
+        """MMI's loss is ``-log P(words | audio)``; maximum likelihood's is ``-log P(audio | words)``."""
+        return self.criterion == "mmi"
+
     def _scores(self, logits: Tensor) -> Tensor:
         """``[..., 3]`` transition scores (stay, next, skip) from ``[..., 2]`` logits; no skips."""
         return torch.cat([logits.log_softmax(-1), torch.zeros_like(logits[..., :1])], -1)

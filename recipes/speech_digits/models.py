@@ -232,6 +232,12 @@ class Recognizer(nn.Module, abc.ABC):
     Options: type
     reads_alone: bool = True
 
+    @property
+    def loss_is_posterior(self) -> bool:
+        """Whether :meth:`losses` of a transcript is ``-log P(words | audio)`` (CTC, RNN-T, an MMI
+        hybrid): then a :class:`ProductOfExperts` may add it to other members' losses."""
+        return True
+
     def prepare(self, features: Sequence[np.ndarray], transcripts: Sequence[Sequence[str]] | None = None) -> None:
         """Set what comes from the training data before training: the feature statistics (and
         what a model reads from the ``transcripts``, where it has a use for them)."""
@@ -323,6 +329,66 @@ class CommitteeReader(FrameScorer):
 
     def align_scores(self, batch: Batch, scores: Tensor, lengths: Tensor) -> list[list[tuple[str, int, int]]]:
         return self.first.align_scores(batch, scores, lengths)
+
+
+class ProductOfExperts(Recognizer):
+    """Trained recognisers of any kinds reading as one, through the answers they give: every member
+    reads every view of a batch (:class:`WarpViews`), and of the answers read, each utterance gets
+    the one of least energy, the sum over every (member, view) of the member's loss of that answer
+    on that view. The members' losses are ``-log P(words | audio)``, so this is their product over
+    the answers any of them proposed (a product of experts, each one's posterior over the
+    candidates), where :class:`CommitteeReader` multiplies frame scores and needs one kind. A
+    member that cannot fit an answer (an infinite loss) rules it out; an utterance with no finite
+    answer gets the first member's reading. For decoding; alignments are the first member's."""
+
+    def __init__(self, members: Sequence[Recognizer], warps: Sequence[float] = (1.0,)):
+        super().__init__()
+        if not members:
+            raise ValueError("a product of experts needs at least one member")
+        for m in members:
+            if not (m.reads_alone and m.loss_is_posterior):
+                raise ValueError(f"a {m.config.kind} model with options {m.config.options} cannot join a product of "
+                                 "experts: its loss is not -log P(words | audio) of connected speech")
+        self.members = nn.ModuleList(members)
+        self.views = WarpViews(warps).to(next(members[0].parameters()).device)
+        self.config = members[0].config
+
+    def losses(self, batch: Batch) -> Tensor:
+        raise NotImplementedError("a product of experts decodes; train its members one by one")
+
+    def candidates(self, views: Sequence[Batch]) -> list[list[tuple[str, ...]]]:
+        """Each utterance's distinct answers over every (member, view), in order of first reading."""
+        answers: list[dict[tuple[str, ...], None]] = [{} for _ in views[0].utt_ids]
+        for member in self.members:
+            for view in views:
+                for found, words in zip(answers, cast(Recognizer, member).decode(view)):
+                    found.setdefault(words)
+        return [list(found) for found in answers]
+
+    def energies(self, views: Sequence[Batch], owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
+        """``[N]`` float64: the summed losses of answer ``words[n]`` of utterance ``owner[n]``."""
+        total = torch.zeros(len(words), dtype=torch.float64, device=owner.device)
+        for view in views:
+            answers = Batch(view.features[owner], view.lengths[owner], list(words),
+                            [view.utt_ids[i] for i in owner.tolist()])
+            for member in self.members:
+                total += cast(Recognizer, member).losses(answers).double()
+        return total
+
+    def decode(self, batch: Batch) -> list[tuple[str, ...]]:
+        views: list[Batch] = self.views(batch)
+        candidates = self.candidates(views)
+        owner = torch.tensor([i for i, found in enumerate(candidates) for _ in found], device=batch.lengths.device)
+        energies = self.energies(views, owner, [w for found in candidates for w in found]).nan_to_num(torch.inf)
+        chosen, start = [], 0
+        for found in candidates:
+            mine = energies[start:start + len(found)]
+            chosen.append(found[int(mine.argmin())] if bool(torch.isfinite(mine).any()) else found[0])
+            start += len(found)
+        return chosen
+
+    def align(self, batch: Batch) -> list[list[tuple[str, int, int]]]:
+        return cast(Recognizer, self.members[0]).align(batch)
 
 
 def frame_label_prior(transcripts: Sequence[Sequence[str]], frames: int, units: int = 1) -> Tensor:

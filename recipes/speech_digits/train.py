@@ -19,8 +19,8 @@ from .. import common
 from .data import Utterance
 from .evaluate import evaluate_model
 from .frontend import DEFAULT_CONFIG, frequency_mask, frequency_warp
-from .kinds import MODEL_KINDS, build_model
-from .models import CommitteeReader, FrameScorer, ModelConfig, Recognizer, make_batch
+from .kinds import MODEL_KINDS, MODELS, build_model
+from .models import CommitteeReader, FrameScorer, ModelConfig, ProductOfExperts, Recognizer, make_batch, option_fields
 
 NUM_FILTERS = DEFAULT_CONFIG.num_filters
 
@@ -136,28 +136,54 @@ def model_config_of(path: str | Path, state: Mapping[str, Any]) -> ModelConfig:
     return config
 
 
+COMBINE = ("auto", "frames", "answers")
+
+
 def load_model(path: str | Path | Sequence[str | Path], device: torch.device | str = "cpu",
-               warps: Sequence[float] = (), options: Mapping[str, Any] | None = None
+               warps: Sequence[float] = (), options: Mapping[str, Any] | None = None, combine: str = "auto"
                ) -> tuple[Recognizer, dict[str, Any]]:
-    """A model from a checkpoint written by :func:`train`, and the checkpoint. Several checkpoints
-    (CTC or hybrid models of one kind), or vocal tract ``warps`` of the input to average over, make
-    a :class:`~.models.CommitteeReader`; the state returned is the first one's. ``options`` replace
-    settings of the checkpoints' model kind for reading (e.g. an RNN-T's ``beam``; values as
-    given on the command line, checked by the kind's ``Options``)."""
+    """A model from a checkpoint written by :func:`train`, and the checkpoint. Several checkpoints,
+    or vocal tract ``warps`` of the input to average over, read as one (the state returned is the
+    first one's): ``combine="frames"`` averages frame scores (:class:`~.models.CommitteeReader`: CTC
+    or hybrid models of one kind), ``"answers"`` sums each member's energy of the answers they
+    read (:class:`~.models.ProductOfExperts`: any kinds that read connected speech), ``"auto"``
+    frames where it can. ``options`` replace settings of the checkpoints' model kinds for reading
+    (e.g. an RNN-T's ``beam``; values as given on the command line, checked by the kind's
+    ``Options``); with kinds mixed, each applies to the kinds that have it."""
+    if combine not in COMBINE:
+        raise ValueError(f"combine must be one of {COMBINE}, got {combine!r}")
     paths = [path] if isinstance(path, (str, Path)) else list(path)
+    options = dict(options or {})
+    used: set[str] = set()
 
     def build(p: str | Path, state: dict[str, Any]) -> Recognizer:
         config = model_config_of(p, state)
-        config.options = {**config.options, **(options or {})}
+        known = {name for name, *_ in option_fields(MODELS[config.kind].Options)}
+        mine = options if len(paths) == 1 else {k: v for k, v in options.items() if k in known}
+        used.update(mine)
+        config.options = {**config.options, **mine}
         return build_model(config)
 
-    models, states = common.load_models(paths, device, build)
+    loaded, states = common.load_models(paths, device, build)
+    models = cast(list[Recognizer], loaded)
+    if set(options) - used:
+        kinds = {m.config.kind for m in models}
+        raise common.InputError(f"--option {', '.join(sorted(set(options) - used))}: not a setting of any model "
+                                f"read ({', '.join(sorted(kinds))})")
     if len(models) == 1 and not warps:
-        return cast(Recognizer, models[0]), states[0]
-    scorers = [m for m in models if isinstance(m, FrameScorer)]
-    if len(scorers) != len(models):
-        raise common.InputError(f"{', '.join(map(str, paths))}: a committee (or warps) needs CTC or hybrid models")
-    return CommitteeReader(scorers, warps or (1.0,)).eval(), states[0]
+        return models[0], states[0]
+    outputs = {(m.config.kind, repr(sorted(m.config.options.items())), m.config.encoder.stride) for m in models}
+    one_frame_kind = all(isinstance(m, FrameScorer) for m in models) and len(outputs) == 1
+    if combine == "frames" or (combine == "auto" and one_frame_kind):
+        if not one_frame_kind:
+            raise common.InputError(f"{', '.join(map(str, paths))}: frame scores average over CTC or hybrid models "
+                                    "of one kind with the same options and stride (--combine answers reads with "
+                                    "any kinds)")
+        return CommitteeReader(cast(list[FrameScorer], models), warps or (1.0,)).eval(), states[0]
+    try:
+        return ProductOfExperts(models, warps or (1.0,)).eval(), states[0]
+    except ValueError as error:
+        raise common.InputError(f"{', '.join(map(str, paths))}: {error}") from None
 
 
 def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utterances: Sequence[Utterance],

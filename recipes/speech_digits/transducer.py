@@ -120,8 +120,8 @@ class TransducerModel(Recognizer):
         padded = torch.zeros(len(targets), max(map(len, targets), default=0), dtype=torch.long, device=frames.device)
         for b, t in enumerate(targets):
             padded[b, :len(t)] = torch.tensor(t, dtype=torch.long)
-        # The predictor reads blank (the start), then each word.
-        history = torch.cat([torch.zeros_like(padded[:, :1]), padded], 1)
+        # The predictor reads blank (the start), then each word (none in a batch of empty transcripts).
+        history = torch.cat([padded.new_zeros(len(targets), 1), padded], 1)
         predictions, _ = self.predictor(self.embedding(history))
         return frames, predictions, padded, lengths, target_lengths
 
