@@ -14,7 +14,14 @@ import torch
 
 from recipes import common
 from recipes.common import InputError
-from recipes.speech_digits.__main__ import SHIPPED, SHIPPED_INDEX, default_checkpoint, main, shipped_models
+from recipes.speech_digits.__main__ import (
+    SHIPPED,
+    SHIPPED_INDEX,
+    default_reading,
+    main,
+    shipped_models,
+    shipped_readings,
+)
 from recipes.speech_digits.data import write_transcripts
 from recipes.speech_digits.frontend import write_wav
 from recipes.speech_digits.kinds import READERS
@@ -54,6 +61,9 @@ def test_the_list_names_committed_reading_copies_with_their_figures() -> None:
         assert m["path"].stat().st_size < 8e6
         assert m["command"].startswith("python -m recipes.speech_digits train ") and m["file"] in readme
         assert 0 <= m["test_wer"] <= 100 and f"{m['test_wer']:g} %" in readme
+    for r in shipped_readings():  # models reading as one: shipped files, the figure in RESULTS.md
+        assert all(p in [m["path"] for m in MODELS] for p in r["paths"]) and f"{r['test_wer']:g} %" in readme
+        assert r["name"] in readme
 
 
 @needs_synth
@@ -78,18 +88,23 @@ def test_each_shipped_model_reads_two_wavs(model: dict, two_wavs: Path, tmp_path
 def test_decode_and_evaluate_read_with_the_best_shipped_model_by_default(
         two_wavs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    best = default_checkpoint()
-    assert best == min((m for m in MODELS if m["kind"] in READERS), key=lambda m: m["test_wer"])["path"]
+    best = default_reading()
+    assert best == min(shipped_readings(), key=lambda r: r["test_wer"])
+    assert best["test_wer"] <= min(m["test_wer"] for m in MODELS if m["kind"] in READERS)
     capsys.readouterr()
     main(["decode", "--input", str(two_wavs)])
     captured = capsys.readouterr()
-    assert f"using the shipped model {best}" in captured.err
+    assert f"{best['name']} ({' '.join(map(str, best['paths']))}" in captured.err
     assert [line.rsplit(" ", 1)[-1] for line in captured.out.splitlines()] == ["(first)", "(second)"]
     # evaluate's results go under out/speech_digits/, never into the committed folder
     monkeypatch.chdir(tmp_path)
     main(["evaluate", "--input", str(two_wavs), "--transcripts", str(two_wavs / "transcripts.txt")])
-    assert f"using the shipped model {best}" in capsys.readouterr().err
-    assert (tmp_path / "out" / "speech_digits" / f"{best.stem}-evaluation.json").is_file()
+    assert f"{best['name']} (" in capsys.readouterr().err
+    written = list((tmp_path / "out" / "speech_digits").glob(f"{best['paths'][0].stem}-*evaluation.json"))
+    assert len(written) == 1
+    summary = json.loads(written[0].read_text())
+    assert summary["warps"] == list(best["warps"]) and summary["words"] == 7
+    assert summary["substitutions"] + summary["deletions"] + summary["insertions"] <= 1, summary["hypotheses"]
     assert not list(SHIPPED.glob("*.json*")) or sorted(p.name for p in SHIPPED.glob("*.json*")) == ["models.json"]
 
 
@@ -114,7 +129,13 @@ def test_a_missing_or_malformed_list_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "models.json").write_text(json.dumps({"models": [{"file": "x.pt", "kind": "dtw", "test_wer": 9,
                                                                   "command": ""}]}))
     with pytest.raises(InputError, match="lists no model that reads on its own"):
-        default_checkpoint(tmp_path / "models.json")
+        default_reading(tmp_path / "models.json")
+    listing = {"models": [{"file": "x.pt", "kind": "ctc", "test_wer": 9, "command": ""}],
+               "readings": [{"name": "both", "files": ["x.pt", "y.pt"], "warps": [], "combine": "answers",
+                             "test_wer": 5}]}
+    (tmp_path / "models.json").write_text(json.dumps(listing))
+    with pytest.raises(common.GraphError, match="listed models"):
+        shipped_readings(tmp_path / "models.json")
 
 
 @needs_synth
@@ -124,7 +145,8 @@ def test_demo_reads_fresh_utterances_with_every_shipped_model(tmp_path: Path, ca
     main(["demo", "--count", "6", "--root", str(tmp_path / "data"), "--out", str(tmp_path), "--jobs", "1",
           "--viz-count", "2", "--quiet"])
     table = json.loads((tmp_path / "speech_demo.json").read_text())
-    assert [row["file"] for row in table["models"]] == [m["file"] for m in MODELS]
+    joint = [r["name"] for r in shipped_readings() if len(r["paths"]) > 1 or r["warps"]]
+    assert [row["file"] for row in table["models"]] == [m["file"] for m in MODELS] + joint
     assert all(0 <= row["wer"] <= 100 and row["words"] > 0 for row in table["models"])
     assert (tmp_path / "viz" / "index.html").is_file()
     out = capsys.readouterr().out

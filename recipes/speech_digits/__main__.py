@@ -63,33 +63,65 @@ def model_options(kind: str, pairs: list[str]) -> dict[str, Any]:
 def shipped_models(index: Path = SHIPPED_INDEX) -> list[dict]:
     """The shipped models of ``index`` (``{"models": [{"file", "kind", "test_wer", "command"},
     ...]}``, files relative to it), best first: lowest WER on the held-out test voices."""
+    return _shipped(index)[0]
+
+
+def shipped_readings(index: Path = SHIPPED_INDEX) -> list[dict]:
+    """The ways of reading that ``index`` ships, best first: each model that reads on its own (one
+    of :data:`~.kinds.READERS`; DTW templates need a segmenter to cut words) as it is, and each
+    entry of its ``"readings"`` (``{"name", "files", "warps", "combine", "test_wer"}``: shipped
+    models reading as one, see ``--combine``). Each has ``name``, ``paths``, ``warps``, ``combine``
+    and ``test_wer``."""
+    return _shipped(index)[1]
+
+
+def _shipped(index: Path) -> tuple[list[dict], list[dict]]:
     try:
-        entries = json.loads(index.read_text())["models"]
-        models = [{**e, "path": index.parent / e["file"], "test_wer": float(e["test_wer"])} for e in entries]
+        listing = json.loads(index.read_text())
+        models = [{**e, "path": index.parent / e["file"], "test_wer": float(e["test_wer"])} for e in listing["models"]]
+        readings = [{"name": m["file"], "paths": [m["path"]], "warps": (), "combine": "auto",
+                     "test_wer": m["test_wer"]} for m in models if m["kind"] in READERS]
+        kinds = {m["file"]: m["kind"] for m in models}
+        for r in listing.get("readings", []):
+            if not set(r["files"]) <= {f for f, kind in kinds.items() if kind in READERS}:
+                raise ValueError(f"reading {r['name']!r}: its files must be listed models that read on their own")
+            if r["combine"] not in COMBINE:
+                raise ValueError(f"reading {r['name']!r}: combine must be one of {COMBINE}")
+            readings.append({"name": str(r["name"]), "paths": [index.parent / f for f in r["files"]],
+                             "warps": tuple(float(a) for a in r["warps"]), "combine": r["combine"],
+                             "test_wer": float(r["test_wer"])})
     except FileNotFoundError:
         raise InputError(f"{index}: no list of shipped models here: name a model with --checkpoint") from None
     except (ValueError, KeyError, TypeError) as e:
         raise FormatError(f"not a list of shipped models ({type(e).__name__}: {e})", path=str(index)) from None
-    return sorted(models, key=lambda m: m["test_wer"])
+    return sorted(models, key=lambda m: m["test_wer"]), sorted(readings, key=lambda r: r["test_wer"])
 
 
-def default_checkpoint(index: Path = SHIPPED_INDEX) -> Path:
-    """The best shipped model that reads on its own (one of :data:`~.kinds.READERS`: DTW
-    templates need a segmenter to cut words), announced on stderr: the answer to ``decode`` or
+def default_reading(index: Path = SHIPPED_INDEX) -> dict:
+    """The best of :func:`shipped_readings`, announced on stderr: the answer to ``decode`` or
     ``evaluate`` without ``--checkpoint``."""
-    readers = [m for m in shipped_models(index) if m["kind"] in READERS]
-    if not readers:
+    readings = shipped_readings(index)
+    if not readings:
         raise InputError(f"{index} lists no model that reads on its own ({', '.join(READERS)}): name a model "
                          "with --checkpoint")
-    best = readers[0]
-    print(f"using the shipped model {best['path']} ({best['kind']}, {best['test_wer']:g} % WER on the held-out "
-          "test voices; --checkpoint chooses another)", file=sys.stderr)
-    return Path(best["path"])
+    best = readings[0]
+    how = "the shipped model" if len(best["paths"]) == 1 and not best["warps"] else "the shipped reading"
+    print(f"using {how} {best['name']} ({' '.join(map(str, best['paths']))}"
+          + (f", warps {','.join(f'{a:g}' for a in best['warps'])}" if best["warps"] else "")
+          + f"; {best['test_wer']:g} % WER on the held-out test voices; --checkpoint chooses another)",
+          file=sys.stderr)
+    return best
 
 
-def _checkpoints(args: argparse.Namespace) -> list[str]:
-    """``--checkpoint`` as given (repeated: a committee), else the best shipped model."""
-    return [str(c) for c in args.checkpoint] or [str(default_checkpoint())]
+def _reading(args: argparse.Namespace) -> tuple[list[str], tuple[float, ...], str]:
+    """The checkpoints, warps and way of combining to read with: ``--checkpoint`` (repeated: a
+    committee), ``--warps`` and ``--combine`` as given, else the best shipped reading (which the
+    two others, when given, change)."""
+    if args.checkpoint:
+        return [str(c) for c in args.checkpoint], tuple(args.warps), args.combine
+    best = default_reading()
+    return ([str(p) for p in best["paths"]], tuple(args.warps) or best["warps"],
+            best["combine"] if args.combine == "auto" else args.combine)
 
 
 def _disk_usage(path: Path) -> int:
@@ -198,8 +230,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     if args.by and args.segmenter:
         raise InputError("--by groups whole utterances; it does not apply to the isolated words of --segmenter")
     groups = _groups(args.transcripts, args.by) if args.by else {}
-    checkpoints = _checkpoints(args)
-    model, state = load_model(checkpoints, args.device, args.warps, option_pairs(args.option), args.combine)
+    checkpoints, warps, combine = _reading(args)
+    model, state = load_model(checkpoints, args.device, warps, option_pairs(args.option), combine)
     utterances = _inputs(args)
     if args.segmenter:
         segmenter, _ = load_model(args.segmenter, args.device)
@@ -209,7 +241,7 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
     result = evaluate_model(model, utterances, args.batch_size, args.device, show_progress=not args.quiet)
     summary = result.summary()
     summary.update(model=state["model_config"]["kind"], checkpoint=" ".join(checkpoints), input=str(args.input),
-                   segmenter=args.segmenter, warps=list(args.warps), steps=state["step"],
+                   segmenter=args.segmenter, warps=list(warps), combine=combine, steps=state["step"],
                    seconds=round(time.time() - t0, 1))
     for utt, ref, hyp in zip(result.utt_ids, result.references, result.hypotheses):
         mark = "" if ref == hyp else "  *"
@@ -242,7 +274,8 @@ def cmd_evaluate(args: argparse.Namespace) -> dict:
 
 
 def cmd_decode(args: argparse.Namespace) -> None:
-    model, _ = load_model(_checkpoints(args), args.device, args.warps, option_pairs(args.option), args.combine)
+    checkpoints, warps, combine = _reading(args)
+    model, _ = load_model(checkpoints, args.device, warps, option_pairs(args.option), combine)
     utterances = _inputs(args)
     hyps = decode_features(model, [u.features for u in utterances], args.batch_size, args.device,
                            show_progress=not args.quiet)
@@ -266,10 +299,15 @@ def cmd_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
           f"{time.perf_counter() - start:.0f} s")
     rows = []
     report = None
-    for entry in shipped_models():
-        model, _ = load_model(entry["path"])
-        reading = utterances
+    combined = [r for r in shipped_readings() if len(r["paths"]) > 1 or r["warps"]]
+    for entry in shipped_models() + combined:
         began = time.perf_counter()
+        if "paths" in entry:  # shipped models reading as one
+            model, _ = load_model(entry["paths"], warps=entry["warps"], combine=entry["combine"])
+            entry = {**entry, "file": entry["name"], "kind": "joint"}
+        else:
+            model, _ = load_model(entry["path"])
+        reading = utterances
         if entry.get("segmenter"):  # DTW templates read the words their segmenter cuts (timed with them)
             segmenter, _ = load_model(SHIPPED / entry["segmenter"])
             reading = isolated_words(segmenter, utterances)
@@ -282,11 +320,11 @@ def cmd_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
                      "words": summary["words"], "seconds": seconds})
         if report is None and entry["kind"] in READERS:
             report = write_report(model, utterances[:args.viz_count], Path(args.out) / "viz", result)
-    print(f"\n{'model':10} {'kind':7} {'WER here':>9} {'(sub/del/ins of words)':>24} {'RESULTS.md':>10} "
+    print(f"\n{'model':16} {'kind':7} {'WER here':>9} {'(sub/del/ins of words)':>24} {'RESULTS.md':>10} "
           f"{'read in':>8}  x real time")
     for row in rows:
         errors = f"{row['sub']}/{row['del']}/{row['ins']} of {row['words']}"
-        print(f"{row['file']:10} {row['kind']:7} {row['wer']:8.1f} % {errors:>24} {row['results_wer']:9.1f} % "
+        print(f"{row['file']:16} {row['kind']:7} {row['wer']:8.1f} % {errors:>24} {row['results_wer']:9.1f} % "
               f"{row['seconds']:7.1f} s  {audio / max(row['seconds'], 1e-9):6.0f}"
               + ("  (isolated words cut by its segmenter)" if row["units"] != "utterances" else ""))
     common.write_json(Path(args.out) / "speech_demo.json", {"corpus": str(corpus), "audio_seconds": audio,
