@@ -302,13 +302,19 @@ class CommitteeReader(FrameScorer):
     gives the frame log-scores (the mean over every (model, warp), renormalised), and the first
     member's graphs are searched with them. For decoding only."""
 
+    @staticmethod
+    def can_read_with(members: Sequence[Recognizer]) -> bool:
+        """Whether ``members`` share their frame scores' meaning: frame scorers of one kind with the
+        same options and stride."""
+        first = members[0]
+        return all(isinstance(m, FrameScorer) and (m.config.kind, m.config.options, m.config.encoder.stride)
+                   == (first.config.kind, first.config.options, first.config.encoder.stride) for m in members)
+
     def __init__(self, members: Sequence[FrameScorer], warps: Sequence[float] = (1.0,)):
         super().__init__()
+        if not self.can_read_with(members):
+            raise ValueError("a committee needs models of one kind with the same options and stride")
         first = members[0]
-        for m in members[1:]:
-            if (m.config.kind, m.config.options, m.config.encoder.stride) != (
-                    first.config.kind, first.config.options, first.config.encoder.stride):
-                raise ValueError("a committee needs models of one kind with the same options and stride")
         self.config = first.config
         self.committee = Committee(members, WarpViews(warps).to(next(first.parameters()).device))
 

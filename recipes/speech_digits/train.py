@@ -172,8 +172,7 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
                                 f"read ({', '.join(sorted(kinds))})")
     if len(models) == 1 and not warps:
         return models[0], states[0]
-    outputs = {(m.config.kind, repr(sorted(m.config.options.items())), m.config.encoder.stride) for m in models}
-    one_frame_kind = all(isinstance(m, FrameScorer) for m in models) and len(outputs) == 1
+    one_frame_kind = CommitteeReader.can_read_with(models)
     if combine == "frames" or (combine == "auto" and one_frame_kind):
         if not one_frame_kind:
             raise common.InputError(f"{', '.join(map(str, paths))}: frame scores average over CTC or hybrid models "
