@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -365,7 +366,7 @@ def test_rnnt_pruned_loss_with_a_band_of_every_u_is_the_full_loss_plus_the_simpl
     batch = make_batch([u.features for u in utterances], [u.words for u in utterances])
     pruned.eval()
     full.eval()
-    frames, predictions, targets, lengths, target_lengths = pruned.sides(batch)
+    frames, predictions, targets, lengths, target_lengths = pruned.sides(batch, *batch.own_answers())
     simple = gtn.rnnt_loss_simple(pruned.simple_am(frames), pruned.simple_lm(predictions), targets, lengths,
                                   target_lengths, reduction="none")
     torch.testing.assert_close(pruned.losses(batch), full.losses(batch) + 0.5 * simple)
@@ -509,8 +510,8 @@ class ScriptedReader(Recognizer):
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.readings, self.energy = readings, energies
 
-    def losses(self, batch: Batch) -> torch.Tensor:
-        return torch.tensor([self.energy.get(words, 50.0) for words in batch.words])
+    def answer_losses(self, batch: Batch, owner: torch.Tensor, words: Sequence[tuple[str, ...]]) -> torch.Tensor:
+        return torch.tensor([self.energy.get(w, 50.0) for w in words])
 
     def decode(self, batch: Batch) -> list[tuple[str, ...]]:
         return self.readings[:len(batch.words)]
@@ -565,6 +566,33 @@ def test_product_of_experts_reads_the_answer_of_least_summed_energy(tmp_path: Pa
     assert beams.members[2].beam == 2 and beams.members[0].states == 2
     # An RNN-T scores the empty answer too (the predictor reads its start alone).
     assert torch.isfinite(members[2].losses(make_batch([u.features for u in utterances[:2]]))).all()
+
+
+@pytest.mark.parametrize("kind, options", [("ctc", {"units": 2}), ("hybrid", {"states": 2}),
+                                           ("hybrid", {"states": 2, "criterion": "ml"}),
+                                           ("rnnt", {"predictor": 8, "joiner": 8}),
+                                           ("rnnt", {"predictor": 8, "joiner": 8, "prune_range": 2}),
+                                           ("dtw", {"frames": 3})])
+def test_answer_losses_are_the_losses_of_the_answers_as_utterances(kind: str, options: dict[str, object]) -> None:
+    """Several answers per utterance, scored from one encoding of each, equal each answer's loss
+    with its utterance repeated as a batch of its own (including an answer that cannot fit)."""
+    utterances = corpus(3, seed=4)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(kind, TINY, options))
+    model.prepare([u.features for u in utterances], [u.words for u in utterances])
+    model.eval()
+    batch = make_batch([u.features for u in utterances])
+    if kind == "dtw":
+        owner, words = [2, 0, 0, 1, 2], [("one",), ("two",), ("oh",), ("nine",), ("two",)]
+    else:
+        owner, words = [2, 0, 0, 1, 2, 1], [("one", "two"), (), ("oh",), ("nine",) * 3, ("two",), ("five",) * 40]
+    expected = model.losses(Batch(batch.features[owner], batch.lengths[owner], words, [str(i) for i in owner]))
+    with torch.no_grad():
+        found = model.answer_losses(batch, torch.tensor(owner), words)
+    assert found.shape == (len(words),)
+    torch.testing.assert_close(found, expected.detach(), rtol=1e-5, atol=1e-4)
+    if kind in ("ctc", "hybrid"):  # 40 words cannot fit in these frames (an RNN-T emits several per frame)
+        assert torch.isinf(found[-1]) and torch.isfinite(found[:-1]).all()
 
 
 def test_average_makes_one_model_of_the_mean_weights(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

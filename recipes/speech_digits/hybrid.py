@@ -147,16 +147,17 @@ class HybridModel(FrameScorer):
         x, lengths = self.encoder(batch.features, batch.lengths)
         return self.output(x).log_softmax(-1), lengths
 
-    def losses(self, batch: Batch) -> Tensor:
+    def answer_losses(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
         scores, lengths = self(batch)
         lexicon = self.lexicon()
-        correct = hmm.decoding_graph(lexicon, transcript_grammars([word_ids(w) for w in batch.words],
+        correct = hmm.decoding_graph(lexicon, transcript_grammars([word_ids(w) for w in words],
                                                                   scores.dtype, scores.device))
-        numerator = hmm.hmm_score(correct, scores, lengths)
+        numerator = hmm.hmm_score(correct, scores[owner], lengths[owner])
         if self.criterion == "ml":
             return -numerator
+        # The denominator is the utterance's alone: once per utterance, whatever its answers.
         everything = hmm.decoding_graph(lexicon, word_loop_with_silence(scores.dtype, scores.device))
-        denominator = hmm.hmm_score(everything, scores, lengths)
+        denominator = hmm.hmm_score(everything, scores, lengths)[owner]
         # An impossible transcript is +inf with zero gradients (the trainer drops it).
         return torch.where(torch.isinf(numerator), -numerator, denominator - numerator)
 

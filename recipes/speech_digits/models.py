@@ -45,6 +45,11 @@ class Batch(NamedTuple):
     words: list[tuple[str, ...]]     # transcripts (empty tuples when unknown)
     utt_ids: list[str]
 
+    def own_answers(self) -> tuple[Tensor, list[tuple[str, ...]]]:
+        """(owner, words) naming each utterance's own transcript, for
+        :meth:`Recognizer.answer_losses`."""
+        return torch.arange(len(self.words), device=self.lengths.device), self.words
+
 
 def make_batch(features: Sequence[np.ndarray], words: Sequence[Sequence[str]] | None = None,
                utt_ids: Sequence[str] | None = None, device: torch.device | str = "cpu") -> Batch:
@@ -243,9 +248,16 @@ class Recognizer(nn.Module, abc.ABC):
         what a model reads from the ``transcripts``, where it has a use for them)."""
         self.encoder.set_normalisation(features)
 
-    @abc.abstractmethod
     def losses(self, batch: Batch) -> Tensor:
         """Per-utterance training losses ``[B]`` (``+inf`` where a transcript cannot fit)."""
+        return self.answer_losses(batch, *batch.own_answers())
+
+    @abc.abstractmethod
+    def answer_losses(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
+        """``[N]``: the loss of answer ``words[n]`` on utterance ``owner[n]`` of ``batch`` (``+inf``
+        where it cannot fit), each utterance encoded once however many answers it has: how
+        :class:`ProductOfExperts` scores its candidates. :meth:`losses` is each utterance's own
+        transcript."""
 
     @abc.abstractmethod
     def decode(self, batch: Batch) -> list[tuple[str, ...]]:
@@ -322,7 +334,7 @@ class CommitteeReader(FrameScorer):
         scores, lengths = self.committee(batch)
         return scores.log_softmax(-1), lengths
 
-    def losses(self, batch: Batch) -> Tensor:
+    def answer_losses(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
         raise NotImplementedError("a committee decodes; train its members one by one")
 
     @property
@@ -359,7 +371,7 @@ class ProductOfExperts(Recognizer):
         self.views = WarpViews(warps).to(next(members[0].parameters()).device)
         self.config = members[0].config
 
-    def losses(self, batch: Batch) -> Tensor:
+    def answer_losses(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
         raise NotImplementedError("a product of experts decodes; train its members one by one")
 
     def candidates(self, views: Sequence[Batch]) -> list[list[tuple[str, ...]]]:
@@ -375,10 +387,8 @@ class ProductOfExperts(Recognizer):
         """``[N]`` float64: the summed losses of answer ``words[n]`` of utterance ``owner[n]``."""
         total = torch.zeros(len(words), dtype=torch.float64, device=owner.device)
         for view in views:
-            answers = Batch(view.features[owner], view.lengths[owner], list(words),
-                            [view.utt_ids[i] for i in owner.tolist()])
             for member in self.members:
-                total += cast(Recognizer, member).losses(answers).double()
+                total += cast(Recognizer, member).answer_losses(view, owner, words).double()
         return total
 
     def decode(self, batch: Batch) -> list[tuple[str, ...]]:
@@ -483,12 +493,13 @@ class CTCModel(FrameScorer):
         x, lengths = self.encoder(batch.features, batch.lengths)
         return self.output(x).log_softmax(-1), lengths
 
-    def losses(self, batch: Batch) -> Tensor:
+    def answer_losses(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
         log_probs, lengths = self(batch)
-        targets = [self.labels(w) for w in batch.words]
+        targets = [self.labels(w) for w in words]
         flat = torch.tensor([x for t in targets for x in t], dtype=torch.long, device=log_probs.device)
         target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
-        return ctc_loss(log_probs.transpose(0, 1), flat, lengths, target_lengths, blank=0, reduction="none")
+        return ctc_loss(log_probs[owner].transpose(0, 1), flat, lengths[owner], target_lengths, blank=0,
+                        reduction="none")
 
     def decode_scores(self, log_probs: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
         grammar = unit_lexicon(self.units, log_probs.dtype, log_probs.device, self.word_score)

@@ -12,6 +12,7 @@ alignment (:func:`~.hybrid.isolated_words`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -57,12 +58,12 @@ class TemplateModel(Recognizer):
         x, lengths = self(batch)
         return self.templates(x, lengths)
 
-    def losses(self, batch: Batch) -> Tensor:
-        if any(len(w) != 1 for w in batch.words):
+    def answer_losses(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
+        if any(len(w) != 1 for w in words):
             raise ValueError("DTW templates recognise isolated words: one word per utterance")
         x, lengths = self(batch)
-        labels = torch.tensor([DIGIT_WORDS.index(w[0]) for w in batch.words], device=x.device)
-        correct, everything = self.templates.answer_graphs(x, labels, lengths)
+        labels = torch.tensor([DIGIT_WORDS.index(w[0]) for w in words], device=x.device)
+        correct, everything = self.templates.answer_graphs(x[owner], labels, lengths[owner])
         if self.loss == "nll":
             return losses.nll(correct, everything, reduction="none")
         if self.loss == "lvq2":

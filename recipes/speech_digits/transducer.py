@@ -110,12 +110,15 @@ class TransducerModel(Recognizer):
         x, lengths = self.encoder(batch.features, batch.lengths)
         return self.encoder_projection(x), lengths
 
-    def sides(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        """The joiner's two sides over each transcript: projected encoder frames ``[B, T', J]``,
-        predictor outputs ``[B, U + 1, H]`` (after blank, then each word); the padded targets
-        ``[B, U]`` and the frame and target lengths."""
+    def sides(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The joiner's two sides over answer ``words[n]`` of utterance ``owner[n]`` (see
+        :meth:`answer_losses`): projected encoder frames ``[N, T', J]``, predictor outputs
+        ``[N, U + 1, H]`` (after blank, then each word); the padded targets ``[N, U]`` and the
+        frame and target lengths."""
         frames, lengths = self.frames(batch)
-        targets = [word_ids(w) for w in batch.words]
+        frames, lengths = frames[owner], lengths[owner]
+        targets = [word_ids(w) for w in words]
         target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long, device=frames.device)
         padded = torch.zeros(len(targets), max(map(len, targets), default=0), dtype=torch.long, device=frames.device)
         for b, t in enumerate(targets):
@@ -125,17 +128,18 @@ class TransducerModel(Recognizer):
         predictions, _ = self.predictor(self.embedding(history))
         return frames, predictions, padded, lengths, target_lengths
 
-    def logits(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Joiner logits ``[B, T', U + 1, 12]`` over each transcript, the padded targets ``[B, U]``
-        and the frame and target lengths."""
-        frames, predictions, targets, lengths, target_lengths = self.sides(batch)
+    def logits(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Joiner logits ``[N, T', U + 1, 12]`` over each answer (as :meth:`sides`), the padded
+        targets ``[N, U]`` and the frame and target lengths."""
+        frames, predictions, targets, lengths, target_lengths = self.sides(batch, owner, words)
         return self.join(frames[:, :, None], predictions[:, None]), targets, lengths, target_lengths
 
-    def losses(self, batch: Batch) -> Tensor:
+    def answer_losses(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
         if not self.prune_range:
-            logits, targets, lengths, target_lengths = self.logits(batch)
+            logits, targets, lengths, target_lengths = self.logits(batch, owner, words)
             return rnnt_loss(logits, targets, lengths, target_lengths, blank=0, reduction="none")
-        frames, predictions, targets, lengths, target_lengths = self.sides(batch)
+        frames, predictions, targets, lengths, target_lengths = self.sides(batch, owner, words)
         am, lm = self.simple_am(frames), self.simple_lm(predictions)
         simple, ranges = rnnt_loss_simple(am, lm, targets, lengths, target_lengths, blank=0, reduction="none",
                                           s_range=self.prune_range)
@@ -153,7 +157,7 @@ class TransducerModel(Recognizer):
         """Each transcript's best alignment: a word sits at the frame its label arc leaves from
         (the best-path indicator is the gradient of the alignments' tropical total)."""
         with torch.enable_grad():
-            logits, targets, lengths, target_lengths = self.logits(batch)
+            logits, targets, lengths, target_lengths = self.logits(batch, *batch.own_answers())
             log_probs = logits.detach().log_softmax(-1).requires_grad_()
             best = viterbi_score(rnnt_lattice(log_probs, targets, lengths, target_lengths, blank=0))
             (on_path,) = torch.autograd.grad(best.sum(), log_probs)
