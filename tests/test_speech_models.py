@@ -277,7 +277,7 @@ def test_ctc_units_are_read_back_as_words_and_aligned_as_words() -> None:
     log_probs = torch.full((1, len(frames), 1 + 3 * NUM_WORDS), -20.0)
     log_probs[0, torch.arange(len(frames)), torch.tensor(frames)] = 0.0
     lengths = torch.tensor([len(frames)])
-    assert model.decode_scores(log_probs.log_softmax(-1), lengths) == [("five", "five", "two")]
+    assert model.decode_outputs(log_probs.log_softmax(-1), lengths) == [("five", "five", "two")]
     batch = make_batch([np.zeros((2 * len(frames), 13), np.float32)], [("five", "five", "two")])
     stride = TINY.stride
     assert model.align_scores(batch, log_probs.log_softmax(-1), lengths) == [
@@ -295,7 +295,7 @@ def test_word_score_trades_deletions_for_insertions(kind: str) -> None:
 
     def words_read(word_score: float) -> int:
         model.word_score = word_score
-        return sum(len(words) for words in model.decode_scores(log_probs, lengths))
+        return sum(len(words) for words in model.decode_outputs(log_probs, lengths))
 
     assert words_read(-1000.0) == 0
     assert 0 < words_read(0.0) < words_read(5.0)
@@ -305,9 +305,9 @@ def test_word_score_trades_deletions_for_insertions(kind: str) -> None:
         frames[0, :, 0] = 0.0
         frames[0, 1, five] = -0.5  # the middle frame: blank by 0.5
         model.word_score = 0.0
-        assert model.decode_scores(frames.log_softmax(-1), torch.tensor([3])) == [()]
+        assert model.decode_outputs(frames.log_softmax(-1), torch.tensor([3])) == [()]
         model.word_score = 1.0
-        assert model.decode_scores(frames.log_softmax(-1), torch.tensor([3])) == [("five",)]
+        assert model.decode_outputs(frames.log_softmax(-1), torch.tensor([3])) == [("five",)]
 
 
 def test_ctc_output_starts_at_the_prior_of_its_frame_labels() -> None:
@@ -366,7 +366,7 @@ def test_rnnt_pruned_loss_with_a_band_of_every_u_is_the_full_loss_plus_the_simpl
     batch = make_batch([u.features for u in utterances], [u.words for u in utterances])
     pruned.eval()
     full.eval()
-    frames, predictions, targets, lengths, target_lengths = pruned.sides(batch, *batch.own_answers())
+    frames, predictions, targets, lengths, target_lengths = pruned.sides(*pruned(batch), *batch.own_answers())
     simple = gtn.rnnt_loss_simple(pruned.simple_am(frames), pruned.simple_lm(predictions), targets, lengths,
                                   target_lengths, reduction="none")
     torch.testing.assert_close(pruned.losses(batch), full.losses(batch) + 0.5 * simple)
@@ -486,7 +486,7 @@ def test_committee_searches_with_the_mean_of_its_members_scores(tmp_path: Path) 
         scores, lengths = committee(batch)
         mean = (members[0](batch)[0] + members[1](batch)[0]) / 2
         torch.testing.assert_close(scores, mean.log_softmax(-1))
-        assert committee.decode(batch) == members[0].decode_scores(scores, lengths)
+        assert committee.decode(batch) == members[0].decode_outputs(scores, lengths)
         assert len(committee.align(batch)) == len(utterances)
         # a committee of one model twice, or of one model and the identity warp, reads as the model
         assert load_model([paths[0], paths[0]])[0].decode(batch) == members[0].decode(batch)
@@ -510,11 +510,15 @@ class ScriptedReader(Recognizer):
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.readings, self.energy = readings, energies
 
-    def answer_losses(self, batch: Batch, owner: torch.Tensor, words: Sequence[tuple[str, ...]]) -> torch.Tensor:
-        return torch.tensor([self.energy.get(w, 50.0) for w in words])
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch.features, batch.lengths
 
-    def decode(self, batch: Batch) -> list[tuple[str, ...]]:
-        return self.readings[:len(batch.words)]
+    def decode_outputs(self, outputs: torch.Tensor, lengths: torch.Tensor) -> list[tuple[str, ...]]:
+        return self.readings[:len(lengths)]
+
+    def answer_losses(self, outputs: torch.Tensor, lengths: torch.Tensor, owner: torch.Tensor,
+                      words: Sequence[tuple[str, ...]]) -> torch.Tensor:
+        return torch.tensor([self.energy.get(w, 50.0) for w in words])
 
     def align(self, batch: Batch) -> list[list[tuple[str, int, int]]]:
         return [[] for _ in batch.words]
@@ -547,7 +551,7 @@ def test_product_of_experts_reads_the_answer_of_least_summed_energy(tmp_path: Pa
     batch = make_batch([u.features for u in utterances])
     with torch.no_grad():
         read = reader.decode(batch)
-        assert sum(len(found) for found in reader.candidates(reader.views(batch))) > len(utterances)
+        assert sum(len(found) for found in reader.candidates(batch)[0]) > len(utterances)
         for i, u in enumerate(utterances):
             views = [make_batch([u.features]) for _ in warps]
             views = [v._replace(features=v.features @ m) for v, m in zip(views, matrices)]
@@ -574,8 +578,9 @@ def test_product_of_experts_reads_the_answer_of_least_summed_energy(tmp_path: Pa
                                            ("rnnt", {"predictor": 8, "joiner": 8, "prune_range": 2}),
                                            ("dtw", {"frames": 3})])
 def test_answer_losses_are_the_losses_of_the_answers_as_utterances(kind: str, options: dict[str, object]) -> None:
-    """Several answers per utterance, scored from one encoding of each, equal each answer's loss
-    with its utterance repeated as a batch of its own (including an answer that cannot fit)."""
+    """Several answers per utterance, scored from one encoding of each (:meth:`forward`), equal
+    each answer's loss with its utterance repeated as a batch of its own (including an answer
+    that cannot fit)."""
     utterances = corpus(3, seed=4)
     torch.manual_seed(0)
     model = build_model(ModelConfig(kind, TINY, options))
@@ -588,7 +593,7 @@ def test_answer_losses_are_the_losses_of_the_answers_as_utterances(kind: str, op
         owner, words = [2, 0, 0, 1, 2, 1], [("one", "two"), (), ("oh",), ("nine",) * 3, ("two",), ("five",) * 40]
     expected = model.losses(Batch(batch.features[owner], batch.lengths[owner], words, [str(i) for i in owner]))
     with torch.no_grad():
-        found = model.answer_losses(batch, torch.tensor(owner), words)
+        found = model.answer_losses(*model(batch), torch.tensor(owner), words)
     assert found.shape == (len(words),)
     torch.testing.assert_close(found, expected.detach(), rtol=1e-5, atol=1e-4)
     if kind in ("ctc", "hybrid"):  # 40 words cannot fit in these frames (an RNN-T emits several per frame)

@@ -147,8 +147,8 @@ class HybridModel(FrameScorer):
         x, lengths = self.encoder(batch.features, batch.lengths)
         return self.output(x).log_softmax(-1), lengths
 
-    def answer_losses(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
-        scores, lengths = self(batch)
+    def answer_losses(self, scores: Tensor, lengths: Tensor, owner: Tensor,
+                      words: Sequence[tuple[str, ...]]) -> Tensor:
         lexicon = self.lexicon()
         correct = hmm.decoding_graph(lexicon, transcript_grammars([word_ids(w) for w in words],
                                                                   scores.dtype, scores.device))
@@ -161,7 +161,7 @@ class HybridModel(FrameScorer):
         # An impossible transcript is +inf with zero gradients (the trainer drops it).
         return torch.where(torch.isinf(numerator), -numerator, denominator - numerator)
 
-    def decode_scores(self, scores: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
+    def decode_outputs(self, scores: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
         grammar = word_loop_with_silence(scores.dtype, scores.device, self.word_score)
         best = hmm.hmm_decode(hmm.decoding_graph(self.lexicon(), grammar), scores, lengths)
         return [tuple(DIGIT_WORDS[w - 1] for w in words if w != SILENCE) for words in best.words]

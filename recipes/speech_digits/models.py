@@ -248,20 +248,31 @@ class Recognizer(nn.Module, abc.ABC):
         what a model reads from the ``transcripts``, where it has a use for them)."""
         self.encoder.set_normalisation(features)
 
+    @abc.abstractmethod
+    def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """The network's outputs per output frame ``[B, T', ...]`` and their lengths: what
+        :meth:`decode_outputs` and :meth:`answer_losses` read."""
+
+    @abc.abstractmethod
+    def decode_outputs(self, outputs: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
+        """The words recognised in each utterance, from its outputs (:meth:`forward`)."""
+
+    @abc.abstractmethod
+    def answer_losses(self, outputs: Tensor, lengths: Tensor, owner: Tensor,
+                      words: Sequence[tuple[str, ...]]) -> Tensor:
+        """``[N]``: the loss of answer ``words[n]`` on utterance ``owner[n]`` (``+inf`` where it
+        cannot fit), from the utterances' outputs (:meth:`forward`): each utterance is encoded
+        once, however many answers it has, and once for decoding and scoring alike (how
+        :class:`ProductOfExperts` scores its candidates)."""
+
     def losses(self, batch: Batch) -> Tensor:
-        """Per-utterance training losses ``[B]`` (``+inf`` where a transcript cannot fit)."""
-        return self.answer_losses(batch, *batch.own_answers())
+        """Per-utterance training losses ``[B]`` of the transcripts (``+inf`` where one cannot fit)."""
+        outputs, lengths = self(batch)
+        return self.answer_losses(outputs, lengths, *batch.own_answers())
 
-    @abc.abstractmethod
-    def answer_losses(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
-        """``[N]``: the loss of answer ``words[n]`` on utterance ``owner[n]`` of ``batch`` (``+inf``
-        where it cannot fit), each utterance encoded once however many answers it has: how
-        :class:`ProductOfExperts` scores its candidates. :meth:`losses` is each utterance's own
-        transcript."""
-
-    @abc.abstractmethod
     def decode(self, batch: Batch) -> list[tuple[str, ...]]:
         """The words recognised in each utterance."""
+        return self.decode_outputs(*self(batch))
 
     @abc.abstractmethod
     def align(self, batch: Batch) -> list[list[tuple[str, int, int]]]:
@@ -269,20 +280,13 @@ class Recognizer(nn.Module, abc.ABC):
 
 
 class FrameScorer(Recognizer):
-    """A recogniser whose network gives log-scores per output frame (``forward(batch) -> (scores
+    """A recogniser whose outputs are log-scores per output frame (``forward(batch) -> (scores
     [B, T', C], lengths)``) and whose graph search reads only those: CTC and the hybrid. Split so
     that a :class:`CommitteeReader` can search with its members' combined scores."""
 
     @abc.abstractmethod
-    def decode_scores(self, scores: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
-        """:meth:`decode` from given frame scores."""
-
-    @abc.abstractmethod
     def align_scores(self, batch: Batch, scores: Tensor, lengths: Tensor) -> list[list[tuple[str, int, int]]]:
         """:meth:`align` from given frame scores."""
-
-    def decode(self, batch: Batch) -> list[tuple[str, ...]]:
-        return self.decode_scores(*self(batch))
 
     def align(self, batch: Batch) -> list[list[tuple[str, int, int]]]:
         return self.align_scores(batch, *self(batch))
@@ -334,7 +338,8 @@ class CommitteeReader(FrameScorer):
         scores, lengths = self.committee(batch)
         return scores.log_softmax(-1), lengths
 
-    def answer_losses(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
+    def answer_losses(self, outputs: Tensor, lengths: Tensor, owner: Tensor,
+                      words: Sequence[tuple[str, ...]]) -> Tensor:
         raise NotImplementedError("a committee decodes; train its members one by one")
 
     @property
@@ -342,8 +347,8 @@ class CommitteeReader(FrameScorer):
         """The member whose graphs are searched (all members share their outputs and frame rate)."""
         return cast(FrameScorer, self.committee.members[0])
 
-    def decode_scores(self, scores: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
-        return self.first.decode_scores(scores, lengths)
+    def decode_outputs(self, outputs: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
+        return self.first.decode_outputs(outputs, lengths)
 
     def align_scores(self, batch: Batch, scores: Tensor, lengths: Tensor) -> list[list[tuple[str, int, int]]]:
         return self.first.align_scores(batch, scores, lengths)
@@ -371,31 +376,36 @@ class ProductOfExperts(Recognizer):
         self.views = WarpViews(warps).to(next(members[0].parameters()).device)
         self.config = members[0].config
 
-    def answer_losses(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
+    def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError("a product of experts has no outputs of its own: decode reads its members'")
+
+    def decode_outputs(self, outputs: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
+        raise NotImplementedError("a product of experts has no outputs of its own: decode reads its members'")
+
+    def answer_losses(self, outputs: Tensor, lengths: Tensor, owner: Tensor,
+                      words: Sequence[tuple[str, ...]]) -> Tensor:
         raise NotImplementedError("a product of experts decodes; train its members one by one")
 
-    def candidates(self, views: Sequence[Batch]) -> list[list[tuple[str, ...]]]:
-        """Each utterance's distinct answers over every (member, view), in order of first reading."""
-        answers: list[dict[tuple[str, ...], None]] = [{} for _ in views[0].utt_ids]
-        for member in self.members:
-            for view in views:
-                for found, words in zip(answers, cast(Recognizer, member).decode(view)):
-                    found.setdefault(words)
-        return [list(found) for found in answers]
-
-    def energies(self, views: Sequence[Batch], owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
-        """``[N]`` float64: the summed losses of answer ``words[n]`` of utterance ``owner[n]``."""
-        total = torch.zeros(len(words), dtype=torch.float64, device=owner.device)
-        for view in views:
-            for member in self.members:
-                total += cast(Recognizer, member).answer_losses(view, owner, words).double()
-        return total
+    def candidates(self, batch: Batch) -> tuple[list[list[tuple[str, ...]]], Tensor]:
+        """Each utterance's distinct answers over every (member, view), in order of first reading,
+        and their energies ``[N]`` (float64, in that order, utterance by utterance). Each member
+        encodes each view once, for its reading and its losses alike."""
+        encoded = [(cast(Recognizer, member), *member(view)) for member in self.members for view in self.views(batch)]
+        answers: list[dict[tuple[str, ...], None]] = [{} for _ in batch.utt_ids]
+        for member, outputs, lengths in encoded:
+            for found, words in zip(answers, member.decode_outputs(outputs, lengths)):
+                found.setdefault(words)
+        candidates = [list(found) for found in answers]
+        owner = torch.tensor([i for i, found in enumerate(candidates) for _ in found], device=batch.lengths.device)
+        words = [w for found in candidates for w in found]
+        energies = torch.zeros(len(words), dtype=torch.float64, device=owner.device)
+        for member, outputs, lengths in encoded:
+            energies += member.answer_losses(outputs, lengths, owner, words).double()
+        return candidates, energies
 
     def decode(self, batch: Batch) -> list[tuple[str, ...]]:
-        views: list[Batch] = self.views(batch)
-        candidates = self.candidates(views)
-        owner = torch.tensor([i for i, found in enumerate(candidates) for _ in found], device=batch.lengths.device)
-        energies = self.energies(views, owner, [w for found in candidates for w in found]).nan_to_num(torch.inf)
+        candidates, energies = self.candidates(batch)
+        energies = energies.nan_to_num(torch.inf)
         chosen, start = [], 0
         for found in candidates:
             mine = energies[start:start + len(found)]
@@ -493,15 +503,15 @@ class CTCModel(FrameScorer):
         x, lengths = self.encoder(batch.features, batch.lengths)
         return self.output(x).log_softmax(-1), lengths
 
-    def answer_losses(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
-        log_probs, lengths = self(batch)
+    def answer_losses(self, log_probs: Tensor, lengths: Tensor, owner: Tensor,
+                      words: Sequence[tuple[str, ...]]) -> Tensor:
         targets = [self.labels(w) for w in words]
         flat = torch.tensor([x for t in targets for x in t], dtype=torch.long, device=log_probs.device)
         target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
         return ctc_loss(log_probs[owner].transpose(0, 1), flat, lengths[owner], target_lengths, blank=0,
                         reduction="none")
 
-    def decode_scores(self, log_probs: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
+    def decode_outputs(self, log_probs: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
         grammar = unit_lexicon(self.units, log_probs.dtype, log_probs.device, self.word_score)
         return [tuple(DIGIT_WORDS[i - 1] for i in seq) for seq in ctc_decode(log_probs, lengths, grammar)]
 

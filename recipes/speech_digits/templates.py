@@ -55,13 +55,11 @@ class TemplateModel(Recognizer):
 
     def energies(self, batch: Batch) -> Tensor:
         """DTW distance ``[B, 11]`` from each input to each word's template."""
-        x, lengths = self(batch)
-        return self.templates(x, lengths)
+        return self.templates(*self(batch))
 
-    def answer_losses(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
+    def answer_losses(self, x: Tensor, lengths: Tensor, owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
         if any(len(w) != 1 for w in words):
             raise ValueError("DTW templates recognise isolated words: one word per utterance")
-        x, lengths = self(batch)
         labels = torch.tensor([DIGIT_WORDS.index(w[0]) for w in words], device=x.device)
         correct, everything = self.templates.answer_graphs(x[owner], labels, lengths[owner])
         if self.loss == "nll":
@@ -72,8 +70,8 @@ class TemplateModel(Recognizer):
             return losses.mce(correct, everything, reduction="none")
         return losses.hinge(correct, everything, margin=self.margin, reduction="none")
 
-    def decode(self, batch: Batch) -> list[tuple[str, ...]]:
-        best = self.energies(batch).argmin(1).tolist()
+    def decode_outputs(self, x: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
+        best = self.templates(x, lengths).argmin(1).tolist()
         return [(DIGIT_WORDS[i],) for i in best]
 
     def align(self, batch: Batch) -> list[list[tuple[str, int, int]]]:

@@ -105,18 +105,17 @@ class TransducerModel(Recognizer):
         """Logits from projected encoder frames and predictor outputs (broadcast together)."""
         return self.output(torch.tanh(frames + self.predictor_projection(predictions)))
 
-    def frames(self, batch: Batch) -> tuple[Tensor, Tensor]:
+    def forward(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """Projected encoder frames ``[B, T', J]`` and their lengths."""
         x, lengths = self.encoder(batch.features, batch.lengths)
         return self.encoder_projection(x), lengths
 
-    def sides(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]
+    def sides(self, frames: Tensor, lengths: Tensor, owner: Tensor, words: Sequence[tuple[str, ...]]
               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         """The joiner's two sides over answer ``words[n]`` of utterance ``owner[n]`` (see
-        :meth:`answer_losses`): projected encoder frames ``[N, T', J]``, predictor outputs
-        ``[N, U + 1, H]`` (after blank, then each word); the padded targets ``[N, U]`` and the
-        frame and target lengths."""
-        frames, lengths = self.frames(batch)
+        :meth:`answer_losses`; ``frames`` and ``lengths`` from :meth:`forward`): projected encoder
+        frames ``[N, T', J]``, predictor outputs ``[N, U + 1, H]`` (after blank, then each word);
+        the padded targets ``[N, U]`` and the frame and target lengths."""
         frames, lengths = frames[owner], lengths[owner]
         targets = [word_ids(w) for w in words]
         target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long, device=frames.device)
@@ -128,18 +127,19 @@ class TransducerModel(Recognizer):
         predictions, _ = self.predictor(self.embedding(history))
         return frames, predictions, padded, lengths, target_lengths
 
-    def logits(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]
+    def logits(self, frames: Tensor, lengths: Tensor, owner: Tensor, words: Sequence[tuple[str, ...]]
                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Joiner logits ``[N, T', U + 1, 12]`` over each answer (as :meth:`sides`), the padded
         targets ``[N, U]`` and the frame and target lengths."""
-        frames, predictions, targets, lengths, target_lengths = self.sides(batch, owner, words)
+        frames, predictions, targets, lengths, target_lengths = self.sides(frames, lengths, owner, words)
         return self.join(frames[:, :, None], predictions[:, None]), targets, lengths, target_lengths
 
-    def answer_losses(self, batch: Batch, owner: Tensor, words: Sequence[tuple[str, ...]]) -> Tensor:
+    def answer_losses(self, frames: Tensor, lengths: Tensor, owner: Tensor,
+                      words: Sequence[tuple[str, ...]]) -> Tensor:
         if not self.prune_range:
-            logits, targets, lengths, target_lengths = self.logits(batch, owner, words)
+            logits, targets, lengths, target_lengths = self.logits(frames, lengths, owner, words)
             return rnnt_loss(logits, targets, lengths, target_lengths, blank=0, reduction="none")
-        frames, predictions, targets, lengths, target_lengths = self.sides(batch, owner, words)
+        frames, predictions, targets, lengths, target_lengths = self.sides(frames, lengths, owner, words)
         am, lm = self.simple_am(frames), self.simple_lm(predictions)
         simple, ranges = rnnt_loss_simple(am, lm, targets, lengths, target_lengths, blank=0, reduction="none",
                                           s_range=self.prune_range)
@@ -148,8 +148,7 @@ class TransducerModel(Recognizer):
                                   blank=0, reduction="none")
         return pruned + self.simple_scale * simple
 
-    def decode(self, batch: Batch) -> list[tuple[str, ...]]:
-        frames, lengths = self.frames(batch)
+    def decode_outputs(self, frames: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
         hypotheses = rnnt_beam_search(frames, lengths, self.predict, self.join, beam=self.beam, blank=0)
         return [tuple(DIGIT_WORDS[i - 1] for i in h) for h in hypotheses]
 
@@ -157,7 +156,8 @@ class TransducerModel(Recognizer):
         """Each transcript's best alignment: a word sits at the frame its label arc leaves from
         (the best-path indicator is the gradient of the alignments' tropical total)."""
         with torch.enable_grad():
-            logits, targets, lengths, target_lengths = self.logits(batch, *batch.own_answers())
+            frames, lengths = self(batch)
+            logits, targets, lengths, target_lengths = self.logits(frames, lengths, *batch.own_answers())
             log_probs = logits.detach().log_softmax(-1).requires_grad_()
             best = viterbi_score(rnnt_lattice(log_probs, targets, lengths, target_lengths, blank=0))
             (on_path,) = torch.autograd.grad(best.sum(), log_probs)
