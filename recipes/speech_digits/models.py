@@ -3,8 +3,12 @@ live in hybrid.py and templates.py).
 
 Every model has the same interface, used by training, evaluation and decoding:
 
-* ``losses(batch) -> [B]`` per-utterance training losses (through gtn_py graphs);
-* ``decode(batch) -> list of word tuples``;
+* ``forward(batch) -> (outputs [B, T', ...], lengths)``: the network's outputs, which the next
+  two read (so that one encoding serves reading and scoring alike);
+* ``decode_outputs(outputs, lengths) -> list of word tuples``, and ``decode(batch)`` from the batch;
+* ``answer_losses(outputs, lengths, owner, words) -> [N]``: the losses of any answers (several per
+  utterance if need be) through gtn_py graphs, and ``losses(batch) -> [B]`` those of the
+  transcripts, for training;
 * ``align(batch) -> list of [(word, first frame, last frame + 1)]`` in input frames (10 ms), for
   the drawings of the report.
 
