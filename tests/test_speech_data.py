@@ -20,7 +20,7 @@ from recipes.speech_digits.data import (
     utterance_table,
     write_transcripts,
 )
-from recipes.speech_digits.frontend import DEFAULT_CONFIG, mfcc, read_wav, resample, write_wav
+from recipes.speech_digits.frontend import DEFAULT_CONFIG, MfccConfig, mfcc, read_wav, resample, write_wav
 from recipes.speech_digits.mfc import mfc_byteorder, read_mfc, write_mfc
 
 SYNTH_TOOLS = ("espeak-ng", "flite", "sox")
@@ -188,6 +188,20 @@ def test_load_labelled_follows_transcripts(tmp_path: Path) -> None:
     write_transcripts(tmp_path / "t.txt", [("u4", ["one"])])
     with pytest.raises(FormatError, match="no .wav/.mfc"):
         load_labelled(tmp_path, tmp_path / "t.txt")
+
+
+def test_mfc_made_with_the_dct_transform_is_converted_on_loading(tmp_path: Path) -> None:
+    """A folder of .mfc files made with ``-transform dct``, read with ``mfc_transform="dct"``, gives
+    the recipe's own (legacy) features of the same sound to within the conversion's smoothing."""
+    x = np.rint(np.random.default_rng(4).normal(0, 2000, 16000))
+    write_mfc(tmp_path / "u1.mfc", mfcc(x, MfccConfig(transform="dct")))
+    write_transcripts(tmp_path / "t.txt", [("u1", ["one"])])
+    (converted,) = load_labelled(tmp_path, tmp_path / "t.txt", mfc_transform="dct")
+    ((_, unconverted),) = load_directory(tmp_path)
+    expected = cmn(mfcc(x))
+    assert np.abs(converted.features - expected).max() < 0.02 < np.abs(unconverted - expected).max()
+    ((_, again),) = load_directory(tmp_path, mfc_transform="dct")
+    np.testing.assert_array_equal(again, converted.features)
 
 
 # --- synthesis ----------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tidigits_archive import write_archive
 
 from recipes import common
 from recipes.common import InputError
@@ -26,6 +27,7 @@ from recipes.speech_digits.data import write_transcripts
 from recipes.speech_digits.frontend import write_wav
 from recipes.speech_digits.kinds import READERS
 from recipes.speech_digits.synth import Voice, synthesize, utterance_spec
+from recipes.speech_digits.tidigits import extract, folder
 
 SYNTH_TOOLS = ("espeak-ng", "flite", "sox")
 needs_synth = pytest.mark.skipif(
@@ -140,14 +142,20 @@ def test_a_missing_or_malformed_list_is_a_clear_error(tmp_path: Path) -> None:
 
 @needs_synth
 def test_demo_reads_fresh_utterances_with_every_shipped_model(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """``make speech-demo``'s command, on 6 utterances: a row per shipped model, the JSON table
-    and the alignment report written."""
+    """``make speech-demo``'s command, on 6 utterances and a stand-in for the real speakers' set
+    (already fetched, so nothing downloads): a row per shipped model and reading for each, the JSON
+    table and the alignment report written."""
+    extract(write_archive(tmp_path / "archive.tar.gz"), folder(tmp_path / "data"))
     main(["demo", "--count", "6", "--root", str(tmp_path / "data"), "--out", str(tmp_path), "--jobs", "1",
           "--viz-count", "2", "--quiet"])
     table = json.loads((tmp_path / "speech_demo.json").read_text())
     joint = [r["name"] for r in shipped_readings() if len(r["paths"]) > 1 or r["warps"]]
-    assert [row["file"] for row in table["models"]] == [m["file"] for m in MODELS] + joint
-    assert all(0 <= row["wer"] <= 100 and row["words"] > 0 for row in table["models"])
+    for rows in (table["models"], table["real_speakers"]["models"]):
+        assert [row["file"] for row in rows] == [m["file"] for m in MODELS] + joint
+        assert all(0 <= row["wer"] <= 100 and row["words"] > 0 for row in rows)
+    assert [row["results_wer"] for row in table["real_speakers"]["models"]] == [
+        m.get("real_wer") for m in MODELS] + [r["real_wer"] for r in shipped_readings() if r["name"] in joint]
     assert (tmp_path / "viz" / "index.html").is_file()
     out = capsys.readouterr().out
+    assert "4 utterances of real speakers" in out
     assert "6 utterances of held-out voices" in out and all(m["file"] in out for m in MODELS)

@@ -21,6 +21,7 @@ from gtn_py.errors import FormatError
 
 from .. import common
 from ..common import InputError
+from . import tidigits
 from .data import Utterance, load_corpus, load_directory, load_labelled, utterance_table
 from .evaluate import Result, decode_features, evaluate_model, format_summary, write_report
 from .frontend import DEFAULT_CONFIG
@@ -61,26 +62,27 @@ def model_options(kind: str, pairs: list[str]) -> dict[str, Any]:
 
 
 def shipped_models(index: Path = SHIPPED_INDEX) -> list[dict]:
-    """The shipped models of ``index`` (``{"models": [{"file", "kind", "test_wer", "command"},
-    ...]}``, files relative to it), best first: lowest WER on the held-out test voices."""
+    """The shipped models of ``index`` (``{"models": [{"file", "kind", "test_wer", "real_wer",
+    "command"}, ...]}``, files relative to it; ``real_wer``, the WER on the real speakers of
+    :mod:`.tidigits`, may be missing), best first: lowest WER on the held-out test voices."""
     return _shipped(index)[0]
 
 
 def shipped_readings(index: Path = SHIPPED_INDEX) -> list[dict]:
     """The ways of reading that ``index`` ships, best first: each model that reads on its own (one
     of :data:`~.kinds.READERS`; DTW templates need a segmenter to cut words) as it is, and each
-    entry of its ``"readings"`` (``{"name", "files", "warps", "combine", "test_wer"}``: shipped
-    models reading as one, see ``--combine``). Each has ``name``, ``paths``, ``warps``, ``combine``
-    and ``test_wer``."""
+    entry of its ``"readings"`` (``{"name", "files", "warps", "combine", "test_wer", "real_wer"}``:
+    shipped models reading as one, see ``--combine``). Each has ``name``, ``paths``, ``warps``,
+    ``combine``, ``test_wer`` and ``real_wer`` (None where not measured)."""
     return _shipped(index)[1]
 
 
 def _shipped(index: Path) -> tuple[list[dict], list[dict]]:
     try:
         listing = json.loads(index.read_text())
-        models = [{**e, "path": index.parent / e["file"], "test_wer": float(e["test_wer"])} for e in listing["models"]]
-        readings = [{"name": m["file"], "paths": [m["path"]], "warps": (), "combine": "auto",
-                     "test_wer": m["test_wer"]} for m in models if m["kind"] in READERS]
+        models = [{**e, "path": index.parent / e["file"], **_figures(e)} for e in listing["models"]]
+        readings = [{"name": m["file"], "paths": [m["path"]], "warps": (), "combine": "auto", **_figures(m)}
+                    for m in models if m["kind"] in READERS]
         kinds = {m["file"]: m["kind"] for m in models}
         for r in listing.get("readings", []):
             if not set(r["files"]) <= {f for f, kind in kinds.items() if kind in READERS}:
@@ -89,12 +91,18 @@ def _shipped(index: Path) -> tuple[list[dict], list[dict]]:
                 raise ValueError(f"reading {r['name']!r}: combine must be one of {COMBINE}")
             readings.append({"name": str(r["name"]), "paths": [index.parent / f for f in r["files"]],
                              "warps": tuple(float(a) for a in r["warps"]), "combine": r["combine"],
-                             "test_wer": float(r["test_wer"])})
+                             **_figures(r)})
     except FileNotFoundError:
         raise InputError(f"{index}: no list of shipped models here: name a model with --checkpoint") from None
     except (ValueError, KeyError, TypeError) as e:
         raise FormatError(f"not a list of shipped models ({type(e).__name__}: {e})", path=str(index)) from None
     return sorted(models, key=lambda m: m["test_wer"]), sorted(readings, key=lambda r: r["test_wer"])
+
+
+def _figures(entry: dict) -> dict[str, float | None]:
+    """An entry's WER on the held-out test voices and, where measured, on the real speakers."""
+    real = entry.get("real_wer")
+    return {"test_wer": float(entry["test_wer"]), "real_wer": None if real is None else float(real)}
 
 
 def default_reading(index: Path = SHIPPED_INDEX) -> dict:
@@ -207,8 +215,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def _inputs(args: argparse.Namespace) -> list[Utterance]:
     if getattr(args, "transcripts", None):
-        return load_labelled(args.input, args.transcripts)
-    return [Utterance(utt, feats, ()) for utt, feats in load_directory(args.input)]
+        return load_labelled(args.input, args.transcripts, mfc_transform=args.mfc_transform)
+    return [Utterance(utt, feats, ()) for utt, feats in load_directory(args.input, mfc_transform=args.mfc_transform)]
 
 
 def _groups(transcripts: str, column: str) -> dict[str, set[str]]:
@@ -287,16 +295,50 @@ def cmd_decode(args: argparse.Namespace) -> None:
         print(f"report: {index}", file=sys.stderr)
 
 
+def cmd_tidigits(args: argparse.Namespace) -> None:
+    out = tidigits.fetch(args.root)
+    print(f"{len(utterance_table(out))} utterances of real speakers in {out}; read them with:\n"
+          f"python -m recipes.speech_digits evaluate --input {out / 'mfc'} --transcripts {out / 'transcripts.txt'} "
+          "--by speaker")
+
+
 def cmd_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
     """``make speech-demo``: fresh test utterances of the held-out voices (a corpus seed of their
-    own), read by every shipped model; a table of their word error rates beside the ones
-    RESULTS.md gives, and the HTML alignment report of the best model's readings."""
+    own), then the real speakers of :mod:`.tidigits`, read by every shipped model and reading;
+    a table of word error rates beside the ones RESULTS.md gives for each set, and the HTML
+    alignment report of the best model's readings of the fresh utterances."""
     start = time.perf_counter()
     corpus = prepare(args.root, seed=args.seed, sizes={"test": args.count}, jobs=args.jobs, log=print)
     utterances = load_corpus(corpus, "test")
     audio = sum(u.features.shape[0] for u in utterances) / DEFAULT_CONFIG.frame_rate
     print(f"{len(utterances)} utterances of held-out voices ({audio:.0f} s of audio) in {corpus}, "
           f"{time.perf_counter() - start:.0f} s")
+    rows, report = _read_with_every_shipped(utterances, "test_wer", not args.quiet,
+                                            Path(args.out) / "viz", args.viz_count)
+    _print_table(rows, audio, "RESULTS.md")
+    results: dict[str, Any] = {"corpus": str(corpus), "audio_seconds": audio, "models": rows}
+    try:
+        real = tidigits.fetch(args.root)
+    except (InputError, FormatError) as e:
+        print(f"\nreal speakers: not read ({e})")
+    else:
+        speakers = load_labelled(real / "mfc", real / "transcripts.txt")
+        seconds = sum(u.features.shape[0] for u in speakers) / DEFAULT_CONFIG.frame_rate
+        print(f"\n{len(speakers)} utterances of real speakers ({seconds:.0f} s of audio) in {real}")
+        real_rows, _ = _read_with_every_shipped(speakers, "real_wer", not args.quiet)
+        _print_table(real_rows, seconds, "RESULTS.md")
+        results["real_speakers"] = {"folder": str(real), "audio_seconds": seconds, "models": real_rows}
+    common.write_json(Path(args.out) / "speech_demo.json", results)
+    print(f"written: {Path(args.out) / 'speech_demo.json'}; report of {rows[0]['file'] if rows else '-'}'s "
+          f"readings: {report}")
+    return rows
+
+
+def _read_with_every_shipped(utterances: list[Utterance], figure: str, show_progress: bool,
+                             report_dir: Path | None = None, viz_count: int = 0) -> tuple[list[dict], Path | None]:
+    """A row per shipped model, then per shipped reading of several models or warps: its errors on
+    ``utterances``, the time it took and the WER models.json gives it (``figure``: ``test_wer`` or
+    ``real_wer``); and, in ``report_dir``, the alignment report of the first model that reads."""
     rows = []
     report = None
     combined = [r for r in shipped_readings() if len(r["paths"]) > 1 or r["warps"]]
@@ -311,27 +353,27 @@ def cmd_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
         if entry.get("segmenter"):  # DTW templates read the words their segmenter cuts (timed with them)
             segmenter, _ = load_model(SHIPPED / entry["segmenter"])
             reading = isolated_words(segmenter, utterances)
-        result = evaluate_model(model, reading, show_progress=not args.quiet)
+        result = evaluate_model(model, reading, show_progress=show_progress)
         seconds = time.perf_counter() - began
         summary = result.summary()
         rows.append({"file": entry["file"], "kind": entry["kind"], "units": "isolated words" if entry.get(
-            "segmenter") else "utterances", "wer": summary["wer"], "results_wer": entry["test_wer"],
+            "segmenter") else "utterances", "wer": summary["wer"], "results_wer": entry.get(figure),
                      "sub": summary["substitutions"], "del": summary["deletions"], "ins": summary["insertions"],
                      "words": summary["words"], "seconds": seconds})
-        if report is None and entry["kind"] in READERS:
-            report = write_report(model, utterances[:args.viz_count], Path(args.out) / "viz", result)
-    print(f"\n{'model':16} {'kind':7} {'WER here':>9} {'(sub/del/ins of words)':>24} {'RESULTS.md':>10} "
+        if report_dir is not None and report is None and entry["kind"] in READERS:
+            report = write_report(model, utterances[:viz_count], report_dir, result)
+    return rows, report
+
+
+def _print_table(rows: list[dict], audio: float, source: str) -> None:
+    print(f"\n{'model':16} {'kind':7} {'WER here':>9} {'(sub/del/ins of words)':>24} {source:>10} "
           f"{'read in':>8}  x real time")
     for row in rows:
         errors = f"{row['sub']}/{row['del']}/{row['ins']} of {row['words']}"
-        print(f"{row['file']:16} {row['kind']:7} {row['wer']:8.1f} % {errors:>24} {row['results_wer']:9.1f} % "
+        given = "-" if row["results_wer"] is None else f"{row['results_wer']:.1f} %"
+        print(f"{row['file']:16} {row['kind']:7} {row['wer']:8.1f} % {errors:>24} {given:>10} "
               f"{row['seconds']:7.1f} s  {audio / max(row['seconds'], 1e-9):6.0f}"
               + ("  (isolated words cut by its segmenter)" if row["units"] != "utterances" else ""))
-    common.write_json(Path(args.out) / "speech_demo.json", {"corpus": str(corpus), "audio_seconds": audio,
-                                                             "models": rows})
-    print(f"written: {Path(args.out) / 'speech_demo.json'}; report of {rows[0]['file'] if rows else '-'}'s "
-          f"readings: {report}")
-    return rows
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
@@ -408,6 +450,9 @@ def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:
                    help="a reading setting of the model's kind, e.g. beam=8 for an RNN-T (see train --help); with "
                         "kinds mixed, it applies to those that have it")
     p.add_argument("--input", required=True, type=Path, help="folder of .wav (any rate) or Sphinx .mfc files")
+    p.add_argument("--mfc-transform", choices=("legacy", "dct"), default=DEFAULT_CONFIG.transform,
+                   help="the sphinx_fe -transform the .mfc files were made with: 'dct' ones (as pocketsphinx's "
+                        "models' feat.params make them) are converted to the recipe's 'legacy' cepstra")
     if transcripts:
         p.add_argument("--transcripts", required=True, help="lines 'one two three (utterance-id)'")
     p.add_argument("--batch-size", type=int, default=32)
@@ -461,6 +506,11 @@ def main(argv: list[str] | None = None) -> None:
     _add_input_options(p, transcripts=False)
     p.add_argument("--viz", default="", help="folder for a report of the decoded alignments")
     p.set_defaults(func=cmd_decode)
+
+    p = commands.add_parser("tidigits", help="fetch the real speakers' test set: the 31 TIDIGITS utterances of "
+                                             "pocketsphinx's source archive (pip download)")
+    p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="data directory: the set goes into ROOT/tidigits")
+    p.set_defaults(func=cmd_tidigits)
 
     p = commands.add_parser("demo", help="fresh utterances of held-out voices read by every shipped model "
                                          "(make speech-demo)")

@@ -15,7 +15,7 @@ import numpy as np
 
 from gtn_py.errors import FormatError
 
-from .frontend import DEFAULT_CONFIG, MfccConfig, wav_features
+from .frontend import DEFAULT_CONFIG, MfccConfig, transform_conversion, wav_features
 from .mfc import read_mfc
 
 # "oh" and "zero" are different words, as in TIDIGITS.
@@ -98,11 +98,16 @@ def feature_files(directory: str | Path) -> dict[str, Path]:
     return files
 
 
-def load_features(path: str | Path, config: MfccConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """CMN-normalised features ``[T, num_cepstra]`` of one .wav (any rate, resampled) or .mfc file."""
+def load_features(path: str | Path, config: MfccConfig = DEFAULT_CONFIG, mfc_transform: str | None = None
+                  ) -> np.ndarray:
+    """CMN-normalised features ``[T, num_cepstra]`` of one .wav (any rate, resampled) or .mfc file;
+    an .mfc file made by ``sphinx_fe -transform mfc_transform`` (default: ``config``'s) is converted
+    to ``config``'s cepstra (:func:`~.frontend.transform_conversion`)."""
     path = Path(path)
     if path.suffix.lower() == ".mfc":
         feats = read_mfc(path, config.num_cepstra)
+        if mfc_transform not in (None, config.transform):
+            feats = (feats @ transform_conversion(mfc_transform, config)).astype(np.float32)
     elif path.suffix.lower() == ".wav":
         feats = wav_features(path, config)
     else:
@@ -110,15 +115,19 @@ def load_features(path: str | Path, config: MfccConfig = DEFAULT_CONFIG) -> np.n
     return cmn(feats)
 
 
-def load_directory(directory: str | Path, config: MfccConfig = DEFAULT_CONFIG) -> list[tuple[str, np.ndarray]]:
-    """``(utt_id, features [T, 13])`` for every .wav/.mfc file of a directory, sorted by id, with CMN."""
-    return [(utt, load_features(path, config)) for utt, path in feature_files(directory).items()]
+def load_directory(directory: str | Path, config: MfccConfig = DEFAULT_CONFIG, mfc_transform: str | None = None
+                   ) -> list[tuple[str, np.ndarray]]:
+    """``(utt_id, features [T, 13])`` for every .wav/.mfc file of a directory, sorted by id, with CMN
+    (``mfc_transform`` as in :func:`load_features`)."""
+    return [(utt, load_features(path, config, mfc_transform)) for utt, path in feature_files(directory).items()]
 
 
 def load_labelled(
-    directory: str | Path, transcripts: str | Path, config: MfccConfig = DEFAULT_CONFIG
+    directory: str | Path, transcripts: str | Path, config: MfccConfig = DEFAULT_CONFIG,
+    mfc_transform: str | None = None,
 ) -> list[Utterance]:
-    """The utterances listed in a transcript file, in its order, with features from ``directory``.
+    """The utterances listed in a transcript file, in its order, with features from ``directory``
+    (``mfc_transform`` as in :func:`load_features`).
 
     Raises FormatError if a listed utterance has no feature file or a word is not a digit word.
     """
@@ -128,7 +137,8 @@ def load_labelled(
     if missing:
         raise FormatError(f"{len(missing)} transcribed utterances have no .wav/.mfc file, e.g. {missing[:3]}",
                           path=str(directory))
-    return [Utterance(utt, load_features(files[utt], config), words) for utt, words in labelled.items()]
+    return [Utterance(utt, load_features(files[utt], config, mfc_transform), words)
+            for utt, words in labelled.items()]
 
 
 def utterance_table(split_dir: str | Path) -> dict[str, dict[str, str]]:

@@ -15,7 +15,7 @@ coefficients is ~2e-6 (``sphinx_fe`` writes float32); tests/test_speech_frontend
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -148,6 +148,24 @@ def frequency_warp(alpha: float | np.ndarray, config: MfccConfig = DEFAULT_CONFI
     resample[below + 1, np.arange(n)] += frac
     transform = cepstral_transform(config)
     return np.linalg.pinv(transform) @ resample @ transform
+
+
+def transform_conversion(source: str, config: MfccConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """``[num_cepstra, num_cepstra]`` matrix ``A`` such that ``cepstra @ A`` are the cepstra
+    ``config`` makes of a sound whose ``cepstra`` were made by the ``source`` transform (``"legacy"``
+    or ``"dct"``, ``sphinx_fe``'s ``-transform``; every other option as ``config``'s): the log mel
+    energies are recovered by least squares (as in :func:`frequency_warp`) and transformed again.
+    Exact for spectra as smooth as the cepstra kept; the identity when the transforms agree.
+
+    Sphinx feature sets are made with either (pocketsphinx's own models use ``dct``). The two differ
+    by more than a scale per coefficient, since ``legacy`` weighs the first filter by half in every
+    cepstrum; read unconverted, ``dct`` features cost the recipe's hybrid 0.8 points of WER."""
+    if source not in ("legacy", "dct"):
+        raise ValueError(f"transform must be 'legacy' or 'dct', got {source!r}")
+    if source == config.transform:
+        return np.eye(config.num_cepstra)
+    made = cepstral_transform(replace(config, transform=source))
+    return np.linalg.pinv(made) @ cepstral_transform(config)
 
 
 def frequency_mask(start: int, width: int, config: MfccConfig = DEFAULT_CONFIG) -> np.ndarray:
