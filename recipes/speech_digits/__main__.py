@@ -315,7 +315,7 @@ def cmd_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
           f"{time.perf_counter() - start:.0f} s")
     rows, report = _read_with_every_shipped(utterances, "test_wer", not args.quiet,
                                             Path(args.out) / "viz", args.viz_count)
-    _print_table(rows, audio, "RESULTS.md")
+    _print_table(rows, audio)
     results: dict[str, Any] = {"corpus": str(corpus), "audio_seconds": audio, "models": rows}
     try:
         real = tidigits.fetch(args.root)
@@ -326,7 +326,7 @@ def cmd_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
         seconds = sum(u.features.shape[0] for u in speakers) / DEFAULT_CONFIG.frame_rate
         print(f"\n{len(speakers)} utterances of real speakers ({seconds:.0f} s of audio) in {real}")
         real_rows, _ = _read_with_every_shipped(speakers, "real_wer", not args.quiet)
-        _print_table(real_rows, seconds, "RESULTS.md")
+        _print_table(real_rows, seconds)
         results["real_speakers"] = {"folder": str(real), "audio_seconds": seconds, "models": real_rows}
     common.write_json(Path(args.out) / "speech_demo.json", results)
     print(f"written: {Path(args.out) / 'speech_demo.json'}; report of {rows[0]['file'] if rows else '-'}'s "
@@ -365,8 +365,8 @@ def _read_with_every_shipped(utterances: list[Utterance], figure: str, show_prog
     return rows, report
 
 
-def _print_table(rows: list[dict], audio: float, source: str) -> None:
-    print(f"\n{'model':16} {'kind':7} {'WER here':>9} {'(sub/del/ins of words)':>24} {source:>10} "
+def _print_table(rows: list[dict], audio: float) -> None:
+    print(f"\n{'model':16} {'kind':7} {'WER here':>9} {'(sub/del/ins of words)':>24} {'RESULTS.md':>10} "
           f"{'read in':>8}  x real time")
     for row in rows:
         errors = f"{row['sub']}/{row['del']}/{row['ins']} of {row['words']}"
