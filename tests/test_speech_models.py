@@ -263,6 +263,44 @@ def test_ctc_with_two_units_per_word_steps_lower_the_loss() -> None:
     steps_lower_loss("ctc", {"units": 2})
 
 
+def test_ctc_mmi_steps_lower_the_loss() -> None:
+    steps_lower_loss("ctc", {"units": 2, "criterion": "mmi"})
+
+
+def test_ctc_mmi_renormalises_over_the_frame_labellings_that_spell_words() -> None:
+    """``criterion=mmi``: the loss is CTC's minus the log of the probability of every frame
+    labelling that the digit loop can read, enumerated here over 4 frames (2 units per word:
+    each word's units in order, a unit held or separated by blanks, a word's first unit after
+    the last unit of any word); with 1 unit every labelling spells words and the two agree."""
+    utterances = corpus(2, seed=1)
+    batch = make_batch([u.features[:8] for u in utterances], [("one",), ("two",)])
+    for units in (1, 2):
+        torch.manual_seed(0)
+        ctc = build_model(ModelConfig("ctc", TINY, {"units": units}))
+        mmi = build_model(ModelConfig("ctc", TINY, {"units": units, "criterion": "mmi"}))
+        mmi.load_state_dict(ctc.state_dict())
+        ctc.eval(), mmi.eval()
+        with torch.no_grad():
+            log_probs, lengths = ctc(batch)
+            assert lengths.tolist() == [4, 4]
+
+            def spells_words(labels: tuple[int, ...]) -> bool:
+                collapsed = [a for i, a in enumerate(labels) if a and (i == 0 or a != labels[i - 1])]
+                if len(collapsed) % units:
+                    return False
+                return all(collapsed[k] % units == 1 % units and collapsed[k:k + units] == list(
+                    range(collapsed[k], collapsed[k] + units)) for k in range(0, len(collapsed), units))
+
+            labellings = [x for x in itertools.product(range(1 + units * NUM_WORDS), repeat=4) if spells_words(x)]
+            index = torch.tensor(labellings)
+            total = log_probs[:, torch.arange(4), index].sum(-1).logsumexp(-1)
+            torch.testing.assert_close(mmi.losses(batch), ctc.losses(batch) + total, rtol=1e-5, atol=1e-5)
+            if units == 1:
+                torch.testing.assert_close(total, torch.zeros(2), atol=1e-5, rtol=0)
+            else:
+                assert (total < -0.1).all()
+
+
 def test_ctc_units_are_read_back_as_words_and_aligned_as_words() -> None:
     """With 3 units per word, a frame sequence that spells "five five two" unit by unit (blanks
     between some units, a unit held over frames) decodes to those words through the unit lexicon,
@@ -572,7 +610,8 @@ def test_product_of_experts_reads_the_answer_of_least_summed_energy(tmp_path: Pa
     assert torch.isfinite(members[2].losses(make_batch([u.features for u in utterances[:2]]))).all()
 
 
-@pytest.mark.parametrize("kind, options", [("ctc", {"units": 2}), ("hybrid", {"states": 2}),
+@pytest.mark.parametrize("kind, options", [("ctc", {"units": 2}), ("ctc", {"units": 2, "criterion": "mmi"}),
+                                           ("hybrid", {"states": 2}),
                                            ("hybrid", {"states": 2, "criterion": "ml"}),
                                            ("rnnt", {"predictor": 8, "joiner": 8}),
                                            ("rnnt", {"predictor": 8, "joiner": 8, "prune_range": 2}),

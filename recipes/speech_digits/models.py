@@ -23,7 +23,7 @@ import math
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, Literal, NamedTuple, TypeVar, cast
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from gtn_py.criteria.ctc import ctc_decode, ctc_expand, ctc_loss, label_sequences
 from gtn_py.graph import Graph
-from gtn_py.ops.dense import viterbi_align
+from gtn_py.ops.dense import dense_score, viterbi_align
 
 from ..common import Committee, InputError
 from .data import DIGIT_WORDS
@@ -444,6 +444,8 @@ WORD_SCORE_HELP = "log-score added to each word read (decoding only: > 0 reads m
 @dataclass(frozen=True)
 class CTCOptions:
     units: int = option(1, "CTC labels per word, spoken in order (1: word-level CTC)", least=1)
+    criterion: Literal["ctc", "mmi"] = option(
+        "ctc", "-log P(transcript) among every label sequence, or (mmi) among those that spell words only")
     word_score: float = option(0.0, WORD_SCORE_HELP)
 
 
@@ -481,6 +483,7 @@ class CTCModel(FrameScorer):
         self.config = config
         options = parse_options(CTCOptions, config.options, "ctc")
         self.units = options.units
+        self.criterion = options.criterion
         self.word_score = options.word_score
         self.encoder = Encoder(config.encoder)
         self.output = nn.Linear(self.encoder.dim, NUM_WORDS * self.units + 1)
@@ -512,8 +515,15 @@ class CTCModel(FrameScorer):
         targets = [self.labels(w) for w in words]
         flat = torch.tensor([x for t in targets for x in t], dtype=torch.long, device=log_probs.device)
         target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.long)
-        return ctc_loss(log_probs[owner].transpose(0, 1), flat, lengths[owner], target_lengths, blank=0,
-                        reduction="none")
+        losses = ctc_loss(log_probs[owner].transpose(0, 1), flat, lengths[owner], target_lengths, blank=0,
+                          reduction="none")
+        if self.criterion == "ctc":
+            return losses
+        # MMI, as the hybrid's: the transcript among the answers the digit loop can read, so no
+        # probability goes to unit sequences that spell no words (with 1 unit there are none and
+        # the denominator is 0). Once per utterance, whatever its answers.
+        everything = ctc_expand(unit_lexicon(self.units, log_probs.dtype, log_probs.device))
+        return losses + dense_score(everything, log_probs, lengths)[owner]
 
     def decode_outputs(self, log_probs: Tensor, lengths: Tensor) -> list[tuple[str, ...]]:
         grammar = unit_lexicon(self.units, log_probs.dtype, log_probs.device, self.word_score)
