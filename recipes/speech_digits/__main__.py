@@ -366,12 +366,13 @@ def _read_with_every_shipped(utterances: list[Utterance], figure: str, show_prog
 
 
 def _print_table(rows: list[dict], audio: float) -> None:
-    print(f"\n{'model':16} {'kind':7} {'WER here':>9} {'(sub/del/ins of words)':>24} {'RESULTS.md':>10} "
+    width = max([len("model"), *(len(row["file"]) for row in rows)])
+    print(f"\n{'model':{width}} {'kind':7} {'WER here':>9} {'(sub/del/ins of words)':>24} {'RESULTS.md':>10} "
           f"{'read in':>8}  x real time")
     for row in rows:
         errors = f"{row['sub']}/{row['del']}/{row['ins']} of {row['words']}"
         given = "-" if row["results_wer"] is None else f"{row['results_wer']:.1f} %"
-        print(f"{row['file']:16} {row['kind']:7} {row['wer']:8.1f} % {errors:>24} {given:>10} "
+        print(f"{row['file']:{width}} {row['kind']:7} {row['wer']:8.1f} % {errors:>24} {given:>10} "
               f"{row['seconds']:7.1f} s  {audio / max(row['seconds'], 1e-9):6.0f}"
               + ("  (isolated words cut by its segmenter)" if row["units"] != "utterances" else ""))
 
