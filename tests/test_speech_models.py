@@ -267,6 +267,16 @@ def test_ctc_mmi_steps_lower_the_loss() -> None:
     steps_lower_loss("ctc", {"units": 2, "criterion": "mmi"})
 
 
+def spells_words(labels: tuple[int, ...], units: int) -> bool:
+    """Whether a frame labelling collapses (repeats merged, blanks dropped) to whole words of
+    ``units`` labels each, each word's labels in order."""
+    collapsed = [a for i, a in enumerate(labels) if a and (i == 0 or a != labels[i - 1])]
+    if len(collapsed) % units:
+        return False
+    return all(collapsed[k] % units == 1 % units and collapsed[k:k + units] == list(
+        range(collapsed[k], collapsed[k] + units)) for k in range(0, len(collapsed), units))
+
+
 def test_ctc_mmi_renormalises_over_the_frame_labellings_that_spell_words() -> None:
     """``criterion=mmi``: the loss is CTC's minus the log of the probability of every frame
     labelling that the digit loop can read, enumerated here over 4 frames (2 units per word:
@@ -284,14 +294,8 @@ def test_ctc_mmi_renormalises_over_the_frame_labellings_that_spell_words() -> No
             log_probs, lengths = ctc(batch)
             assert lengths.tolist() == [4, 4]
 
-            def spells_words(labels: tuple[int, ...]) -> bool:
-                collapsed = [a for i, a in enumerate(labels) if a and (i == 0 or a != labels[i - 1])]
-                if len(collapsed) % units:
-                    return False
-                return all(collapsed[k] % units == 1 % units and collapsed[k:k + units] == list(
-                    range(collapsed[k], collapsed[k] + units)) for k in range(0, len(collapsed), units))
-
-            labellings = [x for x in itertools.product(range(1 + units * NUM_WORDS), repeat=4) if spells_words(x)]
+            labellings = [x for x in itertools.product(range(1 + units * NUM_WORDS), repeat=4)
+                          if spells_words(x, units)]
             index = torch.tensor(labellings)
             total = log_probs[:, torch.arange(4), index].sum(-1).logsumexp(-1)
             torch.testing.assert_close(mmi.losses(batch), ctc.losses(batch) + total, rtol=1e-5, atol=1e-5)
