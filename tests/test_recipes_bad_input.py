@@ -253,7 +253,7 @@ def test_speech_user_errors_are_one_line(tmp_path, capsys):
     assert "expected KEY=VALUE" in error_of(speech, ["train", "--out", str(tmp_path), "--option", "states"], capsys)
     assert "option states=0: must be finite and at least 1" in error_of(
         speech, ["train", "--out", str(tmp_path), "--model", "hybrid", "--option", "states=0"], capsys)
-    assert "not a setting of --model ctc (its settings: units, word_score)" in error_of(
+    assert "not a setting of --model ctc (its settings: units, criterion, word_score)" in error_of(
         speech, ["train", "--out", str(tmp_path), "--option", "states=3"], capsys)
 
 
