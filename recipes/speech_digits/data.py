@@ -38,24 +38,29 @@ def read_transcripts(path: str | Path, vocabulary: Sequence[str] | None = None) 
     Blank lines are skipped. Raises FormatError naming the line for a line without a trailing
     ``(utt-id)``, a repeated id, or (when ``vocabulary`` is given) a word outside it.
     """
+    return parse_transcripts(Path(path).read_text(encoding="utf-8"), vocabulary, str(path))
+
+
+def parse_transcripts(text: str, vocabulary: Sequence[str] | None = None,
+                      path: str | None = None) -> dict[str, tuple[str, ...]]:
+    """:func:`read_transcripts` of the file's text (``path`` names it in errors)."""
     known = None if vocabulary is None else set(vocabulary)
     transcripts: dict[str, tuple[str, ...]] = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            text = line.strip()
-            if not text:
-                continue
-            match = _TRANSCRIPT_LINE.match(text)
-            if match is None:
-                raise FormatError(f"expected 'word ... (utterance-id)', got {text!r}", line=number, path=str(path))
-            utt, words = match["utt"], tuple(match["words"].split())
-            if utt in transcripts:
-                raise FormatError(f"utterance id {utt!r} appears twice", line=number, path=str(path))
-            if known is not None:
-                unknown = [w for w in words if w not in known]
-                if unknown:
-                    raise FormatError(f"unknown words {unknown} in {utt!r}", line=number, path=str(path))
-            transcripts[utt] = words
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        match = _TRANSCRIPT_LINE.match(line)
+        if match is None:
+            raise FormatError(f"expected 'word ... (utterance-id)', got {line!r}", line=number, path=path)
+        utt, words = match["utt"], tuple(match["words"].split())
+        if utt in transcripts:
+            raise FormatError(f"utterance id {utt!r} appears twice", line=number, path=path)
+        if known is not None:
+            unknown = [w for w in words if w not in known]
+            if unknown:
+                raise FormatError(f"unknown words {unknown} in {utt!r}", line=number, path=path)
+        transcripts[utt] = words
     return transcripts
 
 
@@ -139,6 +144,15 @@ def load_labelled(
                           path=str(directory))
     return [Utterance(utt, load_features(files[utt], config, mfc_transform), words)
             for utt, words in labelled.items()]
+
+
+def write_utterance_table(path: str | Path, fields: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Write an ``utterances.tsv`` (read by :func:`utterance_table`): a header of ``fields``, the
+    first ``utt_id``, then a tab-separated line per row, ``-`` for a value that is None."""
+    if not fields or fields[0] != "utt_id":
+        raise ValueError(f"the first column of an utterance table is utt_id, got {list(fields)}")
+    lines = ["\t".join(fields)] + ["\t".join("-" if v is None else str(v) for v in row) for row in rows]
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def utterance_table(split_dir: str | Path) -> dict[str, dict[str, str]]:

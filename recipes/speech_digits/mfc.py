@@ -44,13 +44,17 @@ def mfc_byteorder(data: bytes, path: str | None = None) -> Literal["little", "bi
 
 def read_mfc(path: str | Path, num_cepstra: int = NUM_CEPSTRA) -> np.ndarray:
     """Features ``[T, num_cepstra]`` (float32, native byte order) of a Sphinx ``.mfc`` file."""
-    data = Path(path).read_bytes()
-    order = mfc_byteorder(data, str(path))
+    return parse_mfc(Path(path).read_bytes(), num_cepstra, str(path))
+
+
+def parse_mfc(data: bytes, num_cepstra: int = NUM_CEPSTRA, path: str | None = None) -> np.ndarray:
+    """:func:`read_mfc` of the file's contents (``path`` names it in errors)."""
+    order = mfc_byteorder(data, path)
     values = np.frombuffer(data, dtype=_ORDERS[order] + "f4", offset=4)
     if values.size % num_cepstra:
-        raise FormatError(f"{values.size} floats are not whole frames of {num_cepstra}", path=str(path))
+        raise FormatError(f"{values.size} floats are not whole frames of {num_cepstra}", path=path)
     if not np.isfinite(values).all():
-        raise FormatError("features contain NaN or infinity", path=str(path))
+        raise FormatError("features contain NaN or infinity", path=path)
     return values.astype(np.float32).reshape(-1, num_cepstra)
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DIGIT_WORDS, write_transcripts
+from .data import DIGIT_WORDS, write_transcripts, write_utterance_table
 from .frontend import DEFAULT_CONFIG, MfccConfig, mfcc, write_wav
 from .mfc import write_mfc
 
@@ -496,9 +496,6 @@ def _write_transcript_file(path: Path, specs: Sequence[UtteranceSpec]) -> None:
 def _write_table(path: Path, specs: Sequence[UtteranceSpec]) -> None:
     fields = ("utt_id", "voice", "accent", "rate", "pitch", "word_gap", "speed", "tempo", "reverb", "level_db",
               "snr_db", "noise", "lead_s", "trail_s", "text")
-    lines = ["\t".join(fields)]
-    for s in specs:
-        values = [s.utt_id, str(s.voice), s.voice.accent, s.rate, s.pitch, s.word_gap, s.speed, s.tempo, s.reverb,
-                  s.level_db, s.snr_db, s.noise, s.lead_s, s.trail_s, " ".join(s.words)]
-        lines.append("\t".join("-" if v is None else str(v) for v in values))
-    path.write_text("\n".join(lines) + "\n")
+    write_utterance_table(path, fields, ([s.utt_id, str(s.voice), s.voice.accent, s.rate, s.pitch, s.word_gap, s.speed,
+                                          s.tempo, s.reverb, s.level_db, s.snr_db, s.noise, s.lead_s, s.trail_s,
+                                          " ".join(s.words)] for s in specs))

@@ -19,9 +19,7 @@ archive's licence keeps them: the project ships none of them, only the command t
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import os
 import re
 import shutil
@@ -36,9 +34,9 @@ import numpy as np
 from gtn_py.errors import FormatError
 
 from ..common import InputError
-from .data import DIGIT_WORDS, read_transcripts, write_transcripts
+from .data import DIGIT_WORDS, parse_transcripts, write_transcripts, write_utterance_table
 from .frontend import DEFAULT_CONFIG, transform_conversion
-from .mfc import read_mfc, write_mfc
+from .mfc import parse_mfc, write_mfc
 
 PACKAGE = "pocketsphinx"
 VERSION = "5.1.1"
@@ -112,29 +110,21 @@ def extract(archive: str | Path, out: str | Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "mfc").mkdir(parents=True)
     try:
-        (staging / "source.lsn").write_bytes(members[TRANSCRIPTS])
-        transcripts = read_transcripts(staging / "source.lsn", DIGIT_WORDS)
+        transcripts = parse_transcripts(members[TRANSCRIPTS].decode("utf-8", errors="replace"), DIGIT_WORDS,
+                                        f"{archive}:{TRANSCRIPTS}")
         conversion = transform_conversion(SOURCE_TRANSFORM, DEFAULT_CONFIG)
-        rows = []
+        speakers = []
         for utt in transcripts:
             match = _UTTERANCE.match(utt)
             if match is None:
                 raise FormatError(f"{utt!r} is not a TIDIGITS utterance name", path=f"{archive}:{TRANSCRIPTS}")
             if f"{utt}.mfc" not in members:
                 raise FormatError(f"no features {MEMBERS}{utt}.mfc for the transcribed {utt}", path=str(archive))
-            source = staging / "source.mfc"
-            source.write_bytes(members[f"{utt}.mfc"])
-            features = read_mfc(source, DEFAULT_CONFIG.num_cepstra)
+            features = parse_mfc(members[f"{utt}.mfc"], DEFAULT_CONFIG.num_cepstra, f"{archive}:{utt}.mfc")
             write_mfc(staging / "mfc" / f"{utt}.mfc", (features @ conversion).astype(np.float32))
-            rows.append({"utt_id": utt, "speaker": match["speaker"]})
-        for scratch in ("source.lsn", "source.mfc"):
-            (staging / scratch).unlink(missing_ok=True)
+            speakers.append((utt, match["speaker"]))
         write_transcripts(staging / "transcripts.txt", transcripts.items())
-        table = io.StringIO()
-        writer = csv.DictWriter(table, ["utt_id", "speaker"], delimiter="\t", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        (staging / "utterances.tsv").write_text(table.getvalue(), encoding="utf-8")
+        write_utterance_table(staging / "utterances.tsv", ("utt_id", "speaker"), speakers)
         shutil.rmtree(out, ignore_errors=True)
         os.replace(staging, out)
     finally:
