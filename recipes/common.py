@@ -290,72 +290,15 @@ def load_weights(module: nn.Module, weights: Mapping[str, Any], source: str, adv
                          f"({detail})") from None
 
 
-class WeightAverage:
-    """The uniform running mean of a model's floating-point weights over every optimiser step
-    after step ``start`` (stochastic weight averaging, Izmailov et al. 2018): late in training
-    the weights wander about a minimum of the loss, and their mean lies nearer its centre, where
-    it reads better than any one of them. Integer tensors are copied, not averaged. A run
-    keeps it in its checkpoint under ``"average"`` (:meth:`state`), and :func:`reading_weights`
-    reads a checkpoint with one through it."""
-
-    def __init__(self, model: nn.Module, start: int):
-        if start < 0:
-            raise ValueError(f"the weight average starts at a step >= 0, got {start}")
-        self.start = start
-        self.count = 0
-        self.weights = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-
-    def update(self, model: nn.Module, step: int) -> None:
-        """Take in the weights after optimiser step ``step`` (the first step is 1); steps up to
-        ``start`` are not averaged."""
-        if step <= self.start:
-            return
-        self.count += 1
-        with torch.no_grad():
-            for name, tensor in model.state_dict().items():
-                if tensor.is_floating_point():
-                    self.weights[name].add_(tensor - self.weights[name], alpha=1.0 / self.count)
-                else:
-                    self.weights[name].copy_(tensor)
-
-    def state(self) -> dict[str, Any]:
-        return {"weights": self.weights, "count": self.count, "start": self.start}
-
-    def restore(self, state: Mapping[str, Any]) -> None:
-        """Continue from a checkpoint's ``"average"`` (a resumed run): the same start, or an error."""
-        if int(state["start"]) != self.start:
-            raise InputError(f"the run's weight average starts after step {state['start']}, not {self.start}: "
-                             "resume with the run's own --average-from")
-        self.count = int(state["count"])
-        self.weights = {name: tensor.detach().clone() for name, tensor in state["weights"].items()}
-
-
-def reading_weights(state: Mapping[str, Any]) -> dict[str, Any]:
-    """The weights a checkpoint reads with (evaluation, reading copies, averages, ``--init``): its
-    :class:`WeightAverage` where its run kept one that has taken in a step, else its model's."""
-    average = state.get("average")
-    if isinstance(average, Mapping) and int(average.get("count", 0)) > 0:
-        return dict(average["weights"])
-    return dict(state["model"])
-
-
 def restore(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-            device: torch.device | str = "cpu", average: WeightAverage | None = None) -> int:
-    """Load a run's checkpoint into ``model`` and ``optimizer`` (and ``average``, the run's
-    weight average, if it keeps one); the step it was written at."""
+            device: torch.device | str = "cpu") -> int:
+    """Load a run's checkpoint into ``model`` and ``optimizer``; the step it was written at."""
     state = load_checkpoint(path, device)
     if "optimizer" not in state:
         raise InputError(f"{path} holds weights only (an average or a reading copy), no optimizer state: "
                          "start a run from it with --init, not --resume")
     load_weights(model, state["model"], str(path), "this run's model")
     optimizer.load_state_dict(state["optimizer"])
-    if average is not None:
-        if "average" not in state:
-            raise InputError(f"{path}: the run kept no weight average: resume without --average-from")
-        average.restore(state["average"])
-    elif "average" in state:
-        raise InputError(f"{path}: the run keeps a weight average from step {state['average']['start']}: "
-                         "resume with its --average-from")
     return int(state["step"])
 
 
@@ -368,7 +311,7 @@ def load_models(paths: Sequence[str | Path], device: torch.device | str,
     for path in paths:
         state = load_checkpoint(path, device)
         model = build(path, state).to(device)
-        load_weights(model, reading_weights(state), str(path), "the model its config describes")
+        load_weights(model, state["model"], str(path), "the model its config describes")
         models.append(model.eval())
         states.append(state)
     return models, states
@@ -398,15 +341,12 @@ class Committee(nn.Module):
 
 
 def reading_copy(state: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint's reading weights (:func:`reading_weights`: its weight average where its run
-    kept one) in float16 with its configs and step, without the optimizer state:
+    """A checkpoint's weights in float16 with its configs and step, without the optimizer state:
     a sixth of the size (Adam keeps two more copies), small enough to keep in the repository. It reads (``evaluate``,
     ``decode``; the weights are cast back on loading) and starts runs (``--init``), but does
     not ``--resume``. Readings differ from the full checkpoint's by float16's rounding."""
-    out = {k: v for k, v in state.items() if k not in ("optimizer", "average")}
-    out["model"] = {k: v.half() if v.is_floating_point() else v for k, v in reading_weights(state).items()}
-    if "average" in state:
-        out["averaged_steps"] = int(state["average"]["count"])
+    out = {k: v for k, v in state.items() if k != "optimizer"}
+    out["model"] = {k: v.half() if v.is_floating_point() else v for k, v in state["model"].items()}
     return out
 
 
@@ -419,7 +359,7 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
     is for reading and for ``--init``, not for ``--resume``. ``averaged_from`` records the inputs."""
     if len(paths) < 2:
         raise InputError("averaging needs at least two checkpoints")
-    states = [{**state, "model": reading_weights(state)} for state in map(load_checkpoint, paths)]
+    states = [load_checkpoint(p) for p in paths]
     first = states[0]
     for path, state in zip(paths[1:], states[1:]):
         if state["model_config"] != first["model_config"]:
@@ -436,7 +376,7 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Any]:
             weights[name] = tensor
         else:
             raise InputError(f"{name}: integer tensors differ between the checkpoints, so they cannot be averaged")
-    out = {k: v for k, v in first.items() if k not in ("optimizer", "average")}
+    out = {k: v for k, v in first.items() if k != "optimizer"}
     out.update(model=weights, averaged_from=[str(p) for p in paths])
     return out
 
@@ -473,14 +413,13 @@ class StepLoss(NamedTuple):
 def run_training(model: nn.Module, optimizer: torch.optim.Optimizer, world: World, schedule: Schedule,
                  step_loss: Callable[[int], StepLoss], metrics: MetricsLog, start: int = 0, split: str = "train",
                  show_progress: bool = True, validate: Callable[[int], dict[str, Any]] | None = None,
-                 save: Callable[[int], None] | None = None, average: WeightAverage | None = None) -> int:
+                 save: Callable[[int], None] | None = None) -> int:
     """The training loop of every recipe, from step ``start`` to ``schedule.steps``: each step
     sets the learning rate, takes ``step_loss(step)`` (the recipe draws step ``step``'s batch,
     always the same for a step, so a resumed run continues exactly), averages the gradients
-    over the processes, clips them, steps the optimiser and updates ``average`` (every process
-    holds the same weights, so every process the same average); metrics records of ``split``
-    (mean loss, learning rate, gradient norm, dropped examples, seconds), ``validate(step)``'s
-    record and ``save(step)`` on the main process. Returns the last step."""
+    over the processes, clips them and steps the optimiser; metrics records of ``split`` (mean
+    loss, learning rate, gradient norm, dropped examples, seconds), ``validate(step)``'s record
+    and ``save(step)`` on the main process. Returns the last step."""
     bar = Progress(schedule.steps, start, enabled=show_progress and world.main, unit=f"{split} step")
     began = time.time()
     step = start
@@ -496,8 +435,6 @@ def run_training(model: nn.Module, optimizer: torch.optim.Optimizer, world: Worl
             norm = nn.utils.clip_grad_norm_(model.parameters(), schedule.clip if schedule.clip else float("inf"))
             optimizer.step()
             step += 1
-            if average is not None:
-                average.update(model, step)
             total, examples, dropped = sum_over_processes([result.total, result.examples, float(result.dropped)],
                                                           world)
             record = {"step": step, "loss": total / max(examples, 1e-12), "lr": lr, "grad_norm": round(float(norm), 3),

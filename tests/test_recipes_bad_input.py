@@ -251,8 +251,6 @@ def test_speech_user_errors_are_one_line(tmp_path, capsys):
                    capsys)
     assert "not a setting of --model hybrid (its settings: states, criterion, transitions, word_score)" in err
     assert "expected KEY=VALUE" in error_of(speech, ["train", "--out", str(tmp_path), "--option", "states"], capsys)
-    assert "needs steps after it" in error_of(
-        speech, ["train", "--out", str(tmp_path), "--steps", "10", "--average-from", "10"], capsys)
     assert "option states=0: must be finite and at least 1" in error_of(
         speech, ["train", "--out", str(tmp_path), "--model", "hybrid", "--option", "states=0"], capsys)
     assert "not a setting of --model ctc (its settings: units, criterion, word_score)" in error_of(

@@ -502,67 +502,6 @@ def test_training_resumes_exactly(tmp_path: Path) -> None:
     assert all(np.isfinite(r["loss"]) for r in records if r["split"] == "train")
 
 
-def test_weight_average_is_the_mean_of_the_weights_after_its_start() -> None:
-    model = torch.nn.Linear(2, 1)
-    model.register_buffer("counter", torch.tensor(0))
-    average = common.WeightAverage(model, start=2)
-    seen = []
-    for step in range(1, 6):
-        with torch.no_grad():
-            model.weight.fill_(float(step * step))
-            model.bias.fill_(-float(step))
-            model.counter.fill_(step)
-        seen.append(model.weight.detach().clone())
-        average.update(model, step)
-    assert average.count == 3
-    torch.testing.assert_close(average.weights["weight"], torch.stack(seen[2:]).mean(0))  # steps 3, 4, 5
-    torch.testing.assert_close(average.weights["bias"], torch.tensor([-4.0]))
-    assert int(average.weights["counter"]) == 5  # integers are copied, not averaged
-    with pytest.raises(ValueError, match=">= 0"):
-        common.WeightAverage(model, start=-1)
-    # a checkpoint reads through its average once the average has taken in a step
-    state = {"model": {"weight": torch.zeros(1, 2)}, "average": {**average.state(), "count": 0}}
-    assert torch.equal(common.reading_weights(state)["weight"], torch.zeros(1, 2))
-    state["average"] = average.state()
-    assert torch.equal(common.reading_weights(state)["weight"], average.weights["weight"])
-
-
-def test_a_run_keeping_a_weight_average_resumes_exactly_and_reads_with_it(tmp_path: Path) -> None:
-    utterances = corpus(12)
-    model_config = ModelConfig("ctc", TINY)
-    config = TrainConfig(steps=4, batch_size=4, lr=1e-2, warmup=1, valid_size=4, valid_every=2,
-                         checkpoint_every=1, average_from=1)
-    straight = train(tmp_path / "a", model_config, config, utterances, show_progress=False)
-    train(tmp_path / "b", model_config, TrainConfig(**{**config.__dict__, "steps": 2}), utterances,
-          show_progress=False)
-    resumed = train(tmp_path / "b", model_config, config, utterances, resume=True, show_progress=False)
-    a, b = common.load_checkpoint(straight), common.load_checkpoint(resumed)
-    assert a["average"]["count"] == b["average"]["count"] == 3 and a["average"]["start"] == 1
-    for name, value in a["average"]["weights"].items():
-        torch.testing.assert_close(b["average"]["weights"][name], value)
-    assert any(not torch.equal(a["average"]["weights"][k], v) for k, v in a["model"].items())
-    # validation reports the last step's weights and the average's
-    records = [r for r in common.read_metrics(tmp_path / "a" / common.METRICS) if r["split"] == "valid"]
-    assert all("wer" in r and "wer" in r["average"] for r in records)
-    # evaluation, the reading copy and --init read with the average
-    model, _ = load_model(straight)
-    for name, value in model.state_dict().items():
-        torch.testing.assert_close(value, a["average"]["weights"][name])
-    copy = tmp_path / "copy.pt"
-    main(["export", "--checkpoint", str(straight), "--out", str(copy)])
-    exported = common.load_checkpoint(copy)
-    assert "average" not in exported and exported["averaged_steps"] == 3
-    for name, value in exported["model"].items():
-        torch.testing.assert_close(value.float(), a["average"]["weights"][name].half().float())
-    # a resumed run keeps its own average setting
-    with pytest.raises(InputError, match="--average-from"):
-        train(tmp_path / "a", model_config, TrainConfig(**{**config.__dict__, "average_from": 2, "steps": 5}),
-              utterances, resume=True, show_progress=False)
-    with pytest.raises(InputError, match="resume with its --average-from"):
-        train(tmp_path / "a", model_config, TrainConfig(**{**config.__dict__, "average_from": None, "steps": 5}),
-              utterances, resume=True, show_progress=False)
-
-
 def test_encoder_initialised_from_another_checkpoint(tmp_path: Path) -> None:
     utterances = corpus(8)
     config = TrainConfig(steps=1, batch_size=4, lr=1e-2, warmup=1, valid_size=0)

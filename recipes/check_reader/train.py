@@ -187,7 +187,7 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, resum
         if reader_config(config.init, state).kind != model_config.kind:
             raise common.InputError(f"{config.init}: a {state['model_config']['kind']} reader cannot start a "
                                     f"{model_config.kind} reader")
-        common.load_weights(model, common.reading_weights(state), f"--init {config.init}",
+        common.load_weights(model, state["model"], f"--init {config.init}",
                             "this reader (--channels, --hidden, --context must be the same)")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     train_digits, held_digits = digit_split(config)

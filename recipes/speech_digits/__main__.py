@@ -182,10 +182,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
                          seed=args.seed, valid_size=args.valid_size, valid_every=args.valid_every,
                          checkpoint_every=args.checkpoint_every, augment=args.augment,
-                         freq_mask=args.freq_mask, valid_voices=args.valid_voices, average_from=args.average_from)
-    if args.average_from is not None and not 0 <= args.average_from < args.steps:
-        raise common.InputError(f"--average-from {args.average_from}: the average needs steps after it, "
-                                f"and --steps is {args.steps}")
+                         freq_mask=args.freq_mask, valid_voices=args.valid_voices)
     ckpt = Path(args.out) / common.CHECKPOINT
     if args.resume and ckpt.exists():
         state = common.load_checkpoint(ckpt)
@@ -414,10 +411,6 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freq-mask", type=_mel_filters, default=t.freq_mask, metavar="FILTERS",
                    help=f"with --augment, also hold one band of up to FILTERS of the {NUM_FILTERS} mel filters "
                         "at its mean (SpecAugment's frequency mask; 0: none)")
-    p.add_argument("--average-from", type=int, default=t.average_from, metavar="STEP",
-                   help="keep the mean of the weights after every step from STEP on (stochastic weight "
-                        "averaging) and read with it: evaluate, decode, export and --init take the mean; "
-                        "none: read with the last step's weights")
 
 
 def _mel_filters(text: str) -> int:

@@ -7,7 +7,6 @@ process ``r`` of ``N`` takes utterances ``r, r + N, ...`` of each batch (recipes
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -42,7 +41,6 @@ class TrainConfig:
     log_every: int = 10
     augment: bool = False       # perturb training features (see augment_features)
     freq_mask: int = 0          # with augment: mask one band of up to this many mel filters
-    average_from: int | None = None  # read with the mean weights of the steps after this one (common.WeightAverage)
 
 
 def split_valid(utterances: Sequence[Utterance], valid_size: int, valid_voices: int = 0,
@@ -206,15 +204,14 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utter
     model.prepare([u.features for u in train_set], [u.words for u in train_set])  # feature statistics, priors
     if init:
         # Start from another model's encoder (e.g. a trained hybrid's), same encoder settings.
-        encoder = {k[len("encoder."):]: v for k, v in common.reading_weights(common.load_checkpoint(init, dev)).items()
+        encoder = {k[len("encoder."):]: v for k, v in common.load_checkpoint(init, dev)["model"].items()
                    if k.startswith("encoder.")}
         common.load_weights(model.encoder, encoder, f"--init {init}",
                             "this model's encoder (--channels, --context, --hidden, --layers must be the same)")
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    average = None if config.average_from is None else common.WeightAverage(model, config.average_from)
     step = 0
     if resume and ckpt_path.exists():
-        step = common.restore(ckpt_path, model, optimizer, dev, average)
+        step = common.restore(ckpt_path, model, optimizer, dev)
     else:
         common.broadcast_parameters(model, world)
 
@@ -234,17 +231,7 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utter
                                float(finite.sum()), int((~finite).sum()))
 
     def save(step: int) -> None:
-        kept = {"average": average.state()} if average is not None else {}
-        common.save_checkpoint(ckpt_path, checkpoint_state(model, optimizer, step, model_config, config,
-                                                           {**(extra or {}), **kept}))
-
-    def validate(step: int) -> dict[str, Any]:
-        record = evaluate_model(model, valid_set, batch_size=32, device=dev).summary()
-        if average is not None and average.count:
-            averaged = copy.deepcopy(model)
-            averaged.load_state_dict(average.weights)
-            record["average"] = evaluate_model(averaged, valid_set, batch_size=32, device=dev).summary()
-        return record
+        common.save_checkpoint(ckpt_path, checkpoint_state(model, optimizer, step, model_config, config, extra))
 
     schedule = common.Schedule(config.steps, config.lr, config.warmup, config.clip, config.log_every,
                                config.valid_every if valid_set else 0, config.checkpoint_every)
@@ -252,7 +239,8 @@ def train(out: str | Path, model_config: ModelConfig, config: TrainConfig, utter
     try:
         common.run_training(model, optimizer, world, schedule, step_loss, metrics, start=step,
                             show_progress=show_progress,
-                            validate=validate, save=save, average=average)
+                            validate=lambda _: evaluate_model(model, valid_set, batch_size=32, device=dev).summary(),
+                            save=save)
     finally:
         metrics.close()
     common.leave_world(world)
