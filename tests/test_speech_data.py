@@ -29,6 +29,12 @@ needs_synth = pytest.mark.skipif(
     reason="espeak-ng, flite or sox missing: apt-get install espeak-ng flite sox (make speech-deps)",
 )
 
+needs_festival = pytest.mark.skipif(
+    any(shutil.which(t) is None for t in (*SYNTH_TOOLS, "text2wave")),
+    reason="festival, espeak-ng, flite or sox missing: apt-get install festival festvox-kallpc16k festvox-kdlpc16k "
+           "festvox-us-slt-hts espeak-ng flite sox (make speech-deps)",
+)
+
 
 def features(frames: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(size=(frames, 13)).astype(np.float32)
@@ -395,6 +401,82 @@ def test_generated_accent_is_spoken_with_its_own_accent(tmp_path: Path) -> None:
                        seed=0, espeak_home=home)
     assert spoken.size > 8000 and np.abs(spoken).max() > 1000
     assert spoken.shape != other.shape or not np.allclose(spoken, other)
+
+
+@needs_synth
+def test_festival_voices_speak_a_share_of_each_split() -> None:
+    """A festival share changes the voice (and its rate, pitch and pauses) of that share of the
+    utterances and nothing else; training hears kal and slt, the test ked alone."""
+    from dataclasses import replace
+
+    from recipes.speech_digits.synth import FESTIVAL_VOICES, corpus_dir, festival_voices, utterance_spec
+
+    names = [v.name for split in ("train", "test") for v in festival_voices(split)]
+    assert sorted(names) == sorted(FESTIVAL_VOICES)
+    assert [v.name for v in festival_voices("test")] == ["ked_diphone"]
+    for split in ("train", "test"):
+        plain = [utterance_spec(2, split, i, 3, 2) for i in range(400)]
+        assert [utterance_spec(2, split, i, 3, 2, festival=0.0) for i in range(400)] == plain
+        shared = [utterance_spec(2, split, i, 3, 2, festival=0.25) for i in range(400)]
+        spoken = [s for s in shared if s.voice.engine == "festival"]
+        assert 70 <= len(spoken) <= 130
+        assert {s.voice for s in spoken} == set(festival_voices(split))
+        for before, after in zip(plain, shared):
+            if after.voice.engine == "festival":
+                assert replace(after, voice=before.voice, rate=before.rate, pitch=before.pitch,
+                               word_gap=before.word_gap) == before
+                assert 0.75 <= after.rate <= 1.35 and -4 <= after.pitch <= 5
+            else:
+                assert after == before
+        everyone = [utterance_spec(2, split, i, festival=1.0) for i in range(50)]
+        assert all(s.voice.engine == "festival" for s in everyone)
+    with pytest.raises(ValueError, match="festival share"):
+        utterance_spec(0, "train", 0, festival=1.5)
+    assert corpus_dir("data", 2, 100, 60, 0.25).name == "v1-seed2-gen100-acc60-fest25"
+    assert corpus_dir("data", 8, festival=1.0).name == "v1-seed8-fest100"
+    assert corpus_dir("data", 8, festival=0.0).name == "v1-seed8"
+    with pytest.raises(ValueError, match="whole percentage"):
+        corpus_dir("data", 0, festival=0.125)
+
+
+@needs_festival
+def test_festival_voice_is_spoken_at_its_rate_and_pitch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from recipes.speech_digits import synth
+    from recipes.speech_digits.synth import FESTIVAL_VOICES, SynthesisError, Voice, synthesize, utterance_spec
+
+    base = replace(utterance_spec(0, "train", 0), words=("three", "oh", "seven"), speed=1.0, tempo=1.0,
+                   reverb=None, snr_db=None, lead_s=0.0, trail_s=0.0, word_gap=0, pitch=0.0)
+    for name in FESTIVAL_VOICES:
+        spec = replace(base, voice=Voice("festival", name))
+        slow, fast = (synthesize(replace(spec, rate=r), seed=0) for r in (1.3, 0.8))
+        assert np.abs(fast).max() > 1000 and 0.3 * 16000 < fast.size < slow.size * 0.8, name
+        higher = synthesize(replace(spec, rate=0.8, pitch=4.0), seed=0)
+        n = min(higher.size, fast.size)
+        assert abs(higher.size - fast.size) < 0.05 * fast.size and not np.allclose(higher[:n], fast[:n])
+    with pytest.raises(ValueError, match="unknown festival voice"):
+        synthesize(replace(base, voice=Voice("festival", "rms")), seed=0)
+    monkeypatch.setattr(synth, "FESTIVAL_VOICES", (*FESTIVAL_VOICES, "not_installed_diphone"))
+    with pytest.raises(SynthesisError, match="wrote no audio"):
+        synthesize(replace(base, voice=Voice("festival", "not_installed_diphone")), seed=0)
+
+
+@needs_festival
+def test_prepare_with_a_festival_share(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from recipes.speech_digits.__main__ import main
+
+    main(["prepare", "--root", str(tmp_path), "--seed", "3", "--train-size", "3", "--test-size", "2",
+          "--festival-share", "1", "--jobs", "1"])
+    out = capsys.readouterr().out
+    assert "train voices:" in out and "2 festival (kal_diphone, cmu_us_slt_arctic_hts)" in out
+    assert "1 festival (ked_diphone)" in out
+    assert "test: 2 utterances, 1 distinct voices, by engine {'festival': 2}" in out
+    corpus = tmp_path / "v1-seed3-fest100"
+    table = utterance_table(corpus / "train")
+    assert len(table) == 3 and all(row["voice"].startswith("festival:") for row in table.values())
+    assert [u.words for u in load_corpus(corpus, "test")] == [
+        tuple(row["text"].split()) for row in utterance_table(corpus / "test").values()]
 
 
 @needs_synth

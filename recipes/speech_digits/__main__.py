@@ -28,7 +28,7 @@ from .frontend import DEFAULT_CONFIG
 from .hybrid import isolated_words
 from .kinds import MODEL_KINDS, MODELS, READERS, options_help
 from .models import EncoderConfig, ModelConfig, option_fields, parse_options
-from .synth import corpus_dir, prepare, split_voices
+from .synth import FESTIVAL_PACKAGES, SynthesisError, corpus_dir, festival_voices, prepare, split_voices
 from .train import COMBINE, NUM_FILTERS, TrainConfig, load_model, model_config_of, train
 
 DEFAULT_ROOT = Path("data/speech_digits")
@@ -63,17 +63,18 @@ def model_options(kind: str, pairs: list[str]) -> dict[str, Any]:
 
 def shipped_models(index: Path = SHIPPED_INDEX) -> list[dict]:
     """The shipped models of ``index`` (``{"models": [{"file", "kind", "test_wer", "real_wer",
-    "command"}, ...]}``, files relative to it; ``real_wer``, the WER on the real speakers of
-    :mod:`.tidigits`, may be missing), best first: lowest WER on the held-out test voices."""
+    "diphone_wer", "command"}, ...]}``, files relative to it; ``real_wer``, the WER on the real
+    speakers of :mod:`.tidigits`, and ``diphone_wer``, on the held-out festival voice's utterances
+    of ``make speech-demo``, may be missing), best first: lowest WER on the held-out test voices."""
     return _shipped(index)[0]
 
 
 def shipped_readings(index: Path = SHIPPED_INDEX) -> list[dict]:
     """The ways of reading that ``index`` ships, best first: each model that reads on its own (one
     of :data:`~.kinds.READERS`; DTW templates need a segmenter to cut words) as it is, and each
-    entry of its ``"readings"`` (``{"name", "files", "warps", "combine", "test_wer", "real_wer"}``:
-    shipped models reading as one, see ``--combine``). Each has ``name``, ``paths``, ``warps``,
-    ``combine``, ``test_wer`` and ``real_wer`` (None where not measured)."""
+    entry of its ``"readings"`` (``{"name", "files", "warps", "combine", "test_wer", "real_wer",
+    "diphone_wer"}``: shipped models reading as one, see ``--combine``). Each has ``name``,
+    ``paths``, ``warps``, ``combine`` and the three figures (None where not measured)."""
     return _shipped(index)[1]
 
 
@@ -100,9 +101,10 @@ def _shipped(index: Path) -> tuple[list[dict], list[dict]]:
 
 
 def _figures(entry: dict) -> dict[str, float | None]:
-    """An entry's WER on the held-out test voices and, where measured, on the real speakers."""
-    real = entry.get("real_wer")
-    return {"test_wer": float(entry["test_wer"]), "real_wer": None if real is None else float(real)}
+    """An entry's WER on the held-out test voices and, where measured, on the real speakers and on the
+    held-out festival voice."""
+    optional = {key: entry.get(key) for key in ("real_wer", "diphone_wer")}
+    return {"test_wer": float(entry["test_wer"]), **{k: None if v is None else float(v) for k, v in optional.items()}}
 
 
 def default_reading(index: Path = SHIPPED_INDEX) -> dict:
@@ -139,10 +141,13 @@ def _disk_usage(path: Path) -> int:
 def cmd_prepare(args: argparse.Namespace) -> None:
     for split in ("train", "test"):
         espeak, flite = split_voices(split, args.generated_voices, args.generated_accents)
-        print(f"{split} voices: {len(espeak)} espeak-ng, {len(flite)} flite ({', '.join(v.name for v in flite)})")
+        festival = festival_voices(split) if args.festival_share else []
+        print(f"{split} voices: {len(espeak)} espeak-ng, {len(flite)} flite ({', '.join(v.name for v in flite)})"
+              + (f", {len(festival)} festival ({', '.join(v.name for v in festival)})" if festival else ""))
     start = time.perf_counter()
     corpus = prepare(args.root, seed=args.seed, sizes={"train": args.train_size, "test": args.test_size},
-                     jobs=args.jobs, log=print, generated=args.generated_voices, accents=args.generated_accents)
+                     jobs=args.jobs, log=print, generated=args.generated_voices, accents=args.generated_accents,
+                     festival=args.festival_share)
     elapsed = time.perf_counter() - start
     print(f"corpus {corpus}: {_disk_usage(corpus) / 2**20:.1f} MiB, prepared in {elapsed:.1f} s")
     for split in ("train", "test"):
@@ -304,9 +309,10 @@ def cmd_tidigits(args: argparse.Namespace) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
     """``make speech-demo``: fresh test utterances of the held-out voices (a corpus seed of their
-    own), then the real speakers of :mod:`.tidigits`, read by every shipped model and reading;
-    a table of word error rates beside the ones RESULTS.md gives for each set, and the HTML
-    alignment report of the best model's readings of the fresh utterances."""
+    own), the same utterances spoken by the held-out festival voice (a real speaker's diphones, a
+    kind of voice the shipped models never heard), then the real speakers of :mod:`.tidigits`, read
+    by every shipped model and reading; a table of word error rates beside the ones RESULTS.md gives
+    for each set, and the HTML alignment report of the best model's readings of the fresh utterances."""
     start = time.perf_counter()
     corpus = prepare(args.root, seed=args.seed, sizes={"test": args.count}, jobs=args.jobs, log=print)
     utterances = load_corpus(corpus, "test")
@@ -317,6 +323,20 @@ def cmd_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
                                             Path(args.out) / "viz", args.viz_count)
     _print_table(rows, audio)
     results: dict[str, Any] = {"corpus": str(corpus), "audio_seconds": audio, "models": rows}
+    try:
+        diphones = prepare(args.root, seed=args.seed, sizes={"test": args.count}, jobs=args.jobs, log=print,
+                           festival=1.0)
+    except SynthesisError as e:
+        print(f"\nthe held-out festival voice: not read ({e})")
+    else:
+        spoken = load_corpus(diphones, "test")
+        seconds = sum(u.features.shape[0] for u in spoken) / DEFAULT_CONFIG.frame_rate
+        voices = ", ".join(v.name for v in festival_voices("test"))
+        print(f"\nthe same {len(spoken)} utterances spoken by the held-out festival voice ({voices}; {seconds:.0f} s "
+              f"of audio) in {diphones}")
+        diphone_rows, _ = _read_with_every_shipped(spoken, "diphone_wer", not args.quiet)
+        _print_table(diphone_rows, seconds)
+        results["diphone_voice"] = {"corpus": str(diphones), "audio_seconds": seconds, "models": diphone_rows}
     try:
         real = tidigits.fetch(args.root)
     except (InputError, FormatError) as e:
@@ -338,7 +358,8 @@ def _read_with_every_shipped(utterances: list[Utterance], figure: str, show_prog
                              report_dir: Path | None = None, viz_count: int = 0) -> tuple[list[dict], Path | None]:
     """A row per shipped model, then per shipped reading of several models or warps: its errors on
     ``utterances``, the time it took and the WER models.json gives it (``figure``: ``test_wer`` or
-    ``real_wer``); and, in ``report_dir``, the alignment report of the first model that reads."""
+    ``real_wer`` or ``diphone_wer``); and, in ``report_dir``, the alignment report of the first model
+    that reads."""
     rows = []
     report = None
     combined = [r for r in shipped_readings() if len(r["paths"]) > 1 or r["warps"]]
@@ -360,7 +381,7 @@ def _read_with_every_shipped(utterances: list[Utterance], figure: str, show_prog
             "segmenter") else "utterances", "wer": summary["wer"], "results_wer": entry.get(figure),
                      "sub": summary["substitutions"], "del": summary["deletions"], "ins": summary["insertions"],
                      "words": summary["words"], "seconds": seconds})
-        if report_dir is not None and report is None and entry["kind"] in READERS:
+        if report_dir is not None and report is None and viz_count > 0 and entry["kind"] in READERS:
             report = write_report(model, utterances[:viz_count], report_dir, result)
     return rows, report
 
@@ -481,6 +502,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="N random accents join the training accents: a training accent's phoneme table with a "
                         "random set of English accent features (a corpus of its own, ROOT/v1-seedS[-genN]-accN; "
                         "the test split is unchanged; voices and accents together at most 238)")
+    p.add_argument("--festival-share", type=float, default=0.0, metavar="P",
+                   help="festival's voices speak a share P (0 to 1, whole percent) of the utterances of each split, "
+                        "in place of the voice drawn for them: real speakers' diphones (kal, ked) and an HTS voice "
+                        "(slt); the test split's are ked's, a speaker training never hears (a corpus of its own, "
+                        "ROOT/v1-seedS[-genN][-accN]-festP; needs " + FESTIVAL_PACKAGES + ", make speech-deps)")
     p.set_defaults(func=cmd_prepare)
 
     p = commands.add_parser("train", help="train a model (torchrun --nproc_per_node=N for data parallelism)")

@@ -1,4 +1,4 @@
-"""Synthesised connected-digit corpus: espeak-ng and flite voices, perturbed with sox and added noise.
+"""Synthesised connected-digit corpus: espeak-ng, flite and festival voices, perturbed with sox and added noise.
 
 Every utterance is a :class:`UtteranceSpec` drawn from a random generator seeded by (seed, split, index)
 alone, so the corpus is deterministic given the seed, a larger corpus extends a smaller one, and each
@@ -10,7 +10,10 @@ voices use espeak-ng accents and voice variants that never occur in training (bo
 a flite voice that training never hears. Training can hear more speakers than espeak-ng installs:
 ``generated`` random voice variants (:func:`generated_variant`), spoken in the training accents only,
 and more accents: ``accents`` random accents (:func:`generated_accent`), each a training accent's
-phoneme table with a random set of the sound changes that tell English accents apart.
+phoneme table with a random set of the sound changes that tell English accents apart. A share of
+the utterances (``festival``) can be spoken by festival's voices instead: diphones cut from recordings of
+real speakers and a statistical parametric (HTS) voice, kinds of voice that neither formant synthesis nor
+flite's voices are; the test split holds one of them out.
 """
 
 from __future__ import annotations
@@ -45,6 +48,17 @@ TEST_ESPEAK_ACCENTS = ("en-gb-scotland", "en-029")
 FLITE_VOICES = ("kal", "kal16", "awb", "rms", "slt")
 TEST_FLITE_VOICES = ("rms",)
 FLITE_SHARE = 0.25  # fraction of utterances spoken by flite
+# festival's English voices in Debian (packages festvox-kallpc16k, festvox-kdlpc16k, festvox-us-slt-hts):
+# two American men's diphone sets (kal: the speaker of flite's kal; ked: a speaker no other engine has)
+# and an American woman's HTS voice. ked is held out: the test hears a real speaker's diphones that no
+# engine of the training has.
+FESTIVAL_VOICES = ("kal_diphone", "cmu_us_slt_arctic_hts", "ked_diphone")
+TEST_FESTIVAL_VOICES = ("ked_diphone",)
+FESTIVAL_PACKAGES = "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts"
+# The festival voice, rate, pitch shift and pauses of an utterance come from a random stream of their
+# own, [seed, FESTIVAL_STREAM, split, index]; every other draw is that of the corpus without festival,
+# so the same words are spoken under the same perturbations, only by another voice.
+FESTIVAL_STREAM = 3000
 GENERATED_PREFIX = "gen"  # generated espeak-ng variants are gen000, gen001, ...
 GENERATED_STREAM = 1000  # their random stream: [seed, GENERATED_STREAM, index], apart from the utterances'
 # Voice files espeak-ng lists without overflowing its voice list (N_VOICES_LIST = 350, a compile-time
@@ -96,8 +110,8 @@ class SynthesisError(RuntimeError):
 
 @dataclass(frozen=True)
 class Voice:
-    engine: str  # "espeak-ng" or "flite"
-    name: str  # espeak-ng: accent[+variant], e.g. "en-us+m3" or "en-us+gen017"; flite: voice name, e.g. "rms"
+    engine: str  # "espeak-ng", "flite" or "festival"
+    name: str  # espeak-ng: accent[+variant], e.g. "en-us+m3" or "en-us+gen017"; flite, festival: voice name
 
     @property
     def is_generated(self) -> bool:
@@ -109,7 +123,7 @@ class Voice:
     @property
     def accent(self) -> str:
         """The voice without its variant: ``espeak-ng:en-029`` for ``espeak-ng:en-029+Alex``; a flite
-        voice is an accent of its own."""
+        or festival voice is an accent of its own."""
         return f"{self.engine}:{self.name.partition('+')[0]}"
 
     def __str__(self) -> str:
@@ -123,9 +137,9 @@ class UtteranceSpec:
     utt_id: str
     words: tuple[str, ...]
     voice: Voice
-    rate: float  # espeak-ng words per minute, or flite duration stretch (higher = slower)
-    pitch: float  # espeak-ng pitch 0..99, or flite target f0 mean in Hz
-    word_gap: int  # espeak-ng pause between words in 10 ms units; flite: commas between words if > 0
+    rate: float  # espeak-ng words per minute, or flite and festival duration stretch (higher = slower)
+    pitch: float  # espeak-ng pitch 0..99, flite target f0 mean in Hz, festival pitch shift in semitones
+    word_gap: int  # espeak-ng pause between words in 10 ms units; flite, festival: commas between words if > 0
     speed: float  # sox speed factor (pitch and tempo together)
     tempo: float  # sox tempo factor (tempo alone)
     reverb: float | None  # sox reverberance 0..100, None for dry
@@ -137,14 +151,15 @@ class UtteranceSpec:
 
     @property
     def text(self) -> str:
-        if self.voice.engine == "flite" and self.word_gap > 0:
+        if self.voice.engine != "espeak-ng" and self.word_gap > 0:
             return ", ".join(self.words)
         return " ".join(self.words)
 
 
 def require_tools(*tools: str) -> None:
     """Raise SynthesisError naming the Debian package for each missing tool (``make speech-deps`` installs them)."""
-    packages = {"espeak-ng": "espeak-ng", "flite": "flite", "sox": "sox", "sphinx_fe": "sphinxbase-utils"}
+    packages = {"espeak-ng": "espeak-ng", "flite": "flite", "sox": "sox", "sphinx_fe": "sphinxbase-utils",
+                "text2wave": FESTIVAL_PACKAGES}
     missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         names = " ".join(packages.get(t, t) for t in missing)
@@ -311,8 +326,20 @@ def _split_voices(split: str, generated: int, accents: int) -> tuple[tuple[Voice
     return tuple(Voice("espeak-ng", n) for n in names), flite
 
 
-def utterance_spec(seed: int, split: str, index: int, generated: int = 0, accents: int = 0) -> UtteranceSpec:
-    """The ``index``-th utterance of ``split``: a function of (seed, split, index, generated, accents) only."""
+def festival_voices(split: str) -> list[Voice]:
+    """The festival voices of a split (:data:`TEST_FESTIVAL_VOICES` in the test's, the others in training's)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return [Voice("festival", v) for v in FESTIVAL_VOICES if (v in TEST_FESTIVAL_VOICES) == (split == "test")]
+
+
+def utterance_spec(seed: int, split: str, index: int, generated: int = 0, accents: int = 0,
+                   festival: float = 0.0) -> UtteranceSpec:
+    """The ``index``-th utterance of ``split``: a function of (seed, split, index, generated, accents,
+    festival) only. ``festival``: the share of utterances a festival voice speaks (0 to 1); the others
+    are the corpus's without festival, unchanged."""
+    if not 0.0 <= festival <= 1.0:
+        raise ValueError(f"festival share: 0 to 1, got {festival}")
     espeak, flite = _split_voices(split, generated, accents)
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     words = tuple(DIGIT_WORDS[i] for i in rng.integers(0, len(DIGIT_WORDS), size=int(rng.integers(1, 8))))
@@ -325,6 +352,15 @@ def utterance_spec(seed: int, split: str, index: int, generated: int = 0, accent
         rate, pitch = float(rng.uniform(120.0, 220.0)), float(rng.uniform(20.0, 80.0))
         word_gap = int(rng.integers(0, 12)) if rng.random() < 0.5 else 0
     snr = SNR_CHOICES_DB[int(rng.integers(len(SNR_CHOICES_DB)))]
+    if festival > 0.0:
+        festival_rng = np.random.default_rng([seed, FESTIVAL_STREAM, SPLITS.index(split), index])
+        if festival_rng.random() < festival:
+            voices = festival_voices(split)
+            voice = voices[int(festival_rng.integers(len(voices)))]
+            # Semitones of sox's pitch shift (formants with the pitch): from a lower man's voice than
+            # kal's and ked's to a higher woman's than slt's, as the espeak-ng variants span.
+            rate, pitch = float(festival_rng.uniform(0.75, 1.35)), float(festival_rng.uniform(-4.0, 5.0))
+            word_gap = int(festival_rng.random() < 0.3)
     return UtteranceSpec(
         utt_id=f"{split}-{index:06d}",
         words=words,
@@ -364,6 +400,19 @@ def _tts_wav(spec: UtteranceSpec, workdir: str, espeak_home: Path | None) -> str
     elif spec.voice.engine == "flite":
         _run(["flite", "-voice", spec.voice.name, "--setf", f"duration_stretch={spec.rate}",
               "--setf", f"int_f0_target_mean={spec.pitch}", "-t", spec.text, "-o", path])
+    elif spec.voice.engine == "festival":
+        if spec.voice.name not in FESTIVAL_VOICES:
+            raise ValueError(f"unknown festival voice {spec.voice.name!r}: one of {FESTIVAL_VOICES}")
+        # Diphone voices stretch their durations; festival's HTS engine ignores that parameter and
+        # takes a speech rate (its "-r", the inverse of a stretch) instead.
+        stretch = (f"(set! hts_engine_params (append hts_engine_params (list '(\"-r\" {1.0 / spec.rate:.4f}))))"
+                   if spec.voice.name.endswith("_hts") else f"(Parameter.set 'Duration_Stretch {spec.rate})")
+        _run(["text2wave", "-eval", f"(voice_{spec.voice.name})", "-eval", stretch, "-o", path],
+             stdin=spec.text.encode())
+        # text2wave exits with 0 when its Scheme fails (a voice not installed, say): its output tells.
+        if not os.path.isfile(path) or os.path.getsize(path) <= 44:
+            raise SynthesisError(f"festival's {spec.voice.name} wrote no audio: is its voice installed? "
+                                 f"(apt-get install {FESTIVAL_PACKAGES}, or make speech-deps)")
     else:
         raise ValueError(f"unknown TTS engine {spec.voice.engine!r}")
     return path
@@ -395,7 +444,8 @@ def synthesize(spec: UtteranceSpec, seed: int, sample_rate: int = 16000,
     :func:`write_generated_voices`, needed for generated voices)."""
     with tempfile.TemporaryDirectory(prefix="digits-") as workdir:
         tts = _tts_wav(spec, workdir, espeak_home)
-        effects = ["speed", str(spec.speed), "tempo", str(spec.tempo)]
+        effects = ["pitch", f"{100 * spec.pitch:.0f}"] if spec.voice.engine == "festival" and spec.pitch else []
+        effects += ["speed", str(spec.speed), "tempo", str(spec.tempo)]
         if spec.reverb is not None:
             effects += ["reverb", str(spec.reverb)]
         # -D: no dither, so sox's output is deterministic. Float output: no clipping before we set the level.
@@ -414,11 +464,21 @@ def synthesize(spec: UtteranceSpec, seed: int, sample_rate: int = 16000,
     return np.clip(x * 32767.0, -32768.0, 32767.0)
 
 
-def corpus_dir(root: str | Path, seed: int, generated: int = 0, accents: int = 0) -> Path:
-    """Where the corpus for ``seed`` (with ``generated`` generated voice variants and ``accents`` generated
-    accents) lives under ``root``."""
+def corpus_dir(root: str | Path, seed: int, generated: int = 0, accents: int = 0, festival: float = 0.0) -> Path:
+    """Where the corpus for ``seed`` (with ``generated`` generated voice variants, ``accents`` generated
+    accents and a ``festival`` share of festival's voices) lives under ``root``."""
     name = f"v{CORPUS_VERSION}-seed{seed}" + (f"-gen{generated}" if generated else "")
-    return Path(root) / (name + (f"-acc{accents}" if accents else ""))
+    name += f"-acc{accents}" if accents else ""
+    return Path(root) / (name + (f"-fest{festival_percent(festival)}" if festival else ""))
+
+
+def festival_percent(festival: float) -> int:
+    """The festival share in whole percent, as a corpus is named; a share of other precision is refused,
+    so that two shares never share a folder."""
+    percent = round(festival * 100)
+    if not 0 <= percent <= 100 or abs(percent - festival * 100) > 1e-9:
+        raise ValueError(f"festival share: a whole percentage from 0 to 1 (0.25, say), got {festival}")
+    return percent
 
 
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -451,23 +511,24 @@ def prepare(
     log: Callable[[str], None] | None = None,
     generated: int = 0,
     accents: int = 0,
+    festival: float = 0.0,
 ) -> Path:
     """Make (or complete from the cache) the corpus: for each split, ``sizes[split]`` utterances;
-    ``generated`` generated voice variants and ``accents`` generated accents join the training voices (a
-    corpus of its own).
+    ``generated`` generated voice variants and ``accents`` generated accents join the training voices,
+    and festival's voices speak a ``festival`` share of each split (each a corpus of its own).
 
     Writes ``<corpus>/<split>/wav/*.wav``, ``mfc/*.mfc`` (no CMN), ``transcripts.txt`` (Sphinx style,
     exactly the utterances asked for) and ``utterances.tsv`` (the parameters of each). Returns the corpus
     directory (see :func:`corpus_dir`).
     """
-    require_tools("espeak-ng", "flite", "sox")
+    require_tools("espeak-ng", "flite", "sox", *(["text2wave"] if festival else []))
     sizes = {"train": 3000, "test": 500} if sizes is None else sizes
     jobs = jobs or os.cpu_count() or 1
-    out = corpus_dir(root, seed, generated, accents)
+    out = corpus_dir(root, seed, generated, accents, festival)
     espeak_home = write_generated_voices(out, seed, generated, accents) if generated or accents else None
     for split, size in sizes.items():
         start = time.perf_counter()
-        specs = [utterance_spec(seed, split, i, generated, accents) for i in range(size)]
+        specs = [utterance_spec(seed, split, i, generated, accents, festival) for i in range(size)]
         made = _prepare_split(out / split, specs, seed, jobs, config, espeak_home)
         if log is not None:
             log(f"{split}: {size} utterances ({made} synthesised now, {size - made} cached) "
