@@ -316,7 +316,7 @@ def cmd_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
     start = time.perf_counter()
     corpus = prepare(args.root, seed=args.seed, sizes={"test": args.count}, jobs=args.jobs, log=print)
     utterances = load_corpus(corpus, "test")
-    audio = sum(u.features.shape[0] for u in utterances) / DEFAULT_CONFIG.frame_rate
+    audio = _audio_seconds(utterances)
     print(f"{len(utterances)} utterances of held-out voices ({audio:.0f} s of audio) in {corpus}, "
           f"{time.perf_counter() - start:.0f} s")
     rows, report = _read_with_every_shipped(utterances, "test_wer", not args.quiet,
@@ -329,29 +329,37 @@ def cmd_demo(args: argparse.Namespace) -> list[dict[str, Any]]:
     except SynthesisError as e:
         print(f"\nthe held-out festival voice: not read ({e})")
     else:
-        spoken = load_corpus(diphones, "test")
-        seconds = sum(u.features.shape[0] for u in spoken) / DEFAULT_CONFIG.frame_rate
         voices = ", ".join(v.name for v in festival_voices("test"))
-        print(f"\nthe same {len(spoken)} utterances spoken by the held-out festival voice ({voices}; {seconds:.0f} s "
-              f"of audio) in {diphones}")
-        diphone_rows, _ = _read_with_every_shipped(spoken, "diphone_wer", not args.quiet)
-        _print_table(diphone_rows, seconds)
-        results["diphone_voice"] = {"corpus": str(diphones), "audio_seconds": seconds, "models": diphone_rows}
+        spoken = load_corpus(diphones, "test")
+        results["diphone_voice"] = {"corpus": str(diphones), **_read_set(
+            spoken, f"the same {len(spoken)} utterances spoken by the held-out festival voice {voices}",
+            diphones, "diphone_wer", not args.quiet)}
     try:
         real = tidigits.fetch(args.root)
     except (InputError, FormatError) as e:
         print(f"\nreal speakers: not read ({e})")
     else:
         speakers = load_labelled(real / "mfc", real / "transcripts.txt")
-        seconds = sum(u.features.shape[0] for u in speakers) / DEFAULT_CONFIG.frame_rate
-        print(f"\n{len(speakers)} utterances of real speakers ({seconds:.0f} s of audio) in {real}")
-        real_rows, _ = _read_with_every_shipped(speakers, "real_wer", not args.quiet)
-        _print_table(real_rows, seconds)
-        results["real_speakers"] = {"folder": str(real), "audio_seconds": seconds, "models": real_rows}
+        results["real_speakers"] = {"folder": str(real), **_read_set(
+            speakers, f"{len(speakers)} utterances of real speakers", real, "real_wer", not args.quiet)}
     common.write_json(Path(args.out) / "speech_demo.json", results)
     print(f"written: {Path(args.out) / 'speech_demo.json'}; report of {rows[0]['file'] if rows else '-'}'s "
           f"readings: {report}")
     return rows
+
+
+def _audio_seconds(utterances: list[Utterance]) -> float:
+    return sum(u.features.shape[0] for u in utterances) / DEFAULT_CONFIG.frame_rate
+
+
+def _read_set(utterances: list[Utterance], title: str, where: Path, figure: str, show_progress: bool) -> dict:
+    """A further set of the demo read by every shipped model and reading, its table printed under
+    ``title``; its audio seconds and rows."""
+    seconds = _audio_seconds(utterances)
+    print(f"\n{title} ({seconds:.0f} s of audio) in {where}")
+    rows, _ = _read_with_every_shipped(utterances, figure, show_progress)
+    _print_table(rows, seconds)
+    return {"audio_seconds": seconds, "models": rows}
 
 
 def _read_with_every_shipped(utterances: list[Utterance], figure: str, show_progress: bool,
