@@ -21,9 +21,11 @@ system-deps:
 	@# headless Chromium renders the check-reader report in tests/test_viz.py
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-# Debian packages of the speech-digits recipe: synthesis (espeak-ng, flite, sox; festival and its three English
-# voices, for prepare --festival-share and make speech-demo) and the reference front end (sphinx_fe).
-SPEECH_PACKAGES := espeak-ng flite sox sphinxbase-utils festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+# Debian packages of the speech-digits recipe: synthesis (espeak-ng, flite, sox; festival with its three English
+# voices, for prepare --festival-share and make speech-demo, and seven of other languages, for --foreign-share) and the reference front end (sphinx_fe).
+SPEECH_PACKAGES := espeak-ng flite sox sphinxbase-utils festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts \
+	festvox-italp16k festvox-itapc16k festvox-suopuhe-lj festvox-suopuhe-mv festvox-czech-dita \
+	festvox-czech-machac festvox-ca-ona-hts
 speech-deps:
 	@dpkg -s $(SPEECH_PACKAGES) >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SPEECH_PACKAGES) >/dev/null; }
 

@@ -28,7 +28,15 @@ from .frontend import DEFAULT_CONFIG
 from .hybrid import isolated_words
 from .kinds import MODEL_KINDS, MODELS, READERS, options_help
 from .models import EncoderConfig, ModelConfig, option_fields, parse_options
-from .synth import FESTIVAL_PACKAGES, SynthesisError, corpus_dir, festival_voices, prepare, split_voices
+from .synth import (
+    FESTIVAL_PACKAGES,
+    FOREIGN_PACKAGES,
+    SynthesisError,
+    corpus_dir,
+    festival_voices,
+    prepare,
+    split_voices,
+)
 from .train import COMBINE, NUM_FILTERS, TrainConfig, load_model, model_config_of, train
 
 DEFAULT_ROOT = Path("data/speech_digits")
@@ -142,12 +150,14 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     for split in ("train", "test"):
         espeak, flite = split_voices(split, args.generated_voices, args.generated_accents)
         festival = festival_voices(split) if args.festival_share else []
+        foreign = festival_voices(split, foreign=True) if args.foreign_share else []
         print(f"{split} voices: {len(espeak)} espeak-ng, {len(flite)} flite ({', '.join(v.name for v in flite)})"
-              + (f", {len(festival)} festival ({', '.join(v.name for v in festival)})" if festival else ""))
+              + (f", {len(festival)} festival ({', '.join(v.name for v in festival)})" if festival else "")
+              + (f", {len(foreign)} foreign ({', '.join(v.name for v in foreign)})" if foreign else ""))
     start = time.perf_counter()
     corpus = prepare(args.root, seed=args.seed, sizes={"train": args.train_size, "test": args.test_size},
                      jobs=args.jobs, log=print, generated=args.generated_voices, accents=args.generated_accents,
-                     festival=args.festival_share)
+                     festival=args.festival_share, foreign=args.foreign_share)
     elapsed = time.perf_counter() - start
     print(f"corpus {corpus}: {_disk_usage(corpus) / 2**20:.1f} MiB, prepared in {elapsed:.1f} s")
     for split in ("train", "test"):
@@ -515,6 +525,12 @@ def main(argv: list[str] | None = None) -> None:
                         "in place of the voice drawn for them: real speakers' diphones (kal, ked) and an HTS voice "
                         "(slt); the test split's are ked's, a speaker training never hears (a corpus of its own, "
                         "ROOT/v1-seedS[-genN][-accN]-festP; needs " + FESTIVAL_PACKAGES + ", make speech-deps)")
+    p.add_argument("--foreign-share", type=float, default=0.0, metavar="P",
+                   help="festival's voices of other languages (Italian, Finnish, Czech, Catalan; real speakers, "
+                        "women among them) speak a share P of the utterances of each split, the digit words respelt "
+                        "in their language (drawn apart from --festival-share, and over it); the test split's "
+                        "are czech_machac's (a corpus of its own, ROOT/...-forP; needs " + FOREIGN_PACKAGES
+                        + ", make speech-deps)")
     p.set_defaults(func=cmd_prepare)
 
     p = commands.add_parser("train", help="train a model (torchrun --nproc_per_node=N for data parallelism)")

@@ -13,7 +13,9 @@ and more accents: ``accents`` random accents (:func:`generated_accent`), each a 
 phoneme table with a random set of the sound changes that tell English accents apart. A share of
 the utterances (``festival``) can be spoken by festival's voices instead: diphones cut from recordings of
 real speakers and a statistical parametric (HTS) voice, kinds of voice that neither formant synthesis nor
-flite's voices are; the test split holds one of them out.
+flite's voices are; the test split holds one of them out. Another share (``foreign``) can be spoken by
+festival's voices of other languages, each cut from a real speaker's recordings: they read the digit
+words respelt in their own language's spelling, English as a speaker of that language says it.
 """
 
 from __future__ import annotations
@@ -59,6 +61,28 @@ FESTIVAL_PACKAGES = "festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-
 # own, [seed, FESTIVAL_STREAM, split, index]; every other draw is that of the corpus without festival,
 # so the same words are spoken under the same perturbations, only by another voice.
 FESTIVAL_STREAM = 3000
+# festival's voices of other languages in Debian, each cut from a real speaker's recordings, and the
+# language whose spelling each reads (the packages of FOREIGN_PACKAGES). Women's voices (lp, lj, dita,
+# ona) are what festival's English voices lack. Machac is held out for the test split.
+FOREIGN_VOICES = {"lp_diphone": "italian", "pc_diphone": "italian", "suo_fi_lj_diphone": "finnish",
+                  "hy_fi_mv_diphone": "finnish", "czech_dita": "czech", "czech_machac": "czech",
+                  "upc_ca_ona_hts": "catalan"}
+TEST_FOREIGN_VOICES = ("czech_machac",)
+FOREIGN_PACKAGES = ("festvox-italp16k festvox-itapc16k festvox-suopuhe-lj festvox-suopuhe-mv festvox-czech-dita "
+                    "festvox-czech-machac festvox-ca-ona-hts")
+# The digit words as each language spells their English sounds (its letter-to-sound rules are regular, so
+# the voice says an accented English word; "three" loses its TH, as it often does in such speakers' English).
+RESPELLINGS = {
+    "italian": {"zero": "ziro", "oh": "ou", "one": "uan", "two": "tu", "three": "tri", "four": "for",
+                "five": "faiv", "six": "sics", "seven": "seven", "eight": "eit", "nine": "nain"},
+    "finnish": {"zero": "siirou", "oh": "ou", "one": "uan", "two": "tuu", "three": "trii", "four": "foor",
+                "five": "faiv", "six": "siks", "seven": "seven", "eight": "eit", "nine": "nain"},
+    "czech": {"zero": "zirou", "oh": "ou", "one": "uan", "two": "tu", "three": "tri", "four": "for",
+              "five": "fajv", "six": "siks", "seven": "sevn", "eight": "ejt", "nine": "najn"},
+    "catalan": {"zero": "ziro", "oh": "ou", "one": "uan", "two": "tu", "three": "tri", "four": "for",
+                "five": "faiv", "six": "sics", "seven": "seven", "eight": "eit", "nine": "nain"},
+}
+FOREIGN_STREAM = 4000  # the foreign voices' draws: [seed, FOREIGN_STREAM, split, index], as festival's
 GENERATED_PREFIX = "gen"  # generated espeak-ng variants are gen000, gen001, ...
 GENERATED_STREAM = 1000  # their random stream: [seed, GENERATED_STREAM, index], apart from the utterances'
 # Voice files espeak-ng lists without overflowing its voice list (N_VOICES_LIST = 350, a compile-time
@@ -151,9 +175,10 @@ class UtteranceSpec:
 
     @property
     def text(self) -> str:
-        if self.voice.engine != "espeak-ng" and self.word_gap > 0:
-            return ", ".join(self.words)
-        return " ".join(self.words)
+        """What the voice is given to read: the words, respelt for a foreign voice (:data:`RESPELLINGS`)."""
+        language = FOREIGN_VOICES.get(self.voice.name) if self.voice.engine == "festival" else None
+        words = self.words if language is None else [RESPELLINGS[language][w] for w in self.words]
+        return (", " if self.voice.engine != "espeak-ng" and self.word_gap > 0 else " ").join(words)
 
 
 def require_tools(*tools: str) -> None:
@@ -326,20 +351,41 @@ def _split_voices(split: str, generated: int, accents: int) -> tuple[tuple[Voice
     return tuple(Voice("espeak-ng", n) for n in names), flite
 
 
-def festival_voices(split: str) -> list[Voice]:
-    """The festival voices of a split (:data:`TEST_FESTIVAL_VOICES` in the test's, the others in training's)."""
+def festival_voices(split: str, foreign: bool = False) -> list[Voice]:
+    """The festival voices of a split, English (:data:`FESTIVAL_VOICES`) or, with ``foreign``, of other
+    languages (:data:`FOREIGN_VOICES`): the held-out ones in the test's, the others in training's."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    return [Voice("festival", v) for v in FESTIVAL_VOICES if (v in TEST_FESTIVAL_VOICES) == (split == "test")]
+    names, held_out = (tuple(FOREIGN_VOICES), TEST_FOREIGN_VOICES) if foreign else (FESTIVAL_VOICES,
+                                                                                     TEST_FESTIVAL_VOICES)
+    return [Voice("festival", v) for v in names if (v in held_out) == (split == "test")]
+
+
+def _festival_draw(seed: int, split: str, index: int, share: float, foreign: bool
+                   ) -> tuple[Voice, float, float, int] | None:
+    """Whether a festival voice speaks an utterance (with probability ``share``), and if so which, with its
+    duration stretch, pitch shift and pauses, from a random stream of their own (:data:`FESTIVAL_STREAM`,
+    :data:`FOREIGN_STREAM`)."""
+    rng = np.random.default_rng([seed, FOREIGN_STREAM if foreign else FESTIVAL_STREAM, SPLITS.index(split), index])
+    if not rng.random() < share:
+        return None
+    voices = festival_voices(split, foreign)
+    voice = voices[int(rng.integers(len(voices)))]
+    # Semitones of sox's pitch shift (formants with the pitch): from a lower man's voice than kal's and
+    # ked's to a higher woman's than slt's, as the espeak-ng variants span.
+    rate, pitch = float(rng.uniform(0.75, 1.35)), float(rng.uniform(-4.0, 5.0))
+    return voice, rate, pitch, int(rng.random() < 0.3)
 
 
 def utterance_spec(seed: int, split: str, index: int, generated: int = 0, accents: int = 0,
-                   festival: float = 0.0) -> UtteranceSpec:
+                   festival: float = 0.0, foreign: float = 0.0) -> UtteranceSpec:
     """The ``index``-th utterance of ``split``: a function of (seed, split, index, generated, accents,
-    festival) only. ``festival``: the share of utterances a festival voice speaks (0 to 1); the others
-    are the corpus's without festival, unchanged."""
-    if not 0.0 <= festival <= 1.0:
-        raise ValueError(f"festival share: 0 to 1, got {festival}")
+    festival, foreign) only. ``festival``: the share of utterances an English festival voice speaks (0 to
+    1), ``foreign``: the share a festival voice of another language speaks (drawn apart, and over the
+    English one); the others are the corpus's without festival, unchanged."""
+    for what, share in (("festival", festival), ("foreign", foreign)):
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"{what} share: 0 to 1, got {share}")
     espeak, flite = _split_voices(split, generated, accents)
     rng = np.random.default_rng([seed, SPLITS.index(split), index])
     words = tuple(DIGIT_WORDS[i] for i in rng.integers(0, len(DIGIT_WORDS), size=int(rng.integers(1, 8))))
@@ -352,15 +398,10 @@ def utterance_spec(seed: int, split: str, index: int, generated: int = 0, accent
         rate, pitch = float(rng.uniform(120.0, 220.0)), float(rng.uniform(20.0, 80.0))
         word_gap = int(rng.integers(0, 12)) if rng.random() < 0.5 else 0
     snr = SNR_CHOICES_DB[int(rng.integers(len(SNR_CHOICES_DB)))]
-    if festival > 0.0:
-        festival_rng = np.random.default_rng([seed, FESTIVAL_STREAM, SPLITS.index(split), index])
-        if festival_rng.random() < festival:
-            voices = festival_voices(split)
-            voice = voices[int(festival_rng.integers(len(voices)))]
-            # Semitones of sox's pitch shift (formants with the pitch): from a lower man's voice than
-            # kal's and ked's to a higher woman's than slt's, as the espeak-ng variants span.
-            rate, pitch = float(festival_rng.uniform(0.75, 1.35)), float(festival_rng.uniform(-4.0, 5.0))
-            word_gap = int(festival_rng.random() < 0.3)
+    for share, foreign_voice in ((festival, False), (foreign, True)):
+        drawn = _festival_draw(seed, split, index, share, foreign_voice) if share > 0.0 else None
+        if drawn is not None:
+            voice, rate, pitch, word_gap = drawn
     return UtteranceSpec(
         utt_id=f"{split}-{index:06d}",
         words=words,
@@ -379,8 +420,23 @@ def utterance_spec(seed: int, split: str, index: int, generated: int = 0, accent
     )
 
 
+class ToolCrash(SynthesisError):
+    """A synthesis tool died of a signal (festival does, reproducibly, on a few inputs)."""
+
+
+def _festival_rate(voice: str, stretch: float) -> str:
+    """festival's Scheme that sets a voice's speaking rate: diphone voices stretch their durations;
+    festival's HTS engine ignores that parameter and takes a speech rate (its "-r", the inverse of a
+    stretch) instead."""
+    if voice.endswith("_hts"):
+        return f"(set! hts_engine_params (append hts_engine_params (list '(\"-r\" {1.0 / stretch:.4f}))))"
+    return f"(Parameter.set 'Duration_Stretch {stretch:.4g})"
+
+
 def _run(command: list[str], stdin: bytes | None = None) -> bytes:
     result = subprocess.run(command, input=stdin, capture_output=True)
+    if result.returncode < 0:
+        raise ToolCrash(f"{' '.join(command)} died of signal {-result.returncode}")
     # espeak-ng's full voice list is only a warning, but it may have spoken another voice than asked for.
     if result.returncode != 0 or b"N_VOICES_LIST" in result.stderr:
         raise SynthesisError(f"{' '.join(command)} failed ({result.returncode}): {result.stderr.decode()[-500:]}")
@@ -401,18 +457,25 @@ def _tts_wav(spec: UtteranceSpec, workdir: str, espeak_home: Path | None) -> str
         _run(["flite", "-voice", spec.voice.name, "--setf", f"duration_stretch={spec.rate}",
               "--setf", f"int_f0_target_mean={spec.pitch}", "-t", spec.text, "-o", path])
     elif spec.voice.engine == "festival":
-        if spec.voice.name not in FESTIVAL_VOICES:
-            raise ValueError(f"unknown festival voice {spec.voice.name!r}: one of {FESTIVAL_VOICES}")
-        # Diphone voices stretch their durations; festival's HTS engine ignores that parameter and
-        # takes a speech rate (its "-r", the inverse of a stretch) instead.
-        stretch = (f"(set! hts_engine_params (append hts_engine_params (list '(\"-r\" {1.0 / spec.rate:.4f}))))"
-                   if spec.voice.name.endswith("_hts") else f"(Parameter.set 'Duration_Stretch {spec.rate})")
-        _run(["text2wave", "-eval", f"(voice_{spec.voice.name})", "-eval", stretch, "-o", path],
-             stdin=spec.text.encode())
+        if spec.voice.name not in (*FESTIVAL_VOICES, *FOREIGN_VOICES):
+            raise ValueError(f"unknown festival voice {spec.voice.name!r}: one of {FESTIVAL_VOICES} or "
+                             f"{tuple(FOREIGN_VOICES)}")
+        # festival's diphone engine crashes (SIGSEGV) on a few (text, stretch) pairs, the same every time
+        # (the Italian voices reading "tu" alone at some stretches, in bands up to 1 % wide); such an
+        # utterance is spoken 2 % slower, up to 3 times.
+        for nudge in range(4):
+            try:
+                _run(["text2wave", "-eval", f"(voice_{spec.voice.name})", "-eval",
+                      _festival_rate(spec.voice.name, spec.rate * 1.02**nudge), "-o", path],
+                     stdin=spec.text.encode())
+                break
+            except ToolCrash:
+                if nudge == 3:
+                    raise
         # text2wave exits with 0 when its Scheme fails (a voice not installed, say): its output tells.
         if not os.path.isfile(path) or os.path.getsize(path) <= 44:
             raise SynthesisError(f"festival's {spec.voice.name} wrote no audio: is its voice installed? "
-                                 f"(apt-get install {FESTIVAL_PACKAGES}, or make speech-deps)")
+                                 f"(apt-get install {FESTIVAL_PACKAGES} {FOREIGN_PACKAGES}, or make speech-deps)")
     else:
         raise ValueError(f"unknown TTS engine {spec.voice.engine!r}")
     return path
@@ -464,20 +527,23 @@ def synthesize(spec: UtteranceSpec, seed: int, sample_rate: int = 16000,
     return np.clip(x * 32767.0, -32768.0, 32767.0)
 
 
-def corpus_dir(root: str | Path, seed: int, generated: int = 0, accents: int = 0, festival: float = 0.0) -> Path:
+def corpus_dir(root: str | Path, seed: int, generated: int = 0, accents: int = 0, festival: float = 0.0,
+               foreign: float = 0.0) -> Path:
     """Where the corpus for ``seed`` (with ``generated`` generated voice variants, ``accents`` generated
-    accents and a ``festival`` share of festival's voices) lives under ``root``."""
+    accents, a ``festival`` share of festival's English voices and a ``foreign`` share of its other
+    languages' voices) lives under ``root``."""
     name = f"v{CORPUS_VERSION}-seed{seed}" + (f"-gen{generated}" if generated else "")
     name += f"-acc{accents}" if accents else ""
-    return Path(root) / (name + (f"-fest{festival_percent(festival)}" if festival else ""))
+    name += f"-fest{share_percent(festival, 'festival')}" if festival else ""
+    return Path(root) / (name + (f"-for{share_percent(foreign, 'foreign')}" if foreign else ""))
 
 
-def festival_percent(festival: float) -> int:
-    """The festival share in whole percent, as a corpus is named; a share of other precision is refused,
-    so that two shares never share a folder."""
-    percent = round(festival * 100)
-    if not 0 <= percent <= 100 or abs(percent - festival * 100) > 1e-9:
-        raise ValueError(f"festival share: a whole percentage from 0 to 1 (0.25, say), got {festival}")
+def share_percent(share: float, what: str) -> int:
+    """A share of voices (``what``: festival, foreign) in whole percent, as a corpus is named; a share of
+    other precision is refused, so that two shares never share a folder."""
+    percent = round(share * 100)
+    if not 0 <= percent <= 100 or abs(percent - share * 100) > 1e-9:
+        raise ValueError(f"{what} share: a whole percentage from 0 to 1 (0.25, say), got {share}")
     return percent
 
 
@@ -512,23 +578,25 @@ def prepare(
     generated: int = 0,
     accents: int = 0,
     festival: float = 0.0,
+    foreign: float = 0.0,
 ) -> Path:
     """Make (or complete from the cache) the corpus: for each split, ``sizes[split]`` utterances;
     ``generated`` generated voice variants and ``accents`` generated accents join the training voices,
-    and festival's voices speak a ``festival`` share of each split (each a corpus of its own).
+    and festival's voices speak a ``festival`` share of each split, its other languages' voices a
+    ``foreign`` share (each a corpus of its own).
 
     Writes ``<corpus>/<split>/wav/*.wav``, ``mfc/*.mfc`` (no CMN), ``transcripts.txt`` (Sphinx style,
     exactly the utterances asked for) and ``utterances.tsv`` (the parameters of each). Returns the corpus
     directory (see :func:`corpus_dir`).
     """
-    require_tools("espeak-ng", "flite", "sox", *(["text2wave"] if festival else []))
+    require_tools("espeak-ng", "flite", "sox", *(["text2wave"] if festival or foreign else []))
     sizes = {"train": 3000, "test": 500} if sizes is None else sizes
     jobs = jobs or os.cpu_count() or 1
-    out = corpus_dir(root, seed, generated, accents, festival)
+    out = corpus_dir(root, seed, generated, accents, festival, foreign)
     espeak_home = write_generated_voices(out, seed, generated, accents) if generated or accents else None
     for split, size in sizes.items():
         start = time.perf_counter()
-        specs = [utterance_spec(seed, split, i, generated, accents, festival) for i in range(size)]
+        specs = [utterance_spec(seed, split, i, generated, accents, festival, foreign) for i in range(size)]
         made = _prepare_split(out / split, specs, seed, jobs, config, espeak_home)
         if log is not None:
             log(f"{split}: {size} utterances ({made} synthesised now, {size - made} cached) "
