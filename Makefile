@@ -84,7 +84,8 @@ test-cuda: $(STAMP) system-deps
 	$(PY) -m pytest -q -m cuda tests
 
 # The speech recipe's shipped models and readings read 500 fresh utterances of held-out voices (synthesised,
-# cached in out/speech_demo), then 31 utterances of real speakers (pip downloads pocketsphinx's source archive,
+# cached in out/speech_demo), the models and the default reading the same utterances spoken by festival's
+# held-out voice, then all of them 31 utterances of real speakers (pip downloads pocketsphinx's source archive,
 # which holds them): word error rates beside RESULTS.md's, speed, an HTML alignment report.
 speech-demo: $(STAMP) speech-deps
 	OMP_NUM_THREADS=1 $(PY) -m recipes.speech_digits demo --threads 1
