@@ -32,6 +32,7 @@ from recipes.speech_digits.models import (
     Batch,
     CommitteeReader,
     EncoderConfig,
+    MixtureOfExperts,
     ModelConfig,
     ProductOfExperts,
     Recognizer,
@@ -95,6 +96,14 @@ def test_edit_distance_against_brute_force() -> None:
     assert summary["utterances"] == 2 and result.summary()["utterances"] == 3 and result.summary()["words"] == 5
     assert result.confusions() == [{"reference": r, "hypothesis": h, "count": 1}
                                    for r, h in (("three", "-"), ("eight", "six"), ("-", "oh"))]
+    assert "oracle_wer" not in result.summary()  # one candidate each: nothing to choose among
+    # Chosen among candidates: the oracle is the candidate nearest each transcript.
+    chosen = Result(result.utt_ids, result.references, result.hypotheses,
+                    [[("one", "two")], [(), ("three",), ("two",)], [("six", "two", "oh"), ("eight", "oh")]])
+    summary = chosen.summary()
+    assert summary["wer"] == 60.0 and summary["candidates"] == 2.0 and summary["oracle_wer"] == 20.0
+    assert "oracle_wer" not in chosen.summary(["u1"])
+    assert chosen.summary(["u2", "u3"])["oracle_wer"] == pytest.approx(100 / 3, abs=1e-3)
 
 
 def test_segments_merge_runs_and_scale_to_input_frames() -> None:
@@ -612,6 +621,27 @@ def test_product_of_experts_reads_the_answer_of_least_summed_energy(tmp_path: Pa
     assert beams.members[2].beam == 2 and beams.members[0].states == 2
     # An RNN-T scores the empty answer too (the predictor reads its start alone).
     assert torch.isfinite(members[2].losses(make_batch([u.features for u in utterances[:2]]))).all()
+
+
+def test_mixture_of_experts_reads_the_answer_of_greatest_mean_posterior() -> None:
+    one, two = ("one",), ("two",)
+    # a is sure of "one"; b rules it out (an infinite loss) and is sure of "two". The product
+    # follows b's veto; the mixture weighs a's e^-0.1 + 0 against e^-3 + e^-0.2 and reads "one".
+    a = ScriptedReader([one], {one: 0.1, two: 3.0})
+    b = ScriptedReader([two], {one: torch.inf, two: 0.2})
+    batch = make_batch([np.zeros((20, 13), np.float32)])
+    assert ProductOfExperts([a, b]).read(batch) == ([two], [[one, two]])
+    mixture = MixtureOfExperts([a, b])
+    assert mixture.read(batch) == ([one], [[one, two]])
+    candidates, energies = mixture.candidates(batch)
+    expected = [-np.log((np.exp(-0.1) + 0.0) / 2), -np.log((np.exp(-3.0) + np.exp(-0.2)) / 2)]
+    np.testing.assert_allclose(energies.numpy(), expected, rtol=1e-6)
+    # With one member, the mixture and the product are the member's own losses.
+    only = MixtureOfExperts([a]).candidates(batch)[1]
+    torch.testing.assert_close(only, ProductOfExperts([a]).candidates(batch)[1])
+    a.energy = {one: torch.inf, two: torch.inf}
+    b.energy = {one: torch.inf, two: torch.inf}  # none finite: the first member's reading
+    assert mixture.decode(batch) == [one]
 
 
 @pytest.mark.parametrize("kind, options", [("ctc", {"units": 2}), ("ctc", {"units": 2, "criterion": "mmi"}),

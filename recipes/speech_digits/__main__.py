@@ -493,7 +493,8 @@ def _add_input_options(p: argparse.ArgumentParser, transcripts: bool) -> None:
                    help="how several checkpoints or warps read as one: 'frames' averages frame scores (CTC or "
                         "hybrid models of one kind), 'answers' gives each utterance the answer, of those any "
                         "member read on any warp, of least summed loss over every member and warp (any kinds "
-                        "but DTW); auto: frames where it can (default)")
+                        "but DTW: the product of their posteriors), 'mixture' the answer of greatest mean "
+                        "posterior over them; auto: frames where it can (default)")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="a reading setting of the model's kind, e.g. beam=8 for an RNN-T (see train --help); with "
                         "kinds mixed, it applies to those that have it")

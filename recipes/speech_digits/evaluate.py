@@ -21,56 +21,76 @@ class Result:
     utt_ids: list[str] = field(default_factory=list)
     references: list[tuple[str, ...]] = field(default_factory=list)
     hypotheses: list[tuple[str, ...]] = field(default_factory=list)
+    candidates: list[list[tuple[str, ...]]] = field(default_factory=list)  # the answers each was chosen from
 
     def summary(self, chosen: Collection[str] | None = None) -> dict[str, Any]:
-        """Error rates over all utterances, or over those whose ids are in ``chosen``."""
-        subs = dels = ins = words = wrong = utterances = 0
-        for utt, ref, hyp in zip(self.utt_ids, self.references, self.hypotheses):
+        """Error rates over all utterances, or over those whose ids are in ``chosen``; where the
+        hypotheses were chosen among several candidates (a product of experts), also the mean
+        number of candidates and the oracle WER: that of the candidate nearest each transcript."""
+        subs = dels = ins = words = wrong = utterances = oracle = proposed = 0
+        candidates = self.candidates or [[hyp] for hyp in self.hypotheses]
+        for utt, ref, hyp, found in zip(self.utt_ids, self.references, self.hypotheses, candidates):
             if chosen is not None and utt not in chosen:
                 continue
             s, d, n = common.edit_distance(ref, hyp)
             subs, dels, ins, words = subs + s, dels + d, ins + n, words + len(ref)
             wrong += (s + d + n) > 0
             utterances += 1
+            oracle += s + d + n if len(found) == 1 else min(sum(common.edit_distance(ref, a)) for a in found)
+            proposed += len(found)
         errors = subs + dels + ins
-        return {"utterances": utterances, "words": words,
-                "wer": round(100.0 * errors / max(1, words), 3),
-                "ser": round(100.0 * wrong / max(1, utterances), 3),
-                "substitutions": subs, "deletions": dels, "insertions": ins}
+        summary = {"utterances": utterances, "words": words,
+                   "wer": round(100.0 * errors / max(1, words), 3),
+                   "ser": round(100.0 * wrong / max(1, utterances), 3),
+                   "substitutions": subs, "deletions": dels, "insertions": ins}
+        if proposed > utterances:
+            summary.update(candidates=round(proposed / utterances, 2), oracle_wer=round(100.0 * oracle / words, 3))
+        return summary
 
     def confusions(self, top: int = 10) -> list[dict[str, Any]]:
         return common.confusions(self.references, self.hypotheses, top)
 
 
-def decode_features(model: Recognizer, features: Sequence[np.ndarray], batch_size: int = 32,
-                    device: torch.device | str = "cpu", show_progress: bool = False) -> list[tuple[str, ...]]:
-    """The words recognised in each feature matrix, batched by similar lengths (a progress bar of
-    batches on stderr with ``show_progress``)."""
+def read_features(model: Recognizer, features: Sequence[np.ndarray], batch_size: int = 32,
+                  device: torch.device | str = "cpu", show_progress: bool = False
+                  ) -> tuple[list[tuple[str, ...]], list[list[tuple[str, ...]]]]:
+    """The words recognised in each feature matrix and the candidate answers they were chosen from
+    (:meth:`~.models.Recognizer.read`), batched by similar lengths (a progress bar of batches on
+    stderr with ``show_progress``)."""
     model.eval()
     order = np.argsort([len(f) for f in features], kind="stable")
     hypotheses: list[tuple[str, ...]] = [()] * len(features)
+    candidates: list[list[tuple[str, ...]]] = [[] for _ in features]
     starts = range(0, len(order), batch_size)
     with torch.no_grad():
         for start in common.progress(starts, len(starts), show_progress, unit="batch"):
             chosen = order[start:start + batch_size]
             batch = make_batch([features[i] for i in chosen], device=device)
-            for i, words in zip(chosen, model.decode(batch)):
-                hypotheses[i] = words
-    return hypotheses
+            for i, words, found in zip(chosen, *model.read(batch)):
+                hypotheses[i], candidates[i] = words, found
+    return hypotheses, candidates
+
+
+def decode_features(model: Recognizer, features: Sequence[np.ndarray], batch_size: int = 32,
+                    device: torch.device | str = "cpu", show_progress: bool = False) -> list[tuple[str, ...]]:
+    """The words recognised in each feature matrix (:func:`read_features`)."""
+    return read_features(model, features, batch_size, device, show_progress)[0]
 
 
 def evaluate_model(model: Recognizer, utterances: Sequence[Utterance], batch_size: int = 32,
                    device: torch.device | str = "cpu", show_progress: bool = False) -> Result:
     was_training = model.training
-    hyps = decode_features(model, [u.features for u in utterances], batch_size, device, show_progress)
+    hyps, candidates = read_features(model, [u.features for u in utterances], batch_size, device, show_progress)
     model.train(was_training)
-    return Result([u.utt_id for u in utterances], [u.words for u in utterances], hyps)
+    return Result([u.utt_id for u in utterances], [u.words for u in utterances], hyps, candidates)
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     return (f"WER {summary['wer']:.2f}% ({summary['substitutions']} sub, {summary['deletions']} del, "
             f"{summary['insertions']} ins of {summary['words']} words)  "
-            f"SER {summary['ser']:.2f}% of {summary['utterances']} utterances")
+            f"SER {summary['ser']:.2f}% of {summary['utterances']} utterances"
+            + (f"  (chosen among {summary['candidates']:g} candidates per utterance, the best of which: "
+               f"WER {summary['oracle_wer']:.2f}%)" if "oracle_wer" in summary else ""))
 
 
 # ---------------------------------------------------------------------- report

@@ -278,6 +278,13 @@ class Recognizer(nn.Module, abc.ABC):
         """The words recognised in each utterance."""
         return self.decode_outputs(*self(batch))
 
+    def read(self, batch: Batch) -> tuple[list[tuple[str, ...]], list[list[tuple[str, ...]]]]:
+        """:meth:`decode`'s words and, per utterance, the answers it chose them from: only its
+        own here, all that its members read in a :class:`ProductOfExperts` (whose best, against a
+        transcript, is the oracle that tells the choosing from the proposing)."""
+        words = self.decode(batch)
+        return words, [[w] for w in words]
+
     @abc.abstractmethod
     def align(self, batch: Batch) -> list[list[tuple[str, int, int]]]:
         """Each utterance's words as ``(word, first, last + 1)`` in input frames."""
@@ -402,12 +409,19 @@ class ProductOfExperts(Recognizer):
         candidates = [list(found) for found in answers]
         owner = torch.tensor([i for i, found in enumerate(candidates) for _ in found], device=batch.lengths.device)
         words = [w for found in candidates for w in found]
-        energies = torch.zeros(len(words), dtype=torch.float64, device=owner.device)
-        for member, outputs, lengths in encoded:
-            energies += member.answer_losses(outputs, lengths, owner, words).double()
-        return candidates, energies
+        losses = torch.stack([member.answer_losses(outputs, lengths, owner, words).double()
+                              for member, outputs, lengths in encoded], dim=1)
+        return candidates, self.pool(losses)
+
+    def pool(self, losses: Tensor) -> Tensor:
+        """The energies ``[N]`` of answers from their losses ``[N, members x views]``: their sum,
+        the product of the posteriors."""
+        return losses.sum(dim=1)
 
     def decode(self, batch: Batch) -> list[tuple[str, ...]]:
+        return self.read(batch)[0]
+
+    def read(self, batch: Batch) -> tuple[list[tuple[str, ...]], list[list[tuple[str, ...]]]]:
         candidates, energies = self.candidates(batch)
         energies = energies.nan_to_num(torch.inf)
         chosen, start = [], 0
@@ -415,10 +429,20 @@ class ProductOfExperts(Recognizer):
             mine = energies[start:start + len(found)]
             chosen.append(found[int(mine.argmin())] if bool(torch.isfinite(mine).any()) else found[0])
             start += len(found)
-        return chosen
+        return chosen, candidates
 
     def align(self, batch: Batch) -> list[list[tuple[str, int, int]]]:
         return cast(Recognizer, self.members[0]).align(batch)
+
+
+class MixtureOfExperts(ProductOfExperts):
+    """:class:`ProductOfExperts` with the members' posteriors of each answer averaged instead of
+    multiplied: its energy is ``-log mean exp(-loss)`` over every (member, view), so one member
+    sure that an answer is wrong can no longer rule it out alone (the sum rule of combining
+    classifiers, where the product is the product rule)."""
+
+    def pool(self, losses: Tensor) -> Tensor:
+        return math.log(losses.shape[1]) - torch.logsumexp(-losses, dim=1)
 
 
 def frame_label_prior(transcripts: Sequence[Sequence[str]], frames: int, units: int = 1) -> Tensor:

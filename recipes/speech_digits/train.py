@@ -20,7 +20,16 @@ from .data import Utterance
 from .evaluate import evaluate_model
 from .frontend import DEFAULT_CONFIG, frequency_mask, frequency_warp
 from .kinds import MODEL_KINDS, MODELS, build_model
-from .models import CommitteeReader, FrameScorer, ModelConfig, ProductOfExperts, Recognizer, make_batch, option_fields
+from .models import (
+    CommitteeReader,
+    FrameScorer,
+    MixtureOfExperts,
+    ModelConfig,
+    ProductOfExperts,
+    Recognizer,
+    make_batch,
+    option_fields,
+)
 
 NUM_FILTERS = DEFAULT_CONFIG.num_filters
 
@@ -136,7 +145,7 @@ def model_config_of(path: str | Path, state: Mapping[str, Any]) -> ModelConfig:
     return config
 
 
-COMBINE = ("auto", "frames", "answers")
+COMBINE = ("auto", "frames", "answers", "mixture")
 
 
 def load_model(path: str | Path | Sequence[str | Path], device: torch.device | str = "cpu",
@@ -146,7 +155,8 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
     or vocal tract ``warps`` of the input to average over, read as one (the state returned is the
     first one's): ``combine="frames"`` averages frame scores (:class:`~.models.CommitteeReader`: CTC
     or hybrid models of one kind), ``"answers"`` sums each member's energy of the answers they
-    read (:class:`~.models.ProductOfExperts`: any kinds that read connected speech), ``"auto"``
+    read (:class:`~.models.ProductOfExperts`: any kinds that read connected speech), ``"mixture"``
+    averages their posteriors of those answers instead (:class:`~.models.MixtureOfExperts`), ``"auto"``
     frames where it can. ``options`` replace settings of the checkpoints' model kinds for reading
     (e.g. an RNN-T's ``beam``; values as given on the command line, checked by the kind's
     ``Options``); with kinds mixed, each applies to the kinds that have it."""
@@ -179,8 +189,9 @@ def load_model(path: str | Path | Sequence[str | Path], device: torch.device | s
                                     "of one kind with the same options and stride (--combine answers reads with "
                                     "any kinds)")
         return CommitteeReader(cast(list[FrameScorer], models), warps or (1.0,)).eval(), states[0]
+    experts = MixtureOfExperts if combine == "mixture" else ProductOfExperts
     try:
-        return ProductOfExperts(models, warps or (1.0,)).eval(), states[0]
+        return experts(models, warps or (1.0,)).eval(), states[0]
     except ValueError as error:
         raise common.InputError(f"{', '.join(map(str, paths))}: {error}") from None
 
